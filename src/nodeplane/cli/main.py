@@ -1,0 +1,50 @@
+"""Entry point of the `nodeplane` command."""
+
+import dataclasses
+import os
+
+import typer
+import uvicorn
+
+from nodeplane.controlplane.config import Settings
+
+app = typer.Typer(
+    help="nodeplane: a self-hosted control plane for blockchain nodes.", no_args_is_help=True
+)
+
+
+@app.callback()
+def main() -> None:
+    """nodeplane: declare nodes once, run them on your own hosts and clusters."""
+
+
+@app.command()
+def server(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    database_url: str | None = typer.Option(
+        None,
+        help="sqlite:///path or postgresql://...; default: NODEPLANE_DATABASE_URL, else SQLite.",
+    ),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    json_logs: bool | None = typer.Option(
+        None, "--json-logs/--human-logs", help="Default: JSON unless a terminal."
+    ),
+) -> None:
+    """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
+    from nodeplane.controlplane.app import create_app
+    from nodeplane.controlplane.logging import configure_logging
+
+    configure_logging(log_level, json_logs)
+    settings = Settings()
+    if database_url:
+        settings = dataclasses.replace(settings, database_url=database_url)
+    typer.echo(f"nodeplane control plane on http://{host}:{port} (pid {os.getpid()})", err=True)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

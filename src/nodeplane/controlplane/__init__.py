@@ -1,0 +1,1 @@
+"""The control plane: store, domain services, GraphQL API, web UI and auth."""

@@ -1,0 +1,224 @@
+"""GraphQL mutations: thin wrappers over the domain services, which own the transactions."""
+
+from datetime import datetime
+from uuid import UUID
+
+import strawberry
+from strawberry.scalars import JSON
+
+from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info
+from nodeplane.controlplane.api.types import (
+    ApiKey,
+    ApiKeyKind,
+    CreateApiKeyPayload,
+    CreateOrganizationPayload,
+    Executor,
+    InvitePayload,
+    LifecycleAction,
+    LoginPayload,
+    Me,
+    Node,
+    Organization,
+    RejectedObservation,
+    Role,
+    SyncExecutorPayload,
+)
+from nodeplane.controlplane.api.validation import json_list, parse_wire
+from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.auth.authenticate import authenticate
+from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
+from nodeplane.controlplane.auth.principal import Role as RoleValue
+from nodeplane.controlplane.services import accounts, api_keys, executors, nodes
+from nodeplane.controlplane.services.accounts import LoginResult
+from nodeplane.controlplane.store import models
+from nodeplane.protocol import LifecycleAction as LifecycleActionValue
+from nodeplane.protocol import RuntimeEvent, SyncExecutorRequest
+
+
+@strawberry.input
+class CreateNodeInput:
+    executor_id: UUID
+    name: str
+    spec: JSON
+
+
+@strawberry.input
+class UpdateNodeInput:
+    node_id: UUID
+    overrides: JSON | None = None
+    resources: JSON | None = None
+    expected_revision: int | None = None
+    cause: str | None = None
+
+
+async def _node_view(ctx: Context, row: models.Node) -> Node:
+    async with ctx.db.read() as session:
+        return (await node_views(session, ctx, [row]))[0]
+
+
+async def _signed_in(ctx: Context, result: LoginResult) -> LoginPayload:
+    ctx.response.set_cookie(
+        SESSION_COOKIE,
+        result.token,
+        max_age=int(ctx.settings.session_ttl_hours * 3600),
+        httponly=True,
+        samesite="lax",
+        secure=ctx.request.url.scheme == "https",
+    )
+    ctx.principal = await authenticate(ctx.db, result.token)
+    async with ctx.db.read() as session:
+        me = await me_view(session, ctx)
+    assert me is not None
+    return LoginPayload(token=result.token, me=me)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Sign in; the token works as a Bearer token and as a cookie.")
+    async def login(
+        self, info: Info, email: str, password: str, organization_id: UUID | None = None
+    ) -> LoginPayload:
+        ctx = info.context
+        result = await accounts.login(ctx.db, ctx.settings, email, password, organization_id)
+        return await _signed_in(ctx, result)
+
+    @strawberry.mutation
+    async def logout(self, info: Info) -> bool:
+        async with info.context.db.write() as uow:
+            done = await accounts.logout(uow, info.context.principal)
+        info.context.response.delete_cookie(SESSION_COOKIE)
+        return done
+
+    @strawberry.mutation
+    async def invite_member(self, info: Info, email: str, role: Role) -> InvitePayload:  # type: ignore[valid-type]
+        async with info.context.db.write() as uow:
+            result = await accounts.invite_member(
+                uow, info.context.principal, email, RoleValue(role)
+            )
+        return InvitePayload(
+            token=result.token,
+            email=result.invite.email,
+            role=RoleValue(result.invite.role),
+            expires_at=result.invite.expires_at,
+        )
+
+    @strawberry.mutation
+    async def accept_invite(self, info: Info, token: str, password: str) -> LoginPayload:
+        ctx = info.context
+        result = await accounts.accept_invite(ctx.db, ctx.settings, token, password)
+        return await _signed_in(ctx, result)
+
+    @strawberry.mutation
+    async def create_organization(
+        self, info: Info, name: str, owner_email: str
+    ) -> CreateOrganizationPayload:
+        async with info.context.db.write() as uow:
+            org, invite = await accounts.create_organization(
+                uow, info.context.principal, name, owner_email
+            )
+        return CreateOrganizationPayload(
+            organization=Organization.from_row(org), invite_token=invite.token if invite else None
+        )
+
+    @strawberry.mutation(description="Create an API key; the secret is returned only this once.")
+    async def create_api_key(
+        self,
+        info: Info,
+        name: str,
+        kind: ApiKeyKind,  # type: ignore[valid-type]
+        expires_at: datetime | None = None,
+    ) -> CreateApiKeyPayload:
+        async with info.context.db.write() as uow:
+            created = await api_keys.create_api_key(
+                uow,
+                info.context.principal,
+                name=name,
+                kind=ApiKeyKindValue(kind),
+                expires_at=expires_at,
+            )
+        return CreateApiKeyPayload(api_key=ApiKey.from_row(created.key), secret=created.secret)
+
+    @strawberry.mutation
+    async def revoke_api_key(self, info: Info, id: UUID) -> ApiKey:
+        async with info.context.db.write() as uow:
+            key = await api_keys.revoke_api_key(uow, info.context.principal, id)
+        return ApiKey.from_row(key)
+
+    @strawberry.mutation(description="Deploy a node: revision 1 of its spec.")
+    async def create_node(self, info: Info, input: CreateNodeInput) -> Node:
+        async with info.context.db.write() as uow:
+            row = await nodes.create_node(
+                uow,
+                info.context.principal,
+                executor_id=input.executor_id,
+                name=input.name,
+                spec=input.spec,
+            )
+        return await _node_view(info.context, row)
+
+    @strawberry.mutation(description="Change overrides and/or resources as a new revision.")
+    async def update_node(self, info: Info, input: UpdateNodeInput) -> Node:
+        async with info.context.db.write() as uow:
+            row = await nodes.update_node(
+                uow,
+                info.context.principal,
+                input.node_id,
+                overrides=input.overrides,
+                resources=input.resources,
+                expected_revision=input.expected_revision,
+                cause=input.cause,
+            )
+        return await _node_view(info.context, row)
+
+    @strawberry.mutation(description="Start, stop or restart: a change of desired state.")
+    async def request_node_lifecycle_action(
+        self,
+        info: Info,
+        node_id: UUID,
+        action: LifecycleAction,  # type: ignore[valid-type]
+        expected_revision: int | None = None,
+    ) -> Node:
+        async with info.context.db.write() as uow:
+            row = await nodes.request_lifecycle_action(
+                uow,
+                info.context.principal,
+                node_id,
+                LifecycleActionValue(action),
+                expected_revision=expected_revision,
+            )
+        return await _node_view(info.context, row)
+
+    @strawberry.mutation(description="Delete a node: its executor tears it down, then it is gone.")
+    async def delete_node(self, info: Info, node_id: UUID, retain_data: bool = False) -> Node:
+        async with info.context.db.write() as uow:
+            row = await nodes.delete_node(
+                uow, info.context.principal, node_id, retain_data=retain_data
+            )
+        return await _node_view(info.context, row)
+
+    @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
+    async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
+        request = parse_wire(SyncExecutorRequest, input, field="input")
+        async with info.context.db.write() as uow:
+            result = await executors.sync_executor(uow, info.context.principal, request)
+        return SyncExecutorPayload(
+            executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),
+            rejected=[RejectedObservation(node_id=k, reason=v) for k, v in result.rejected.items()],
+        )
+
+    @strawberry.mutation(description="The executor has torn a deleted node down.")
+    async def confirm_node_teardown(self, info: Info, node_id: UUID) -> bool:
+        async with info.context.db.write() as uow:
+            return await executors.confirm_teardown(uow, info.context.principal, node_id)
+
+    @strawberry.mutation(description="Runtime events from an executor: crashes, init failures.")
+    async def report_runtime_events(self, info: Info, events: JSON) -> int:
+        parsed = [
+            parse_wire(RuntimeEvent, e, field="events")
+            for e in json_list(events, "events", max_items=executors.MAX_RUNTIME_EVENTS_PER_CALL)
+        ]
+        async with info.context.db.write() as uow:
+            return await executors.report_runtime_events(uow, info.context.principal, parsed)
+
+
+__all__ = ["Me", "Mutation"]

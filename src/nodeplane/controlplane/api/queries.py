@@ -1,0 +1,170 @@
+"""GraphQL queries: every read is scoped to the caller's organization."""
+
+from uuid import UUID
+
+import strawberry
+from strawberry.scalars import JSON
+
+from nodeplane.controlplane.api.context import Info
+from nodeplane.controlplane.api.types import (
+    ApiKey,
+    AssignedNodeSpec,
+    Event,
+    EventConnection,
+    EventLevel,
+    Executor,
+    Me,
+    Member,
+    Node,
+    NodeConnection,
+    NodePhase,
+    Organization,
+    PageInfo,
+    SpecChange,
+    SpecRevision,
+)
+from nodeplane.controlplane.api.validation import json_list, parse_wire
+from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.auth.principal import require_principal
+from nodeplane.controlplane.services import accounts, api_keys, events, executors, nodes
+from nodeplane.protocol import KnownRevision
+from nodeplane.protocol import NodePhase as NodePhaseValue
+
+
+@strawberry.input
+class NodeFilter:
+    name: str | None = None
+    chain: str | None = None
+    phase: NodePhase | None = None  # type: ignore[valid-type]
+    executor_id: UUID | None = None
+
+
+@strawberry.input
+class EventFilter:
+    node_id: UUID | None = None
+    executor_id: UUID | None = None
+    type: str | None = None
+    level: EventLevel | None = None  # type: ignore[valid-type]
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="The caller: user or executor key, with organization and role.")
+    async def me(self, info: Info) -> Me | None:
+        async with info.context.db.read() as session:
+            return await me_view(session, info.context)
+
+    @strawberry.field
+    async def organization(self, info: Info) -> Organization | None:
+        async with info.context.db.read() as session:
+            org = await accounts.get_organization(session, info.context.principal)
+        return Organization.from_row(org) if org else None
+
+    @strawberry.field
+    async def members(self, info: Info) -> list[Member]:
+        async with info.context.db.read() as session:
+            rows = await accounts.list_members(session, info.context.principal)
+        return [
+            Member(id=m.id, email=u.email, role=m.role, created_at=m.created_at) for m, u in rows
+        ]
+
+    @strawberry.field(description="Nodes by name; `after` is the previous page's endCursor.")
+    async def nodes(
+        self,
+        info: Info,
+        filter: NodeFilter | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> NodeConnection:
+        f = filter or NodeFilter()
+        flt = nodes.NodeFilter(
+            name=f.name,
+            chain=f.chain,
+            phase=NodePhaseValue(f.phase) if f.phase is not None else None,
+            executor_id=f.executor_id,
+        )
+        async with info.context.db.read() as session:
+            page = await nodes.list_nodes(
+                session, info.context.principal, flt, first=first, after=after
+            )
+            items = await node_views(session, info.context, page.items)
+        return NodeConnection(
+            items=items,
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+    @strawberry.field
+    async def node(self, info: Info, id: UUID) -> Node | None:
+        async with info.context.db.read() as session:
+            row = await nodes.get_node(session, info.context.principal, id)
+            return (await node_views(session, info.context, [row]))[0] if row else None
+
+    @strawberry.field
+    async def node_revisions(self, info: Info, node_id: UUID) -> list[SpecRevision]:
+        async with info.context.db.read() as session:
+            rows = await nodes.list_revisions(session, info.context.principal, node_id)
+        return [SpecRevision.from_row(r) for r in rows]
+
+    @strawberry.field(description="What changed between two revisions of a node.")
+    async def node_revision_diff(
+        self, info: Info, node_id: UUID, from_revision: int, to_revision: int
+    ) -> list[SpecChange] | None:
+        async with info.context.db.read() as session:
+            changes = await nodes.diff_revisions(
+                session, info.context.principal, node_id, from_revision, to_revision
+            )
+        return [SpecChange.from_model(c) for c in changes] if changes is not None else None
+
+    @strawberry.field
+    async def executors(self, info: Info) -> list[Executor]:
+        async with info.context.db.read() as session:
+            rows = await executors.list_executors(session, info.context.principal)
+        return [Executor.from_row(r, info.context.settings.heartbeat_timeout) for r in rows]
+
+    @strawberry.field
+    async def executor(self, info: Info, id: UUID) -> Executor | None:
+        async with info.context.db.read() as session:
+            row = await executors.get_executor(session, info.context.principal, id)
+        return Executor.from_row(row, info.context.settings.heartbeat_timeout) if row else None
+
+    @strawberry.field(description="The events feed, newest first, keyset-paginated.")
+    async def events(
+        self,
+        info: Info,
+        filter: EventFilter | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> EventConnection:
+        f = filter or EventFilter()
+        flt = events.EventFilter(
+            node_id=f.node_id, executor_id=f.executor_id, type=f.type, level=f.level
+        )
+        async with info.context.db.read() as session:
+            page = await events.list_events(
+                session, info.context.principal, flt, first=first, after=after
+            )
+        return EventConnection(
+            items=[Event.from_row(e) for e in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+    @strawberry.field
+    async def api_keys(self, info: Info) -> list[ApiKey]:
+        async with info.context.db.read() as session:
+            rows = await api_keys.list_api_keys(session, info.context.principal)
+        return [ApiKey.from_row(r) for r in rows]
+
+    @strawberry.field(
+        description="Executor spec long-poll: specs newer than `known`, held up to waitSeconds."
+    )
+    async def executor_specs(
+        self, info: Info, known: JSON | None = None, wait_seconds: float = 0.0
+    ) -> list[AssignedNodeSpec]:
+        require_principal(info.context.principal)
+        held = [
+            parse_wire(KnownRevision, item, field="known") for item in json_list(known, "known")
+        ]
+        pending = await executors.poll_specs(
+            info.context.db, info.context.principal, held, wait_seconds
+        )
+        return [AssignedNodeSpec.from_model(m) for m in pending]

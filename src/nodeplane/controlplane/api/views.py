@@ -1,0 +1,53 @@
+"""Helpers that turn store rows into API types with what they need from around them."""
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeplane.controlplane.api.context import Context
+from nodeplane.controlplane.api.types import Me, Node, Organization
+from nodeplane.controlplane.services import accounts
+from nodeplane.controlplane.services.executors import is_online
+from nodeplane.controlplane.store import models
+
+
+async def node_views(
+    session: AsyncSession, ctx: Context, rows: Sequence[models.Node]
+) -> list[Node]:
+    """API nodes, each flagged stale when its executor is offline."""
+    ids = {r.executor_id for r in rows}
+    executors = (
+        {
+            e.id: e
+            for e in await session.scalars(
+                select(models.Executor).where(models.Executor.id.in_(ids))
+            )
+        }
+        if ids
+        else {}
+    )
+    timeout = ctx.settings.heartbeat_timeout
+    return [
+        Node.from_row(
+            r, r.executor_id in executors and is_online(executors[r.executor_id], timeout)
+        )
+        for r in rows
+    ]
+
+
+async def me_view(session: AsyncSession, ctx: Context) -> Me | None:
+    """The caller as the API shows it."""
+    p = ctx.principal
+    if p is None:
+        return None
+    org = await accounts.get_organization(session, p)
+    return Me(
+        id=p.user_id,
+        email=p.label if not p.is_executor else None,
+        role=p.role,
+        is_system_admin=p.is_system_admin,
+        organization=Organization.from_row(org) if org else None,
+        executor_id=p.executor_id,
+        kind=p.kind,
+    )

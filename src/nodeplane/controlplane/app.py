@@ -1,0 +1,187 @@
+"""The control-plane ASGI application: GraphQL, health, request limits and background sweeps."""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nodeplane.controlplane.api.schema import GraphQLApp
+from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.errors import ErrorCode
+from nodeplane.controlplane.services.accounts import bootstrap_admin
+from nodeplane.controlplane.services.executors import sweep_offline_executors
+from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.store.migrate import migrate
+
+log = structlog.get_logger(__name__)
+
+
+def _error_body(code: ErrorCode, message: str) -> dict[str, Any]:
+    return {"data": None, "errors": [{"message": message, "extensions": {"code": code.value}}]}
+
+
+class GraphQLBodyGuard:
+    """Refuses oversized or malformed JSON bodies on POST /graphql with typed errors."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/graphql":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, receive, send, 413, ErrorCode.PAYLOAD_TOO_LARGE)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(scope, receive, send, 413, ErrorCode.PAYLOAD_TOO_LARGE)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if not content_type.startswith("application/json"):
+            await self._reject(
+                scope, receive, send, 415, ErrorCode.BAD_REQUEST, "send application/json"
+            )
+            return
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            await self._reject(
+                scope, receive, send, 400, ErrorCode.BAD_REQUEST, "body is not valid JSON"
+            )
+            return
+        if not isinstance(parsed, dict) or not isinstance(parsed.get("query"), str):
+            await self._reject(
+                scope,
+                receive,
+                send,
+                400,
+                ErrorCode.BAD_REQUEST,
+                "body must be an object with a query",
+            )
+            return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        code: ErrorCode,
+        message: str | None = None,
+    ) -> None:
+        text = message or f"request body larger than {self.max_bytes} bytes"
+        await JSONResponse(_error_body(code, text), status_code=status)(scope, receive, send)
+
+
+class AccessLog:
+    """One structured line per HTTP request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            log.info(
+                "http.request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+
+
+async def _sweep_forever(db: Database, settings: Settings) -> None:
+    while True:
+        try:
+            await sweep_offline_executors(db, settings.heartbeat_timeout)
+        except Exception:
+            log.exception("sweep.failed")
+        await asyncio.sleep(settings.sweep_interval)
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """Build the application; the database is migrated and the first admin created on start."""
+    settings = settings or Settings()
+    db = Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(migrate, settings.database_url)
+        if await bootstrap_admin(db, settings):
+            log.info("admin.created", email=settings.admin_email)
+        await db.start()
+        sweeper = asyncio.create_task(_sweep_forever(db, settings), name="nodeplane-sweeper")
+        log.info("controlplane.started", database=db.dialect, production=settings.production)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await db.close()
+
+    async def healthz(_request: Request) -> JSONResponse:
+        async with db.read() as session:
+            await session.execute(text("SELECT 1"))
+        return JSONResponse({"status": "ok", "database": db.dialect})
+
+    graphql = GraphQLApp(db, settings)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    return AccessLog(GraphQLBodyGuard(app, settings.max_body_bytes))

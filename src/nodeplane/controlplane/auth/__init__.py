@@ -1,0 +1,1 @@
+"""Authentication and authorization: principals, passwords, tokens, sessions and API keys."""

@@ -1,0 +1,91 @@
+"""Turn a bearer token (session or API key) into a Principal."""
+
+from datetime import timedelta
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeplane.controlplane.auth.principal import ApiKeyKind, Principal, Role
+from nodeplane.controlplane.auth.secrets import token_digest
+from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.store.models import ApiKey, Executor, Member, Session, User
+from nodeplane.controlplane.store.types import utcnow
+
+# lastUsedAt is advisory; writing it at most this often keeps reads from turning into writes.
+LAST_USED_RESOLUTION = timedelta(seconds=30)
+
+
+async def authenticate(db: Database, token: str | None) -> Principal | None:
+    """The principal for `token`, or None when it is missing, unknown, revoked or expired."""
+    if not token or len(token) > 200:
+        return None
+    digest = token_digest(token)
+    now = utcnow()
+    async with db.read() as session:
+        if token.startswith("nps_"):
+            row = (
+                await session.execute(
+                    select(Session, User)
+                    .join(User, User.id == Session.user_id)
+                    .where(Session.token_hash == digest, Session.expires_at > now)
+                )
+            ).first()
+            if row is None:
+                return None
+            sess, user = row.tuple()
+            role = await _role(session, sess.organization_id, user.id)
+            return Principal(
+                kind="user",
+                organization_id=sess.organization_id if role else None,
+                label=user.email,
+                user_id=user.id,
+                role=role,
+                is_system_admin=user.is_system_admin,
+                session_id=sess.id,
+            )
+        key = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
+        if key is None or not key.enabled or (key.expires_at is not None and key.expires_at <= now):
+            return None
+        principal: Principal | None
+        if key.kind == ApiKeyKind.EXECUTOR.value:
+            executor = await session.get(Executor, key.executor_id) if key.executor_id else None
+            principal = Principal(
+                kind="executor",
+                organization_id=key.organization_id,
+                label=f"executor:{executor.name}" if executor else f"key:{key.name}",
+                api_key_id=key.id,
+                executor_id=key.executor_id,
+            )
+        else:
+            owner = await session.get(User, key.created_by_id) if key.created_by_id else None
+            role = await _role(session, key.organization_id, owner.id) if owner else None
+            if owner is None or role is None:
+                return None
+            principal = Principal(
+                kind="user",
+                organization_id=key.organization_id,
+                label=owner.email,
+                user_id=owner.id,
+                role=role,
+                is_system_admin=owner.is_system_admin,
+                api_key_id=key.id,
+            )
+        stale_use = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
+    if stale_use:
+        async with db.write() as uow:
+            await uow.session.execute(
+                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+            )
+    return principal
+
+
+async def _role(session: AsyncSession, organization_id: UUID | None, user_id: UUID) -> Role | None:
+    if organization_id is None:
+        return None
+    raw = await session.scalar(
+        select(Member.role).where(
+            Member.organization_id == organization_id, Member.user_id == user_id
+        )
+    )
+    return Role(raw) if raw else None

@@ -1,0 +1,51 @@
+"""Control-plane settings, read from the environment (NODEPLANE_*) and overridable by CLI flags."""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def default_data_dir() -> Path:
+    """Where nodeplane keeps its SQLite database by default (XDG data home)."""
+    if explicit := os.environ.get("NODEPLANE_DATA_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "nodeplane"
+
+
+def default_database_url() -> str:
+    """NODEPLANE_DATABASE_URL, else an SQLite file in the data directory."""
+    if url := os.environ.get("NODEPLANE_DATABASE_URL"):
+        return url
+    return f"sqlite:///{default_data_dir() / 'nodeplane.db'}"
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the control plane needs to start."""
+
+    database_url: str = field(default_factory=default_database_url)
+    production: bool = field(
+        default_factory=lambda: os.environ.get("NODEPLANE_ENV", "").lower() == "production"
+    )
+    admin_email: str | None = field(default_factory=lambda: os.environ.get("NODEPLANE_ADMIN_EMAIL"))
+    admin_password: str | None = field(
+        default_factory=lambda: os.environ.get("NODEPLANE_ADMIN_PASSWORD")
+    )
+    heartbeat_timeout: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_HEARTBEAT_TIMEOUT", 30.0)
+    )
+    sweep_interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SWEEP_INTERVAL", 5.0)
+    )
+    session_ttl_hours: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SESSION_TTL_HOURS", 24.0 * 7)
+    )
+    max_body_bytes: int = 1024 * 1024
+    login_max_failures: int = 5
+    login_window_seconds: float = 15 * 60.0

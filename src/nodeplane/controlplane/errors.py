@@ -1,0 +1,58 @@
+"""Typed domain errors; the API turns each into a GraphQL error with `extensions.code`."""
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    """Stable, machine-readable error codes shared by the API, the CLI and the UI."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    INVALID_INPUT = "invalid_input"
+    INVALID_NODE_CONFIG = "invalid_node_config"
+    CHAIN_NOT_SUPPORTED_BY_EXECUTOR = "chain_not_supported_by_executor"
+    REVISION_CONFLICT = "revision_conflict"
+    NODE_DELETING = "node_deleting"
+    ALREADY_EXISTS = "already_exists"
+    INVALID_ACTION = "invalid_action"
+    RATE_LIMITED = "rate_limited"
+    BAD_REQUEST = "bad_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+
+
+class DomainError(Exception):
+    """An expected failure with a code, a human message and optional field and details."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details or {}
+
+    def extensions(self) -> dict[str, Any]:
+        """The GraphQL `extensions` object for this error."""
+        ext: dict[str, Any] = {"code": self.code.value}
+        if self.field is not None:
+            ext["field"] = self.field
+        ext.update(self.details)
+        return ext
+
+
+def not_found(what: str) -> DomainError:
+    """The error for anything the caller may not see or that does not exist (never a hint)."""
+    return DomainError(ErrorCode.NOT_FOUND, f"{what} not found")
+
+
+def forbidden(message: str = "you are not allowed to do this") -> DomainError:
+    """The error for an authenticated caller without the right to act."""
+    return DomainError(ErrorCode.FORBIDDEN, message)

@@ -1,0 +1,113 @@
+"""API keys: created with the secret shown once, stored hashed, revocable, optionally expiring."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeplane.controlplane.auth.principal import (
+    ApiKeyKind,
+    Principal,
+    require_member,
+    require_mutator,
+)
+from nodeplane.controlplane.auth.secrets import new_token, token_digest
+from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden, not_found
+from nodeplane.controlplane.services.actors import actor_of
+from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.store.database import UnitOfWork
+from nodeplane.controlplane.store.models import ApiKey
+from nodeplane.controlplane.store.types import utcnow
+
+KEY_PREFIX = {ApiKeyKind.EXECUTOR: "npx", ApiKeyKind.PERSONAL: "npk"}
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    """The new key row and its secret, which is never shown again."""
+
+    key: ApiKey
+    secret: str
+
+
+async def create_api_key(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    name: str,
+    kind: ApiKeyKind,
+    expires_at: datetime | None = None,
+) -> CreatedApiKey:
+    """Create a key; executor keys need an owner or admin, personal keys any member."""
+    p = require_mutator(principal) if kind is ApiKeyKind.EXECUTOR else require_member(principal)
+    name = name.strip()
+    if not name or len(name) > 100 or any(ord(c) < 32 for c in name):
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "key name must be 1-100 printable characters", field="name"
+        )
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, "expiresAt needs a time zone", field="expiresAt"
+            )
+        if expires_at <= utcnow():
+            raise DomainError(
+                ErrorCode.INVALID_INPUT, "expiresAt is in the past", field="expiresAt"
+            )
+    assert p.organization_id is not None
+    secret = new_token(KEY_PREFIX[kind])
+    key = ApiKey(
+        organization_id=p.organization_id,
+        name=name,
+        kind=kind.value,
+        prefix=secret[:10],
+        token_hash=token_digest(secret),
+        created_by_id=p.user_id,
+        expires_at=expires_at,
+    )
+    uow.session.add(key)
+    await uow.session.flush()
+    await record_event(
+        uow.session,
+        organization_id=p.organization_id,
+        type="apikey.created",
+        message=f"{p.label} created {kind.value} key {name!r}",
+        actor=actor_of(p),
+        payload={"keyId": str(key.id), "kind": kind.value},
+    )
+    return CreatedApiKey(key, secret)
+
+
+async def revoke_api_key(uow: UnitOfWork, principal: Principal | None, key_id: UUID) -> ApiKey:
+    """Disable a key at once; owners/admins revoke any key, members only their own."""
+    p = require_member(principal)
+    key = await uow.session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.organization_id == p.organization_id)
+    )
+    if key is None:
+        raise not_found("API key")
+    if not p.can_mutate and key.created_by_id != p.user_id:
+        raise forbidden("members can revoke only their own keys")
+    if key.enabled:
+        key.enabled = False
+        key.revoked_at = utcnow()
+        await record_event(
+            uow.session,
+            organization_id=key.organization_id,
+            type="apikey.revoked",
+            message=f"{p.label} revoked {key.kind} key {key.name!r}",
+            actor=actor_of(p),
+            payload={"keyId": str(key.id)},
+        )
+    return key
+
+
+async def list_api_keys(session: AsyncSession, principal: Principal | None) -> list[ApiKey]:
+    """Keys of the caller's organization (members see only their own)."""
+    p = require_member(principal)
+    query = select(ApiKey).where(ApiKey.organization_id == p.organization_id)
+    if not p.can_mutate:
+        query = query.where(ApiKey.created_by_id == p.user_id)
+    return list((await session.scalars(query.order_by(ApiKey.created_at.desc()))).all())

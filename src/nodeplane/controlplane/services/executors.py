@@ -1,0 +1,378 @@
+"""Executors: heartbeat sync, spec long-poll, teardown confirmation, runtime events (DESIGN §4)."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeplane.controlplane.auth.principal import Principal, require_executor, require_principal
+from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
+from nodeplane.controlplane.services.actors import SYSTEM, Actor
+from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.nodes import phase_of, record_phase_change
+from nodeplane.controlplane.store.database import Database, UnitOfWork
+from nodeplane.controlplane.store.models import ApiKey, Executor, Node
+from nodeplane.controlplane.store.types import utcnow
+from nodeplane.protocol import (
+    MAX_POLL_WAIT_SECONDS,
+    AssignedNodeSpec,
+    EventLevel,
+    EventSource,
+    KnownRevision,
+    NodeSpec,
+    RuntimeEvent,
+    SyncExecutorRequest,
+)
+
+MAX_RUNTIME_EVENTS_PER_CALL = 200
+
+
+def is_online(executor: Executor, heartbeat_timeout: float, now: datetime | None = None) -> bool:
+    """Online when the last sync is more recent than the heartbeat timeout."""
+    if executor.last_sync_at is None:
+        return False
+    return (now or utcnow()) - executor.last_sync_at < timedelta(seconds=heartbeat_timeout)
+
+
+def _executor_actor(executor: Executor) -> Actor:
+    return Actor("executor", executor.id, f"executor:{executor.name}")
+
+
+# ---- reads ---------------------------------------------------------------------------------
+
+
+async def list_executors(session: AsyncSession, principal: Principal | None) -> list[Executor]:
+    """Executors of the caller's organization (an executor key sees only itself)."""
+    p = require_principal(principal)
+    if p.organization_id is None:
+        return []
+    query = select(Executor).where(Executor.organization_id == p.organization_id)
+    if p.is_executor:
+        query = query.where(Executor.id == p.executor_id)
+    return list((await session.scalars(query.order_by(Executor.name))).all())
+
+
+async def get_executor(
+    session: AsyncSession, principal: Principal | None, executor_id: UUID
+) -> Executor | None:
+    """The executor if the caller may see it, else None."""
+    p = require_principal(principal)
+    if p.organization_id is None or (p.is_executor and p.executor_id != executor_id):
+        return None
+    executor: Executor | None = await session.scalar(
+        select(Executor).where(
+            Executor.id == executor_id, Executor.organization_id == p.organization_id
+        )
+    )
+    return executor
+
+
+async def count_nodes(session: AsyncSession, executor_id: UUID) -> int:
+    """How many nodes (including ones being deleted) an executor hosts."""
+    rows = await session.scalars(select(Node.id).where(Node.executor_id == executor_id))
+    return len(rows.all())
+
+
+# ---- sync ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SyncResult:
+    """The executor after a sync, and observations that were not accepted (with why)."""
+
+    executor: Executor
+    rejected: dict[UUID, str] = field(default_factory=dict)
+
+
+async def _bind_executor(uow: UnitOfWork, p: Principal, request: SyncExecutorRequest) -> Executor:
+    session = uow.session
+    assert p.organization_id is not None and p.api_key_id is not None
+    if p.executor_id is not None:
+        executor = await session.get(Executor, p.executor_id, with_for_update=True)
+        assert executor is not None
+        if executor.name != request.name:
+            raise forbidden(f"this key belongs to executor {executor.name!r}")
+        return executor
+    executor = await session.scalar(
+        select(Executor)
+        .where(Executor.organization_id == p.organization_id, Executor.name == request.name)
+        .with_for_update()
+    )
+    if executor is None:
+        executor = Executor(
+            organization_id=p.organization_id,
+            name=request.name,
+            kind=request.kind.value,
+            version=request.version,
+            connected=True,
+        )
+        session.add(executor)
+        await session.flush()
+        await record_event(
+            session,
+            organization_id=p.organization_id,
+            type="executor.connected",
+            message=f"executor {request.name} ({request.kind.value} {request.version}) connected",
+            actor=_executor_actor(executor),
+            executor_id=executor.id,
+            payload={"kind": request.kind.value, "version": request.version},
+        )
+    await session.execute(
+        update(ApiKey).where(ApiKey.id == p.api_key_id).values(executor_id=executor.id)
+    )
+    return executor
+
+
+async def sync_executor(
+    uow: UnitOfWork, principal: Principal | None, request: SyncExecutorRequest
+) -> SyncResult:
+    """Heartbeat: record who the executor is, what it can run and what it observes."""
+    p = require_executor(principal)
+    session = uow.session
+    executor = await _bind_executor(uow, p, request)
+    if executor.kind != request.kind.value:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"executor {executor.name!r} is an {executor.kind}; its kind cannot change",
+            field="kind",
+        )
+    actor = _executor_actor(executor)
+    now = utcnow()
+    if not executor.connected:
+        executor.connected = True
+        await record_event(
+            session,
+            organization_id=executor.organization_id,
+            type="executor.reconnected",
+            message=f"executor {executor.name} reconnected",
+            actor=actor,
+            executor_id=executor.id,
+        )
+    executor.version = request.version
+    executor.capabilities = request.capabilities.to_wire()
+    executor.resources = request.resources.to_wire()
+    executor.last_sync_at = now
+
+    result = SyncResult(executor)
+    if request.nodes:
+        ids = sorted({obs.node_id for obs in request.nodes})
+        nodes = {
+            n.id: n
+            for n in await session.scalars(
+                select(Node)
+                .where(Node.id.in_(ids), Node.executor_id == executor.id)
+                .order_by(Node.id)
+                .with_for_update()
+            )
+        }
+        for obs in request.nodes:
+            node = nodes.get(obs.node_id)
+            if node is None:
+                result.rejected[obs.node_id] = "not a node of this executor"
+                continue
+            if obs.observed.revision > node.revision:
+                result.rejected[obs.node_id] = (
+                    f"observed revision {obs.observed.revision} is newer than the spec's "
+                    f"{node.revision}"
+                )
+                continue
+            before = phase_of(node)
+            node.observed = obs.observed.to_wire()
+            node.observed_at = now
+            await record_phase_change(session, node, before, actor)
+    return result
+
+
+async def sweep_offline_executors(db: Database, heartbeat_timeout: float) -> int:
+    """Record `executor.disconnected` for executors silent past the timeout; safe on replicas."""
+    cutoff = utcnow() - timedelta(seconds=heartbeat_timeout)
+    async with db.read() as session:
+        candidates = list(
+            (
+                await session.scalars(
+                    select(Executor.id).where(
+                        Executor.connected.is_(True), Executor.last_sync_at < cutoff
+                    )
+                )
+            ).all()
+        )
+    marked = 0
+    for executor_id in candidates:
+        async with db.write() as uow:
+            # The conditional update makes exactly one replica record the event.
+            res = await uow.session.execute(
+                update(Executor)
+                .where(
+                    Executor.id == executor_id,
+                    Executor.connected.is_(True),
+                    Executor.last_sync_at < cutoff,
+                )
+                .values(connected=False)
+                .returning(Executor.organization_id, Executor.name, Executor.last_sync_at)
+            )
+            row = res.first()
+            if row is None:
+                continue
+            await record_event(
+                uow.session,
+                organization_id=row.organization_id,
+                type="executor.disconnected",
+                level=EventLevel.WARN,
+                message=f"executor {row.name} stopped reporting",
+                actor=SYSTEM,
+                executor_id=executor_id,
+                payload={"lastSyncAt": row.last_sync_at.isoformat() if row.last_sync_at else None},
+            )
+            marked += 1
+    return marked
+
+
+# ---- spec long-poll ------------------------------------------------------------------------
+
+
+def _pending_specs(nodes: list[Node], known: dict[UUID, KnownRevision]) -> list[AssignedNodeSpec]:
+    """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone."""
+    out: list[AssignedNodeSpec] = []
+    present = set()
+    for node in nodes:
+        present.add(node.id)
+        held = known.get(node.id)
+        deleted = node.deleted_at is not None
+        if held is not None and held.revision >= node.revision and held.deleted == deleted:
+            continue
+        out.append(
+            AssignedNodeSpec(
+                node_id=node.id,
+                name=node.name,
+                revision=node.revision,
+                spec=NodeSpec.model_validate(node.spec),
+                deleted=deleted,
+                retain_data=node.retain_data,
+            )
+        )
+    for node_id, held in known.items():
+        if node_id not in present and not held.deleted:
+            out.append(
+                AssignedNodeSpec(
+                    node_id=node_id, name="", revision=held.revision, spec=None, deleted=True
+                )
+            )
+    return out
+
+
+async def poll_specs(
+    db: Database,
+    principal: Principal | None,
+    known: list[KnownRevision],
+    wait_seconds: float,
+) -> list[AssignedNodeSpec]:
+    """Specs newer than what the executor holds; held up to `wait_seconds` until a commit."""
+    p = require_executor(principal)
+    if p.executor_id is None:
+        raise DomainError(
+            ErrorCode.INVALID_ACTION, "call syncExecutor once before polling for specs"
+        )
+    wait_seconds = max(0.0, min(wait_seconds, MAX_POLL_WAIT_SECONDS))
+    deadline = time.monotonic() + wait_seconds
+    held = {k.node_id: k for k in known}
+    key = str(p.executor_id)
+    while True:
+        waiter = db.notifier.subscribe(key)
+        try:
+            async with db.read() as session:
+                nodes = list(
+                    (
+                        await session.scalars(select(Node).where(Node.executor_id == p.executor_id))
+                    ).all()
+                )
+            pending = _pending_specs(nodes, held)
+            remaining = deadline - time.monotonic()
+            if pending or remaining <= 0:
+                return pending
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout=remaining)
+            except TimeoutError:
+                return []
+        finally:
+            db.notifier.unsubscribe(key, waiter)
+
+
+# ---- teardown and runtime events -----------------------------------------------------------
+
+
+async def confirm_teardown(uow: UnitOfWork, principal: Principal | None, node_id: UUID) -> bool:
+    """The executor tore a deleted node down: remove the row (history stays). Idempotent."""
+    p = require_executor(principal)
+    session = uow.session
+    node = await session.scalar(
+        select(Node).where(Node.id == node_id, Node.executor_id == p.executor_id).with_for_update()
+    )
+    if node is None:
+        return False
+    if node.deleted_at is None:
+        raise DomainError(
+            ErrorCode.INVALID_ACTION, f"node {node.name!r} is not being deleted", field="nodeId"
+        )
+    executor = await session.get(Executor, node.executor_id)
+    assert executor is not None
+    await record_event(
+        session,
+        organization_id=node.organization_id,
+        type="node.removed",
+        message=f"{executor.name} tore down {node.name}"
+        f" ({'data kept' if node.retain_data else 'data removed'})",
+        actor=_executor_actor(executor),
+        node=node,
+        payload={"retainData": node.retain_data, "revision": node.revision},
+    )
+    await session.delete(node)
+    uow.wake(executor.id)
+    return True
+
+
+async def report_runtime_events(
+    uow: UnitOfWork, principal: Principal | None, events: list[RuntimeEvent]
+) -> int:
+    """Append runtime events from the executor; events about others' nodes are dropped."""
+    p = require_executor(principal)
+    if len(events) > MAX_RUNTIME_EVENTS_PER_CALL:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"at most {MAX_RUNTIME_EVENTS_PER_CALL} events per call",
+            field="events",
+        )
+    session = uow.session
+    executor = await session.get(Executor, p.executor_id) if p.executor_id else None
+    if executor is None:
+        raise DomainError(ErrorCode.INVALID_ACTION, "call syncExecutor once before reporting")
+    node_ids = {e.node_id for e in events if e.node_id is not None}
+    nodes = {
+        n.id: n
+        for n in await session.scalars(
+            select(Node).where(Node.id.in_(node_ids), Node.executor_id == executor.id)
+        )
+    }
+    accepted = 0
+    for ev in events:
+        node = nodes.get(ev.node_id) if ev.node_id is not None else None
+        if ev.node_id is not None and node is None:
+            continue
+        await record_event(
+            session,
+            organization_id=executor.organization_id,
+            type=ev.type,
+            level=ev.level,
+            source=EventSource.RUNTIME,
+            message=ev.message,
+            actor=_executor_actor(executor),
+            node=node,
+            executor_id=executor.id,
+            payload=ev.payload,
+            occurred_at=ev.occurred_at if ev.occurred_at and ev.occurred_at.tzinfo else None,
+        )
+        accepted += 1
+    return accepted

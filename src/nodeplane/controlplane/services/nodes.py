@@ -1,0 +1,461 @@
+"""Nodes: deploy, update, lifecycle actions, delete, and reads scoped to the caller."""
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
+from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found
+from nodeplane.controlplane.services.actors import Actor, actor_of
+from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.store.database import UnitOfWork
+from nodeplane.controlplane.store.models import Executor, Node, SpecRevision
+from nodeplane.controlplane.store.types import utcnow
+from nodeplane.protocol import (
+    DesiredState,
+    EventLevel,
+    ExecutorCapabilities,
+    LifecycleAction,
+    NodePhase,
+    NodeSpec,
+    ObservedNodeState,
+    derive_node_phase,
+    managed_override_offenders,
+    node_name_problem,
+    unsupported_reason,
+)
+from nodeplane.protocol.spec_diff import SpecChange, spec_diff
+
+MAX_PAGE = 200
+
+
+# ---- derived views -------------------------------------------------------------------------
+
+
+def spec_of(node: Node) -> NodeSpec:
+    """The node's current spec as a model."""
+    return NodeSpec.model_validate(node.spec)
+
+
+def observed_of(node: Node) -> ObservedNodeState | None:
+    """The node's latest observation as a model, or None before the first report."""
+    return ObservedNodeState.model_validate(node.observed) if node.observed is not None else None
+
+
+def phase_of(node: Node) -> NodePhase:
+    """The node's derived phase (never stored)."""
+    return derive_node_phase(
+        desired_state=node.spec.get("desiredState", DesiredState.RUNNING),
+        revision=node.revision,
+        deleted=node.deleted_at is not None,
+        observed=observed_of(node),
+    )
+
+
+async def record_phase_change(
+    session: AsyncSession, node: Node, before: NodePhase, actor: Actor
+) -> None:
+    """Record `node.lifecycle.transition` if the node's derived phase moved away from `before`."""
+    after = phase_of(node)
+    if after == before:
+        return
+    observed = observed_of(node)
+    await record_event(
+        session,
+        organization_id=node.organization_id,
+        type="node.lifecycle.transition",
+        level=EventLevel.ERROR if after is NodePhase.ERROR else EventLevel.INFO,
+        message=f"{node.name}: {before.value} → {after.value}",
+        actor=actor,
+        node=node,
+        payload={
+            "from": before.value,
+            "to": after.value,
+            "revision": node.revision,
+            "observedRevision": observed.revision if observed else None,
+        },
+    )
+
+
+# ---- validation ----------------------------------------------------------------------------
+
+
+def parse_spec(raw: Any) -> NodeSpec:
+    """Validate a wire-form spec, or raise `invalid_node_config` listing every problem."""
+    try:
+        return NodeSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            {"path": ".".join(str(part) for part in err["loc"]), "message": err["msg"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]
+        summary = "; ".join(f"{p['path'] or 'spec'}: {p['message']}" for p in problems)
+        raise DomainError(
+            ErrorCode.INVALID_NODE_CONFIG,
+            f"invalid node spec: {summary}",
+            field="spec",
+            details={"problems": problems},
+        ) from None
+
+
+def check_against_executor(spec: NodeSpec, executor: Executor) -> None:
+    """Refuse specs the executor cannot run or whose overrides touch managed settings."""
+    capabilities = ExecutorCapabilities.model_validate(executor.capabilities or {})
+    if reason := unsupported_reason(spec, capabilities):
+        raise DomainError(ErrorCode.CHAIN_NOT_SUPPORTED_BY_EXECUTOR, reason, field="spec")
+    if offenders := managed_override_offenders(spec, capabilities):
+        raise DomainError(
+            ErrorCode.INVALID_NODE_CONFIG,
+            "overrides touch settings nodeplane manages: " + ", ".join(offenders),
+            field="spec.overrides",
+            details={"offenders": offenders},
+        )
+
+
+# ---- reads ---------------------------------------------------------------------------------
+
+
+def scoped_nodes(principal: Principal) -> Select[Node]:
+    """Nodes the caller may see: its organization's, and for executor keys only its own."""
+    query = select(Node).where(Node.organization_id == principal.organization_id)
+    if principal.is_executor:
+        query = query.where(Node.executor_id == principal.executor_id)
+    return query
+
+
+async def get_node(
+    session: AsyncSession, principal: Principal | None, node_id: UUID
+) -> Node | None:
+    """The node if the caller may see it, else None (never a hint that it exists)."""
+    p = require_principal(principal)
+    if p.organization_id is None:
+        return None
+    node: Node | None = await session.scalar(scoped_nodes(p).where(Node.id == node_id))
+    return node
+
+
+@dataclass(frozen=True)
+class NodeFilter:
+    """Which nodes to list; `name` matches a substring."""
+
+    name: str | None = None
+    chain: str | None = None
+    phase: NodePhase | None = None
+    executor_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class NodePage:
+    """One page of nodes ordered by name, and the cursor of the next page."""
+
+    items: list[Node]
+    end_cursor: str | None
+    has_next_page: bool
+
+
+def _decode_cursor(after: str) -> tuple[str, UUID] | None:
+    name, _, raw_id = after.rpartition("/")
+    try:
+        return name, UUID(raw_id)
+    except ValueError:
+        return None
+
+
+async def list_nodes(
+    session: AsyncSession,
+    principal: Principal | None,
+    flt: NodeFilter,
+    *,
+    first: int = 50,
+    after: str | None = None,
+) -> NodePage:
+    """Nodes the caller may see, by name; the phase filter is applied to the derived phase."""
+    p = require_principal(principal)
+    if p.organization_id is None:
+        return NodePage([], None, False)
+    first = max(1, min(first, MAX_PAGE))
+    query = scoped_nodes(p)
+    if flt.name:
+        query = query.where(Node.name.contains(flt.name, autoescape=True))
+    if flt.chain:
+        query = query.where(Node.chain == flt.chain)
+    if flt.executor_id is not None:
+        query = query.where(Node.executor_id == flt.executor_id)
+    if after:
+        cursor = _decode_cursor(after)
+        if cursor is None:
+            return NodePage([], None, False)
+        name, node_id = cursor
+        query = query.where((Node.name > name) | ((Node.name == name) & (Node.id > node_id)))
+    query = query.order_by(Node.name, Node.id)
+
+    items: list[Node] = []
+    batch = max(first + 1, 100)
+    offset = 0
+    # The phase is derived, not stored, so it is filtered here, scanning in batches.
+    while len(items) <= first:
+        rows = list((await session.scalars(query.offset(offset).limit(batch))).all())
+        items += [n for n in rows if flt.phase is None or phase_of(n) == flt.phase]
+        if len(rows) < batch:
+            break
+        offset += batch
+    has_next = len(items) > first
+    items = items[:first]
+    end = f"{items[-1].name}/{items[-1].id}" if items else None
+    return NodePage(items, end, has_next)
+
+
+async def list_revisions(
+    session: AsyncSession, principal: Principal | None, node_id: UUID
+) -> list[SpecRevision]:
+    """A node's spec history, oldest first; still readable after the node is gone."""
+    p = require_principal(principal)
+    if p.organization_id is None:
+        return []
+    if p.is_executor and await get_node(session, p, node_id) is None:
+        return []
+    rows = await session.scalars(
+        select(SpecRevision)
+        .where(SpecRevision.node_id == node_id, SpecRevision.organization_id == p.organization_id)
+        .order_by(SpecRevision.revision)
+    )
+    return list(rows.all())
+
+
+async def diff_revisions(
+    session: AsyncSession, principal: Principal | None, node_id: UUID, from_rev: int, to_rev: int
+) -> list[SpecChange] | None:
+    """What changed between two revisions of a node, or None if either is not visible."""
+    revisions = {r.revision: r for r in await list_revisions(session, principal, node_id)}
+    if from_rev not in revisions or to_rev not in revisions:
+        return None
+    return spec_diff(revisions[from_rev].spec, revisions[to_rev].spec)
+
+
+# ---- writes --------------------------------------------------------------------------------
+
+
+async def _lock_node(uow: UnitOfWork, principal: Principal, node_id: UUID) -> Node:
+    # FOR UPDATE serializes writers of one node on PostgreSQL (SQLite serializes all writes), so
+    # the phase read before a write is the one the write replaces.
+    node: Node | None = await uow.session.scalar(
+        scoped_nodes(principal).where(Node.id == node_id).with_for_update()
+    )
+    if node is None:
+        raise not_found("node")
+    return node
+
+
+def _check_writable(node: Node, expected_revision: int | None) -> None:
+    if node.deleted_at is not None:
+        raise DomainError(ErrorCode.NODE_DELETING, f"node {node.name!r} is being deleted")
+    if expected_revision is not None and expected_revision != node.revision:
+        raise DomainError(
+            ErrorCode.REVISION_CONFLICT,
+            f"node {node.name!r} is at revision {node.revision}, not {expected_revision}",
+            field="expectedRevision",
+            details={"currentRevision": node.revision},
+        )
+
+
+async def _write_revision(
+    uow: UnitOfWork, node: Node, spec: NodeSpec, actor: Actor, cause: str
+) -> None:
+    before = phase_of(node)
+    node.spec = spec.to_wire()
+    node.revision += 1
+    node.chain = spec.chain
+    node.network = spec.network
+    node.updated_at = utcnow()
+    uow.session.add(
+        SpecRevision(
+            node_id=node.id,
+            organization_id=node.organization_id,
+            node_name=node.name,
+            revision=node.revision,
+            spec=node.spec,
+            author_id=actor.id,
+            author=actor.label,
+            cause=cause,
+        )
+    )
+    await uow.session.flush()
+    await record_phase_change(uow.session, node, before, actor)
+    uow.wake(node.executor_id)
+
+
+async def create_node(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    *,
+    executor_id: UUID,
+    name: str,
+    spec: Any,
+) -> Node:
+    """Deploy a node: validate, store revision 1, record `node.created`."""
+    p = require_mutator(principal)
+    if problem := node_name_problem(name):
+        raise DomainError(ErrorCode.INVALID_INPUT, problem, field="name")
+    executor = await uow.session.scalar(
+        select(Executor).where(
+            Executor.id == executor_id, Executor.organization_id == p.organization_id
+        )
+    )
+    if executor is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "executor not found", field="executorId")
+    node_spec = parse_spec(spec)
+    check_against_executor(node_spec, executor)
+    taken = await uow.session.scalar(
+        select(Node.id).where(Node.executor_id == executor.id, Node.name == name)
+    )
+    if taken is not None:
+        raise DomainError(
+            ErrorCode.ALREADY_EXISTS,
+            f"executor {executor.name!r} already has a node named {name!r}",
+            field="name",
+        )
+    actor = actor_of(p)
+    assert p.organization_id is not None
+    node = Node(
+        organization_id=p.organization_id,
+        executor_id=executor.id,
+        name=name,
+        chain=node_spec.chain,
+        network=node_spec.network,
+        spec=node_spec.to_wire(),
+        revision=1,
+    )
+    uow.session.add(node)
+    await uow.session.flush()
+    uow.session.add(
+        SpecRevision(
+            node_id=node.id,
+            organization_id=node.organization_id,
+            node_name=name,
+            revision=1,
+            spec=node.spec,
+            author_id=actor.id,
+            author=actor.label,
+            cause="created",
+        )
+    )
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.created",
+        message=f"{actor.label} deployed {name} ({node_spec.chain} {node_spec.network}) "
+        f"on {executor.name}",
+        actor=actor,
+        node=node,
+        payload={"revision": 1, "chain": node_spec.chain, "network": node_spec.network},
+    )
+    uow.wake(executor.id)
+    return node
+
+
+async def update_node(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    node_id: UUID,
+    *,
+    overrides: Any = None,
+    resources: Any = None,
+    expected_revision: int | None = None,
+    cause: str | None = None,
+) -> Node:
+    """Change a node's overrides and/or resources as a new revision; no change writes nothing."""
+    p = require_mutator(principal)
+    node = await _lock_node(uow, p, node_id)
+    _check_writable(node, expected_revision)
+    raw = dict(node.spec)
+    if overrides is not None:
+        raw["overrides"] = overrides
+    if resources is not None:
+        raw["resources"] = resources
+    new_spec = parse_spec(raw)
+    if new_spec.to_wire() == node.spec:
+        return node
+    executor = await uow.session.get(Executor, node.executor_id)
+    assert executor is not None
+    check_against_executor(new_spec, executor)
+    actor = actor_of(p)
+    changed = [c.path for c in spec_diff(node.spec, new_spec.to_wire())]
+    await _write_revision(uow, node, new_spec, actor, cause or "configuration updated")
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.updated",
+        message=f"{actor.label} updated {node.name} (revision {node.revision})",
+        actor=actor,
+        node=node,
+        payload={"revision": node.revision, "changed": changed},
+    )
+    return node
+
+
+async def request_lifecycle_action(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    node_id: UUID,
+    action: LifecycleAction,
+    *,
+    expected_revision: int | None = None,
+) -> Node:
+    """Start, stop or restart by changing desired state; asking for the current one is a no-op."""
+    p = require_mutator(principal)
+    node = await _lock_node(uow, p, node_id)
+    _check_writable(node, expected_revision)
+    spec = spec_of(node)
+    if action is LifecycleAction.RESTART:
+        if spec.desired_state is DesiredState.STOPPED:
+            raise DomainError(
+                ErrorCode.INVALID_ACTION, f"node {node.name!r} is stopped: start it instead"
+            )
+        new_spec = spec.model_copy(update={"restart_generation": spec.restart_generation + 1})
+    else:
+        target = DesiredState.RUNNING if action is LifecycleAction.START else DesiredState.STOPPED
+        if spec.desired_state is target:
+            return node
+        new_spec = spec.model_copy(update={"desired_state": target})
+    actor = actor_of(p)
+    await _write_revision(uow, node, new_spec, actor, f"lifecycle: {action.value}")
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.lifecycle.requested",
+        message=f"{actor.label} requested {action.value} of {node.name}",
+        actor=actor,
+        node=node,
+        payload={"action": action.value, "revision": node.revision},
+    )
+    return node
+
+
+async def delete_node(
+    uow: UnitOfWork, principal: Principal | None, node_id: UUID, *, retain_data: bool
+) -> Node:
+    """Tombstone a node; its executor tears it down and confirms, then the row goes."""
+    p = require_mutator(principal)
+    node = await _lock_node(uow, p, node_id)
+    _check_writable(node, None)
+    before = phase_of(node)
+    actor = actor_of(p)
+    node.deleted_at = utcnow()
+    node.retain_data = retain_data
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.deleted",
+        message=f"{actor.label} deleted {node.name} "
+        f"({'keeping' if retain_data else 'removing'} its data)",
+        actor=actor,
+        node=node,
+        payload={"retainData": retain_data, "revision": node.revision},
+    )
+    await record_phase_change(uow.session, node, before, actor)
+    uow.wake(node.executor_id)
+    return node

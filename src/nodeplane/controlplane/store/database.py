@@ -1,0 +1,126 @@
+"""Engines, sessions and units of work over SQLite (default) or PostgreSQL."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from nodeplane.controlplane.store.notify import SPEC_CHANNEL, ChangeNotifier
+
+SQLITE_BUSY_TIMEOUT_MS = 15000
+
+
+def _driver_url(url: str, *, asynchronous: bool) -> str:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite" if asynchronous else "sqlite"))
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def sync_url(url: str) -> str:
+    """The URL with the synchronous driver, for migrations."""
+    return _driver_url(url, asynchronous=False)
+
+
+def libpq_conninfo(url: str) -> str:
+    """A plain postgresql:// URL for psycopg's own connections (LISTEN)."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@dataclass
+class UnitOfWork:
+    """One write transaction plus the executors whose spec polls must be woken after it commits."""
+
+    session: AsyncSession
+    wake_executors: set[UUID] = field(default_factory=set)
+
+    def wake(self, executor_id: UUID) -> None:
+        """Wake the executor's held spec polls once this transaction commits."""
+        self.wake_executors.add(executor_id)
+
+
+class Database:
+    """The control plane's database: async engine, read sessions and write units of work."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = make_url(url).get_backend_name()
+        self.engine: AsyncEngine = create_async_engine(
+            _driver_url(url, asynchronous=True), pool_pre_ping=self.dialect == "postgresql"
+        )
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time; serializing writes in-process avoids SQLITE_BUSY on
+        # lock upgrades. PostgreSQL relies on row conditions and constraints instead.
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self.notifier = ChangeNotifier(
+            libpq_conninfo(url) if self.dialect == "postgresql" else None
+        )
+
+    @property
+    def is_postgresql(self) -> bool:
+        """True when running on PostgreSQL."""
+        return self.dialect == "postgresql"
+
+    async def start(self) -> None:
+        """Start background listeners (PostgreSQL LISTEN)."""
+        await self.notifier.start()
+
+    async def close(self) -> None:
+        """Stop listeners and dispose of the pool."""
+        await self.notifier.stop()
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for reads; nothing it does is committed."""
+        async with self._sessions() as session:
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[UnitOfWork]:
+        """A write transaction: committed on normal exit, rolled back on an exception."""
+        if self._write_lock is not None:
+            await self._write_lock.acquire()
+        try:
+            async with self._sessions() as session:
+                uow = UnitOfWork(session)
+                async with session.begin():
+                    yield uow
+                    if uow.wake_executors and self.is_postgresql:
+                        # NOTIFY is transactional: it is delivered to every replica on commit.
+                        for executor_id in sorted(uow.wake_executors):
+                            await session.execute(
+                                text("SELECT pg_notify(:channel, :payload)"),
+                                {"channel": SPEC_CHANNEL, "payload": str(executor_id)},
+                            )
+        finally:
+            if self._write_lock is not None:
+                self._write_lock.release()
+        if not self.is_postgresql:
+            for executor_id in uow.wake_executors:
+                self.notifier.publish_local(str(executor_id))

@@ -1,0 +1,123 @@
+"""NodeSpec: the one declarative description of a node, shared by both executor backends."""
+
+from typing import Annotated
+
+from pydantic import Field, StringConstraints, field_validator, model_validator
+
+from nodeplane.protocol.enums import DesiredState, NodeType, RestartPolicy, ServiceType
+from nodeplane.protocol.wire import WireModel
+
+# Identifiers that executors turn into unit names, flags and paths: kept to a safe alphabet.
+Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
+# Kubernetes-style quantities: "100Gi", "2", "500m", "1.5".
+Quantity = Annotated[
+    str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+]
+ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+
+MAX_OVERRIDE_VALUE_LENGTH = 4096
+MAX_OVERRIDE_ARGS_PER_ROLE = 64
+MAX_OVERRIDE_KEYS_PER_ROLE = 256
+
+ConfigValue = str | int | float | bool
+
+
+def _text_problem(value: str) -> str | None:
+    if len(value) > MAX_OVERRIDE_VALUE_LENGTH:
+        return f"must be at most {MAX_OVERRIDE_VALUE_LENGTH} characters"
+    if any(ch in value for ch in ("\n", "\r", "\x00")):
+        return "must not contain newlines or NUL characters"
+    return None
+
+
+class ClientSelection(WireModel):
+    """The client implementation and version that plays one role of a node."""
+
+    name: Identifier
+    version: Version
+
+
+class StorageSpec(WireModel):
+    """Volume size and (Kubernetes) storage class for the node's data."""
+
+    size: Quantity = "100Gi"
+    storage_class: Identifier | None = None
+
+
+class ResourceSpec(WireModel):
+    """CPU and memory requests and limits; None means the adapter's default."""
+
+    cpu_request: Quantity | None = None
+    cpu_limit: Quantity | None = None
+    memory_request: Quantity | None = None
+    memory_limit: Quantity | None = None
+
+
+class Overrides(WireModel):
+    """User overrides: config-file keys per process and extra command-line flags per role."""
+
+    files: dict[Identifier, dict[ConfigKey, ConfigValue]] = Field(default_factory=dict)
+    args: dict[Identifier, list[str]] = Field(default_factory=dict)
+
+    @field_validator("files")
+    @classmethod
+    def _check_files(
+        cls, files: dict[str, dict[str, ConfigValue]]
+    ) -> dict[str, dict[str, ConfigValue]]:
+        for role, entries in files.items():
+            if len(entries) > MAX_OVERRIDE_KEYS_PER_ROLE:
+                raise ValueError(f"files.{role}: at most {MAX_OVERRIDE_KEYS_PER_ROLE} keys")
+            for key, value in entries.items():
+                if isinstance(value, str) and (problem := _text_problem(value)):
+                    raise ValueError(f"files.{role}.{key} {problem}")
+        return files
+
+    @field_validator("args")
+    @classmethod
+    def _check_args(cls, args: dict[str, list[str]]) -> dict[str, list[str]]:
+        for role, flags in args.items():
+            if len(flags) > MAX_OVERRIDE_ARGS_PER_ROLE:
+                raise ValueError(f"args.{role}: at most {MAX_OVERRIDE_ARGS_PER_ROLE} flags")
+            for flag in flags:
+                if not flag.startswith("-") or flag.strip("-") == "":
+                    raise ValueError(f"args.{role}: {flag!r} is not a flag (must start with '-')")
+                if problem := _text_problem(flag):
+                    raise ValueError(f"args.{role}: {flag[:40]!r} {problem}")
+        return args
+
+
+class AgentHints(WireModel):
+    """Backend hints for the systemd agent."""
+
+    restart_policy: RestartPolicy = RestartPolicy.ON_FAILURE
+
+
+class OperatorHints(WireModel):
+    """Backend hints for the Kubernetes operator."""
+
+    service_type: ServiceType = ServiceType.CLUSTER_IP
+
+
+class NodeSpec(WireModel):
+    """The declarative spec of one node; every write of it is a new revision."""
+
+    chain: Identifier
+    network: Identifier
+    node_type: NodeType = NodeType.FULL
+    clients: dict[Identifier, ClientSelection] = Field(min_length=1, max_length=8)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)
+    overrides: Overrides = Field(default_factory=Overrides)
+    desired_state: DesiredState = DesiredState.RUNNING
+    restart_generation: int = Field(default=0, ge=0)
+    agent: AgentHints = Field(default_factory=AgentHints)
+    operator: OperatorHints = Field(default_factory=OperatorHints)
+
+    @model_validator(mode="after")
+    def _overrides_name_known_roles(self) -> "NodeSpec":
+        for section, per_role in (("files", self.overrides.files), ("args", self.overrides.args)):
+            unknown = sorted(set(per_role) - set(self.clients))
+            if unknown:
+                raise ValueError(f"overrides.{section} names roles not in clients: {unknown}")
+        return self
