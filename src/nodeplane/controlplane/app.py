@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -158,8 +159,17 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, settings.database_url)
-        if await bootstrap_admin(db, settings):
-            log.info("admin.created", email=settings.admin_email)
+        admin = await bootstrap_admin(db, settings)
+        if admin is not None:
+            log.info("admin.created", email=admin.email)
+            if admin.generated_password:
+                # Shown once, on the terminal only: it is never logged or stored in clear.
+                print(
+                    f"\nFirst admin: {admin.email}  password: {admin.generated_password}\n"
+                    "(set NODEPLANE_ADMIN_EMAIL / NODEPLANE_ADMIN_PASSWORD to choose them)\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
         await db.start()
         sweeper = asyncio.create_task(_sweep_forever(db, settings), name="nodeplane-sweeper")
         log.info("controlplane.started", database=db.dialect, production=settings.production)

@@ -54,7 +54,8 @@ class AssignedNodeSpec(WireModel):
     """A spec assigned to the executor; `deleted` marks a tombstone to tear down."""
 
     node_id: uuid.UUID
-    name: str
+    # Empty only for a node that is already gone from the control plane.
+    name: str = Field(max_length=63, pattern=r"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$")
     revision: int
     spec: NodeSpec | None
     deleted: bool = False

@@ -21,13 +21,14 @@ MAX_OVERRIDE_ARGS_PER_ROLE = 64
 MAX_OVERRIDE_KEYS_PER_ROLE = 256
 
 ConfigValue = str | int | float | bool
+_LINE_BREAKS = frozenset("\x85\u2028\u2029")
 
 
 def _text_problem(value: str) -> str | None:
     if len(value) > MAX_OVERRIDE_VALUE_LENGTH:
         return f"must be at most {MAX_OVERRIDE_VALUE_LENGTH} characters"
-    if any(ch in value for ch in ("\n", "\r", "\x00")):
-        return "must not contain newlines or NUL characters"
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch in _LINE_BREAKS for ch in value):
+        return "must not contain newlines or other control characters"
     return None
 
 

@@ -14,7 +14,8 @@ class SpecChange(BaseModel):
 
 
 def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
-    if isinstance(value, dict) and value:
+    if isinstance(value, dict):
+        # An empty mapping has no leaves: `{}` → `{"a": 1}` is the one change `a`.
         for key in value:
             _flatten(value[key], f"{prefix}.{key}" if prefix else str(key), out)
     else:

@@ -12,6 +12,8 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # inf/nan do not survive JSON: a spec holding one could never be read back.
+        allow_inf_nan=False,
     )
 
     def to_wire(self) -> dict[str, object]:

@@ -1,5 +1,6 @@
 """Accounts: the first admin, sign-in with throttling, sessions, organizations and invites."""
 
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
@@ -75,19 +76,29 @@ def _check_org_name(name: str) -> str:
     return name
 
 
-async def bootstrap_admin(db: Database, settings: Settings) -> bool:
+DEFAULT_ADMIN_EMAIL = "admin@localhost"
+
+
+@dataclass(frozen=True)
+class BootstrappedAdmin:
+    """The first admin; `generated_password` is set (and shown once) when none was given."""
+
+    email: str
+    generated_password: str | None
+
+
+async def bootstrap_admin(db: Database, settings: Settings) -> BootstrappedAdmin | None:
     """On an empty database, create the first (system) admin and their organization."""
-    if not settings.admin_email or not settings.admin_password:
-        return False
     async with db.write() as uow:
         if await uow.session.scalar(select(func.count()).select_from(User)):
-            return False
-        email = normalize_email(settings.admin_email)
-        _check_password(settings.admin_password)
+            return None
+        email = normalize_email(settings.admin_email or DEFAULT_ADMIN_EMAIL)
+        generated = None if settings.admin_password else secrets.token_urlsafe(12)
+        password = settings.admin_password or generated
+        assert password is not None
+        _check_password(password)
         org = Organization(name="default")
-        user = User(
-            email=email, password_hash=hash_password(settings.admin_password), is_system_admin=True
-        )
+        user = User(email=email, password_hash=hash_password(password), is_system_admin=True)
         uow.session.add_all([org, user])
         await uow.session.flush()
         uow.session.add(Member(organization_id=org.id, user_id=user.id, role=Role.OWNER.value))
@@ -98,7 +109,7 @@ async def bootstrap_admin(db: Database, settings: Settings) -> bool:
             message=f"first admin {email} created",
             actor=SYSTEM,
         )
-    return True
+    return BootstrappedAdmin(email, generated)
 
 
 # ---- sign-in -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Executors: the runtime loops, the control-plane client, and the agent and operator backends."""

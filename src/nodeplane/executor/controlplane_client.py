@@ -1,0 +1,99 @@
+"""The executor's client for the control plane's GraphQL API (DESIGN §4); outbound only."""
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from nodeplane.protocol import (
+    MAX_POLL_WAIT_SECONDS,
+    AssignedNodeSpec,
+    KnownRevision,
+    RuntimeEvent,
+    SyncExecutorRequest,
+)
+
+_SYNC = """
+mutation Sync($input: JSON!) {
+  syncExecutor(input: $input) { executor { id name } rejected { nodeId reason } }
+}"""
+_POLL = """
+query Poll($known: JSON, $wait: Float!) {
+  executorSpecs(known: $known, waitSeconds: $wait) {
+    nodeId name revision spec deleted retainData
+  }
+}"""
+_CONFIRM = "mutation Confirm($id: UUID!) { confirmNodeTeardown(nodeId: $id) }"
+_REPORT = "mutation Report($events: JSON!) { reportRuntimeEvents(events: $events) }"
+
+
+class ControlPlaneError(Exception):
+    """The control plane answered with an error; `code` is its `extensions.code`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ControlPlaneClient:
+    """Async client authenticated with an executor API key."""
+
+    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={"authorization": f"Bearer {api_key}"},
+            timeout=timeout,
+        )
+        self._timeout = timeout
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _call(
+        self, query: str, variables: dict[str, Any], *, request_timeout: float | None = None
+    ) -> dict[str, Any]:
+        response = await self._http.post(
+            "/graphql",
+            json={"query": query, "variables": variables},
+            timeout=request_timeout or self._timeout,
+        )
+        body = response.json()
+        if body.get("errors"):
+            err = body["errors"][0]
+            raise ControlPlaneError(
+                err.get("extensions", {}).get("code", "unknown"), err["message"]
+            )
+        response.raise_for_status()
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def sync(self, request: SyncExecutorRequest) -> dict[str, Any]:
+        """Heartbeat with capabilities and observations; returns the executor and rejections."""
+        data = await self._call(_SYNC, {"input": request.to_wire()})
+        result: dict[str, Any] = data["syncExecutor"]
+        return result
+
+    async def poll_specs(
+        self, known: Sequence[KnownRevision], wait_seconds: float
+    ) -> list[AssignedNodeSpec]:
+        """Specs newer than `known`; the call is held up to `wait_seconds` for a change."""
+        wait = min(wait_seconds, MAX_POLL_WAIT_SECONDS)
+        data = await self._call(
+            _POLL,
+            {"known": [k.to_wire() for k in known], "wait": wait},
+            request_timeout=wait + self._timeout,
+        )
+        return [AssignedNodeSpec.model_validate(item) for item in data["executorSpecs"]]
+
+    async def confirm_teardown(self, node_id: UUID) -> bool:
+        """Tell the control plane a deleted node is torn down."""
+        data = await self._call(_CONFIRM, {"id": str(node_id)})
+        return bool(data["confirmNodeTeardown"])
+
+    async def report_events(self, events: Sequence[RuntimeEvent]) -> int:
+        """Send runtime events (crashes, init failures, sync errors)."""
+        data = await self._call(_REPORT, {"events": [e.to_wire() for e in events]})
+        return int(data["reportRuntimeEvents"])

@@ -1,0 +1,77 @@
+"""Shared fixtures: real control-plane processes on SQLite and PostgreSQL, organizations, executors."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import FakeExecutor, Org, make_org
+from tests.support.gql import Client
+from tests.support.server import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+)
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave logs and screenshots for people to look at."""
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def new_database_url(backend: str, tmp_path: Path) -> str:
+    """An empty database of `backend`."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'nodeplane.db'}"
+    return create_pg_database()
+
+
+@pytest.fixture(params=BACKENDS, scope="session")
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database backend under test."""
+    value: str = request.param
+    return value
+
+
+@pytest.fixture(scope="session")
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One control-plane process per backend, shared; tests isolate themselves by organization."""
+    workdir = tmp_path_factory.mktemp(f"server-{backend}")
+    url = new_database_url(backend, workdir)
+    proc = ServerProcess(database_url=url, workdir=workdir)
+    proc.start()
+    yield proc
+    proc.stop()
+    if backend == "postgresql":
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def system_admin(server: ServerProcess) -> Client:
+    """The first admin, created from NODEPLANE_ADMIN_EMAIL/PASSWORD on the empty database."""
+    data = Client(server.url)(
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+        {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
+    )
+    return Client(server.url, data["login"]["token"])
+
+
+@pytest.fixture
+def org(server: ServerProcess, system_admin: Client) -> Org:
+    """A fresh organization with its owner signed in."""
+    return make_org(server.url, system_admin)
+
+
+@pytest.fixture
+def executor(org: Org, server: ServerProcess) -> FakeExecutor:
+    """A protocol-level executor of `org` that has synced once."""
+    ex = FakeExecutor(server.url, org.executor_key())
+    ex.sync()
+    return ex

@@ -1,0 +1,104 @@
+"""Start and stop real control-plane processes for tests."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ADMIN_EMAIL = "admin@example.test"
+ADMIN_PASSWORD = "admin-password-1"
+PG_ADMIN_URL = os.environ.get(
+    "NODEPLANE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    name = f"nodeplane_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    """Drop a database made by `create_pg_database`."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class ServerProcess:
+    """One `nodeplane server` process on a loopback port."""
+
+    database_url: str
+    workdir: Path
+    heartbeat_timeout: float = 3.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until /healthz answers."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        log = (self.workdir / f"server-{self.port}-{self.starts}.log").open("wb")
+        env = {
+            **os.environ,
+            "NODEPLANE_DATABASE_URL": self.database_url,
+            "NODEPLANE_ADMIN_EMAIL": ADMIN_EMAIL,
+            "NODEPLANE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "NODEPLANE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
+            "NODEPLANE_SWEEP_INTERVAL": "0.5",
+            **self.extra_env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nodeplane", "server", "--port", str(self.port), "--json-logs"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not become healthy; see {log.name}")
+
+    def stop(self) -> None:
+        """Stop the server gracefully (SIGTERM), killing it if it hangs."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
