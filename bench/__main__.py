@@ -1,0 +1,183 @@
+"""Control-plane benchmarks against real server processes: `./dev bench`.
+
+Measures request latency of the operations users and executors repeat most, and how fast a held
+spec poll wakes after a commit, on SQLite and PostgreSQL; writes a Markdown table to
+docs/benchmarks.md. It reuses the test harness to start servers.
+"""
+
+import argparse
+import platform
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from tests.support.fleet import CREATE_NODE, LIFECYCLE, LITECOIN_SPEC, NODE, FakeExecutor, make_org
+from tests.support.gql import Client
+from tests.support.server import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+)
+
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Result:
+    backend: str
+    name: str
+    samples: list[float]
+
+    def row(self) -> str:
+        ms = sorted(s * 1000 for s in self.samples)
+        p95 = ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+        return (
+            f"| {self.backend} | {self.name} | {len(ms)} | {statistics.median(ms):.1f} | "
+            f"{p95:.1f} | {max(ms):.1f} |"
+        )
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall-clock seconds one call takes."""
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def run_backend(backend: str, n: int) -> list[Result]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"nodeplane-bench-{backend}-"))
+    url = f"sqlite:///{workdir / 'bench.db'}" if backend == "sqlite" else create_pg_database()
+    server = ServerProcess(database_url=url, workdir=workdir, heartbeat_timeout=60)
+    server.start()
+    try:
+        admin_token = Client(server.url)(
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
+        )["login"]["token"]
+        org = make_org(server.url, Client(server.url, admin_token))
+        executor = FakeExecutor(server.url, org.executor_key())
+        executor.sync()
+        results: list[Result] = []
+
+        ids: list[str] = []
+
+        def create(i: int) -> None:
+            data = org.owner(
+                CREATE_NODE,
+                {"input": {"executorId": executor.id, "name": f"n{i}", "spec": LITECOIN_SPEC}},
+            )
+            ids.append(data["createNode"]["id"])
+
+        def stop(i: int) -> None:
+            org.owner(LIFECYCLE, {"id": ids[i], "action": "STOP"})
+
+        results.append(Result(backend, "createNode", [timed(partial(create, i)) for i in range(n)]))
+        results.append(
+            Result(
+                backend,
+                "node(id) query",
+                [timed(partial(org.owner, NODE, {"id": ids[i]})) for i in range(n)],
+            )
+        )
+        results.append(
+            Result(
+                backend,
+                "nodes list (first 50)",
+                [
+                    timed(lambda: org.owner("{ nodes(first: 50) { items { id phase } } }"))
+                    for _ in range(n // 4)
+                ],
+            )
+        )
+        results.append(
+            Result(
+                backend,
+                "lifecycle STOP",
+                [timed(partial(stop, i)) for i in range(n)],
+            )
+        )
+        observations = {
+            nid: ObservedNodeState(
+                revision=2, processes=[ObservedProcess(role="node", status=ProcessStatus.STOPPED)]
+            )
+            for nid in ids[:100]
+        }
+        results.append(
+            Result(
+                backend,
+                f"syncExecutor ({len(observations)} nodes)",
+                [timed(lambda: executor.sync(observations)) for _ in range(20)],
+            )
+        )
+
+        # Wake latency: a poll is held, a commit happens, how long until the poll returns.
+        wakes: list[float] = []
+        for i in range(min(n, 30)):
+            nid = ids[i]
+            known = {x: 2 for x in ids}
+            returned: list[float] = []
+
+            def held_poll(known: dict[str, int] = known, returned: list[float] = returned) -> None:
+                executor.poll(known, wait=20)
+                returned.append(time.perf_counter())
+
+            t = threading.Thread(target=held_poll)
+            t.start()
+            time.sleep(0.3)  # let the poll reach the server and park
+            sent = time.perf_counter()
+            org.owner(LIFECYCLE, {"id": nid, "action": "START"})
+            t.join(30)
+            wakes.append(returned[0] - sent)
+        results.append(Result(backend, "held poll returns, from commit sent", wakes))
+        return results
+    finally:
+        server.stop()
+        if backend == "postgresql":
+            drop_pg_database(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=200, help="samples per operation")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not update docs")
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    results = [r for b in backends for r in run_backend(b, args.n)]
+    table = [
+        "| backend | operation | samples | p50 ms | p95 ms | max ms |",
+        "|---|---|---:|---:|---:|---:|",
+        *[r.row() for r in results],
+    ]
+    header = [
+        "# Benchmarks",
+        "",
+        "Produced by `./dev bench` (bench/__main__.py): one real `nodeplane server` process per",
+        "backend on loopback, requests sent one at a time over HTTP by the benchmark, end-to-end",
+        "latency as the client sees it. The poll row is the time from sending a lifecycle mutation",
+        "to a spec poll, already held on the server, returning with the new revision.",
+        "",
+        f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+        f"Python {platform.python_version()}, run id {uuid.uuid4().hex[:6]}.",
+        "",
+    ]
+    text = "\n".join([*header, *table, ""])
+    print(text)
+    if not args.no_write:
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
