@@ -3,6 +3,8 @@
 from enum import StrEnum
 from typing import Any
 
+from pydantic import ValidationError
+
 
 class ErrorCode(StrEnum):
     """Stable, machine-readable error codes shared by the API, the CLI and the UI."""
@@ -56,3 +58,15 @@ def not_found(what: str) -> DomainError:
 def forbidden(message: str = "you are not allowed to do this") -> DomainError:
     """The error for an authenticated caller without the right to act."""
     return DomainError(ErrorCode.FORBIDDEN, message)
+
+
+def validation_error(exc: ValidationError, code: ErrorCode, field: str) -> DomainError:
+    """A typed error listing every problem pydantic found, each with its dotted path."""
+    problems = [
+        {"path": ".".join(str(part) for part in err["loc"]), "message": err["msg"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{p['path'] or field}: {p['message']}" for p in problems[:5])
+    return DomainError(
+        code, f"invalid {field}: {summary}", field=field, details={"problems": problems}
+    )

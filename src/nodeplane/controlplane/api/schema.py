@@ -9,6 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.extensions import QueryDepthLimiter
+from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionContext, ExecutionResult
 
@@ -38,7 +40,19 @@ class NodeplaneSchema(strawberry.Schema):
             )
 
 
-schema = NodeplaneSchema(query=Query, mutation=Mutation)
+MAX_QUERY_DEPTH = 10
+
+
+def _is_introspection(ctx: IgnoreContext) -> bool:
+    return ctx.field_name.startswith("__")
+
+
+schema = NodeplaneSchema(
+    query=Query,
+    mutation=Mutation,
+    # Nested selections are cheap to write and expensive to answer; no real client needs more.
+    extensions=[QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH, should_ignore=_is_introspection)],  # type: ignore[list-item]
+)
 
 
 def _format_error(error: GraphQLError) -> dict[str, Any]:

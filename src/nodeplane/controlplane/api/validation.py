@@ -4,7 +4,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.errors import DomainError, ErrorCode, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -14,17 +14,7 @@ def parse_wire(model: type[M], raw: Any, *, field: str) -> M:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            {"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{p['path'] or field}: {p['message']}" for p in problems[:5])
-        raise DomainError(
-            ErrorCode.INVALID_INPUT,
-            f"invalid {field}: {summary}",
-            field=field,
-            details={"problems": problems},
-        ) from None
+        raise validation_error(exc, ErrorCode.INVALID_INPUT, field) from None
 
 
 def json_list(raw: Any, field: str, *, max_items: int = 1000) -> list[Any]:

@@ -9,7 +9,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
-from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found
+from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found, validation_error
 from nodeplane.controlplane.services.actors import Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.store.database import UnitOfWork
@@ -89,17 +89,7 @@ def parse_spec(raw: Any) -> NodeSpec:
     try:
         return NodeSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            {"path": ".".join(str(part) for part in err["loc"]), "message": err["msg"]}
-            for err in exc.errors(include_url=False, include_input=False)
-        ]
-        summary = "; ".join(f"{p['path'] or 'spec'}: {p['message']}" for p in problems)
-        raise DomainError(
-            ErrorCode.INVALID_NODE_CONFIG,
-            f"invalid node spec: {summary}",
-            field="spec",
-            details={"problems": problems},
-        ) from None
+        raise validation_error(exc, ErrorCode.INVALID_NODE_CONFIG, "spec") from None
 
 
 def check_against_executor(spec: NodeSpec, executor: Executor) -> None:
@@ -262,6 +252,19 @@ def _check_writable(node: Node, expected_revision: int | None) -> None:
         )
 
 
+def _history_row(node: Node, actor: Actor, cause: str) -> SpecRevision:
+    return SpecRevision(
+        node_id=node.id,
+        organization_id=node.organization_id,
+        node_name=node.name,
+        revision=node.revision,
+        spec=node.spec,
+        author_id=actor.id,
+        author=actor.label,
+        cause=cause,
+    )
+
+
 async def _write_revision(
     uow: UnitOfWork, node: Node, spec: NodeSpec, actor: Actor, cause: str
 ) -> None:
@@ -271,18 +274,7 @@ async def _write_revision(
     node.chain = spec.chain
     node.network = spec.network
     node.updated_at = utcnow()
-    uow.session.add(
-        SpecRevision(
-            node_id=node.id,
-            organization_id=node.organization_id,
-            node_name=node.name,
-            revision=node.revision,
-            spec=node.spec,
-            author_id=actor.id,
-            author=actor.label,
-            cause=cause,
-        )
-    )
+    uow.session.add(_history_row(node, actor, cause))
     await uow.session.flush()
     await record_phase_change(uow.session, node, before, actor)
     uow.wake(node.executor_id)
@@ -331,18 +323,7 @@ async def create_node(
     )
     uow.session.add(node)
     await uow.session.flush()
-    uow.session.add(
-        SpecRevision(
-            node_id=node.id,
-            organization_id=node.organization_id,
-            node_name=name,
-            revision=1,
-            spec=node.spec,
-            author_id=actor.id,
-            author=actor.label,
-            cause="created",
-        )
-    )
+    uow.session.add(_history_row(node, actor, "created"))
     await record_event(
         uow.session,
         organization_id=node.organization_id,
