@@ -1,7 +1,11 @@
 """Entry point of the `nodeplane` command."""
 
+import asyncio
+import contextlib
 import dataclasses
 import os
+from collections.abc import Callable
+from types import FrameType
 
 import typer
 import uvicorn
@@ -16,6 +20,20 @@ app = typer.Typer(
 @app.callback()
 def main() -> None:
     """nodeplane: declare nodes once, run them on your own hosts and clusters."""
+
+
+class _GracefulServer(uvicorn.Server):
+    """Uvicorn server that lets held long-polls answer as soon as a shutdown is asked for."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in a signal handler: hand the wake-up to the event loop rather than run it here.
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon_threadsafe(self._on_exit)
+        super().handle_exit(sig, frame)
 
 
 @app.command()
@@ -40,11 +58,13 @@ def server(
     if database_url:
         settings = dataclasses.replace(settings, database_url=database_url)
     typer.echo(f"nodeplane control plane on http://{host}:{port} (pid {os.getpid()})", err=True)
-    uvicorn.run(
-        create_app(settings),
+    control_plane = create_app(settings)
+    config = uvicorn.Config(
+        control_plane,
         host=host,
         port=port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
     )
+    _GracefulServer(config, control_plane.begin_shutdown).run()

@@ -291,7 +291,7 @@ async def poll_specs(
                 )
             pending = _pending_specs(nodes, held)
             remaining = deadline - time.monotonic()
-            if pending or remaining <= 0:
+            if pending or remaining <= 0 or db.notifier.closing:
                 return pending
             try:
                 await asyncio.wait_for(waiter.wait(), timeout=remaining)

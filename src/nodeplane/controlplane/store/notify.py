@@ -20,6 +20,7 @@ class ChangeNotifier:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self.closing = False
 
     async def start(self) -> None:
         """Begin listening on PostgreSQL; returns once LISTEN is in place."""
@@ -40,8 +41,15 @@ class ChangeNotifier:
     def subscribe(self, key: str) -> asyncio.Event:
         """Register interest in `key` before reading state, so no change slips between."""
         waiter = asyncio.Event()
+        if self.closing:
+            waiter.set()
         self._waiters[key].add(waiter)
         return waiter
+
+    def close_all(self) -> None:
+        """Shutting down: wake every waiter now and every later one at once."""
+        self.closing = True
+        self._wake_all()
 
     def unsubscribe(self, key: str, waiter: asyncio.Event) -> None:
         """Drop a waiter registered with `subscribe`."""
