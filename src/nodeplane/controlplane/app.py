@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,46 @@ log = structlog.get_logger(__name__)
 
 def _error_body(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"data": None, "errors": [{"message": message, "extensions": {"code": code.value}}]}
+
+
+# A GraphQL string escape for NUL, which PostgreSQL cannot store: \u0000 or \u{0}.
+_NUL_ESCAPE = re.compile(r"\\u(?:0000|\{0+\})")
+
+
+def _unstorable_text(value: Any) -> bool:
+    """True if a string anywhere in a parsed JSON value holds NUL or an unpaired surrogate."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, list):
+            pending += item
+    return False
+
+
+def _request_problem(parsed: Any) -> str | None:
+    """Why a parsed body is not a GraphQL request the API can serve, or None."""
+    if (
+        not isinstance(parsed, dict)
+        or not isinstance(parsed.get("query"), str)
+        or not parsed["query"].strip()
+    ):
+        return "body must be an object with a query"
+    if parsed.get("variables") is not None and not isinstance(parsed["variables"], dict):
+        return "variables must be an object"
+    if parsed.get("operationName") is not None and not isinstance(parsed["operationName"], str):
+        return "operationName must be a string"
+    if _unstorable_text(parsed) or _NUL_ESCAPE.search(parsed["query"]):
+        return "text must not contain NUL characters or unpaired surrogates"
+    return None
 
 
 class GraphQLBodyGuard:
@@ -71,20 +112,13 @@ class GraphQLBodyGuard:
             return
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             await self._reject(
                 scope, receive, send, 400, ErrorCode.BAD_REQUEST, "body is not valid JSON"
             )
             return
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("query"), str):
-            await self._reject(
-                scope,
-                receive,
-                send,
-                400,
-                ErrorCode.BAD_REQUEST,
-                "body must be an object with a query",
-            )
+        if problem := _request_problem(parsed):
+            await self._reject(scope, receive, send, 400, ErrorCode.BAD_REQUEST, problem)
             return
 
         replayed = False

@@ -111,7 +111,7 @@ class NodeSpec(WireModel):
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     overrides: Overrides = Field(default_factory=Overrides)
     desired_state: DesiredState = DesiredState.RUNNING
-    restart_generation: int = Field(default=0, ge=0)
+    restart_generation: int = Field(default=0, ge=0, le=2**31 - 1)
     agent: AgentHints = Field(default_factory=AgentHints)
     operator: OperatorHints = Field(default_factory=OperatorHints)
 

@@ -33,7 +33,7 @@ class NodeplaneSchema(strawberry.Schema):
     ) -> None:
         for error in errors:
             original = error.original_error
-            if original is None or isinstance(original, DomainError):
+            if original is None or isinstance(original, DomainError | GraphQLError):
                 continue
             log.error(
                 "graphql.unexpected_error", error=repr(original), path=error.path, exc_info=original
@@ -67,11 +67,12 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     if isinstance(original, DomainError):
         formatted["message"] = original.message
         formatted["extensions"] = original.extensions()
-    elif original is not None:
+    elif original is not None and not isinstance(original, GraphQLError):
         formatted["message"] = "internal error"
         formatted["extensions"] = {"code": "internal"}
     else:
-        # Syntax, validation and variable-coercion errors from graphql-core.
+        # Syntax, validation and variable-coercion errors from graphql-core (a missing variable
+        # arrives wrapping another GraphQLError).
         formatted["extensions"] = {"code": ErrorCode.BAD_REQUEST.value}
     return formatted
 

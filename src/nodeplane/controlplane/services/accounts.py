@@ -6,6 +6,7 @@ from datetime import timedelta
 from uuid import UUID
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import (
@@ -88,27 +89,37 @@ class BootstrappedAdmin:
 
 
 async def bootstrap_admin(db: Database, settings: Settings) -> BootstrappedAdmin | None:
-    """On an empty database, create the first (system) admin and their organization."""
-    async with db.write() as uow:
-        if await uow.session.scalar(select(func.count()).select_from(User)):
-            return None
-        email = normalize_email(settings.admin_email or DEFAULT_ADMIN_EMAIL)
-        generated = None if settings.admin_password else secrets.token_urlsafe(12)
-        password = settings.admin_password or generated
-        assert password is not None
-        _check_password(password)
-        org = Organization(name="default")
-        user = User(email=email, password_hash=hash_password(password), is_system_admin=True)
-        uow.session.add_all([org, user])
-        await uow.session.flush()
-        uow.session.add(Member(organization_id=org.id, user_id=user.id, role=Role.OWNER.value))
-        await record_event(
-            uow.session,
-            organization_id=org.id,
-            type="organization.created",
-            message=f"first admin {email} created",
-            actor=SYSTEM,
-        )
+    """On an empty database, create the first (system) admin and their organization.
+
+    Replicas starting together on an empty database race here: the losers' inserts collide with
+    the winner's unique rows, and they find the admin already made.
+    """
+    try:
+        async with db.write() as uow:
+            if await uow.session.scalar(select(func.count()).select_from(User)):
+                return None
+            email = normalize_email(settings.admin_email or DEFAULT_ADMIN_EMAIL)
+            generated = None if settings.admin_password else secrets.token_urlsafe(12)
+            password = settings.admin_password or generated
+            assert password is not None
+            _check_password(password)
+            org = Organization(name="default")
+            user = User(email=email, password_hash=hash_password(password), is_system_admin=True)
+            uow.session.add_all([org, user])
+            await uow.session.flush()
+            uow.session.add(Member(organization_id=org.id, user_id=user.id, role=Role.OWNER.value))
+            await record_event(
+                uow.session,
+                organization_id=org.id,
+                type="organization.created",
+                message=f"first admin {email} created",
+                actor=SYSTEM,
+            )
+    except IntegrityError:
+        async with db.read() as session:
+            if await session.scalar(select(func.count()).select_from(User)):
+                return None  # another replica made the first admin at the same moment
+        raise
     return BootstrappedAdmin(email, generated)
 
 

@@ -14,6 +14,8 @@ from nodeplane.controlplane.store.models import Event, Node
 from nodeplane.protocol import EventLevel, EventSource
 
 MAX_PAGE = 200
+# Event ids are 64-bit; a cursor beyond that is not one of ours (and no database takes it).
+MAX_EVENT_ID = 2**63 - 1
 
 
 async def record_event(
@@ -103,9 +105,12 @@ async def list_events(
         query = query.where(Event.level == flt.level.value)
     if after:
         try:
-            query = query.where(Event.id < int(after))
+            before_id = int(after)
         except ValueError:
             return EventPage([], None, False)
+        if not 0 <= before_id <= MAX_EVENT_ID:
+            return EventPage([], None, False)
+        query = query.where(Event.id < before_id)
     rows = list((await session.scalars(query.order_by(Event.id.desc()).limit(first + 1))).all())
     has_next = len(rows) > first
     rows = rows[:first]
