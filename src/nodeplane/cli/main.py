@@ -10,11 +10,15 @@ from types import FrameType
 import typer
 import uvicorn
 
+from nodeplane.cli.agent import agent_app
 from nodeplane.controlplane.config import Settings
 
 app = typer.Typer(
     help="nodeplane: a self-hosted control plane for blockchain nodes.", no_args_is_help=True
 )
+
+
+app.add_typer(agent_app, name="agent")
 
 
 @app.callback()

@@ -43,3 +43,6 @@ def configure_logging(level: str = "info", json_logs: bool | None = None) -> Non
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # One line per HTTP call the executor makes would drown everything else.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

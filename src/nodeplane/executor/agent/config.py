@@ -1,0 +1,103 @@
+"""The agent's TOML configuration file."""
+
+import socket
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nodeplane.protocol import node_name_problem
+
+DEFAULT_CONFIG_PATH = Path("/etc/nodeplane/agent.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/nodeplane")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSection(_Section):
+    """Who the agent is and where it keeps things."""
+
+    name: str = Field(default_factory=lambda: socket.gethostname().split(".")[0].lower())
+    data_dir: Path = DEFAULT_DATA_DIR
+    driver: Literal["auto", "systemd", "process"] = "auto"
+    unit_dir: Path = Path("/etc/systemd/system")
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, name: str) -> str:
+        if problem := node_name_problem(name):
+            raise ValueError(f"agent name {name!r}: {problem}")
+        return name
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        if not path.is_absolute():
+            raise ValueError("data_dir must be an absolute path")
+        return path
+
+
+class ControlPlaneSection(_Section):
+    """How to reach the control plane: its URL and an executor API key (inline or in a file)."""
+
+    url: str
+    api_key: str | None = None
+    api_key_file: Path | None = None
+
+    def key(self) -> str:
+        """The API key, read from `api_key_file` when not given inline."""
+        if self.api_key:
+            return self.api_key
+        if self.api_key_file:
+            return self.api_key_file.read_text().strip()
+        raise ValueError("control_plane needs api_key or api_key_file")
+
+
+class IntervalsSection(_Section):
+    """Loop cadences in seconds."""
+
+    heartbeat: float = Field(default=5.0, gt=0)
+    reconcile: float = Field(default=5.0, gt=0)
+    report: float = Field(default=10.0, gt=0)
+    poll_wait: float = Field(default=25.0, gt=0, le=30)
+
+
+class LoggingSection(_Section):
+    """Log level and format."""
+
+    level: str = "info"
+    format: Literal["json", "human", "auto"] = "auto"
+
+
+class AgentConfig(_Section):
+    """The whole agent.toml."""
+
+    agent: AgentSection = Field(default_factory=AgentSection)
+    control_plane: ControlPlaneSection
+    intervals: IntervalsSection = Field(default_factory=IntervalsSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+
+
+class ConfigError(Exception):
+    """The config file is missing, not TOML, or not valid."""
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and validate an agent config file."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors(include_url=False)
+        )
+        raise ConfigError(f"{path}: {problems}") from None

@@ -1,0 +1,499 @@
+"""The built-in supervisor, for hosts where systemd is not PID 1 (a laptop, a container).
+
+Same semantics as the systemd driver: one state file per unit under `state_dir` holds its
+definition and what runs it (pid plus the process's start time from /proc, so a reused pid is never
+taken for ours); each process runs in a session of its own with stdout and stderr appended to its
+log file; stop sends the stop signal to the session's process group, waits up to the stop timeout,
+then SIGKILLs it; `supervise()`, called by the reconciler every tick, restarts exited units as
+their restart policy says, with a backoff. A new driver on the same `state_dir` (the agent
+restarted) adopts the processes that still run instead of starting duplicates. When the driver is
+the parent it reaps its children and knows how they exited; an adopted process that vanishes
+counts as a failure, since its exit status is lost.
+"""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeplane.executor.agent import procfs
+from nodeplane.executor.agent.driver import (
+    ActiveState,
+    DriverError,
+    UnitExit,
+    UnitNotFound,
+    UnitSpec,
+    UnitStatus,
+    check_unit_name,
+)
+from nodeplane.executor.agent.units import render_unit, signal_name
+from nodeplane.protocol import RestartPolicy
+
+# What systemd gives a service: a fixed PATH and the unit's own variables, nothing inherited.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# systemd's "clean" exits for Restart=on-failure: status 0 or death by one of these signals.
+CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
+# Exit statuses systemd uses when it cannot exec the command or enter the working directory.
+EXIT_CHDIR = 200
+EXIT_EXEC = 203
+# Set in each process's environment (like systemd's INVOCATION_ID): finds a process whose spawn
+# an agent killed mid-start never got to record.
+INVOCATION_ENV = "NODEPLANE_INVOCATION_ID"
+STATE_SUFFIX = ".json"
+POLL_S = 0.1
+KILL_WAIT_S = 10.0  # how long SIGKILLed processes may take to go before stop gives up
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A unit as installed: everything needed to (re)start it, compared on install."""
+
+    name: str
+    node: str
+    role: str
+    argv: list[str]
+    working_dir: str
+    env: dict[str, str]
+    stop_signal: str
+    stop_timeout_s: float
+    restart_policy: str
+    restart_delay_s: float
+    log_file: str
+    cpu_limit: float | None = None  # recorded; without cgroups the supervisor cannot enforce it
+    memory_limit_bytes: int | None = None
+
+
+@dataclass
+class Runtime:
+    """What the supervisor knows of a unit's process."""
+
+    wanted: bool = False  # explicitly started and not stopped since: restart policy applies
+    state: str = ActiveState.INACTIVE.value
+    sub_state: str = "dead"
+    pid: int | None = None
+    start_time: int | None = None  # /proc/<pid>/stat field 22
+    boot_id: str | None = None
+    started_at: float | None = None  # wall clock, for the backoff
+    restarts: int = 0
+    result: str | None = None
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    restart_at: float | None = None
+    quick_failures: int = 0  # consecutive exits soon after start: the backoff exponent
+    exit_reported: bool = True
+    invocation: str | None = None  # saved before each spawn, cleared once its process is gone
+
+
+@dataclass
+class Record:
+    """One unit's state file."""
+
+    definition: Definition
+    runtime: Runtime = field(default_factory=Runtime)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"definition": asdict(self.definition), "runtime": asdict(self.runtime)}, indent=2
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Record":
+        data: dict[str, Any] = json.loads(text)
+        return cls(Definition(**data["definition"]), Runtime(**data["runtime"]))
+
+
+def definition_of(unit: UnitSpec) -> Definition:
+    """The stored definition of `unit` (default log: `<working_dir>/../logs/<role>.log`)."""
+    # The systemd driver's refusals hold here too (relative executable, control characters, ...):
+    # a spec must not run on one driver and be refused by the other.
+    render_unit(unit)
+    plan = unit.process
+    log_file = unit.log_file or plan.working_dir.parent / "logs" / f"{unit.role}.log"
+    return Definition(
+        name=check_unit_name(unit.name),
+        node=unit.node,
+        role=unit.role,
+        argv=list(plan.argv),
+        working_dir=str(plan.working_dir),
+        env=dict(plan.env),
+        stop_signal=signal_name(plan.stop_signal),
+        stop_timeout_s=float(plan.stop_timeout_s),
+        restart_policy=RestartPolicy(unit.restart_policy).value,
+        restart_delay_s=float(unit.restart_delay_s),
+        log_file=str(log_file),
+        cpu_limit=unit.cpu_limit,
+        memory_limit_bytes=unit.memory_limit_bytes,
+    )
+
+
+def exit_result(exit_code: int | None, exit_signal: int | None) -> str:
+    """systemd's Result= for an exit: success, exit-code, signal, or unknown."""
+    if exit_signal is not None:
+        return "success" if exit_signal in CLEAN_SIGNALS else "signal"
+    if exit_code is None:
+        return "unknown"
+    return "success" if exit_code == 0 else "exit-code"
+
+
+def should_restart(policy: str, result: str) -> bool:
+    """Restart=always restarts on any exit, on-failure on an unclean one, no never."""
+    match RestartPolicy(policy):
+        case RestartPolicy.ALWAYS:
+            return True
+        case RestartPolicy.ON_FAILURE:
+            return result != "success"
+        case _:
+            return False
+
+
+class ProcessDriver:
+    """Supervises unit processes itself; state survives the agent in `state_dir`."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        max_backoff_s: float = 60.0,
+        stable_after_s: float = 30.0,
+        proc_dir: Path = procfs.PROC,
+    ) -> None:
+        self.state_dir = state_dir
+        self.max_backoff_s = max_backoff_s
+        self.stable_after_s = stable_after_s  # a process up this long resets the backoff
+        self.proc_dir = proc_dir
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # ---- state files ------------------------------------------------------------------------
+
+    def _path(self, name: str) -> Path:
+        return self.state_dir / f"{check_unit_name(name)}{STATE_SUFFIX}"
+
+    def _load(self, name: str) -> Record | None:
+        path = self._path(name)
+        try:
+            return Record.from_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DriverError(f"{path}: unreadable state file: {exc}") from None
+
+    def _save(self, record: Record) -> None:
+        path = self._path(record.definition.name)
+        # Definitions may carry secrets in their environment: the directory is the agent's alone.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(record.to_json())
+        tmp.replace(path)
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # ---- processes --------------------------------------------------------------------------
+
+    def _alive(self, name: str, rt: Runtime) -> bool:
+        """Is the recorded process still ours and running? Reaps it if we are its parent."""
+        if rt.pid is None:
+            return False
+        child = self._children.get(name)
+        if child is not None and child.pid == rt.pid:
+            return child.poll() is None
+        stat = procfs.read_stat(rt.pid, self.proc_dir)
+        return (
+            stat is not None
+            and stat.alive
+            and stat.start_time == rt.start_time
+            and rt.boot_id == procfs.boot_id(self.proc_dir)
+        )
+
+    def _exit_status(self, name: str, rt: Runtime) -> tuple[int | None, int | None]:
+        """(exit code, signal) of the exited process, or (None, None) if it was adopted."""
+        child = self._children.pop(name, None)
+        if child is None or child.pid != rt.pid or child.returncode is None:
+            return None, None
+        code = child.returncode
+        return (None, -code) if code < 0 else (code, None)
+
+    def _spawn(self, record: Record) -> None:
+        """Start the process in a session of its own, output appended to its log file."""
+        d, rt = record.definition, record.runtime
+        log = Path(d.log_file)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        rt.invocation = uuid.uuid4().hex
+        self._save(record)  # from here on, a restarted agent finds the process by its invocation
+        rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
+        rt.result = rt.exit_code = rt.exit_signal = None
+        with log.open("ab") as out:
+            try:
+                child = subprocess.Popen(
+                    d.argv,
+                    cwd=d.working_dir,
+                    env={"PATH": DEFAULT_PATH, **d.env, INVOCATION_ENV: rt.invocation},
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                # What systemd reports as 200/CHDIR or 203/EXEC: the unit fails like an exit.
+                out.write(f"nodeplane: cannot start {d.argv[0]}: {exc}\n".encode())
+                chdir = exc.filename == d.working_dir
+                self._note_exit(record, EXIT_CHDIR if chdir else EXIT_EXEC, None)
+                return
+        self._children[d.name] = child
+        stat = procfs.read_stat(child.pid, self.proc_dir)
+        rt.pid = child.pid
+        rt.start_time = stat.start_time if stat else None
+        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
+
+    def _note_exit(self, record: Record, code: int | None, sig: int | None) -> UnitExit:
+        """Record an exit the unit did not ask for; schedule a restart if its policy says so."""
+        d, rt = record.definition, record.runtime
+        now = time.time()
+        result = exit_result(code, sig)
+        quick = rt.started_at is None or now - rt.started_at < self.stable_after_s
+        rt.quick_failures = rt.quick_failures + 1 if quick else 0
+        rt.pid = rt.start_time = rt.invocation = None
+        rt.result, rt.exit_code, rt.exit_signal = result, code, sig
+        rt.exit_reported = False
+        restart = rt.wanted and should_restart(d.restart_policy, result)
+        if restart:
+            backoff = d.restart_delay_s * 2 ** min(max(rt.quick_failures - 1, 0), 10)
+            rt.restart_at = now + min(backoff, self.max_backoff_s)
+            rt.state, rt.sub_state = ActiveState.ACTIVATING.value, "auto-restart"
+        else:
+            rt.wanted = False
+            failed = result != "success"
+            rt.state = (ActiveState.FAILED if failed else ActiveState.INACTIVE).value
+            rt.sub_state = "failed" if failed else "dead"
+        return UnitExit(d.name, result, code, sig, restart)
+
+    def _refresh(self, record: Record) -> bool:
+        """Notice an exit (or an unrecorded spawn) since we last looked; True if it changed."""
+        rt = record.runtime
+        if rt.pid is None:
+            return self._adopt_unrecorded(record)
+        if self._alive(record.definition.name, rt):
+            return False
+        code, sig = self._exit_status(record.definition.name, rt)
+        self._note_exit(record, code, sig)
+        return True
+
+    def _adopt_unrecorded(self, record: Record) -> bool:
+        """After an agent died between spawning a process and recording it: adopt the process."""
+        rt = record.runtime
+        if rt.invocation is None:
+            return False
+        found = procfs.find_session_leader(f"{INVOCATION_ENV}={rt.invocation}", self.proc_dir)
+        if found is None:
+            rt.invocation = None  # never started (or gone already): the state before stands
+            return True
+        rt.pid, rt.start_time = found.pid, found.start_time
+        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
+        rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
+        return True
+
+    def _signal_all(self, name: str, rt: Runtime, leader_start: int, sig: int) -> None:
+        """Signal the unit's main process and everything it started.
+
+        While the main process is verifiably ours, its process group is signalled at once; once
+        it is gone its pid may be reused, so the leftovers are signalled one by one instead.
+        """
+        assert rt.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            if self._alive(name, rt):
+                os.killpg(rt.pid, sig)
+                return
+        for p in self._leftovers(rt, leader_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, sig)
+
+    def _leftovers(self, rt: Runtime, leader_start: int) -> list[procfs.ProcStat]:
+        """Processes still in the unit's session (not started before its main process)."""
+        assert rt.pid is not None
+        return [
+            p for p in procfs.session_members(rt.pid, self.proc_dir) if p.start_time >= leader_start
+        ]
+
+    async def _terminate(self, record: Record) -> None:
+        """Stop signal to the group, wait up to the stop timeout, then SIGKILL the group."""
+        d, rt = record.definition, record.runtime
+        assert rt.pid is not None and rt.start_time is not None
+        leader_start = rt.start_time
+        self._signal_all(d.name, rt, leader_start, signal.Signals[d.stop_signal])
+        deadline = time.monotonic() + d.stop_timeout_s
+        timed_out = False
+        while self._alive(d.name, rt) or self._leftovers(rt, leader_start):
+            now = time.monotonic()
+            if now >= deadline + KILL_WAIT_S:
+                raise DriverError(f"{d.name}: processes survive SIGKILL (uninterruptible I/O?)")
+            if now >= deadline and not timed_out:
+                timed_out = True
+                self._signal_all(d.name, rt, leader_start, signal.SIGKILL)
+            await asyncio.sleep(POLL_S)
+        code, sig = self._exit_status(d.name, rt)
+        if timed_out:
+            result = "timeout"
+        elif sig is not None and sig == signal.Signals[d.stop_signal]:
+            result = "success"  # died of the signal we sent: a clean stop
+        else:
+            result = exit_result(code, sig) if (code, sig) != (None, None) else "success"
+        rt.pid = rt.start_time = rt.invocation = None
+        rt.result, rt.exit_code, rt.exit_signal = result, code, sig
+        failed = result != "success"
+        rt.state = (ActiveState.FAILED if failed else ActiveState.INACTIVE).value
+        rt.sub_state = "failed" if failed else "dead"
+
+    # ---- Driver -----------------------------------------------------------------------------
+
+    async def install(self, unit: UnitSpec) -> bool:
+        """Write the definition if it differs; a running process keeps the old one until restart."""
+        definition = definition_of(unit)
+        async with self._lock(unit.name):
+            record = self._load(unit.name)
+            if record is not None and record.definition == definition:
+                return False
+            runtime = record.runtime if record is not None else Runtime()
+            self._save(Record(definition, runtime))
+            return True
+
+    async def start(self, name: str) -> None:
+        """Spawn the process unless it already runs (ours or adopted)."""
+        async with self._lock(name):
+            record = self._load(name)
+            if record is None:
+                raise UnitNotFound(f"{name} is not installed")
+            self._refresh(record)
+            rt = record.runtime
+            if rt.pid is None:
+                # An explicit start, like systemd's, forgets earlier automatic restarts.
+                rt.restarts, rt.quick_failures = 0, 0
+                self._spawn(record)
+            else:
+                # Running already (ours, or adopted; maybe left mid-stop by a killed agent).
+                rt.wanted = True
+                rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
+            self._save(record)
+
+    async def stop(self, name: str) -> None:
+        """Stop gracefully; a no-op for a stopped or unknown unit."""
+        async with self._lock(name):
+            record = self._load(name)
+            if record is None:
+                return
+            self._refresh(record)
+            rt = record.runtime
+            # Saved first: an agent killed mid-stop must not restart the unit afterwards.
+            rt.wanted, rt.restart_at, rt.exit_reported = False, None, True
+            rt.restarts = rt.quick_failures = 0
+            if rt.pid is not None:
+                rt.state, rt.sub_state = ActiveState.DEACTIVATING.value, "stop-sigterm"
+            elif rt.state == ActiveState.ACTIVATING.value:
+                # Waiting to be restarted: stays down, failed if its last exit was a failure.
+                failed = rt.result not in (None, "success")
+                rt.state = (ActiveState.FAILED if failed else ActiveState.INACTIVE).value
+                rt.sub_state = "failed" if failed else "dead"
+            self._save(record)
+            if rt.pid is not None:
+                await self._terminate(record)
+                self._save(record)
+
+    async def restart(self, name: str) -> None:
+        """Stop (if running) then start."""
+        if self._load(name) is None:
+            raise UnitNotFound(f"{name} is not installed")
+        await self.stop(name)
+        await self.start(name)
+
+    async def remove(self, name: str) -> None:
+        """Stop the unit and delete its state file (its log file stays with the node)."""
+        await self.stop(name)
+        async with self._lock(name):
+            self._path(name).unlink(missing_ok=True)
+            self._children.pop(name, None)
+
+    async def status(self, name: str) -> UnitStatus:
+        """The unit's state now, with CPU and memory of its whole session from /proc."""
+        lock = self._lock(name)
+        if lock.locked():
+            # A stop may hold the lock for its whole timeout: report what the file says.
+            record = self._load(name)
+        else:
+            async with lock:
+                record = self._load(name)
+                if record is not None and self._refresh(record):
+                    self._save(record)
+        if record is None:
+            return UnitStatus(exists=False, active_state=ActiveState.INACTIVE)
+        rt = record.runtime
+        cpu = memory = None
+        if rt.pid is not None:
+            members = procfs.session_members(rt.pid, self.proc_dir)
+            if members:
+                cpu = sum(p.cpu_seconds for p in members)
+                memory = sum(p.rss_bytes for p in members)
+        return UnitStatus(
+            exists=True,
+            active_state=ActiveState(rt.state),
+            sub_state=rt.sub_state,
+            main_pid=rt.pid,
+            restarts=rt.restarts,
+            cpu_seconds=cpu,
+            memory_bytes=memory,
+            result=rt.result,
+            definition=json.dumps(asdict(record.definition), sort_keys=True),
+        )
+
+    async def list_units(self) -> list[str]:
+        """Every unit with a state file."""
+        if not self.state_dir.is_dir():
+            return []
+        names = []
+        for path in self.state_dir.iterdir():
+            name = path.name.removesuffix(STATE_SUFFIX)
+            if path.name.endswith(STATE_SUFFIX) and not path.name.startswith("."):
+                with contextlib.suppress(ValueError):
+                    names.append(check_unit_name(name))
+        return sorted(names)
+
+    async def supervise(self) -> list[UnitExit]:
+        """Notice exits and restart units whose policy says so once their backoff has passed."""
+        exits = []
+        for name in await self.list_units():
+            lock = self._lock(name)
+            if lock.locked():
+                continue  # being stopped or started right now; look again next tick
+            async with lock:
+                record = self._load(name)
+                if record is None:
+                    continue
+                changed = self._refresh(record)
+                rt = record.runtime
+                if not rt.exit_reported:
+                    rt.exit_reported, changed = True, True
+                    exits.append(
+                        UnitExit(
+                            name,
+                            rt.result or "unknown",
+                            rt.exit_code,
+                            rt.exit_signal,
+                            will_restart=rt.restart_at is not None,
+                        )
+                    )
+                if rt.restart_at is not None and rt.wanted and time.time() >= rt.restart_at:
+                    rt.restarts += 1
+                    self._spawn(record)
+                    changed = True
+                if changed:
+                    self._save(record)
+        return exits

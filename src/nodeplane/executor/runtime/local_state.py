@@ -1,0 +1,88 @@
+"""The specs an executor holds, kept on disk so nodes keep their state without the control plane."""
+
+import os
+import tempfile
+from pathlib import Path
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from nodeplane.protocol import AssignedNodeSpec, KnownRevision
+
+
+class HeldNode(BaseModel):
+    """One node as the executor holds it: the last spec received and how applying it went."""
+
+    assigned: AssignedNodeSpec
+    applied_revision: int = 0
+    # The revision that last failed to apply and why; cleared by a successful apply.
+    failed_revision: int | None = None
+    apply_error: str | None = None
+    torn_down: bool = False
+
+    @property
+    def name(self) -> str:
+        """The node's name."""
+        return self.assigned.name
+
+
+class StateFile(BaseModel):
+    """What is written to disk."""
+
+    version: int = 1
+    nodes: dict[UUID, HeldNode] = Field(default_factory=dict)
+
+
+class LocalState:
+    """The held specs, loaded at start and saved atomically after every change."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.nodes: dict[UUID, HeldNode] = {}
+
+    def load(self) -> None:
+        """Read the state file if there is one (a missing file is an empty state)."""
+        if self.path.exists():
+            self.nodes = StateFile.model_validate_json(self.path.read_text()).nodes
+
+    def save(self) -> None:
+        """Write atomically: a crash leaves either the old file or the new one, never half."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = StateFile(nodes=self.nodes).model_dump_json(indent=2)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def known(self) -> list[KnownRevision]:
+        """What to tell the spec poll we hold."""
+        return [
+            KnownRevision(node_id=nid, revision=h.assigned.revision, deleted=h.assigned.deleted)
+            for nid, h in self.nodes.items()
+        ]
+
+    def receive(self, spec: AssignedNodeSpec) -> None:
+        """Take a spec from the control plane; a tombstone keeps the name and spec held before."""
+        held = self.nodes.get(spec.node_id)
+        if held is None:
+            if spec.deleted and spec.spec is None:
+                return  # gone before we ever held it: nothing to tear down
+            self.nodes[spec.node_id] = HeldNode(assigned=spec)
+            return
+        if spec.deleted:
+            held.assigned = held.assigned.model_copy(
+                update={
+                    "deleted": True,
+                    "retain_data": spec.retain_data,
+                    "revision": max(spec.revision, held.assigned.revision),
+                }
+            )
+        else:
+            held.assigned = spec
