@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.fleet import FakeExecutor, Org, make_org
 from tests.support.gql import Client
+from tests.support.sandbox import systemd_sandbox
 from tests.support.server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -16,6 +17,8 @@ from tests.support.server import (
 )
 
 BACKENDS = ["sqlite", "postgresql"]
+
+__all__ = ["systemd_sandbox"]  # one sandboxed systemd per session, shared by every test
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,7 @@ import pytest
 from nodeplane.executor.agent.process_driver import ProcessDriver
 from nodeplane.executor.agent.systemd import SystemdDriver
 from tests.agent.harness import DriverHarness
-from tests.support.sandbox import SystemdSandbox, systemd_sandbox
-
-__all__ = ["systemd_sandbox"]  # the session fixture, re-exported for pytest
+from tests.support.sandbox import SystemdSandbox
 
 
 @pytest.fixture
