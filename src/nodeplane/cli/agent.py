@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nodeplane import __version__
 from nodeplane.chains.base import ProcessPlan
 from nodeplane.executor.agent.config import (
     DEFAULT_CONFIG_PATH,
@@ -71,9 +72,9 @@ async def _run_with_task_dump(main: Coroutine[Any, Any, None]) -> None:
 def agent_unit_text(config_path: Path, cfg: AgentConfig) -> str:
     """The systemd unit that runs this agent, restarting it on failure."""
     process = ProcessPlan(
-        role="agent",
+        role="service",
         client="nodeplane",
-        version="",
+        version=__version__,
         argv=(sys.executable, "-m", "nodeplane", "agent", "run", "--config", str(config_path)),
         working_dir=cfg.agent.data_dir,
         stop_signal="SIGTERM",
@@ -81,8 +82,8 @@ def agent_unit_text(config_path: Path, cfg: AgentConfig) -> str:
     )
     unit = UnitSpec(
         name=AGENT_UNIT,
-        node="",
-        role="agent",
+        node="agent",
+        role="service",
         process=process,
         restart_policy=RestartPolicy.ON_FAILURE,
     )
