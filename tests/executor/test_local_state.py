@@ -1,0 +1,95 @@
+"""The executor's on-disk spec cache: atomic saves, reloads, and how tombstones are merged."""
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.protocol import AssignedNodeSpec, KnownRevision, NodeSpec
+
+SPEC = NodeSpec.model_validate(
+    {
+        "chain": "litecoin",
+        "network": "regtest",
+        "clients": {"node": {"name": "litecoind", "version": "0.21.2.1"}},
+    }
+)
+
+
+def assigned(
+    node_id: uuid.UUID, revision: int, *, deleted: bool = False, name: str = "ltc-1"
+) -> AssignedNodeSpec:
+    return AssignedNodeSpec(
+        node_id=node_id,
+        name=name,
+        revision=revision,
+        spec=None if deleted and not name else SPEC,
+        deleted=deleted,
+    )
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "specs.json"
+    state = LocalState(path)
+    nid = uuid.uuid4()
+    state.receive(assigned(nid, 3))
+    state.nodes[nid].applied_revision = 3
+    state.save()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert not list(path.parent.glob(".state-*")), "no temporary file is left behind"
+
+    again = LocalState(path)
+    again.load()
+    assert again.nodes == state.nodes
+    assert again.known() == [KnownRevision(node_id=nid, revision=3, deleted=False)]
+
+
+def test_missing_file_is_empty_and_corrupt_file_is_an_error(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "specs.json")
+    state.load()
+    assert state.nodes == {}
+    (tmp_path / "specs.json").write_text("{not json")
+    with pytest.raises(ValueError):
+        state.load()
+
+
+def test_newer_spec_replaces_and_tombstone_keeps_name_and_spec(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "specs.json")
+    nid = uuid.uuid4()
+    state.receive(assigned(nid, 1))
+    state.receive(assigned(nid, 2))
+    assert state.nodes[nid].assigned.revision == 2
+
+    # A node already gone at the control plane comes back with no name and no spec.
+    state.receive(
+        AssignedNodeSpec(
+            node_id=nid, name="", revision=2, spec=None, deleted=True, retain_data=True
+        )
+    )
+    held = state.nodes[nid]
+    assert held.assigned.deleted and held.assigned.retain_data
+    assert held.name == "ltc-1" and held.assigned.spec == SPEC
+    assert state.known() == [KnownRevision(node_id=nid, revision=2, deleted=True)]
+
+
+def test_tombstone_for_a_node_never_held_is_ignored(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "specs.json")
+    state.receive(
+        AssignedNodeSpec(node_id=uuid.uuid4(), name="", revision=4, spec=None, deleted=True)
+    )
+    assert state.nodes == {}
+
+
+def test_hostile_name_in_the_file_is_refused_on_load(tmp_path: Path) -> None:
+    nid = uuid.uuid4()
+    held = HeldNode(assigned=assigned(nid, 1))
+    raw = json.loads(
+        json.dumps({"version": 1, "nodes": {str(nid): held.model_dump(mode="json", by_alias=True)}})
+    )
+    raw["nodes"][str(nid)]["assigned"]["name"] = "../../etc"
+    path = tmp_path / "specs.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ValueError):
+        LocalState(path).load()
