@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 import typer
@@ -72,3 +73,25 @@ def server(
         timeout_graceful_shutdown=5,
     )
     _GracefulServer(config, control_plane.begin_shutdown).run()
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, help="Also deploy a litecoin regtest node that mines blocks."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    data_dir: Path | None = typer.Option(None, help="Default: the nodeplane data directory."),
+    driver: str = typer.Option("auto", help="Agent driver: auto, systemd or process."),
+) -> None:
+    """Run the control plane on SQLite and a local agent, on this machine, until Ctrl-C."""
+    from nodeplane.cli.up import default_up_dir, run_up
+    from nodeplane.controlplane.logging import configure_logging
+
+    if driver not in ("auto", "systemd", "process"):
+        raise typer.BadParameter("driver must be auto, systemd or process")
+    configure_logging("warning", None)
+    asyncio.run(
+        run_up(
+            host=host, port=port, data_dir=data_dir or default_up_dir(), demo=demo, driver=driver
+        )
+    )
