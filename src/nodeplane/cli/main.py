@@ -90,8 +90,10 @@ def up(
     if driver not in ("auto", "systemd", "process"):
         raise typer.BadParameter("driver must be auto, systemd or process")
     configure_logging("warning", None)
-    asyncio.run(
-        run_up(
-            host=host, port=port, data_dir=data_dir or default_up_dir(), demo=demo, driver=driver
-        )
-    )
+    directory = data_dir or default_up_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(run_up(host=host, port=port, data_dir=directory, demo=demo, driver=driver))
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
