@@ -28,6 +28,7 @@ from tests.support.server import (
     drop_pg_database,
 )
 
+from bench import agent_convergence
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -123,9 +124,10 @@ def run_backend(backend: str, n: int) -> list[Result]:
 
         # Wake latency: a poll is held, a commit happens, how long until the poll returns.
         wakes: list[float] = []
+        held = {x: 2 for x in ids}  # every node was stopped once: revision 2
         for i in range(min(n, 30)):
             nid = ids[i]
-            known = {x: 2 for x in ids}
+            known = dict(held)
             returned: list[float] = []
 
             def held_poll(known: dict[str, int] = known, returned: list[float] = returned) -> None:
@@ -138,6 +140,7 @@ def run_backend(backend: str, n: int) -> list[Result]:
             sent = time.perf_counter()
             org.owner(LIFECYCLE, {"id": nid, "action": "START"})
             t.join(30)
+            held[nid] = 3
             wakes.append(returned[0] - sent)
         results.append(Result(backend, "held poll returns, from commit sent", wakes))
         return results
@@ -152,9 +155,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="samples per operation")
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs")
+    parser.add_argument(
+        "--agent-rounds", type=int, default=5, help="lifecycle rounds with an agent"
+    )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     results = [r for b in backends for r in run_backend(b, args.n)]
+    if args.agent_rounds:
+        converged = agent_convergence.run(args.agent_rounds)
+        results += [Result("sqlite + agent", name, values) for name, values in converged.items()]
     table = [
         "| backend | operation | samples | p50 ms | p95 ms | max ms |",
         "|---|---|---:|---:|---:|---:|",
@@ -167,6 +176,8 @@ def main() -> None:
         "backend on loopback, requests sent one at a time over HTTP by the benchmark, end-to-end",
         "latency as the client sees it. The poll row is the time from sending a lifecycle mutation",
         "to a spec poll, already held on the server, returning with the new revision.",
+        "The agent rows (bench/agent_convergence.py) time a request until the API shows the target",
+        "phase, with a real agent on the process driver running litecoind regtest.",
         "",
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"Python {platform.python_version()}, run id {uuid.uuid4().hex[:6]}.",
