@@ -12,6 +12,10 @@ import typer
 import uvicorn
 
 from nodeplane.cli.agent import agent_app
+from nodeplane.cli.executors import executors_app
+from nodeplane.cli.keys import keys_app
+from nodeplane.cli.login import login
+from nodeplane.cli.nodes import nodes_app
 from nodeplane.controlplane.config import Settings
 
 app = typer.Typer(
@@ -20,6 +24,10 @@ app = typer.Typer(
 
 
 app.add_typer(agent_app, name="agent")
+app.add_typer(nodes_app, name="nodes")
+app.add_typer(executors_app, name="executors")
+app.add_typer(keys_app, name="keys")
+app.command()(login)
 
 
 @app.callback()

@@ -1,0 +1,311 @@
+"""A typed, synchronous client for the control plane's GraphQL API, used by the CLI commands."""
+
+import ssl
+from typing import Any, TypeVar
+from uuid import UUID
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from nodeplane.cli.models import (
+    ApiKey,
+    ApiModel,
+    CreatedApiKey,
+    Event,
+    Executor,
+    Me,
+    Node,
+    Page,
+    Revision,
+    Session,
+)
+from nodeplane.protocol import LifecycleAction, NodePhase
+
+NODE_FIELDS = """
+  id name chain network phase desiredState revision observedRevision pendingChange stale
+  spec observed observedAt deletedAt retainData createdAt updatedAt executorId
+  executor { id name status }
+"""
+EXECUTOR_FIELDS = "id name kind version status lastSyncAt nodeCount capabilities createdAt"
+EVENT_FIELDS = """
+  id type level source message actorType actor nodeId nodeName executorId payload createdAt
+"""
+REVISION_FIELDS = "nodeId nodeName revision spec author cause createdAt"
+KEY_FIELDS = "id name kind prefix enabled executorId expiresAt lastUsedAt createdAt revokedAt"
+ME_FIELDS = "email role kind organization { id name }"
+
+CONNECT_TIMEOUT = 10.0
+
+M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A", bound=ApiModel)
+
+
+class ApiError(Exception):
+    """The control plane refused the request; `code` is its `extensions.code`."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class ConnectionFailed(Exception):
+    """The control plane could not be reached, or what answered is not one."""
+
+
+def normalize_url(url: str) -> str:
+    """The control plane's base URL: scheme and host checked, no trailing slash or /graphql."""
+    text = url.strip().rstrip("/")
+    text = text.removesuffix("/graphql")
+    try:
+        parsed = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise ConnectionFailed(f"invalid control-plane URL {url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConnectionFailed(
+            f"invalid control-plane URL {url!r}: expected http://HOST[:PORT] or https://HOST"
+        )
+    return text
+
+
+def _in_chain(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def describe_transport_error(url: str, exc: httpx.HTTPError) -> str:
+    """A one-line explanation of why `url` could not be reached, with what to check."""
+    if _in_chain(exc, ssl.SSLError) or "SSL" in str(exc):
+        return (
+            f"TLS handshake with {url} failed ({exc}); check http:// versus https:// "
+            "and that the server's certificate is trusted"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{url} did not answer in time; is the control plane running and reachable?"
+    if isinstance(exc, httpx.ConnectError):
+        return (
+            f"could not connect to {url} ({exc}); is the control plane running and the URL right?"
+        )
+    return f"the connection to {url} failed ({exc or type(exc).__name__})"
+
+
+class NodeplaneClient:
+    """Calls POST /graphql with a bearer token (a session token or an API key)."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 30.0) -> None:
+        self.url = normalize_url(url)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        # A host that drops packets should fail in seconds, not after the whole read timeout.
+        self._http = httpx.Client(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> "NodeplaneClient":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def call(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The `data` of one GraphQL request; raises ApiError or ConnectionFailed."""
+        try:
+            response = self._http.post(
+                "/graphql", json={"query": query, "variables": variables or {}}
+            )
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(describe_transport_error(self.url, exc)) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or ("data" not in body and "errors" not in body):
+            raise ConnectionFailed(self._not_graphql(response.status_code))
+        errors = body.get("errors")
+        if isinstance(errors, list) and errors:
+            first = errors[0] if isinstance(errors[0], dict) else {}
+            ext = first.get("extensions") or {}
+            raise ApiError(
+                str(ext.get("code", "unknown")),
+                str(first.get("message", "request failed")),
+                ext.get("field"),
+            )
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise ConnectionFailed(self._not_graphql(response.status_code))
+        return data
+
+    def _not_graphql(self, status: int) -> str:
+        if status >= 500:
+            return (
+                f"{self.url} answered HTTP {status}: the control plane, or a proxy in front of "
+                "it, failed; try again shortly"
+            )
+        return (
+            f"{self.url}/graphql answered HTTP {status} without a GraphQL response; "
+            "is this the URL of a nodeplane control plane?"
+        )
+
+    @staticmethod
+    def _parse(model: type[M], raw: Any) -> M:
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            # A server of another version: say so rather than show pydantic's internals.
+            raise ConnectionFailed(f"unexpected answer from the control plane: {exc}") from None
+
+    # ---- identity -------------------------------------------------------------------------
+
+    def login(self, email: str, password: str, organization_id: UUID | None = None) -> Session:
+        """Sign in; the returned token is a bearer token for later calls."""
+        data = self.call(
+            f"mutation($e: String!, $p: String!, $o: UUID) {{ login(email: $e, password: $p, "
+            f"organizationId: $o) {{ token me {{ {ME_FIELDS} }} }} }}",
+            {"e": email, "p": password, "o": str(organization_id) if organization_id else None},
+        )
+        return self._parse(Session, data["login"])
+
+    def me(self) -> Me | None:
+        """Who the token belongs to, or None when it is not valid."""
+        data = self.call(f"{{ me {{ {ME_FIELDS} }} }}")
+        return self._parse(Me, data["me"]) if data.get("me") else None
+
+    # ---- nodes ----------------------------------------------------------------------------
+
+    def nodes(
+        self,
+        *,
+        name: str | None = None,
+        executor_id: UUID | None = None,
+        chain: str | None = None,
+        phase: NodePhase | None = None,
+        first: int = 200,
+        after: str | None = None,
+    ) -> Page[Node]:
+        """One page of nodes by name; `name` matches a substring."""
+        flt = {
+            "name": name,
+            "executorId": str(executor_id) if executor_id else None,
+            "chain": chain,
+            "phase": phase.name if phase else None,
+        }
+        data = self.call(
+            "query($f: NodeFilter, $first: Int!, $after: String) { nodes(filter: $f, "
+            f"first: $first, after: $after) {{ items {{ {NODE_FIELDS} }} "
+            "pageInfo { endCursor hasNextPage } } }",
+            {"f": flt, "first": first, "after": after},
+        )
+        return self._page(Node, data["nodes"])
+
+    def all_nodes(self, **filters: Any) -> list[Node]:
+        """Every node matching `filters`, following the pages."""
+        found: list[Node] = []
+        after: str | None = None
+        while True:
+            page = self.nodes(after=after, **filters)
+            found += page.items
+            if not page.has_next_page or page.end_cursor is None:
+                return found
+            after = page.end_cursor
+
+    def node(self, node_id: UUID) -> Node | None:
+        """The node, or None if it does not exist or is not visible."""
+        data = self.call(
+            f"query($id: UUID!) {{ node(id: $id) {{ {NODE_FIELDS} }} }}", {"id": str(node_id)}
+        )
+        return self._parse(Node, data["node"]) if data.get("node") else None
+
+    def create_node(self, executor_id: UUID, name: str, spec: dict[str, Any]) -> Node:
+        """Deploy a node: revision 1 of its spec."""
+        data = self.call(
+            f"mutation($i: CreateNodeInput!) {{ createNode(input: $i) {{ {NODE_FIELDS} }} }}",
+            {"i": {"executorId": str(executor_id), "name": name, "spec": spec}},
+        )
+        return self._parse(Node, data["createNode"])
+
+    def lifecycle(
+        self, node_id: UUID, action: LifecycleAction, expected_revision: int | None = None
+    ) -> Node:
+        """Start, stop or restart a node (a new revision unless nothing changes)."""
+        data = self.call(
+            "mutation($id: UUID!, $a: LifecycleAction!, $x: Int) { requestNodeLifecycleAction("
+            f"nodeId: $id, action: $a, expectedRevision: $x) {{ {NODE_FIELDS} }} }}",
+            {"id": str(node_id), "a": action.name, "x": expected_revision},
+        )
+        return self._parse(Node, data["requestNodeLifecycleAction"])
+
+    def delete_node(self, node_id: UUID, *, retain_data: bool) -> Node:
+        """Tombstone a node; its executor tears it down, then it is gone."""
+        data = self.call(
+            "mutation($id: UUID!, $r: Boolean!) { deleteNode(nodeId: $id, retainData: $r) "
+            f"{{ {NODE_FIELDS} }} }}",
+            {"id": str(node_id), "r": retain_data},
+        )
+        return self._parse(Node, data["deleteNode"])
+
+    def revisions(self, node_id: UUID) -> list[Revision]:
+        """A node's spec history, oldest first."""
+        data = self.call(
+            f"query($id: UUID!) {{ nodeRevisions(nodeId: $id) {{ {REVISION_FIELDS} }} }}",
+            {"id": str(node_id)},
+        )
+        return [self._parse(Revision, r) for r in data["nodeRevisions"]]
+
+    # ---- events, executors, keys ----------------------------------------------------------
+
+    def events(
+        self, *, node_id: UUID | None = None, first: int = 50, after: str | None = None
+    ) -> Page[Event]:
+        """One page of the events feed, newest first."""
+        data = self.call(
+            "query($f: EventFilter, $first: Int!, $after: String) { events(filter: $f, "
+            f"first: $first, after: $after) {{ items {{ {EVENT_FIELDS} }} "
+            "pageInfo { endCursor hasNextPage } } }",
+            {"f": {"nodeId": str(node_id) if node_id else None}, "first": first, "after": after},
+        )
+        return self._page(Event, data["events"])
+
+    def executors(self) -> list[Executor]:
+        """The organization's executors, by name."""
+        data = self.call(f"{{ executors {{ {EXECUTOR_FIELDS} }} }}")
+        return [self._parse(Executor, e) for e in data["executors"]]
+
+    def api_keys(self) -> list[ApiKey]:
+        """API keys the caller may see."""
+        data = self.call(f"{{ apiKeys {{ {KEY_FIELDS} }} }}")
+        return [self._parse(ApiKey, k) for k in data["apiKeys"]]
+
+    def create_api_key(self, name: str, kind: str, expires_at: str | None = None) -> CreatedApiKey:
+        """A new key (`kind` personal or executor); its secret is in the answer only."""
+        data = self.call(
+            "mutation($n: String!, $k: ApiKeyKind!, $x: DateTime) { createApiKey(name: $n, "
+            f"kind: $k, expiresAt: $x) {{ secret apiKey {{ {KEY_FIELDS} }} }} }}",
+            {"n": name, "k": kind.upper(), "x": expires_at},
+        )
+        return self._parse(CreatedApiKey, data["createApiKey"])
+
+    def revoke_api_key(self, key_id: UUID) -> ApiKey:
+        """Disable a key at once."""
+        data = self.call(
+            f"mutation($id: UUID!) {{ revokeApiKey(id: $id) {{ {KEY_FIELDS} }} }}",
+            {"id": str(key_id)},
+        )
+        return self._parse(ApiKey, data["revokeApiKey"])
+
+    def _page(self, model: type[A], raw: dict[str, Any]) -> Page[A]:
+        info = raw["pageInfo"]
+        return Page[A](
+            items=[self._parse(model, item) for item in raw["items"]],
+            end_cursor=info["endCursor"],
+            has_next_page=info["hasNextPage"],
+        )

@@ -1,0 +1,90 @@
+"""`nodeplane keys`: personal and executor API keys."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from nodeplane.cli.common import (
+    OutputFormat,
+    OutputOption,
+    TokenOption,
+    UrlOption,
+    connect,
+    err,
+    out,
+    print_json,
+)
+from nodeplane.cli.lookup import find_key
+from nodeplane.cli.render import keys_table
+
+keys_app = typer.Typer(help="API keys for scripts (personal) and executors.", no_args_is_help=True)
+
+
+class KeyKind(StrEnum):
+    """What a key is for."""
+
+    PERSONAL = "personal"
+    EXECUTOR = "executor"
+
+
+@keys_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="A name to recognize the key by.")],
+    kind: Annotated[
+        KeyKind, typer.Option(help="personal: acts as you; executor: connects an agent.")
+    ] = KeyKind.PERSONAL,
+    expires_at: Annotated[
+        datetime | None,
+        typer.Option(help="When the key stops working (ISO 8601, UTC); default: never."),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Create an API key; its secret is printed this once and cannot be shown again."""
+    expires = expires_at.isoformat() if expires_at else None
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires = expires_at.isoformat() + "Z"  # a bare time is read as UTC, as the help says
+    with connect(url, token) as client:
+        created = client.create_api_key(name, kind.value, expires)
+    if output is OutputFormat.JSON:
+        print_json(created.to_json())
+        return
+    out.print(f"created {created.api_key.kind} key [bold]{created.api_key.name}[/bold]")
+    err.print("The secret is shown only now; store it somewhere safe:")
+    out.print(created.secret, markup=False, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def list_keys(
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List API keys (never their secrets) with when each was last used."""
+    with connect(url, token) as client:
+        keys = client.api_keys()
+    if output is OutputFormat.JSON:
+        print_json([k.to_json() for k in keys])
+    elif keys:
+        out.print(keys_table(keys))
+    else:
+        out.print("no API keys")
+
+
+@keys_app.command("revoke")
+def revoke(
+    key: Annotated[str, typer.Argument(help="Key id, or the name of one active key.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Revoke an API key: it stops working at once."""
+    with connect(url, token) as client:
+        revoked = client.revoke_api_key(find_key(client, key).id)
+    if output is OutputFormat.JSON:
+        print_json(revoked.to_json())
+    else:
+        out.print(f"revoked {revoked.kind} key [bold]{revoked.name}[/bold] ({revoked.id})")
