@@ -25,6 +25,7 @@ from nodeplane.controlplane.services.accounts import bootstrap_admin
 from nodeplane.controlplane.services.executors import sweep_offline_executors
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
+from nodeplane.controlplane.web.routes import web_routes
 
 log = structlog.get_logger(__name__)
 
@@ -240,6 +241,7 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            *web_routes(db, settings),
         ],
         lifespan=lifespan,
     )

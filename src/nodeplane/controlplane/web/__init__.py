@@ -1,0 +1,1 @@
+"""The web UI: server-rendered pages over the GraphQL API, with a small script for live updates."""

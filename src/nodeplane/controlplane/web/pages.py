@@ -1,0 +1,305 @@
+"""The UI's pages: each handler queries the GraphQL API in-process and renders a template."""
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from nodeplane.controlplane.auth.principal import Principal
+from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.errors import DomainError
+from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.web.session import PageQuery, current_user
+from nodeplane.protocol import NodePhase
+
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+
+PHASES = [p.value for p in NodePhase]
+SORT_KEYS = ("name", "chain", "phase", "executor", "updated")
+
+NODE_FIELDS = """id name chain network phase desiredState revision observedRevision pendingChange
+stale observed observedAt deletedAt updatedAt executorId executor { id name status }"""
+
+NODES = f"""query($filter: NodeFilter, $after: String) {{
+  nodes(filter: $filter, first: 200, after: $after) {{
+    items {{ {NODE_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}"""
+EXECUTORS = """{ executors { id name kind version status lastSyncAt capabilities nodeCount } }"""
+NODE = f"""query($id: UUID!) {{ node(id: $id) {{ {NODE_FIELDS} spec retainData createdAt }}
+  nodeRevisions(nodeId: $id) {{ revision author cause createdAt }}
+  events(filter: {{nodeId: $id}}, first: 25) {{
+    items {{ id type level message actor createdAt }} }} }}"""
+EVENTS = """query($filter: EventFilter, $after: String) {
+  events(filter: $filter, first: 50, after: $after) {
+    items { id type level source message actor nodeId nodeName createdAt }
+    pageInfo { endCursor hasNextPage } } }"""
+API_KEYS = """{ apiKeys { id name kind prefix enabled executorId expiresAt lastUsedAt createdAt
+  revokedAt } }"""
+
+Handler = Callable[[Request], Awaitable[Response]]
+PageHandler = Callable[[Request, PageQuery, Principal], Awaitable[Response]]
+
+
+def ago(value: str | None) -> str:
+    """'12 s ago', '3 min ago' ... for an ISO timestamp from the API."""
+    if not value:
+        return "never"
+    seconds = max(0, int((datetime.now(UTC) - datetime.fromisoformat(value)).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h ago"
+    return f"{seconds // 86400} d ago"
+
+
+def when(value: str | None) -> str:
+    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS' (UTC)."""
+    if not value:
+        return "—"
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+templates.env.filters["ago"] = ago
+templates.env.filters["when"] = when
+templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
+templates.env.filters["lower"] = lambda v: str(v).lower()
+
+
+def _chains_of(executors: list[dict[str, Any]]) -> list[str]:
+    chains = {c["chain"] for e in executors for c in (e["capabilities"] or {}).get("chains", [])}
+    return sorted(chains)
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(UUID(value))
+    except ValueError:
+        return None
+
+
+class Pages:
+    """The page handlers, bound to the database and settings of the app."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def page(self, handler: PageHandler) -> Handler:
+        """Wrap a handler: redirect to sign-in without a session, else run it with a query."""
+
+        async def wrapped(request: Request) -> Response:
+            principal = await current_user(self.db, request)
+            if principal is None:
+                target = request.url.path
+                if request.url.query:
+                    target += "?" + request.url.query
+                return RedirectResponse("/signin?" + urlencode({"next": target}), status_code=303)
+            query = PageQuery(self.db, self.settings, principal, request)
+            return await handler(request, query, principal)
+
+        return wrapped
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        principal: Principal,
+        status_code: int = 200,
+        **context: Any,
+    ) -> Response:
+        context.setdefault("active", name.removesuffix(".html"))
+        return templates.TemplateResponse(
+            request,
+            name,
+            {"user": principal.label, "can_mutate": principal.can_mutate, **context},
+            status_code=status_code,
+        )
+
+    async def nodes(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        params = request.query_params
+        search = params.get("q", "").strip()
+        chain = params.get("chain") or None
+        phase = params.get("phase") if params.get("phase") in PHASES else None
+        executor_id = _uuid_or_none(params.get("executor"))
+        sort = str(params.get("sort")) if params.get("sort") in SORT_KEYS else "name"
+        descending = params.get("dir") == "desc"
+        flt = {
+            "name": search or None,
+            "chain": chain,
+            "phase": phase.upper() if phase else None,
+            "executorId": executor_id,
+        }
+        items: list[dict[str, Any]] = []
+        after = None
+        for _ in range(5):
+            page = (await query(NODES, {"filter": flt, "after": after}))["nodes"]
+            items += page["items"]
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        sort_key: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "name": lambda n: n["name"],
+            "chain": lambda n: (n["chain"], n["network"], n["name"]),
+            "phase": lambda n: (PHASES.index(n["phase"].lower()), n["name"]),
+            "executor": lambda n: ((n["executor"] or {}).get("name", ""), n["name"]),
+            "updated": lambda n: n["updatedAt"],
+        }
+        items.sort(key=sort_key[sort], reverse=descending)
+        executors = (await query(EXECUTORS))["executors"]
+        executor_names = {e["id"]: e["name"] for e in executors}
+        current = {
+            k: v
+            for k, v in {
+                "q": search,
+                "chain": chain or "",
+                "phase": phase or "",
+                "executor": executor_id or "",
+                "sort": sort if sort != "name" else "",
+                "dir": "desc" if descending else "",
+            }.items()
+            if v
+        }
+
+        def url_with(**changes: str | None) -> str:
+            merged = {**current, **changes}
+            kept = {k: v for k, v in merged.items() if v}
+            return "/nodes" + ("?" + urlencode(kept) if kept else "")
+
+        def sort_url(key: str) -> str:
+            flip = "desc" if sort == key and not descending else None
+            return url_with(sort=key if key != "name" else None, dir=flip)
+
+        chips = []
+        if chain:
+            chips.append(("chain", chain, url_with(chain=None)))
+        if phase:
+            chips.append(("phase", phase, url_with(phase=None)))
+        if executor_id:
+            name = executor_names.get(executor_id, executor_id)
+            chips.append(("executor", name, url_with(executor=None)))
+        return self.render(
+            request,
+            "nodes.html",
+            principal,
+            nodes=items,
+            search=search,
+            chain=chain,
+            phase=phase,
+            executor_id=executor_id,
+            chips=chips,
+            chains=_chains_of(executors),
+            phases=PHASES,
+            executors=executors,
+            sort=sort,
+            descending=descending,
+            sort_url=sort_url,
+            filter_json=json.dumps(flt),
+        )
+
+    async def node(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        node_id = _uuid_or_none(request.path_params["node_id"])
+        data: dict[str, Any] = (await query(NODE, {"id": node_id})) if node_id else {"node": None}
+        if data["node"] is None:
+            return self.render(
+                request, "not_found.html", principal, what="Node", active="nodes", status_code=404
+            )
+        return self.render(
+            request,
+            "node.html",
+            principal,
+            node=data["node"],
+            revisions=sorted(data["nodeRevisions"], key=lambda r: -r["revision"]),
+            events=data["events"]["items"],
+            active="nodes",
+        )
+
+    async def deploy(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        executors = (await query(EXECUTORS))["executors"]
+        return self.render(
+            request,
+            "deploy.html",
+            principal,
+            executors=executors,
+            executors_json=json.dumps(
+                [
+                    {
+                        "id": e["id"],
+                        "name": e["name"],
+                        "status": e["status"],
+                        "capabilities": e["capabilities"],
+                    }
+                    for e in executors
+                ]
+            ),
+            active="nodes",
+        )
+
+    async def executors(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        executors = (await query(EXECUTORS))["executors"]
+        for e in executors:
+            e["summary"] = [
+                {
+                    "chain": c["chain"],
+                    "networks": c.get("networks", []),
+                    "clients": sorted(
+                        {cl["name"] for r in c.get("roles", []) for cl in r.get("clients", [])}
+                    ),
+                }
+                for c in (e["capabilities"] or {}).get("chains", [])
+            ]
+        return self.render(
+            request,
+            "executors.html",
+            principal,
+            executors=executors,
+            server_url=str(request.base_url).rstrip("/"),
+        )
+
+    async def api_keys(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        keys = (await query(API_KEYS))["apiKeys"]
+        return self.render(request, "keys.html", principal, keys=keys)
+
+    async def events(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        params = request.query_params
+        level = params.get("level") if params.get("level") in ("info", "warn", "error") else None
+        event_type = params.get("type", "").strip() or None
+        node_id = _uuid_or_none(params.get("node"))
+        after = params.get("after") or None
+        flt = {"level": level.upper() if level else None, "type": event_type, "nodeId": node_id}
+        error = None
+        try:
+            page = (await query(EVENTS, {"filter": flt, "after": after}))["events"]
+        except DomainError as exc:
+            error = exc.message
+            page = {"items": [], "pageInfo": {"endCursor": None, "hasNextPage": False}}
+        nodes = (await query(NODES, {"filter": {}, "after": None}))["nodes"]["items"]
+        base = {k: v for k, v in {"level": level, "type": event_type, "node": node_id}.items() if v}
+        older = (
+            "/events?" + urlencode({**base, "after": page["pageInfo"]["endCursor"]})
+            if page["pageInfo"]["hasNextPage"]
+            else None
+        )
+        return self.render(
+            request,
+            "events.html",
+            principal,
+            events=page["items"],
+            level=level,
+            event_type=event_type or "",
+            node_id=node_id,
+            nodes=nodes,
+            older=older,
+            newest="/events" + ("?" + urlencode(base) if base else ""),
+            paged=after is not None,
+            error=error,
+        )

@@ -1,0 +1,91 @@
+"""The UI's routes: sign-in and sign-out, the pages, and the vendored static files."""
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from nodeplane.controlplane.api.context import SESSION_COOKIE
+from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.errors import DomainError
+from nodeplane.controlplane.services import accounts
+from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.web.pages import Pages, templates
+from nodeplane.controlplane.web.session import current_user
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _safe_next(value: str | None) -> str:
+    """Only same-site paths are followed after sign-in (no open redirect)."""
+    if not value:
+        return "/nodes"
+    parsed = urlparse(value)
+    if parsed.scheme or parsed.netloc or not value.startswith("/") or value.startswith("//"):
+        return "/nodes"
+    return value
+
+
+def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
+    """Every route of the web UI."""
+    pages = Pages(db, settings)
+
+    async def home(request: Request) -> Response:
+        return RedirectResponse("/nodes", status_code=303)
+
+    async def signin(request: Request) -> Response:
+        next_url = _safe_next(request.query_params.get("next"))
+        if request.method == "GET":
+            if await current_user(db, request) is not None:
+                return RedirectResponse(next_url, status_code=303)
+            return templates.TemplateResponse(
+                request, "signin.html", {"next": next_url, "email": "", "error": None}
+            )
+        form = await request.form()
+        email = str(form.get("email", ""))
+        password = str(form.get("password", ""))
+        next_url = _safe_next(str(form.get("next", "")) or None)
+        try:
+            result = await accounts.login(db, settings, email, password)
+        except DomainError as exc:
+            return templates.TemplateResponse(
+                request,
+                "signin.html",
+                {"next": next_url, "email": email, "error": exc.message},
+                status_code=401,
+            )
+        response = RedirectResponse(next_url, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            result.token,
+            max_age=int(settings.session_ttl_hours * 3600),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def signout(request: Request) -> Response:
+        principal = await current_user(db, request)
+        if principal is not None:
+            async with db.write() as uow:
+                await accounts.logout(uow, principal)
+        response = RedirectResponse("/signin", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    return [
+        Route("/", home, methods=["GET"]),
+        Route("/signin", signin, methods=["GET", "POST"]),
+        Route("/signout", signout, methods=["POST"]),
+        Route("/nodes", pages.page(pages.nodes), methods=["GET"]),
+        Route("/nodes/new", pages.page(pages.deploy), methods=["GET"]),
+        Route("/nodes/{node_id}", pages.page(pages.node), methods=["GET"]),
+        Route("/executors", pages.page(pages.executors), methods=["GET"]),
+        Route("/keys", pages.page(pages.api_keys), methods=["GET"]),
+        Route("/events", pages.page(pages.events), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]

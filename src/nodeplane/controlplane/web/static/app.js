@@ -1,0 +1,655 @@
+// nodeplane web UI: GraphQL calls (JSON + session cookie), row menus, dialogs, the deploy
+// wizard and 2-second polling that updates phases and metrics in place. No build step.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+const POLL_MS = 2000;
+
+class ApiError extends Error {
+  constructor(error) {
+    super(error.message || "request failed");
+    this.code = (error.extensions || {}).code;
+    this.field = (error.extensions || {}).field;
+  }
+}
+
+async function gql(query, variables = {}) {
+  const response = await fetch("/graphql", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ query, variables }),
+  });
+  let body;
+  try {
+    body = await response.json();
+  } catch (_) {
+    throw new ApiError({ message: `server answered ${response.status}` });
+  }
+  if (body.errors && body.errors.length) throw new ApiError(body.errors[0]);
+  return body.data;
+}
+
+function toast(message, kind = "info") {
+  const box = $("#toast");
+  if (!box) return;
+  box.textContent = message;
+  box.className = `show ${kind}`;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { box.className = ""; }, 6000);
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (v !== null && v !== undefined && v !== false) node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// ---------- formatting ----------
+function ago(iso) {
+  if (!iso) return "never";
+  const s = Math.max(0, Math.floor((Date.now() - new Date(iso).getTime()) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86400)} d ago`;
+}
+function bytes(n) {
+  if (n === null || n === undefined) return "—";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+const dash = (v) => (v === null || v === undefined ? "—" : String(v));
+
+// ---------- phase badge and markers ----------
+function setBadge(root, phase) {
+  const badge = $("[data-phase]", root);
+  if (!badge) return;
+  const p = phase.toLowerCase();
+  if (badge.textContent !== p) {
+    badge.textContent = p;
+    badge.className = `badge phase-${p}`;
+  }
+}
+function setMarkers(root, node) {
+  const box = $("[data-markers]", root);
+  if (!box) return;
+  box.replaceChildren();
+  if (node.pendingChange && !node.deletedAt)
+    box.append(el("span", { class: "marker pending", title: `The executor has not applied revision ${node.revision} yet` }, "pending change"));
+  if (node.stale)
+    box.append(el("span", { class: "marker stale", title: "The executor is offline: this is the last state it reported" }, "stale"));
+}
+function setMenu(root, node) {
+  const menu = $("[data-menu]", root);
+  if (!menu) return;
+  const deleting = !!node.deletedAt;
+  const running = node.desiredState === "RUNNING";
+  const canMutate = document.body.dataset.canMutate !== "0";
+  const enabled = { START: !deleting && !running, STOP: !deleting && running, RESTART: !deleting && running, DELETE: !deleting };
+  for (const b of $$("[data-action]", menu)) b.disabled = !canMutate || !enabled[b.dataset.action];
+}
+
+// ---------- menus ----------
+function closeMenus(except) {
+  for (const m of $$("[data-menu]")) {
+    if (m === except) continue;
+    $(".menu-list", m).hidden = true;
+    $("[data-menu-button]", m).setAttribute("aria-expanded", "false");
+  }
+}
+document.addEventListener("click", (e) => {
+  const button = e.target.closest("[data-menu-button]");
+  if (button) {
+    const menu = button.closest("[data-menu]");
+    const list = $(".menu-list", menu);
+    const open = list.hidden;
+    closeMenus(menu);
+    list.hidden = !open;
+    button.setAttribute("aria-expanded", String(open));
+    if (open) { const first = $("button:not([disabled])", list); if (first) first.focus(); }
+    return;
+  }
+  if (!e.target.closest(".menu-list")) closeMenus();
+});
+document.addEventListener("keydown", (e) => {
+  const list = e.target.closest && e.target.closest(".menu-list");
+  if (e.key === "Escape" && list) {
+    const menu = list.closest("[data-menu]");
+    closeMenus();
+    $("[data-menu-button]", menu).focus();
+    return;
+  }
+  if (list && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
+    e.preventDefault();
+    const items = $$("button:not([disabled])", list);
+    const i = items.indexOf(e.target);
+    const next = items[(i + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length];
+    if (next) next.focus();
+  }
+});
+
+// ---------- lifecycle actions and delete ----------
+const LIFECYCLE = `mutation($id: UUID!, $action: LifecycleAction!) {
+  requestNodeLifecycleAction(nodeId: $id, action: $action) { id phase desiredState revision } }`;
+const DELETE = `mutation($id: UUID!, $retain: Boolean!) { deleteNode(nodeId: $id, retainData: $retain) { id phase } }`;
+
+function nodeHolder(target) {
+  return target.closest("[data-node-id]") || $("#node-detail");
+}
+
+document.addEventListener("click", async (e) => {
+  const item = e.target.closest("[data-action]");
+  if (!item || item.disabled) return;
+  const holder = nodeHolder(item);
+  const id = holder.dataset.nodeId;
+  const name = holder.dataset.nodeName;
+  closeMenus();
+  if (item.dataset.action === "DELETE") { openDelete(id, name); return; }
+  try {
+    const verb = item.dataset.action.toLowerCase();
+    await gql(LIFECYCLE, { id, action: item.dataset.action });
+    toast(`${verb} requested for ${name}`);
+    refreshNow();
+  } catch (err) {
+    toast(err.message, "error");
+  }
+});
+
+let lastFocus = null;
+function openDelete(id, name) {
+  const dialog = $("#delete-dialog");
+  lastFocus = document.activeElement;
+  dialog.dataset.nodeId = id;
+  dialog.dataset.nodeName = name;
+  $("[data-delete-name]", dialog).textContent = name;
+  $("#delete-confirm", dialog).value = "";
+  $("[data-delete-error]", dialog).textContent = "";
+  $("[data-delete-submit]", dialog).disabled = true;
+  dialog.showModal();
+  $("#delete-confirm", dialog).focus();
+}
+document.addEventListener("input", (e) => {
+  if (e.target.id === "delete-confirm") {
+    const dialog = $("#delete-dialog");
+    $("[data-delete-submit]", dialog).disabled = e.target.value !== dialog.dataset.nodeName;
+  }
+});
+document.addEventListener("submit", async (e) => {
+  if (!e.target.matches("[data-delete-form]")) return;
+  e.preventDefault();
+  const dialog = $("#delete-dialog");
+  const form = e.target;
+  if (form.confirm.value !== dialog.dataset.nodeName) return;
+  const retain = form.retain.value === "keep";
+  try {
+    await gql(DELETE, { id: dialog.dataset.nodeId, retain });
+    dialog.close();
+    toast(`deleting ${dialog.dataset.nodeName} (${retain ? "keeping" : "deleting"} data)`);
+    refreshNow();
+  } catch (err) {
+    $("[data-delete-error]", dialog).textContent = err.message;
+  }
+});
+document.addEventListener("click", (e) => {
+  const cancel = e.target.closest("[data-dialog-cancel]");
+  if (cancel) {
+    cancel.closest("dialog").close();
+    if (lastFocus) lastFocus.focus();
+  }
+});
+
+// ---------- copy ----------
+document.addEventListener("click", async (e) => {
+  const b = e.target.closest("[data-copy]");
+  if (!b) return;
+  const source = $(b.dataset.copy);
+  const text = "value" in source && source.tagName === "INPUT" ? source.value : source.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    toast("copied");
+  } catch (_) {
+    if (source.select) source.select();
+    toast("press Ctrl+C to copy");
+  }
+});
+
+// ---------- polling ----------
+let refreshNow = () => {};
+function poll(fn) {
+  let timer = null;
+  let busy = false;
+  const tick = async () => {
+    clearTimeout(timer);
+    if (!busy && !document.hidden) {
+      busy = true;
+      try { await fn(); } catch (err) { console.warn("poll failed", err); }
+      busy = false;
+    }
+    timer = setTimeout(tick, POLL_MS);
+  };
+  refreshNow = tick;
+  timer = setTimeout(tick, POLL_MS);
+}
+
+const NODE_FIELDS = `id name phase desiredState revision observedRevision pendingChange stale
+  observed observedAt deletedAt updatedAt`;
+
+function initNodesPage() {
+  const table = $("#nodes-table");
+  if (!table) return;
+  const filter = JSON.parse(table.dataset.filter || "{}");
+  poll(async () => {
+    const data = await gql(`query($f: NodeFilter) { nodes(filter: $f, first: 200) { items { ${NODE_FIELDS} } } }`, { f: filter });
+    const items = data.nodes.items;
+    const rows = $$("tbody tr[data-node-id]", table);
+    const shown = new Set(rows.map((r) => r.dataset.nodeId));
+    const same = items.length === rows.length && items.every((n) => shown.has(n.id));
+    if (!same) {
+      // A node appeared or went away: take the server's rendering of this same URL.
+      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
+      const fresh = new DOMParser().parseFromString(html, "text/html");
+      const body = $("#nodes-table tbody", fresh);
+      if (body && !$(".menu-list:not([hidden])", table)) $("tbody", table).replaceWith(body);
+      return;
+    }
+    for (const n of items) {
+      const row = $(`tr[data-node-id="${n.id}"]`, table);
+      setBadge(row, n.phase);
+      setMarkers(row, n);
+      setMenu(row, n);
+      const procs = (n.observed || {}).processes || [];
+      $("[data-height]", row).textContent = procs.length ? dash(procs[0].height) : "—";
+      $("[data-updated]", row).textContent = ago(n.updatedAt);
+    }
+  });
+}
+
+function renderNodeMetrics(node) {
+  const observed = node.observed || {};
+  const procs = observed.processes || [];
+  const main = procs.find((p) => p.syncProgress !== null && p.syncProgress !== undefined) || procs[0] || {};
+  const metric = (name) => $(`[data-metric="${name}"]`);
+  const progress = main.syncProgress;
+  metric("sync").textContent = progress === null || progress === undefined ? "—" : `${(progress * 100).toFixed(progress >= 0.9995 ? 0 : 1)} %`;
+  metric("sync-bar").style.width = `${Math.round((progress || 0) * 100)}%`;
+  metric("height").textContent = main.height === undefined || main.height === null ? "—"
+    : `${main.height.toLocaleString()} / ${main.networkHeight === null || main.networkHeight === undefined ? "—" : main.networkHeight.toLocaleString()}`;
+  metric("peers").textContent = dash(main.peers);
+  const used = main.diskTotalBytes !== null && main.diskTotalBytes !== undefined && main.diskAvailableBytes !== null && main.diskAvailableBytes !== undefined
+    ? main.diskTotalBytes - main.diskAvailableBytes : null;
+  metric("disk").textContent = used === null ? "—" : `${bytes(used)} of ${bytes(main.diskTotalBytes)}`;
+  metric("report").dataset.observedAt = node.observedAt || "";
+  metric("report").textContent = ago(node.observedAt);
+  const body = $("[data-processes]");
+  body.replaceChildren();
+  if (!procs.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No report yet.")));
+  const clients = (node.spec || {}).clients || {};
+  for (const p of procs) {
+    const client = clients[p.role] ? `${clients[p.role].name} ${clients[p.role].version}` : "—";
+    body.append(el("tr", { "data-role": p.role },
+      el("td", {}, p.role), el("td", {}, client),
+      el("td", {}, el("span", { class: `badge phase-${p.status}` }, p.status)),
+      el("td", {}, dash(p.pid)), el("td", {}, dash(p.height)), el("td", {}, dash(p.peers)),
+      el("td", {}, bytes(p.memoryBytes)), el("td", { class: "muted" }, p.message || "")));
+  }
+}
+
+function initNodePage() {
+  const head = $("#node-detail");
+  if (!head) return;
+  const initial = JSON.parse($("#node-data").textContent);
+  let spec = initial.spec;
+  renderNodeMetrics({ ...initial, spec });
+  poll(async () => {
+    const data = await gql(`query($id: UUID!) { node(id: $id) { ${NODE_FIELDS} spec } }`, { id: head.dataset.nodeId });
+    const n = data.node;
+    if (!n) {
+      setBadge(head, "deleted");
+      $("[data-metric=report]").textContent = "node deleted";
+      for (const b of $$("[data-action]", head)) b.disabled = true;
+      return;
+    }
+    spec = n.spec;
+    setBadge(head, n.phase);
+    setMarkers(head, n);
+    setMenu(head, n);
+    $("[data-desired]").textContent = n.desiredState.toLowerCase();
+    $("[data-revision]").textContent = n.revision;
+    $("[data-observed-revision]").textContent = dash(n.observedRevision);
+    renderNodeMetrics(n);
+  });
+  const form = $("[data-diff-form]");
+  if (form) form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const out = $("[data-diff-result]");
+    try {
+      const data = await gql(`query($id: UUID!, $a: Int!, $b: Int!) { nodeRevisionDiff(nodeId: $id, fromRevision: $a, toRevision: $b) { path before after } }`,
+        { id: head.dataset.nodeId, a: Number(form.from.value), b: Number(form.to.value) });
+      const changes = data.nodeRevisionDiff || [];
+      out.replaceChildren();
+      if (!changes.length) { out.append(el("p", { class: "muted" }, "No differences.")); return; }
+      const show = (v) => (v === null || v === undefined ? "—" : JSON.stringify(v));
+      const table = el("table", { class: "table compact diff" },
+        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Path"), el("th", { scope: "col" }, `Revision ${form.from.value}`), el("th", { scope: "col" }, `Revision ${form.to.value}`))));
+      const tbody = el("tbody");
+      for (const c of changes) tbody.append(el("tr", {}, el("td", {}, el("code", {}, c.path)), el("td", { class: "del" }, show(c.before)), el("td", { class: "add" }, show(c.after))));
+      table.append(tbody);
+      out.append(table);
+    } catch (err) {
+      out.replaceChildren(el("p", { class: "field-error" }, err.message));
+    }
+  });
+}
+
+function initExecutorsPage() {
+  const table = $("#executors-table");
+  if (!table) return;
+  poll(async () => {
+    const data = await gql(`{ executors { id status lastSyncAt nodeCount } }`);
+    for (const e of data.executors) {
+      const row = $(`tr[data-executor-id="${e.id}"]`, table);
+      if (!row) continue;
+      const s = e.status.toLowerCase();
+      const badge = $("[data-status]", row);
+      badge.textContent = s;
+      badge.className = `badge status-${s}`;
+      $("[data-node-count]", row).textContent = e.nodeCount;
+      $("[data-last-sync]", row).textContent = ago(e.lastSyncAt);
+    }
+    if (data.executors.some((e) => !$(`tr[data-executor-id="${e.id}"]`, table)) && !$("dialog[open]")) {
+      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
+      const body = $("#executors-table tbody", new DOMParser().parseFromString(html, "text/html"));
+      if (body) $("tbody", table).replaceWith(body);
+    }
+  });
+  const open = $("#connect-open");
+  const dialog = $("#connect-dialog");
+  if (!open) return;
+  open.addEventListener("click", () => {
+    lastFocus = open;
+    $("#connect-form").hidden = false;
+    $("#connect-result").hidden = true;
+    dialog.showModal();
+    $("#connect-name").focus();
+  });
+  $("#connect-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const name = $("#connect-name").value.trim();
+    const error = $("[data-error-for=name]", dialog);
+    error.textContent = "";
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(name)) {
+      error.textContent = "host name must be a DNS label: lowercase letters, digits and '-'";
+      return;
+    }
+    try {
+      const data = await gql(`mutation($n: String!) { createApiKey(name: $n, kind: EXECUTOR) { secret } }`, { n: name });
+      const secret = data.createApiKey.secret;
+      const url = JSON.parse($("#server-url").textContent);
+      $("#connect-secret").value = secret;
+      $("#connect-commands").textContent = [
+        "pip install nodeplane   # or: pip install <this repository>",
+        "mkdir -p /etc/nodeplane",
+        `printf '%s\\n' '${secret}' > /etc/nodeplane/agent.key && chmod 600 /etc/nodeplane/agent.key`,
+        "cat > /etc/nodeplane/agent.toml <<'TOML'",
+        "[agent]",
+        `name = "${name}"`,
+        'data_dir = "/var/lib/nodeplane"',
+        'driver = "auto"',
+        "",
+        "[control_plane]",
+        `url = "${url}"`,
+        'api_key_file = "/etc/nodeplane/agent.key"',
+        "TOML",
+        "nodeplane agent install",
+        "nodeplane agent status",
+      ].join("\n");
+      $("#connect-form").hidden = true;
+      $("#connect-result").hidden = false;
+      $("#connect-secret").focus();
+      $("#connect-secret").select();
+    } catch (err) {
+      $(`[data-error-for="${err.field || "name"}"]`, dialog).textContent = err.message;
+    }
+  });
+  dialog.addEventListener("close", () => { if (!$("#connect-result").hidden) location.reload(); });
+}
+
+function initKeysPage() {
+  const form = $("#key-form");
+  if (form) form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const error = $("[data-error-for=name]", form);
+    error.textContent = "";
+    try {
+      const data = await gql(`mutation($n: String!, $k: ApiKeyKind!) { createApiKey(name: $n, kind: $k) { secret apiKey { id } } }`,
+        { n: form.name.value, k: form.kind.value });
+      $("#key-secret").value = data.createApiKey.secret;
+      $("#key-created").hidden = false;
+      $("#key-secret").focus();
+      $("#key-secret").select();
+      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
+      const body = $("#keys-table tbody", new DOMParser().parseFromString(html, "text/html"));
+      if (body) $("#keys-table tbody").replaceWith(body);
+      form.reset();
+    } catch (err) {
+      const slot = $(`[data-error-for="${err.field}"]`, form) || error;
+      slot.textContent = err.message;
+    }
+  });
+  document.addEventListener("click", async (e) => {
+    const b = e.target.closest("[data-revoke]");
+    if (!b) return;
+    if (!confirm("Revoke this key? Anything using it stops working at once.")) return;
+    try {
+      await gql(`mutation($id: UUID!) { revokeApiKey(id: $id) { id } }`, { id: b.dataset.revoke });
+      location.reload();
+    } catch (err) {
+      toast(err.message, "error");
+    }
+  });
+}
+
+// ---------- deploy wizard ----------
+const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$/;
+const NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+
+function initDeployPage() {
+  const form = $("#deploy");
+  if (!form) return;
+  const executors = JSON.parse($("#executors-data").textContent);
+  const step = (name) => $(`[data-step="${name}"]`, form);
+  const fill = (select, values, label) => {
+    select.replaceChildren(...values.map((v) => el("option", { value: v }, label ? label(v) : v)));
+  };
+  const state = () => {
+    const executor = executors.find((e) => e.id === form.executor.value);
+    const chains = executor ? (executor.capabilities || {}).chains || [] : [];
+    const chain = chains.find((c) => c.chain === form.chain.value);
+    return { executor, chains, chain };
+  };
+  const clearErrors = () => { for (const p of $$("[data-error-for]", form)) p.textContent = ""; };
+  const showError = (field, message) => {
+    const key = field || "_form";
+    let slot = $(`[data-error-for="${key}"]`, form);
+    for (let k = key; !slot && k.includes("."); ) { k = k.slice(0, k.lastIndexOf(".")); slot = $(`[data-error-for="${k}"]`, form); }
+    slot = slot || $('[data-error-for="_form"]', form);
+    slot.textContent = message;
+    const input = slot.closest(".field, .step") && $("input, select, textarea", slot.closest(".field") || slot.closest(".step"));
+    if (input) input.setAttribute("aria-invalid", "true");
+    return slot;
+  };
+
+  function renderRoles() {
+    const { chain } = state();
+    const box = $("[data-roles]", form);
+    const overrides = $("[data-overrides]", form);
+    box.replaceChildren();
+    overrides.replaceChildren();
+    for (const role of (chain && chain.roles) || []) {
+      const clientId = `w-client-${role.role}`;
+      const versionId = `w-version-${role.role}`;
+      const client = el("select", { id: clientId, "data-role-client": role.role });
+      const version = el("select", { id: versionId, "data-role-version": role.role });
+      if (!role.required) client.append(el("option", { value: "" }, "— none —"));
+      for (const c of role.clients || []) client.append(el("option", { value: c.name }, c.name));
+      const syncVersions = () => {
+        const c = (role.clients || []).find((x) => x.name === client.value);
+        fill(version, c ? c.versions : []);
+        version.disabled = !c;
+        review();
+      };
+      client.addEventListener("change", syncVersions);
+      version.addEventListener("change", review);
+      box.append(el("div", { class: "row role" },
+        el("div", { class: "field" }, el("label", { for: clientId }, `${role.role} client`), client),
+        el("div", { class: "field" }, el("label", { for: versionId }, `${role.role} version`), version)));
+      syncVersions();
+      const argsId = `w-args-${role.role}`;
+      const args = el("textarea", { id: argsId, rows: 3, "data-role-args": role.role, spellcheck: "false", placeholder: "-printtoconsole" });
+      const err = el("p", { class: "field-error", "data-error-for": `spec.overrides.args.${role.role}`, role: "alert" });
+      args.addEventListener("input", () => { validateArgs(args, err, role); review(); });
+      overrides.append(el("div", { class: "field" }, el("label", { for: argsId }, `Extra flags for ${role.role}`), args, err));
+    }
+    const common = el("p", { class: "field-error", "data-error-for": "spec.overrides", role: "alert" });
+    overrides.append(common);
+  }
+
+  function flagName(flag) { return flag.replace(/^-+/, "").split("=")[0]; }
+  function validateArgs(textarea, slot, role) {
+    const client = (role.clients || []).find((c) => c.name === ($(`[data-role-client="${role.role}"]`, form) || {}).value);
+    const managed = new Set(((client && client.managedFlags) || []).map(flagName));
+    const problems = [];
+    for (const line of textarea.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      if (!line.startsWith("-") || line.replace(/-/g, "") === "") problems.push(`${line}: a flag must start with '-'`);
+      else if (managed.has(flagName(line))) problems.push(`${line}: managed by nodeplane, cannot be overridden`);
+    }
+    slot.textContent = problems.join("; ");
+    textarea.setAttribute("aria-invalid", problems.length ? "true" : "false");
+    return !problems.length;
+  }
+
+  function prefillResources() {
+    const { chain } = state();
+    const defaults = ((chain && chain.resourceDefaults) || {})[form.network.value] || {};
+    form.cpuRequest.value = defaults.cpuRequest || "";
+    form.memoryRequest.value = defaults.memoryRequest || "";
+    form.storageSize.value = defaults.storageSize || "";
+  }
+
+  function spec() {
+    const { chain } = state();
+    const clients = {};
+    const args = {};
+    for (const role of (chain && chain.roles) || []) {
+      const name = $(`[data-role-client="${role.role}"]`, form).value;
+      if (!name) continue;
+      clients[role.role] = { name, version: $(`[data-role-version="${role.role}"]`, form).value };
+      const argsBox = $(`[data-role-args="${role.role}"]`, form);
+      const flags = (argsBox ? argsBox.value : "").split("\n").map((l) => l.trim()).filter(Boolean);
+      if (flags.length) args[role.role] = flags;
+    }
+    const resources = {};
+    if (form.cpuRequest.value.trim()) resources.cpuRequest = form.cpuRequest.value.trim();
+    if (form.memoryRequest.value.trim()) resources.memoryRequest = form.memoryRequest.value.trim();
+    const s = {
+      chain: form.chain.value,
+      network: form.network.value,
+      nodeType: form.nodeType.value,
+      clients,
+      resources,
+      desiredState: form.desiredState.value,
+    };
+    if (form.storageSize.value.trim()) s.storage = { size: form.storageSize.value.trim() };
+    if (Object.keys(args).length) s.overrides = { args };
+    return s;
+  }
+  function review() { $("#w-review").textContent = JSON.stringify(spec(), null, 2); }
+
+  function showFrom(name) {
+    const order = ["executor", "chain", "clients", "resources", "overrides", "review"];
+    const i = order.indexOf(name);
+    order.forEach((s, j) => { step(s).hidden = j > i; });
+  }
+
+  form.executor.addEventListener("change", () => {
+    clearErrors();
+    const { chains } = state();
+    if (!form.executor.value) { showFrom("executor"); return; }
+    if (!chains.length) { showError("executorId", "this executor has not declared any chain it can run"); showFrom("executor"); return; }
+    fill(form.chain, chains.map((c) => c.chain));
+    form.chain.dispatchEvent(new Event("change"));
+    showFrom("review");
+  });
+  form.chain.addEventListener("change", () => {
+    const { chain } = state();
+    fill(form.network, (chain && chain.networks) || []);
+    fill(form.nodeType, (chain && chain.nodeTypes) || ["full"]);
+    renderRoles();
+    prefillResources();
+    review();
+  });
+  form.network.addEventListener("change", () => { prefillResources(); review(); });
+  form.nodeType.addEventListener("change", review);
+  form.desiredState.addEventListener("change", review);
+  for (const input of $$("[data-quantity]", form)) {
+    input.addEventListener("input", () => {
+      const v = input.value.trim();
+      const slot = $("[data-error-for]", input.closest(".field"));
+      const bad = v && !QUANTITY.test(v);
+      slot.textContent = bad ? "a quantity like 2, 500m, 4Gi or 100Gi" : "";
+      input.setAttribute("aria-invalid", bad ? "true" : "false");
+      review();
+    });
+  }
+  form.name.addEventListener("input", () => {
+    const v = form.name.value;
+    const slot = $('[data-error-for="name"]', form);
+    const bad = v && (!NAME.test(v) || v.length > 63);
+    slot.textContent = bad ? "use lowercase letters, digits and '-' (start and end with a letter or digit)" : "";
+    form.name.setAttribute("aria-invalid", bad ? "true" : "false");
+  });
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors();
+    for (const i of $$("[aria-invalid]", form)) i.setAttribute("aria-invalid", "false");
+    const button = $("#w-create");
+    button.disabled = true;
+    try {
+      const data = await gql(`mutation($input: CreateNodeInput!) { createNode(input: $input) { id name } }`,
+        { input: { executorId: form.executor.value, name: form.name.value, spec: spec() } });
+      location.href = `/nodes/${data.createNode.id}`;
+    } catch (err) {
+      const slot = showError(err.field, err.message);
+      const focusable = slot.closest(".field") && $("input, select, textarea", slot.closest(".field"));
+      if (focusable) focusable.focus();
+      button.disabled = false;
+    }
+  });
+  showFrom("executor");
+  if (executors.length === 1) {
+    form.executor.value = executors[0].id;
+    form.executor.dispatchEvent(new Event("change"));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  initNodesPage();
+  initNodePage();
+  initExecutorsPage();
+  initKeysPage();
+  initDeployPage();
+  // Tick "x s ago" labels between polls.
+  setInterval(() => {
+    const report = $("[data-metric=report]");
+    if (report && report.dataset.observedAt) report.textContent = ago(report.dataset.observedAt);
+  }, 1000);
+});
