@@ -18,6 +18,9 @@ from nodeplane.protocol import RestartPolicy
 from tests.support.sandbox import SystemdSandbox
 
 PYTHON = sys.executable
+# A Python outside /tmp, for tests of PrivateTmp: the checkout (and its venv) may live under /tmp,
+# and a unit whose executable is there rightly gets no private /tmp.
+SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else PYTHON
 # Runs until signalled; argv[1] is a marker that finds the process in /proc.
 SLEEP_FOREVER = "import signal, sys; print('up', sys.argv[1], flush=True); signal.pause()"
 # Prints what it was given as one JSON line, then exits 0.

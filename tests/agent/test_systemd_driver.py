@@ -11,7 +11,7 @@ from nodeplane.executor.agent.driver import ActiveState
 from nodeplane.executor.agent.systemd import SystemdDriver
 from nodeplane.executor.agent.units import render_unit
 from nodeplane.protocol import RestartPolicy
-from tests.agent.harness import HOSTILE_WORDS, PYTHON, DriverHarness, read, running
+from tests.agent.harness import HOSTILE_WORDS, PYTHON, SYSTEM_PYTHON, DriverHarness, read, running
 from tests.support.sandbox import SystemdSandbox
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +42,7 @@ async def test_rendered_units_pass_systemd_analyze_verify(
 ) -> None:
     assert sd.sandbox is not None
     unit = sd.unit(
-        argv=(PYTHON, "-c", "pass", *HOSTILE_WORDS),
+        argv=(SYSTEM_PYTHON, "-c", "pass", *HOSTILE_WORDS),
         env={"NP_A": "$(id) %h ${X} \\ \" '"},
         working_dir=None if under_tmp else Path("/"),
     )
