@@ -5,6 +5,7 @@ sending the request to the API reporting the target phase (the agent's poll, app
 and heartbeat all included).
 """
 
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -97,3 +98,5 @@ def run(rounds: int) -> dict[str, list[float]]:
         if agent is not None:
             agent.stop()
         server.stop()
+        # Process-driver nodes outlive their agent by design; the benchmark's must not.
+        subprocess.run(["pkill", "-KILL", "-f", str(workdir)], check=False)
