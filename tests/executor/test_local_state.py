@@ -83,13 +83,27 @@ def test_tombstone_for_a_node_never_held_is_ignored(tmp_path: Path) -> None:
 
 
 def test_hostile_name_in_the_file_is_refused_on_load(tmp_path: Path) -> None:
-    nid = uuid.uuid4()
-    held = HeldNode(assigned=assigned(nid, 1))
-    raw = json.loads(
-        json.dumps({"version": 1, "nodes": {str(nid): held.model_dump(mode="json", by_alias=True)}})
-    )
+    """The bad entry is dropped (the control plane sends that spec again); the others stay."""
+    nid, other = uuid.uuid4(), uuid.uuid4()
+    nodes = {
+        str(n): HeldNode(assigned=assigned(n, 1, name=name)).model_dump(mode="json", by_alias=True)
+        for n, name in ((nid, "ltc-1"), (other, "ltc-2"))
+    }
+    raw = json.loads(json.dumps({"version": 1, "nodes": nodes}))
     raw["nodes"][str(nid)]["assigned"]["name"] = "../../etc"
     path = tmp_path / "specs.json"
     path.write_text(json.dumps(raw))
-    with pytest.raises(ValueError):
-        LocalState(path).load()
+    state = LocalState(path)
+    state.load()
+    assert list(state.nodes) == [other]
+    assert state.nodes[other].name == "ltc-2"
+
+
+def test_an_entry_filed_under_another_id_is_refused(tmp_path: Path) -> None:
+    nid = uuid.uuid4()
+    held = HeldNode(assigned=assigned(nid, 1)).model_dump(mode="json", by_alias=True)
+    path = tmp_path / "specs.json"
+    path.write_text(json.dumps({"version": 1, "nodes": {str(uuid.uuid4()): held}}))
+    state = LocalState(path)
+    state.load()
+    assert state.nodes == {}

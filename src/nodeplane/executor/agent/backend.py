@@ -72,6 +72,14 @@ class UnitState:
 
     running: bool  # active or activating
     definition_changed: bool
+    crashed: bool = False  # down after a failure its restart policy did not (or no longer) heal
+
+
+def crashed(unit: UnitStatus) -> bool:
+    """Whether the unit is down after an exit it did not ask for (failed, or inactive unclean)."""
+    return unit.active_state is ActiveState.FAILED or (
+        unit.active_state is ActiveState.INACTIVE and unit.result not in (None, "", "success")
+    )
 
 
 def plan_actions(
@@ -81,8 +89,14 @@ def plan_actions(
     wanted: Sequence[str],
     installed: Mapping[str, UnitState],
     stray: Sequence[str],
+    new_revision: bool = True,
 ) -> list[tuple[Action, str]]:
-    """The pure diff: which units to start, stop, restart or remove. No I/O."""
+    """The pure diff: which units to start, stop, restart or remove. No I/O.
+
+    A crashed unit stays down (its process is reported `error`) until a new revision asks again
+    (start, restart, a changed definition): restarting after a crash is the restart policy's call,
+    not the reconciler's.
+    """
     actions: list[tuple[Action, str]] = [(Action.REMOVE, name) for name in stray]
     for name in wanted:
         state = installed.get(name, UnitState(running=False, definition_changed=True))
@@ -92,6 +106,8 @@ def plan_actions(
         elif state.running and (restart_requested or state.definition_changed):
             actions.append((Action.RESTART, name))
         elif not state.running:
+            if state.crashed and not (new_revision or state.definition_changed):
+                continue
             actions.append((Action.START, name))
     return actions
 
@@ -247,7 +263,9 @@ class AgentBackend:
             changed = await self.driver.install(unit)
             status = await self.driver.status(unit.name)
             running = status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING)
-            installed[unit.name] = UnitState(running=running, definition_changed=changed)
+            installed[unit.name] = UnitState(
+                running=running, definition_changed=changed, crashed=crashed(status)
+            )
         applied = self._applied_marker(layout)
         restart_requested = applied.get("restartGeneration", 0) < node.spec.restart_generation
         stray = [u for u in await self._node_units(node.name) if u not in wanted]
@@ -257,6 +275,7 @@ class AgentBackend:
             wanted=wanted,
             installed=installed,
             stray=stray,
+            new_revision=applied.get("revision", 0) != node.revision,
         ):
             log.info("unit.action", node=node.name, unit=name, action=action.value)
             match action:
@@ -396,9 +415,7 @@ class AgentBackend:
     def _note_restarts(self, node: AssignedNodeSpec, name: str, unit: UnitStatus) -> None:
         seen = self._restarts_seen.get(name)
         self._restarts_seen[name] = unit.restarts
-        crashed = unit.active_state is ActiveState.FAILED or (
-            unit.active_state is ActiveState.INACTIVE and unit.result not in (None, "", "success")
-        )
+        down = crashed(unit)
         if seen is not None and unit.restarts > seen:
             self._events.append(
                 RuntimeEvent(
@@ -409,7 +426,7 @@ class AgentBackend:
                     payload={"unit": name, "restarts": unit.restarts, "result": unit.result},
                 )
             )
-        elif crashed and self._restarts_seen.get(f"{name}:crash") != 1:
+        elif down and self._restarts_seen.get(f"{name}:crash") != 1:
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
@@ -419,7 +436,7 @@ class AgentBackend:
                     payload={"unit": name, "result": unit.result},
                 )
             )
-        self._restarts_seen[f"{name}:crash"] = 1 if crashed else 0
+        self._restarts_seen[f"{name}:crash"] = 1 if down else 0
 
     # ---- teardown ---------------------------------------------------------------------------
 

@@ -1,13 +1,16 @@
 """Host port allocation per node, kept stable across restarts in the node's directory."""
 
 import json
+import random
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
 
-# Where ports are searched when a client's default is taken (below Linux's ephemeral range).
+# Where ports are searched when a client's default is taken (below Linux's ephemeral range),
+# from a random point: agents sharing a host (a demo next to an installed agent, parallel test
+# runs) then rarely race for the same free port between checking it and their client binding it.
 SEARCH_START = 20000
 SEARCH_END = 32000
 
@@ -37,7 +40,8 @@ def allocate_ports(
             result[port.key] = previous
             used.add(previous)
             continue
-        candidates = [port.default, *range(SEARCH_START, SEARCH_END)]
+        first = random.randrange(SEARCH_START, SEARCH_END)
+        candidates = [port.default, *range(first, SEARCH_END), *range(SEARCH_START, first)]
         chosen = next(p for p in candidates if p not in used and _bindable(p, port.public))
         result[port.key] = chosen
         used.add(chosen)

@@ -285,6 +285,12 @@ class ProcessDriver:
         if self._alive(record.definition.name, rt):
             return False
         code, sig = self._exit_status(record.definition.name, rt)
+        if rt.state == ActiveState.DEACTIVATING.value:
+            # Gone while being stopped (a stop a killed agent began): a stop, not a crash.
+            rt.pid = rt.start_time = rt.invocation = None
+            rt.result, rt.exit_code, rt.exit_signal = "success", code, sig
+            rt.state, rt.sub_state = ActiveState.INACTIVE.value, "dead"
+            return True
         self._note_exit(record, code, sig)
         return True
 
@@ -375,12 +381,17 @@ class ProcessDriver:
                 raise UnitNotFound(f"{name} is not installed")
             self._refresh(record)
             rt = record.runtime
+            if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
+                # Left mid-stop by a killed agent (a restart's stop, say): finish the stop,
+                # then start afresh; the process being stopped is not a running one.
+                await self._terminate(record)
+                self._save(record)
             if rt.pid is None:
                 # An explicit start, like systemd's, forgets earlier automatic restarts.
                 rt.restarts, rt.quick_failures = 0, 0
                 self._spawn(record)
             else:
-                # Running already (ours, or adopted; maybe left mid-stop by a killed agent).
+                # Running already (ours, or adopted).
                 rt.wanted = True
                 rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
             self._save(record)
@@ -467,7 +478,8 @@ class ProcessDriver:
         return sorted(names)
 
     async def supervise(self) -> list[UnitExit]:
-        """Notice exits and restart units whose policy says so once their backoff has passed."""
+        """Notice exits, finish stops a killed agent left half done, and restart units whose
+        policy says so once their backoff has passed."""
         exits = []
         for name in await self.list_units():
             lock = self._lock(name)
@@ -479,6 +491,11 @@ class ProcessDriver:
                     continue
                 changed = self._refresh(record)
                 rt = record.runtime
+                if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
+                    # Nobody here is stopping it (the lock was free): an agent killed mid-stop
+                    # left it. Finish the stop, as systemd finishes a stop job on its own.
+                    await self._terminate(record)
+                    changed = True
                 if not rt.exit_reported:
                     rt.exit_reported, changed = True, True
                     exits.append(

@@ -1,13 +1,17 @@
 """The specs an executor holds, kept on disk so nodes keep their state without the control plane."""
 
+import json
 import os
 import tempfile
 from pathlib import Path
 from uuid import UUID
 
+import structlog
 from pydantic import BaseModel, Field
 
 from nodeplane.protocol import AssignedNodeSpec, KnownRevision
+
+log = structlog.get_logger(__name__)
 
 
 class HeldNode(BaseModel):
@@ -41,9 +45,31 @@ class LocalState:
         self.nodes: dict[UUID, HeldNode] = {}
 
     def load(self) -> None:
-        """Read the state file if there is one (a missing file is an empty state)."""
-        if self.path.exists():
-            self.nodes = StateFile.model_validate_json(self.path.read_text()).nodes
+        """Read the state file if there is one (a missing file is an empty state).
+
+        Each held node is validated on its own, like everything else the executor is given
+        (DESIGN §7): an entry that is not a valid spec (a name that is no node name, an override
+        with a newline, ...) is refused and dropped, and the control plane sends that node's spec
+        again; one bad entry never keeps the executor, and every other node, down.
+        """
+        if not self.path.exists():
+            return
+        data = json.loads(self.path.read_text())
+        entries = data.get("nodes") if isinstance(data, dict) else None
+        if not isinstance(entries, dict):
+            raise ValueError(f"{self.path}: not a state file (no 'nodes' object)")
+        nodes: dict[UUID, HeldNode] = {}
+        for key, entry in entries.items():
+            try:
+                node_id = UUID(key)
+                held = HeldNode.model_validate(entry)
+                if held.assigned.node_id != node_id:
+                    raise ValueError(f"held under {key} but is node {held.assigned.node_id}")
+            except ValueError as exc:  # pydantic's ValidationError included
+                log.error("state.entry_refused", node_id=key[:64], error=str(exc)[:1000])
+                continue
+            nodes[node_id] = held
+        self.nodes = nodes
 
     def save(self) -> None:
         """Write atomically: a crash leaves either the old file or the new one, never half."""

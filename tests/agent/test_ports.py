@@ -1,0 +1,47 @@
+"""Port allocation: stable per node, the client's default first, else a free port."""
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodeplane.chains.base import PortDef
+from nodeplane.executor.agent.ports import SEARCH_END, SEARCH_START, allocate_ports
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A loopback port somebody listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def test_default_when_free_and_kept_across_calls(tmp_path: Path, busy_port: int) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    wanted = [PortDef("node", "rpc", default=free)]
+    first = allocate_ports(tmp_path / "ports.json", wanted, set())
+    assert first == {"node.rpc": free}
+    assert json.loads((tmp_path / "ports.json").read_text()) == first
+    assert allocate_ports(tmp_path / "ports.json", wanted, set()) == first
+
+
+def test_a_taken_default_falls_back_to_a_spread_out_free_port(
+    tmp_path: Path, busy_port: int
+) -> None:
+    wanted = [PortDef("node", "rpc", default=busy_port)]
+    chosen = {allocate_ports(tmp_path / f"{i}.json", wanted, set())["node.rpc"] for i in range(20)}
+    assert all(SEARCH_START <= p < SEARCH_END for p in chosen)
+    # Agents sharing a host do not all race for the first free port of the range.
+    assert len(chosen) > 1
+
+
+def test_ports_held_by_other_nodes_are_never_reused(tmp_path: Path, busy_port: int) -> None:
+    taken = set(range(SEARCH_START, SEARCH_END - 1))
+    wanted = [PortDef("node", "rpc", default=busy_port)]
+    assert allocate_ports(tmp_path / "ports.json", wanted, taken) == {"node.rpc": SEARCH_END - 1}
