@@ -11,7 +11,7 @@ from nodeplane.executor.agent.driver import ActiveState
 from nodeplane.executor.agent.systemd import SystemdDriver
 from nodeplane.executor.agent.units import render_unit
 from nodeplane.protocol import RestartPolicy
-from tests.agent.harness import HOSTILE_WORDS, PYTHON, SYSTEM_PYTHON, DriverHarness, read, running
+from tests.agent.harness import HOSTILE_WORDS, SYSTEM_PYTHON, DriverHarness, read, running
 from tests.support.sandbox import SystemdSandbox
 
 pytestmark = pytest.mark.anyio
@@ -85,7 +85,7 @@ async def test_private_tmp_hides_the_machines_tmp(sd: DriverHarness) -> None:
     log = sd.workdir / "probe.log"
     unit = sd.unit(
         RestartPolicy.NO,
-        argv=(PYTHON, "-c", program, *probe.relative_to("/").parts),
+        argv=(SYSTEM_PYTHON, "-c", program, *probe.relative_to("/").parts),
         working_dir=Path("/"),
         log_file=log,
     )
