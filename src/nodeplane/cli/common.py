@@ -3,13 +3,13 @@
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from nodeplane.cli.client import ApiError, ConnectionFailed, NodeplaneClient
 from nodeplane.cli.credentials import load_credentials, resolve
@@ -138,3 +138,25 @@ def print_json(document: Any) -> None:
     """Exactly one JSON document on stdout."""
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+class _Jsonable(Protocol):
+    def to_json(self) -> Any: ...
+
+
+J = TypeVar("J", bound=_Jsonable)
+
+
+def print_list(
+    items: Sequence[J],
+    output: OutputFormat,
+    table: Callable[[Sequence[J]], RenderableType],
+    empty: str,
+) -> None:
+    """A list as one JSON array, or as a table (or `empty` when there is nothing)."""
+    if output is OutputFormat.JSON:
+        print_json([item.to_json() for item in items])
+    elif items:
+        out.print(table(items))
+    else:
+        out.print(empty)

@@ -8,8 +8,7 @@ from nodeplane.cli.common import (
     TokenOption,
     UrlOption,
     connect,
-    out,
-    print_json,
+    print_list,
 )
 from nodeplane.cli.render import executors_table
 
@@ -27,9 +26,9 @@ def list_executors(
     """List executors: online or offline, version, nodes hosted, chains they can run."""
     with connect(url, token) as client:
         executors = client.executors()
-    if output is OutputFormat.JSON:
-        print_json([e.to_json() for e in executors])
-    elif executors:
-        out.print(executors_table(executors))
-    else:
-        out.print("no executors yet: create an executor key and start an agent")
+    print_list(
+        executors,
+        output,
+        executors_table,
+        "no executors yet: create an executor key and start an agent",
+    )

@@ -15,6 +15,7 @@ from nodeplane.cli.common import (
     err,
     out,
     print_json,
+    print_list,
 )
 from nodeplane.cli.lookup import find_key
 from nodeplane.cli.render import keys_table
@@ -66,12 +67,7 @@ def list_keys(
     """List API keys (never their secrets) with when each was last used."""
     with connect(url, token) as client:
         keys = client.api_keys()
-    if output is OutputFormat.JSON:
-        print_json([k.to_json() for k in keys])
-    elif keys:
-        out.print(keys_table(keys))
-    else:
-        out.print("no API keys")
+    print_list(keys, output, keys_table, "no API keys")
 
 
 @keys_app.command("revoke")

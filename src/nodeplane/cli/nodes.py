@@ -16,6 +16,7 @@ from nodeplane.cli.common import (
     err,
     out,
     print_json,
+    print_list,
 )
 from nodeplane.cli.lookup import (
     default_executor,
@@ -53,12 +54,7 @@ def list_nodes(
     with connect(url, token) as client:
         executor_id = find_executor(client, executor).id if executor else None
         nodes = client.all_nodes(name=name, executor_id=executor_id, chain=chain, phase=phase)
-    if output is OutputFormat.JSON:
-        print_json([n.to_json() for n in nodes])
-    elif nodes:
-        out.print(nodes_table(nodes))
-    else:
-        out.print("no nodes")
+    print_list(nodes, output, nodes_table, "no nodes")
 
 
 @nodes_app.command("get")
@@ -157,12 +153,7 @@ def events(
                 break
             after = page.end_cursor
     found = found[:limit]
-    if output is OutputFormat.JSON:
-        print_json([e.to_json() for e in found])
-    elif found:
-        out.print(events_table(found))
-    else:
-        out.print("no events")
+    print_list(found, output, events_table, "no events")
 
 
 @nodes_app.command("revisions")
@@ -176,9 +167,4 @@ def revisions(
     """A node's spec revisions, oldest first: who changed what, and why."""
     with connect(url, token) as client:
         history = client.revisions(node_id_for_history(client, node, executor))
-    if output is OutputFormat.JSON:
-        print_json([r.to_json() for r in history])
-    elif history:
-        out.print(revisions_table(history))
-    else:
-        out.print("no revisions")
+    print_list(history, output, revisions_table, "no revisions")
