@@ -230,7 +230,10 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
     # Documents are parsed and passwords hashed on worker threads; a short switch interval hands
     # the interpreter back to the event loop within a millisecond, so they never hold it long.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        sqlite_busy_timeout_ms=int(settings.request_time_budget * 1000),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 import structlog
 from graphql import GraphQLError, GraphQLObjectType
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -123,6 +124,10 @@ class NodeplaneSchema(strawberry.Schema):
             if isinstance(original, PoolTimeoutError):
                 log.warning("graphql.database_busy", path=error.path)
                 continue
+            if isinstance(original, OperationalError):
+                # Locked, unreachable or restarting: the caller is told to retry.
+                log.warning("graphql.database_unavailable", path=error.path, error=str(original))
+                continue
             log.error(
                 "graphql.unexpected_error", error=repr(original), path=error.path, exc_info=original
             )
@@ -148,7 +153,7 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     if isinstance(original, DomainError):
         formatted["message"] = original.message
         formatted["extensions"] = original.extensions()
-    elif isinstance(original, PoolTimeoutError):
+    elif isinstance(original, PoolTimeoutError | OperationalError):
         formatted["message"] = "the server is busy; retry in a moment"
         formatted["extensions"] = {"code": ErrorCode.UNAVAILABLE.value, "retryAfterSeconds": 1}
     elif original is not None and not isinstance(original, GraphQLError):
