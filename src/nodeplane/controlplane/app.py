@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import json
+import math
 import re
 import sys
 import time
@@ -28,6 +29,8 @@ from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
 
 log = structlog.get_logger(__name__)
+
+SWITCH_INTERVAL_S = 0.001
 
 
 def _error_body(code: ErrorCode, message: str) -> dict[str, Any]:
@@ -55,6 +58,21 @@ def _unstorable_text(value: Any) -> bool:
         elif isinstance(item, list):
             pending += item
     return False
+
+
+class _NotFinite(ValueError):
+    """NaN, Infinity or a number too large for a float: valid to Python's json, not to JSON."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotFinite(text)
+    return value
 
 
 def _request_problem(parsed: Any) -> str | None:
@@ -112,7 +130,12 @@ class GraphQLBodyGuard:
             )
             return
         try:
-            parsed = json.loads(body)
+            parsed = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        except _NotFinite:
+            await self._reject(
+                scope, receive, send, 400, ErrorCode.BAD_REQUEST, "numbers must be finite"
+            )
+            return
         except (ValueError, UnicodeDecodeError, RecursionError):
             await self._reject(
                 scope, receive, send, 400, ErrorCode.BAD_REQUEST, "body is not valid JSON"
@@ -204,7 +227,13 @@ class ControlPlaneApp:
 def create_app(settings: Settings | None = None) -> ControlPlaneApp:
     """Build the application; the database is migrated and the first admin created on start."""
     settings = settings or Settings()
-    db = Database(settings.database_url)
+    # Documents are parsed and passwords hashed on worker threads; a short switch interval hands
+    # the interpreter back to the event loop within a millisecond, so they never hold it long.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    db = Database(
+        settings.database_url,
+        sqlite_busy_timeout_ms=int(settings.request_time_budget * 1000),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -47,5 +47,13 @@ class Settings:
         default_factory=lambda: _float_env("NODEPLANE_SESSION_TTL_HOURS", 24.0 * 7)
     )
     max_body_bytes: int = 1024 * 1024
+    # Wall time one GraphQL request may take (a spec long-poll adds its wait to it).
+    request_time_budget: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_REQUEST_TIME_BUDGET", 10.0)
+    )
+    # A larger answer is refused with `bad_request` rather than built and sent.
+    max_response_bytes: int = field(
+        default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))
+    )
     login_max_failures: int = 5
     login_window_seconds: float = 15 * 60.0

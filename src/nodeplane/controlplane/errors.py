@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     BAD_REQUEST = "bad_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    # The server is saturated (database pool, document worker); retrying later succeeds.
+    UNAVAILABLE = "unavailable"
 
 
 class DomainError(Exception):

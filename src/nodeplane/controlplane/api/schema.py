@@ -1,20 +1,27 @@
-"""The GraphQL schema and its HTTP view: authentication, error codes, GraphiQL in development."""
+"""The GraphQL schema and its HTTP view: authentication, limits, error codes, GraphiQL."""
 
+import asyncio
+import json
+from collections.abc import Iterable
 from typing import Any
 
 import strawberry
 import structlog
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLObjectType
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.extensions import QueryDepthLimiter
-from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext, ExecutionResult
+from strawberry.types.graphql import OperationType
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE, Context
+from nodeplane.controlplane.api.document_guard import DocumentGuard, DocumentWork, long_poll_seconds
+from nodeplane.controlplane.api.limits import DocumentLimits, DocumentReport
 from nodeplane.controlplane.api.mutations import Mutation
 from nodeplane.controlplane.api.queries import Query
 from nodeplane.controlplane.auth.authenticate import authenticate
@@ -24,9 +31,88 @@ from nodeplane.controlplane.store.database import Database
 
 log = structlog.get_logger(__name__)
 
+DOCUMENT_LIMITS = DocumentLimits()
+# One per process: the worker thread and the caches of documents already read.
+DOCUMENT_WORK = DocumentWork(DOCUMENT_LIMITS)
+
+
+def _document_policy(context: object, report: DocumentReport) -> None:
+    """What depends on the caller: introspection in production, and long-poll time budgets."""
+    if not isinstance(context, Context):
+        return
+    if report.introspection and context.principal is None and context.settings.production:
+        raise DomainError(ErrorCode.UNAUTHENTICATED, "sign in to read the schema")
+    extra = long_poll_seconds(report)
+    if extra and context.deadline is not None and (when := context.deadline.when()) is not None:
+        context.deadline.reschedule(when + extra)
+
+
+class SerialRootExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """Runs a query's root fields one after another, as graphql-core does for mutations.
+
+    Each root field opens its own database session; run side by side, a hundred aliases would
+    take a hundred connections from the pool at once. One at a time, a request holds one.
+    """
+
+    def execute_root_grouped_field_set(
+        self,
+        root_type: GraphQLObjectType,
+        root_value: Any,
+        grouped_field_set: Any,
+        serially: bool,
+        position_context: Any,
+    ) -> Any:
+        return super().execute_root_grouped_field_set(
+            root_type, root_value, grouped_field_set, True, position_context
+        )
+
+
+def _refusal(error: DomainError) -> ExecutionResult:
+    return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
+
 
 class NodeplaneSchema(strawberry.Schema):
-    """Schema that logs only unexpected errors; domain errors are answers, not incidents."""
+    """Schema with a time budget per request that logs only unexpected errors."""
+
+    async def execute(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+    ) -> ExecutionResult:
+        budget = (
+            context_value.settings.request_time_budget
+            if isinstance(context_value, Context)
+            else Settings().request_time_budget
+        )
+        deadline = asyncio.timeout(budget)
+        if isinstance(context_value, Context):
+            context_value.deadline = deadline
+        try:
+            async with deadline:
+                return await super().execute(
+                    query,
+                    variable_values,
+                    context_value,
+                    root_value,
+                    operation_name,
+                    allowed_operation_types,
+                    operation_extensions,
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return _refusal(
+                DomainError(
+                    ErrorCode.BAD_REQUEST,
+                    f"the request took longer than its {budget:g} s budget",
+                    details={"limit": "time"},
+                )
+            )
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -35,23 +121,23 @@ class NodeplaneSchema(strawberry.Schema):
             original = error.original_error
             if original is None or isinstance(original, DomainError | GraphQLError):
                 continue
+            if isinstance(original, PoolTimeoutError):
+                log.warning("graphql.database_busy", path=error.path)
+                continue
+            if isinstance(original, OperationalError):
+                # Locked, unreachable or restarting: the caller is told to retry.
+                log.warning("graphql.database_unavailable", path=error.path, error=str(original))
+                continue
             log.error(
                 "graphql.unexpected_error", error=repr(original), path=error.path, exc_info=original
             )
 
 
-MAX_QUERY_DEPTH = 10
-
-
-def _is_introspection(ctx: IgnoreContext) -> bool:
-    return ctx.field_name.startswith("__")
-
-
 schema = NodeplaneSchema(
     query=Query,
     mutation=Mutation,
-    # Nested selections are cheap to write and expensive to answer; no real client needs more.
-    extensions=[QueryDepthLimiter(max_depth=MAX_QUERY_DEPTH, should_ignore=_is_introspection)],  # type: ignore[list-item]
+    extensions=[lambda: DocumentGuard(DOCUMENT_WORK, _document_policy)],
+    execution_context_class=SerialRootExecutionContext,
 )
 
 
@@ -67,6 +153,9 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     if isinstance(original, DomainError):
         formatted["message"] = original.message
         formatted["extensions"] = original.extensions()
+    elif isinstance(original, PoolTimeoutError | OperationalError):
+        formatted["message"] = "the server is busy; retry in a moment"
+        formatted["extensions"] = {"code": ErrorCode.UNAVAILABLE.value, "retryAfterSeconds": 1}
     elif original is not None and not isinstance(original, GraphQLError):
         formatted["message"] = "internal error"
         formatted["extensions"] = {"code": "internal"}
@@ -85,7 +174,7 @@ def _bearer(request: Request) -> tuple[str | None, bool]:
 
 
 class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view with nodeplane's context and error format."""
+    """Strawberry's ASGI view with nodeplane's context, error format and response cap."""
 
     def __init__(self, db: Database, settings: Settings) -> None:
         super().__init__(
@@ -122,3 +211,29 @@ class GraphQLApp(GraphQL[Context, None]):
         if result.errors:
             data["errors"] = [_format_error(e) for e in result.errors]
         return data
+
+    def encode_json(self, data: object) -> str:
+        """JSON without NaN or Infinity, and never larger than the response cap."""
+        try:
+            encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            return json.dumps(
+                _error_body(ErrorCode.INVALID_INPUT, "the answer holds a number JSON cannot carry")
+            )
+        if len(encoded) > self.settings.max_response_bytes:
+            return json.dumps(
+                _error_body(
+                    ErrorCode.BAD_REQUEST,
+                    f"the answer would be larger than {self.settings.max_response_bytes} bytes; "
+                    "ask for fewer fields or smaller pages",
+                    limit="responseBytes",
+                )
+            )
+        return encoded
+
+
+def _error_body(code: ErrorCode, message: str, **extensions: object) -> dict[str, Any]:
+    return {
+        "data": None,
+        "errors": [{"message": message, "extensions": {"code": code, **extensions}}],
+    }

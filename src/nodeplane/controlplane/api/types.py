@@ -88,8 +88,7 @@ class Executor:
 
     @strawberry.field
     async def node_count(self, info: Info) -> int:
-        async with info.context.db.read() as session:
-            return await executor_service.count_nodes(session, self.id)
+        return await info.context.loaders.node_count.load(self.id)
 
     @classmethod
     def from_row(cls, row: models.Executor, heartbeat_timeout: float) -> "Executor":
@@ -129,10 +128,7 @@ class Node:
 
     @strawberry.field
     async def executor(self, info: Info) -> Executor | None:
-        async with info.context.db.read() as session:
-            row = await executor_service.get_executor(
-                session, info.context.principal, self.executor_id
-            )
+        row = await info.context.loaders.executor.load(self.executor_id)
         return Executor.from_row(row, info.context.settings.heartbeat_timeout) if row else None
 
     @classmethod

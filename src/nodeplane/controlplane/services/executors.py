@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_executor, require_principal
@@ -71,10 +71,33 @@ async def get_executor(
     return executor
 
 
-async def count_nodes(session: AsyncSession, executor_id: UUID) -> int:
-    """How many nodes (including ones being deleted) an executor hosts."""
-    rows = await session.scalars(select(Node.id).where(Node.executor_id == executor_id))
-    return len(rows.all())
+async def get_executors(
+    session: AsyncSession, principal: Principal | None, executor_ids: list[UUID]
+) -> dict[UUID, Executor]:
+    """The executors among `executor_ids` that the caller may see, by id."""
+    p = require_principal(principal)
+    if p.organization_id is None or not executor_ids:
+        return {}
+    query = select(Executor).where(
+        Executor.id.in_(executor_ids), Executor.organization_id == p.organization_id
+    )
+    if p.is_executor:
+        query = query.where(Executor.id == p.executor_id)
+    return {e.id: e for e in await session.scalars(query)}
+
+
+async def count_nodes_by_executor(
+    session: AsyncSession, executor_ids: list[UUID]
+) -> dict[UUID, int]:
+    """How many nodes (including ones being deleted) each executor hosts; absent means none."""
+    if not executor_ids:
+        return {}
+    rows = await session.execute(
+        select(Node.executor_id, func.count())
+        .where(Node.executor_id.in_(executor_ids))
+        .group_by(Node.executor_id)
+    )
+    return {executor_id: count for executor_id, count in rows.tuples()}
 
 
 # ---- sync ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Engines, sessions and units of work over SQLite (default) or PostgreSQL."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import (
 
 from nodeplane.controlplane.store.notify import SPEC_CHANNEL, ChangeNotifier
 
-SQLITE_BUSY_TIMEOUT_MS = 15000
+# How long a statement waits for SQLite's one write lock (held by another process) by default.
+SQLITE_BUSY_TIMEOUT_MS = 10000
 
 
 def _driver_url(url: str, *, asynchronous: bool) -> str:
@@ -41,13 +42,16 @@ def libpq_conninfo(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return on_connect
 
 
 @dataclass
@@ -65,14 +69,18 @@ class UnitOfWork:
 class Database:
     """The control plane's database: async engine, read sessions and write units of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+        """`sqlite_busy_timeout_ms`: how long an SQLite statement waits for the write lock; a
+        statement stuck there cannot be cancelled, so it should not outlast a request."""
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.engine: AsyncEngine = create_async_engine(
             _driver_url(url, asynchronous=True), pool_pre_ping=self.dialect == "postgresql"
         )
         if self.dialect == "sqlite":
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(
+                self.engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms)
+            )
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time; serializing writes in-process avoids SQLITE_BUSY on
         # lock upgrades. PostgreSQL relies on row conditions and constraints instead.
