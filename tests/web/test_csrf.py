@@ -146,10 +146,13 @@ def test_cross_site_sign_out_is_refused(server: ServerProcess, org: Org) -> None
     member = org.add_member("MEMBER")
     assert member.token is not None
     with browser_session(server.url, member.token) as browser:
+        # Another site's form: no token, a foreign origin.
+        response = browser.post("/signout", headers={"origin": FOREIGN_ORIGIN})
+        assert signed_in(member), "another site's form ended the session"
+        assert_refusal_page(response)
         page = browser.get("/nodes")
         assert page.status_code == 200
         token = form_token(page.text)
-
         response = browser.post(
             "/signout", data={"csrf_token": token}, headers={"origin": FOREIGN_ORIGIN}
         )
