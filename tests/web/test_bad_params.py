@@ -36,7 +36,7 @@ LABELS = {
 }
 FORM = {"/nodes": 'action="/nodes"', "/events": 'action="/events"'}
 OTHER_PAGES = ["/nodes/new", "/executors", "/keys"]
-ALL_PARAMS = sorted({p for params in PAGES.values() for p in params})
+SAMPLE = ("nul", "100KB", "surrogate", "markup")
 
 
 @pytest.fixture
@@ -99,12 +99,11 @@ def test_pages_without_filters_ignore_the_query_string(
     server: ServerProcess, org: Org, node_id: str
 ) -> None:
     cookies = {"nodeplane_session": str(org.owner.token)}
+    values = {k: v for k, v in {**UNUSABLE, **ODD}.items() if k in SAMPLE}
     for page in [*OTHER_PAGES, f"/nodes/{node_id}"]:
-        for param in ALL_PARAMS:
-            for case, value in {**UNUSABLE, **ODD}.items():
-                response = raw_get(
-                    server.url, f"{page}?{param}={value.format(name=param)}", cookies
-                )
+        for param in ("q", "node", "after"):
+            for case, value in values.items():
+                response = raw_get(server.url, f"{page}?{param}={value}", cookies)
                 assert response.status == 200, (page, param, case, response.status)
     for path in ("/nodes/%00", "/nodes/%ED%A0%80", "/nodes/" + "c" * 10_000):
         response = raw_get(server.url, path, cookies)

@@ -193,11 +193,12 @@ def test_other_unsafe_methods_on_pages_need_the_token(server: ServerProcess, org
             assert_refusal_page(response)
 
 
-def test_graphql_with_the_session_cookie_only_from_this_origin(
+def test_graphql_from_another_origin_needs_an_authorization_header(
     server: ServerProcess, org: Org
 ) -> None:
     """The UI's scripts call /graphql with the session cookie; another origin cannot, even if a
     browser let its request through (JSON bodies need a CORS preflight that nothing passes)."""
+    # A call with the session cookie from another origin, as a page there would make it.
     assert org.owner.token is not None
     body = {"query": CREATE_KEY, "variables": {"n": "csrf-minted"}}
     with browser_session(server.url, org.owner.token) as browser:
@@ -213,6 +214,17 @@ def test_graphql_with_the_session_cookie_only_from_this_origin(
         names = [k["name"] for k in org.owner(KEY_NAMES)["apiKeys"]]
         assert "csrf-minted" not in names
 
+    # Nor can another site sign the browser in through the API's login (it sets the cookie).
+    with browser_session(server.url) as browser:
+        login = {
+            "query": "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+            "variables": {"e": email_of(org.owner), "p": OWNER_PASSWORD},
+        }
+        response = browser.post("/graphql", json=login, headers={"origin": FOREIGN_ORIGIN})
+        assert response.status_code == 403
+        assert not sets_cookie(response, SESSION_COOKIE)
+
+    with browser_session(server.url, org.owner.token) as browser:
         # The UI's own calls (same origin), and API clients with a Bearer key from anywhere.
         response = browser.post(
             "/graphql", json={"query": ME}, headers={"sec-fetch-site": "same-origin"}

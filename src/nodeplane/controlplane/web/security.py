@@ -10,9 +10,9 @@ every request that changes state with the session cookie.
   this origin (`Sec-Fetch-Site`, else `Origin` against `Host`) and carry the CSRF token of the
   browser's `nodeplane_csrf` cookie in its `csrf_token` field (double submit, compared in
   constant time). A refusal is a 403 page that says why.
-- A POST to /graphql authenticated by the session cookie (no `Authorization` header) must come
-  from this origin too; JSON bodies already need a CORS preflight that no origin passes, this
-  holds should that ever change.
+- A POST to /graphql without an `Authorization` header (so: authenticated by the session
+  cookie, or signing in, which sets it) must come from this origin too. JSON bodies already
+  need a CORS preflight that no origin passes; this holds should that ever change.
 """
 
 import hmac
@@ -26,7 +26,6 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nodeplane.controlplane.api.context import SESSION_COOKIE
 from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.web.templating import templates
 
@@ -128,11 +127,10 @@ class BrowserSecurity:
 
         if scope["method"] not in SAFE_METHODS:
             if scope["path"] == GRAPHQL_PATH:
-                if (
-                    SESSION_COOKIE in cookies
-                    and "authorization" not in headers
-                    and cross_origin(headers)
-                ):
+                # From another origin, a browser may only call the API with a key it was given
+                # (a Bearer header), never on the strength of this site's cookie, and never to
+                # sign in (login sets the session cookie: login CSRF).
+                if "authorization" not in headers and cross_origin(headers):
                     await _graphql_refusal()(scope, receive, send)
                     return
             else:
@@ -263,7 +261,7 @@ def _graphql_refusal() -> Response:
         "data": None,
         "errors": [
             {
-                "message": "the session cookie is accepted from this site's own pages only",
+                "message": "from another site, call the API with an Authorization header",
                 "extensions": {"code": ErrorCode.FORBIDDEN.value},
             }
         ],
