@@ -69,13 +69,45 @@ def browser() -> Iterator[Browser]:
         instance.close()
 
 
+# Runs first in every document: reports each Content-Security-Policy (or Trusted Types)
+# violation the page raises to the test, whichever page and whenever.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__reportCspViolation(
+    `${e.effectiveDirective} refused ${e.blockedURI || "inline"} (${e.sourceFile || "?"}:` +
+    `${e.lineNumber}) on ${document.location.href}: ${e.sample}`);
+}, true);
+"""
+
+
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def csp_violations() -> list[str]:
+    """The CSP violations Chromium reported in this test; `page` fails the test if any is left."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, csp_violations: list[str]) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1360, "height": 860})
     context.set_default_timeout(15_000)
+
+    def report(violation: str) -> None:
+        csp_violations.append(violation)
+
+    context.expose_function("__reportCspViolation", report)
+    context.add_init_script(CSP_LISTENER)
     tab = context.new_page()
+    tab.on(
+        "console",
+        lambda message: (
+            csp_violations.append(message.text)
+            if "Content Security Policy" in message.text or "Trusted Type" in message.text
+            else None
+        ),
+    )
     yield tab
     context.close()
+    assert not csp_violations, f"Chromium reported CSP violations: {csp_violations}"
 
 
 def screenshot(page: Page, name: str) -> None:

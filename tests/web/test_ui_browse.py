@@ -7,19 +7,18 @@ test in an organization of its own on the module's control plane.
 
 import re
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from nodeplane.controlplane.api.context import SESSION_COOKIE
 from nodeplane.protocol import EventLevel, ProcessStatus, RuntimeEvent
 from tests.e2e.conftest import wait_for
-from tests.support.fleet import CREATE_NODE, EVENTS, LITECOIN_SPEC, FakeExecutor, Org, make_org
+from tests.support.fleet import EVENTS, LITECOIN_SPEC, Org, make_org
 from tests.support.gql import Client
 from tests.support.server import ServerProcess
 from tests.web.conftest import screenshot
+from tests.web.helpers import create_node, fake_executor, sign_in_as
 
 ETHEREUM_SPEC: dict[str, Any] = {
     "chain": "ethereum",
@@ -42,43 +41,6 @@ query($id: UUID!, $a: Int!, $b: Int!) {
 def org(e2e_server: ServerProcess, e2e_admin: Client) -> Org:
     """A fresh organization: its nodes, executors and events are this test's alone."""
     return make_org(e2e_server.url, e2e_admin)
-
-
-class ThreadedFakeExecutor(FakeExecutor):
-    """`FakeExecutor` whose calls run on a worker thread: Playwright's sync API keeps an event
-    loop running on the test's thread, where `asyncio.run` is refused."""
-
-    def _run(self, coro_fn: Any) -> Any:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(FakeExecutor._run, self, coro_fn).result()
-
-
-def fake_executor(org: Org, prefix: str) -> FakeExecutor:
-    """A connected protocol-level executor of `org` named `<prefix>-<hex>`."""
-    executor = ThreadedFakeExecutor(
-        org.base_url, org.executor_key(prefix), name=f"{prefix}-{_hex()}"
-    )
-    executor.sync()
-    assert executor.id is not None
-    return executor
-
-
-def _hex() -> str:
-    return uuid.uuid4().hex[:6]
-
-
-def create_node(org: Org, executor: FakeExecutor, name: str, spec: dict[str, Any]) -> str:
-    node = org.owner(
-        CREATE_NODE, {"input": {"executorId": executor.id, "name": name, "spec": spec}}
-    )["createNode"]
-    node_id: str = node["id"]
-    return node_id
-
-
-def sign_in_as(page: Page, base: str, client: Client) -> None:
-    """Sign the browser in with `client`'s session token (the form is covered by test_ui)."""
-    assert client.token is not None
-    page.context.add_cookies([{"name": SESSION_COOKIE, "value": client.token, "url": base}])
 
 
 def node_names(page: Page) -> Locator:

@@ -27,6 +27,7 @@ from nodeplane.controlplane.services.executors import sweep_offline_executors
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
+from nodeplane.controlplane.web.security import BrowserSecurity
 
 log = structlog.get_logger(__name__)
 
@@ -274,4 +275,5 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
         ],
         lifespan=lifespan,
     )
-    return ControlPlaneApp(AccessLog(GraphQLBodyGuard(app, settings.max_body_bytes)), db)
+    guarded = GraphQLBodyGuard(app, settings.max_body_bytes)
+    return ControlPlaneApp(AccessLog(BrowserSecurity(guarded, production=settings.production)), db)

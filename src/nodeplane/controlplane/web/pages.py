@@ -1,25 +1,21 @@
 """The UI's pages: each handler queries the GraphQL API in-process and renders a template."""
 
-import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.config import Settings
-from nodeplane.controlplane.errors import DomainError
+from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.web.params import read_params
 from nodeplane.controlplane.web.session import PageQuery, current_user
+from nodeplane.controlplane.web.templating import templates
 from nodeplane.protocol import NodePhase
-
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 PHASES = [p.value for p in NodePhase]
 SORT_KEYS = ("name", "chain", "phase", "executor", "updated")
@@ -45,37 +41,36 @@ API_KEYS = """{ apiKeys { id name kind prefix enabled executorId expiresAt lastU
 Handler = Callable[[Request], Awaitable[Response]]
 PageHandler = Callable[[Request, PageQuery, Principal], Awaitable[Response]]
 
-
-def ago(value: str | None) -> str:
-    """'12 s ago', '3 min ago' ... for an ISO timestamp from the API."""
-    if not value:
-        return "never"
-    seconds = max(0, int((datetime.now(UTC) - datetime.fromisoformat(value)).total_seconds()))
-    if seconds < 60:
-        return f"{seconds} s ago"
-    if seconds < 3600:
-        return f"{seconds // 60} min ago"
-    if seconds < 86400:
-        return f"{seconds // 3600} h ago"
-    return f"{seconds // 86400} d ago"
+_STATUS = {
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+}
 
 
-def when(value: str | None) -> str:
-    """An ISO timestamp as 'YYYY-MM-DD HH:MM:SS' (UTC)."""
-    if not value:
-        return "—"
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+def status_for(error: DomainError) -> int:
+    """The HTTP status of a page that could not show what was asked because of `error`."""
+    return _STATUS.get(error.code, 400)
 
 
-templates.env.filters["ago"] = ago
-templates.env.filters["when"] = when
-templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
-templates.env.filters["lower"] = lambda v: str(v).lower()
+def _chain_capabilities(executor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The executor's declared chains; a row of another shape (stored by an older version)
+    declares none rather than breaking the page."""
+    capabilities = executor.get("capabilities")
+    chains = capabilities.get("chains") if isinstance(capabilities, dict) else None
+    if not isinstance(chains, list):
+        return []
+    return [c for c in chains if isinstance(c, dict) and isinstance(c.get("chain"), str)]
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _chains_of(executors: list[dict[str, Any]]) -> list[str]:
-    chains = {c["chain"] for e in executors for c in (e["capabilities"] or {}).get("chains", [])}
-    return sorted(chains)
+    return sorted({c["chain"] for e in executors for c in _chain_capabilities(e)})
 
 
 def _uuid_or_none(value: str | None) -> str | None:
@@ -95,7 +90,8 @@ class Pages:
         self.settings = settings
 
     def page(self, handler: PageHandler) -> Handler:
-        """Wrap a handler: redirect to sign-in without a session, else run it with a query."""
+        """Wrap a handler: redirect to sign-in without a session, else run it with a query; a
+        typed error it does not handle itself becomes an error page with its message."""
 
         async def wrapped(request: Request) -> Response:
             principal = await current_user(self.db, request)
@@ -105,7 +101,17 @@ class Pages:
                     target += "?" + request.url.query
                 return RedirectResponse("/signin?" + urlencode({"next": target}), status_code=303)
             query = PageQuery(self.db, self.settings, principal, request)
-            return await handler(request, query, principal)
+            try:
+                return await handler(request, query, principal)
+            except DomainError as exc:
+                return self.render(
+                    request,
+                    "error.html",
+                    principal,
+                    status_code=status_for(exc),
+                    message=exc.message,
+                    active="",
+                )
 
         return wrapped
 
@@ -125,20 +131,7 @@ class Pages:
             status_code=status_code,
         )
 
-    async def nodes(self, request: Request, query: PageQuery, principal: Principal) -> Response:
-        params = request.query_params
-        search = params.get("q", "").strip()
-        chain = params.get("chain") or None
-        phase = params.get("phase") if params.get("phase") in PHASES else None
-        executor_id = _uuid_or_none(params.get("executor"))
-        sort = str(params.get("sort")) if params.get("sort") in SORT_KEYS else "name"
-        descending = params.get("dir") == "desc"
-        flt = {
-            "name": search or None,
-            "chain": chain,
-            "phase": phase.upper() if phase else None,
-            "executorId": executor_id,
-        }
+    async def _all_nodes(self, query: PageQuery, flt: dict[str, Any]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         after = None
         for _ in range(5):
@@ -147,6 +140,33 @@ class Pages:
             if not page["pageInfo"]["hasNextPage"]:
                 break
             after = page["pageInfo"]["endCursor"]
+        return items
+
+    async def nodes(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        params, problems = read_params(
+            request.query_params, ("q", "chain", "phase", "executor", "sort", "dir")
+        )
+        search = params["q"]
+        chain = params["chain"] or None
+        phase = params["phase"] if params["phase"] in PHASES else None
+        executor_id = _uuid_or_none(params["executor"])
+        sort = params["sort"] if params["sort"] in SORT_KEYS else "name"
+        descending = params["dir"] == "desc"
+        flt = {
+            "name": search or None,
+            "chain": chain,
+            "phase": phase.upper() if phase else None,
+            "executorId": executor_id,
+        }
+        # Bad filters get the page back with the message and the form, and no rows.
+        error = "; ".join(problems) or None
+        status = 400 if problems else 200
+        items: list[dict[str, Any]] = []
+        if error is None:
+            try:
+                items = await self._all_nodes(query, flt)
+            except DomainError as exc:
+                error, status = exc.message, status_for(exc)
         sort_key: dict[str, Callable[[dict[str, Any]], Any]] = {
             "name": lambda n: n["name"],
             "chain": lambda n: (n["chain"], n["network"], n["name"]),
@@ -191,6 +211,7 @@ class Pages:
             request,
             "nodes.html",
             principal,
+            status_code=status,
             nodes=items,
             search=search,
             chain=chain,
@@ -203,7 +224,8 @@ class Pages:
             sort=sort,
             descending=descending,
             sort_url=sort_url,
-            filter_json=json.dumps(flt),
+            node_filter=flt,
+            error=error,
         )
 
     async def node(self, request: Request, query: PageQuery, principal: Principal) -> Response:
@@ -230,17 +252,16 @@ class Pages:
             "deploy.html",
             principal,
             executors=executors,
-            executors_json=json.dumps(
-                [
-                    {
-                        "id": e["id"],
-                        "name": e["name"],
-                        "status": e["status"],
-                        "capabilities": e["capabilities"],
-                    }
-                    for e in executors
-                ]
-            ),
+            # Read by app.js from a JSON script element; the template escapes it with |tojson.
+            executors_data=[
+                {
+                    "id": e["id"],
+                    "name": e["name"],
+                    "status": e["status"],
+                    "capabilities": e["capabilities"],
+                }
+                for e in executors
+            ],
             active="nodes",
         )
 
@@ -250,12 +271,18 @@ class Pages:
             e["summary"] = [
                 {
                     "chain": c["chain"],
-                    "networks": c.get("networks", []),
+                    "networks": _strings(c.get("networks")),
                     "clients": sorted(
-                        {cl["name"] for r in c.get("roles", []) for cl in r.get("clients", [])}
+                        {
+                            cl["name"]
+                            for r in c.get("roles") or []
+                            if isinstance(r, dict)
+                            for cl in r.get("clients") or []
+                            if isinstance(cl, dict) and isinstance(cl.get("name"), str)
+                        }
                     ),
                 }
-                for c in (e["capabilities"] or {}).get("chains", [])
+                for c in _chain_capabilities(e)
             ]
         return self.render(
             request,
@@ -270,18 +297,20 @@ class Pages:
         return self.render(request, "keys.html", principal, keys=keys)
 
     async def events(self, request: Request, query: PageQuery, principal: Principal) -> Response:
-        params = request.query_params
-        level = params.get("level") if params.get("level") in ("info", "warn", "error") else None
-        event_type = params.get("type", "").strip() or None
-        node_id = _uuid_or_none(params.get("node"))
-        after = params.get("after") or None
+        params, problems = read_params(request.query_params, ("level", "type", "node", "after"))
+        level = params["level"] if params["level"] in ("info", "warn", "error") else None
+        event_type = params["type"] or None
+        node_id = _uuid_or_none(params["node"])
+        after = params["after"] or None
         flt = {"level": level.upper() if level else None, "type": event_type, "nodeId": node_id}
-        error = None
-        try:
-            page = (await query(EVENTS, {"filter": flt, "after": after}))["events"]
-        except DomainError as exc:
-            error = exc.message
-            page = {"items": [], "pageInfo": {"endCursor": None, "hasNextPage": False}}
+        error = "; ".join(problems) or None
+        status = 400 if problems else 200
+        page: dict[str, Any] = {"items": [], "pageInfo": {"endCursor": None, "hasNextPage": False}}
+        if error is None:
+            try:
+                page = (await query(EVENTS, {"filter": flt, "after": after}))["events"]
+            except DomainError as exc:
+                error, status = exc.message, status_for(exc)
         nodes = (await query(NODES, {"filter": {}, "after": None}))["nodes"]["items"]
         base = {k: v for k, v in {"level": level, "type": event_type, "node": node_id}.items() if v}
         older = (
@@ -293,6 +322,7 @@ class Pages:
             request,
             "events.html",
             principal,
+            status_code=status,
             events=page["items"],
             level=level,
             event_type=event_type or "",

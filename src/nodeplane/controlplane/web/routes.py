@@ -13,8 +13,10 @@ from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError
 from nodeplane.controlplane.services import accounts
 from nodeplane.controlplane.store.database import Database
-from nodeplane.controlplane.web.pages import Pages, templates
+from nodeplane.controlplane.web.pages import Pages, status_for
+from nodeplane.controlplane.web.params import text_problem
 from nodeplane.controlplane.web.session import current_user
+from nodeplane.controlplane.web.templating import templates
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -25,6 +27,11 @@ def _safe_next(value: str | None) -> str:
         return "/nodes"
     parsed = urlparse(value)
     if parsed.scheme or parsed.netloc or not value.startswith("/") or value.startswith("//"):
+        return "/nodes"
+    # Browsers read a backslash as a slash ("/\\evil.example") and drop tabs and newlines.
+    if "\\" in value or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "/nodes"
+    if text_problem(value, max_chars=2000):
         return "/nodes"
     return value
 
@@ -48,6 +55,18 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         email = str(form.get("email", ""))
         password = str(form.get("password", ""))
         next_url = _safe_next(str(form.get("next", "")) or None)
+        problems = [
+            f"{label} {problem}"
+            for label, value, limit in (("email", email, 320), ("password", password, 1024))
+            if (problem := text_problem(value, max_chars=limit))
+        ]
+        if problems:
+            return templates.TemplateResponse(
+                request,
+                "signin.html",
+                {"next": next_url, "email": "", "error": "; ".join(problems)},
+                status_code=400,
+            )
         try:
             result = await accounts.login(db, settings, email, password)
         except DomainError as exc:
@@ -55,7 +74,7 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
                 request,
                 "signin.html",
                 {"next": next_url, "email": email, "error": exc.message},
-                status_code=401,
+                status_code=status_for(exc),
             )
         response = RedirectResponse(next_url, status_code=303)
         response.set_cookie(

@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -41,5 +42,9 @@ class PageQuery:
             original = error.original_error
             if isinstance(original, DomainError):
                 raise original
-            raise DomainError(ErrorCode.BAD_REQUEST, error.message)
+            if original is None or isinstance(original, GraphQLError):
+                raise DomainError(ErrorCode.BAD_REQUEST, error.message)
+            # A fault of the server, not of the request: its text (SQL, driver messages) is
+            # not for the page, and the schema has logged it.
+            raise original
         return result.data

@@ -4,6 +4,8 @@
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const $$ = (sel, root = document) => Array.from(root.querySelectorAll(sel));
+// An attribute selector for a value that came from the server (ids, roles, field paths).
+const byAttr = (name, value) => `[${name}="${CSS.escape(String(value))}"]`;
 const POLL_MS = 2000;
 
 class ApiError extends Error {
@@ -48,6 +50,18 @@ function el(tag, attrs = {}, ...children) {
   }
   for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   return node;
+}
+
+// The page's CSP requires Trusted Types for DOM sinks that parse HTML: this policy is the only
+// one, and it only ever parses the server's own rendering of the page being shown (into an
+// inert document, whose rows then replace the live ones). Nothing else may build DOM from HTML.
+const pageHtml = window.trustedTypes
+  ? window.trustedTypes.createPolicy("nodeplane-page", { createHTML: (html) => html })
+  : { createHTML: (html) => html };
+
+async function fetchOwnPage() {
+  const response = await fetch(location.href, { credentials: "same-origin" });
+  return new DOMParser().parseFromString(pageHtml.createHTML(await response.text()), "text/html");
 }
 
 // ---------- formatting ----------
@@ -245,7 +259,9 @@ const NODE_FIELDS = `id name phase desiredState revision observedRevision pendin
 function initNodesPage() {
   const table = $("#nodes-table");
   if (!table) return;
-  const filter = JSON.parse(table.dataset.filter || "{}");
+  const filterData = $("#nodes-filter");
+  if (!filterData) return; // the page shows an error about its filters: nothing to follow
+  const filter = JSON.parse(filterData.textContent);
   poll(async () => {
     const data = await gql(`query($f: NodeFilter) { nodes(filter: $f, first: 200) { items { ${NODE_FIELDS} } } }`, { f: filter });
     const items = data.nodes.items;
@@ -254,14 +270,14 @@ function initNodesPage() {
     const same = items.length === rows.length && items.every((n) => shown.has(n.id));
     if (!same) {
       // A node appeared or went away: take the server's rendering of this same URL.
-      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
-      const fresh = new DOMParser().parseFromString(html, "text/html");
+      const fresh = await fetchOwnPage();
       const body = $("#nodes-table tbody", fresh);
       if (body && !$(".menu-list:not([hidden])", table)) $("tbody", table).replaceWith(body);
       return;
     }
     for (const n of items) {
-      const row = $(`tr[data-node-id="${n.id}"]`, table);
+      const row = $(`tr${byAttr("data-node-id", n.id)}`, table);
+      if (!row) continue;
       setBadge(row, n.phase);
       setMarkers(row, n);
       setMenu(row, n);
@@ -355,7 +371,7 @@ function initExecutorsPage() {
   poll(async () => {
     const data = await gql(`{ executors { id status lastSyncAt nodeCount } }`);
     for (const e of data.executors) {
-      const row = $(`tr[data-executor-id="${e.id}"]`, table);
+      const row = $(`tr${byAttr("data-executor-id", e.id)}`, table);
       if (!row) continue;
       const s = e.status.toLowerCase();
       const badge = $("[data-status]", row);
@@ -364,9 +380,8 @@ function initExecutorsPage() {
       $("[data-node-count]", row).textContent = e.nodeCount;
       $("[data-last-sync]", row).textContent = ago(e.lastSyncAt);
     }
-    if (data.executors.some((e) => !$(`tr[data-executor-id="${e.id}"]`, table)) && !$("dialog[open]")) {
-      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
-      const body = $("#executors-table tbody", new DOMParser().parseFromString(html, "text/html"));
+    if (data.executors.some((e) => !$(`tr${byAttr("data-executor-id", e.id)}`, table)) && !$("dialog[open]")) {
+      const body = $("#executors-table tbody", await fetchOwnPage());
       if (body) $("tbody", table).replaceWith(body);
     }
   });
@@ -416,7 +431,7 @@ function initExecutorsPage() {
       $("#connect-secret").focus();
       $("#connect-secret").select();
     } catch (err) {
-      $(`[data-error-for="${err.field || "name"}"]`, dialog).textContent = err.message;
+      ($(byAttr("data-error-for", err.field || "name"), dialog) || error).textContent = err.message;
     }
   });
   dialog.addEventListener("close", () => { if (!$("#connect-result").hidden) location.reload(); });
@@ -435,12 +450,11 @@ function initKeysPage() {
       $("#key-created").hidden = false;
       $("#key-secret").focus();
       $("#key-secret").select();
-      const html = await (await fetch(location.href, { credentials: "same-origin" })).text();
-      const body = $("#keys-table tbody", new DOMParser().parseFromString(html, "text/html"));
+      const body = $("#keys-table tbody", await fetchOwnPage());
       if (body) $("#keys-table tbody").replaceWith(body);
       form.reset();
     } catch (err) {
-      const slot = $(`[data-error-for="${err.field}"]`, form) || error;
+      const slot = (err.field && $(byAttr("data-error-for", err.field), form)) || error;
       slot.textContent = err.message;
     }
   });
@@ -478,8 +492,8 @@ function initDeployPage() {
   const clearErrors = () => { for (const p of $$("[data-error-for]", form)) p.textContent = ""; };
   const showError = (field, message) => {
     const key = field || "_form";
-    let slot = $(`[data-error-for="${key}"]`, form);
-    for (let k = key; !slot && k.includes("."); ) { k = k.slice(0, k.lastIndexOf(".")); slot = $(`[data-error-for="${k}"]`, form); }
+    let slot = $(byAttr("data-error-for", key), form);
+    for (let k = key; !slot && k.includes("."); ) { k = k.slice(0, k.lastIndexOf(".")); slot = $(byAttr("data-error-for", k), form); }
     slot = slot || $('[data-error-for="_form"]', form);
     slot.textContent = message;
     const input = slot.closest(".field, .step") && $("input, select, textarea", slot.closest(".field") || slot.closest(".step"));
@@ -524,7 +538,7 @@ function initDeployPage() {
 
   function flagName(flag) { return flag.replace(/^-+/, "").split("=")[0]; }
   function validateArgs(textarea, slot, role) {
-    const client = (role.clients || []).find((c) => c.name === ($(`[data-role-client="${role.role}"]`, form) || {}).value);
+    const client = (role.clients || []).find((c) => c.name === ($(byAttr("data-role-client", role.role), form) || {}).value);
     const managed = new Set(((client && client.managedFlags) || []).map(flagName));
     const problems = [];
     for (const line of textarea.value.split("\n").map((l) => l.trim()).filter(Boolean)) {
@@ -549,10 +563,10 @@ function initDeployPage() {
     const clients = {};
     const args = {};
     for (const role of (chain && chain.roles) || []) {
-      const name = $(`[data-role-client="${role.role}"]`, form).value;
+      const name = $(byAttr("data-role-client", role.role), form).value;
       if (!name) continue;
-      clients[role.role] = { name, version: $(`[data-role-version="${role.role}"]`, form).value };
-      const argsBox = $(`[data-role-args="${role.role}"]`, form);
+      clients[role.role] = { name, version: $(byAttr("data-role-version", role.role), form).value };
+      const argsBox = $(byAttr("data-role-args", role.role), form);
       const flags = (argsBox ? argsBox.value : "").split("\n").map((l) => l.trim()).filter(Boolean);
       if (flags.length) args[role.role] = flags;
     }

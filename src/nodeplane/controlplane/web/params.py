@@ -1,0 +1,51 @@
+"""Text from the query string and forms, checked before it reaches a query: bounded in length,
+and free of what no database stores (NUL, unpaired surrogates)."""
+
+from collections.abc import Iterable, Mapping
+
+from starlette.datastructures import QueryParams
+
+# Far longer than any name, chain, event type or cursor the UI deals in, far shorter than what
+# breaks a query (SQLite refuses LIKE patterns past 50,000 bytes).
+MAX_PARAM_CHARS = 1024
+
+LABELS = {
+    "q": "search",
+    "chain": "chain",
+    "phase": "phase",
+    "executor": "executor",
+    "sort": "sort",
+    "dir": "direction",
+    "level": "level",
+    "type": "type",
+    "node": "node",
+    "after": "page cursor",
+}
+
+
+def text_problem(value: str, max_chars: int = MAX_PARAM_CHARS) -> str | None:
+    """Why `value` cannot be used as text in a query, or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must not contain unpaired surrogates"
+    if len(value) > max_chars:
+        return f"must be at most {max_chars} characters"
+    return None
+
+
+def read_params(
+    query: QueryParams | Mapping[str, str], names: Iterable[str]
+) -> tuple[dict[str, str], list[str]]:
+    """Each named parameter stripped ('' when absent or unusable), and what was wrong, if any."""
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for name in names:
+        value = str(query.get(name) or "").strip()
+        if problem := text_problem(value):
+            problems.append(f"{LABELS.get(name, name)}: {problem}")
+            value = ""
+        values[name] = value
+    return values, problems
