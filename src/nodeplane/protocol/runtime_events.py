@@ -51,4 +51,3 @@ def runtime_event_type(raw: str) -> RuntimeEventType:
             f"{raw[:128]!r} is not an event type an executor may record "
             "(runtime types are node.* and executor.*, see RuntimeEventType)"
         ) from None
-
