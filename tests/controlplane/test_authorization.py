@@ -114,7 +114,7 @@ def observed(revision: int, status: ProcessStatus) -> ObservedNodeState:
 
 def runtime_event(node_id: str) -> RuntimeEvent:
     return RuntimeEvent(
-        type="process.crashed",
+        type="node.process.crashed",
         level=EventLevel.ERROR,
         message="crashed",
         node_id=uuid.UUID(node_id),
@@ -313,7 +313,7 @@ def test_executor_key_sees_only_its_own_executors_nodes(org: Org, server: Server
     assert [r["nodeId"] for r in result["rejected"]] == [nb]
     assert get_node(org.owner, nb)["phase"] == "RUNNING"
     assert a.report(runtime_event(nb)) == 0
-    assert event_items(org.owner, nodeId=nb, type="process.crashed") == []
+    assert event_items(org.owner, nodeId=nb, type="node.process.crashed") == []
     org.owner(DELETE_NODE, {"id": nb})
     assert a.confirm_teardown(nb) is False
     assert get_node(org.owner, nb)["deletedAt"] is not None

@@ -167,18 +167,18 @@ def test_runtime_events_are_attributed_and_scoped(org: Org, server: ServerProces
     accepted = mine.report(
         RuntimeEvent(
             node_id=uuid.UUID(own),
-            type="process.crashed",
+            type="node.process.crashed",
             level=EventLevel.ERROR,
             message="litecoind exited with status 1",
             payload={"role": "node", "exitCode": 1},
         ),
-        RuntimeEvent(type="executor.sync_error", level=EventLevel.WARN, message="disk full"),
-        RuntimeEvent(node_id=uuid.UUID(foreign), type="process.crashed", message="not yours"),
-        RuntimeEvent(node_id=uuid.uuid4(), type="process.crashed", message="nobody's"),
+        RuntimeEvent(type="executor.disk.low", level=EventLevel.WARN, message="disk full"),
+        RuntimeEvent(node_id=uuid.UUID(foreign), type="node.process.crashed", message="not yours"),
+        RuntimeEvent(node_id=uuid.uuid4(), type="node.process.crashed", message="nobody's"),
     )
     assert accepted == 2
 
-    on_node = all_events(org.owner, nodeId=own, type="process.crashed")
+    on_node = all_events(org.owner, nodeId=own, type="node.process.crashed")
     assert len(on_node) == 1
     ev = on_node[0]
     assert (ev["source"], ev["level"], ev["message"]) == (
@@ -190,11 +190,11 @@ def test_runtime_events_are_attributed_and_scoped(org: Org, server: ServerProces
     assert (ev["executorId"], ev["nodeId"], ev["nodeName"]) == (mine.id, own, "ltc-own")
     assert ev["payload"] == {"role": "node", "exitCode": 1}
 
-    unattached = all_events(org.owner, type="executor.sync_error")
+    unattached = all_events(org.owner, type="executor.disk.low")
     assert [(e["source"], e["nodeId"], e["executorId"]) for e in unattached] == [
         ("runtime", None, mine.id)
     ]
-    assert all_events(org.owner, nodeId=foreign, type="process.crashed") == []
+    assert all_events(org.owner, nodeId=foreign, type="node.process.crashed") == []
     runtime = [e for e in all_events(org.owner) if e["source"] == "runtime"]
     assert {e["message"] for e in runtime} == {"litecoind exited with status 1", "disk full"}
 
@@ -225,7 +225,7 @@ def _page_through(org: Org, page_size: int, **flt: Any) -> list[dict[str, Any]]:
 def test_events_pagination_and_filters(org: Org, executor: FakeExecutor) -> None:
     nid = deploy(org.owner, executor, "ltc-noisy")["id"]
     levels = [EventLevel.INFO, EventLevel.WARN, EventLevel.ERROR]
-    kinds = ["process.crashed", "process.restarted", "sync.stalled"]
+    kinds = ["node.process.crashed", "node.process.restarted", "node.sync.stalled"]
     reported = [
         RuntimeEvent(
             node_id=uuid.UUID(nid),
@@ -258,16 +258,16 @@ def test_events_pagination_and_filters(org: Org, executor: FakeExecutor) -> None
     assert [e["payload"].get("i") for e in errors] == expected_errors
     assert {e["level"] for e in errors} == {"ERROR"}
 
-    crashed = _page_through(org, 4, nodeId=nid, type="process.crashed")
+    crashed = _page_through(org, 4, nodeId=nid, type="node.process.crashed")
     assert [e["payload"]["i"] for e in crashed] == [i for i in range(66, -1, -1) if i % 3 == 0]
-    both = _page_through(org, 3, nodeId=nid, type="process.crashed", level="WARN")
+    both = _page_through(org, 3, nodeId=nid, type="node.process.crashed", level="WARN")
     assert [e["payload"]["i"] for e in both] == [
         i for i in range(66, -1, -1) if i % 3 == 0 and levels[(i // 3) % 3] is EventLevel.WARN
     ]
-    prefixed = _page_through(org, 20, nodeId=nid, type="process.*")
-    assert {e["type"] for e in prefixed} == {"process.crashed", "process.restarted"}
+    prefixed = _page_through(org, 20, nodeId=nid, type="node.process.*")
+    assert {e["type"] for e in prefixed} == {"node.process.crashed", "node.process.restarted"}
     assert len(prefixed) == 45
-    assert _page_through(org, 10, nodeId=nid, type="sync") == []  # exact, not a prefix
+    assert _page_through(org, 10, nodeId=nid, type="node.sync") == []  # exact, not a prefix
 
     # A cursor that is not one of ours gives an empty page, not an error or everything.
     garbage = event_page(org.owner, {"nodeId": nid}, first=10, after="not-a-cursor")

@@ -110,8 +110,8 @@ def test_state_survives_a_restart(restartable: ServerProcess) -> None:
         }
     )
     ex.report(
-        RuntimeEvent(type="process.crashed", level=EventLevel.ERROR, message="segfault"),
-        RuntimeEvent(type="sync.stalled", level=EventLevel.WARN, message="no peers"),
+        RuntimeEvent(type="node.process.crashed", level=EventLevel.ERROR, message="segfault"),
+        RuntimeEvent(type="node.sync.stalled", level=EventLevel.WARN, message="no peers"),
     )
     node_ids = [running, stopped, fresh, gone]
     before = snapshot(org, executor_key, node_ids)

@@ -110,7 +110,7 @@ def test_poll_from_a_key_that_never_synced_is_a_typed_error(
         fresh.poll({}, wait=5)
     assert err.value.code == "invalid_action"
     with pytest.raises(ControlPlaneError) as err:
-        fresh.report(RuntimeEvent(type="process.crashed", message="boom"))
+        fresh.report(RuntimeEvent(type="node.process.crashed", message="boom"))
     assert err.value.code == "invalid_action"
 
     # A user session is not an executor: the poll is forbidden, not an empty answer.

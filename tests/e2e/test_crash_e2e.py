@@ -15,7 +15,7 @@ from tests.support.fleet import Org
 
 
 def _runtime_events(fleet: Fleet, node_id: str) -> list[dict[str, Any]]:
-    return [e for e in fleet.events(node_id, "process.*") if e["source"] == "runtime"]
+    return [e for e in fleet.events(node_id, "node.process.*") if e["source"] == "runtime"]
 
 
 def test_killed_client_is_restarted_by_default(e2e_org: Org, agent: AgentProcess) -> None:
@@ -37,10 +37,10 @@ def test_killed_client_is_restarted_by_default(e2e_org: Org, agent: AgentProcess
     # The spec was not touched: the driver restarted it, not a new revision.
     assert node["revision"] == node["observedRevision"] == 1
     events = fleet.wait(node_id, lambda: _runtime_events(fleet, node_id), "a runtime event", 30)
-    assert {e["type"] for e in events} <= {"process.restarted", "process.crashed"}
-    assert "process.restarted" in {e["type"] for e in events}
+    assert {e["type"] for e in events} <= {"node.process.restarted", "node.process.crashed"}
+    assert "node.process.restarted" in {e["type"] for e in events}
     assert all(e["nodeId"] == node_id and e["executorId"] for e in events)
-    restarted = next(e for e in events if e["type"] == "process.restarted")
+    restarted = next(e for e in events if e["type"] == "node.process.restarted")
     assert restarted["level"] == "WARN"
     assert restarted["payload"]["unit"] == "nodeplane-ltc-crash-node.service"
     assert restarted["payload"]["restarts"] >= 1
@@ -58,7 +58,7 @@ def test_killed_client_without_restart_policy_is_an_error(
     node = fleet.wait_phase(node_id, "ERROR", timeout=30)
     assert node["observed"]["processes"][0]["status"] == "error"
     events = fleet.wait(node_id, lambda: _runtime_events(fleet, node_id), "a runtime event", 30)
-    crashed = next(e for e in events if e["type"] == "process.crashed")
+    crashed = next(e for e in events if e["type"] == "node.process.crashed")
     assert crashed["level"] == "ERROR"
     assert crashed["payload"]["unit"] == "nodeplane-ltc-norestart-node.service"
     assert ("running", "error") in fleet.transitions(node_id)
@@ -69,7 +69,7 @@ def test_killed_client_without_restart_policy_is_an_error(
     assert unit_active_state(agent, "ltc-norestart") == "failed"
     still = fleet.node(node_id)
     assert still is not None and still["phase"] == "ERROR"
-    assert [e["type"] for e in _runtime_events(fleet, node_id)].count("process.crashed") == 1
+    assert [e["type"] for e in _runtime_events(fleet, node_id)].count("node.process.crashed") == 1
 
     # An explicit restart starts it again.
     fleet.lifecycle(node_id, "RESTART")

@@ -183,6 +183,9 @@ def test_control_plane_refuses_hostile_names_and_sizes(
         "managed notify": [f"-blocknotify=touch /tmp/pwned-{token}"],
         "managed debuglog": [f"-debuglogfile=/tmp/pwned-{token}.log"],
         "not a flag": ["$(id)"],
+        # What the adapter declares (in the agent's capabilities) is refused up front as well.
+        "asmap outside the node": ["-asmap=/etc/shadow"],
+        "asmap up and out": ["-regtest.asmap=../../x"],
     }
     for what, args in args_cases.items():
         err = _error(create("fine", overrides={"args": {"node": args}}))
@@ -193,6 +196,8 @@ def test_control_plane_refuses_hostile_names_and_sizes(
         "newline in value": {"maxconnections": "1\nrpcpassword=x"},
         "managed key": {"blocknotify": f"touch /tmp/pwned-{token}"},
         "key with a path": {"../x": "1"},
+        "'#' would cut the line short": {"assumevalid": "00#x"},
+        "asmap file outside the node": {"asmap": "/etc/shadow"},
     }.items():
         err = _error(create("fine", overrides={"files": {"node": files}}))
         assert err.code == "invalid_node_config", what
@@ -220,19 +225,6 @@ def test_control_plane_refuses_hostile_names_and_sizes(
     assert not (agent.data_dir / "nodes").exists() or not any((agent.data_dir / "nodes").iterdir())
     assert _new_paths_outside(before, tree(agent.workdir), agent, []) == []
     assert _pwned(token) == []
-
-    # What only the adapter knows is refused by the agent, as the node's applyError: a `#`
-    # would cut a litecoin.conf line short.
-    node_id = create_node(
-        e2e_org, agent, "hashed", overrides={"files": {"node": {"assumevalid": "00#x"}}}
-    )
-    failed = wait_phase(e2e_org, node_id, "ERROR", revision=1)
-    assert "'#'" in failed["observed"]["applyError"], failed["observed"]
-    events = feed(e2e_org, nodeId=node_id, type="node.apply.failed")
-    assert len(events) == 1 and "invalid_node_config" in events[0]["message"], events
-    assert node_pids(agent, "hashed") == [] and start_count(agent, "hashed") == 0
-    assert not (agent.node_dir("hashed") / "config" / "litecoin.conf").exists()
-    assert _new_paths_outside(before, tree(agent.workdir), agent, ["hashed"]) == []
 
 
 # ---- specs the control plane never saw, planted in the agent's disk cache ---------------------
@@ -272,8 +264,10 @@ def test_agent_refuses_hostile_specs_from_its_disk_cache(e2e_org: Org, agent: Ag
                 f"-debuglogfile={outside}/debug.log",
                 f"-blocknotify=touch /tmp/pwned-{token}-notify",
                 f"-pid=/tmp/pwned-{token}.pid",
+                f"-asmap={outside}/ip_asn.map",
             ]
-        }
+        },
+        "files": {"node": {"assumevalid": "00#x"}},
     }
     stranger = str(uuid.uuid4())
     entries[stranger] = {
@@ -299,8 +293,9 @@ def test_agent_refuses_hostile_specs_from_its_disk_cache(e2e_org: Org, agent: Ag
     assert "name" in empty["message"], empty
     flags = wait_for(lambda: apply_failed("cache-flags"), timeout=30, what="flags refused")
     assert "invalid_node_config" in flags["message"] and "managed" in flags["message"], flags
-    for flag in ("datadir", "conf", "debuglogfile", "blocknotify", "pid"):
+    for flag in ("datadir", "conf", "debuglogfile", "blocknotify", "pid", "asmap"):
         assert f"-{flag}=" in flags["message"], flag
+    assert "files.node.assumevalid" in flags["message"] and "'#'" in flags["message"], flags
 
     # The entry that was not a name was dropped; the control plane sent the real spec again.
     records = watcher.read()

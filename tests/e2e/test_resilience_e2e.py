@@ -173,7 +173,7 @@ def _runtime_events(org: Org, node_id: str) -> list[tuple[str, str, Any, str]]:
     return [
         (e["type"], e["message"], e["payload"], e["createdAt"])
         for e in feed(org, nodeId=node_id)
-        if e["type"].startswith("process.")
+        if e["type"].startswith("node.process.")
     ]
 
 

@@ -220,7 +220,7 @@ def test_events_paging_and_level_filter(page: Page, e2e_server: ServerProcess, o
     ticks = [
         RuntimeEvent(
             node_id=uuid.UUID(node_id),
-            type="runtime.tick",
+            type="node.sync.stalled",
             level=EventLevel.WARN if i % 10 == 0 else EventLevel.INFO,
             message=f"tick {i:03d}",
         )

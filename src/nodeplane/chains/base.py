@@ -5,6 +5,7 @@ ports, binaries), it renders config files, argv and init steps without I/O. Prob
 process (RPC) is the one I/O method, kept at the edge.
 """
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from nodeplane.protocol import (
     ResourceDefaults,
     RoleCapability,
 )
+from nodeplane.protocol.override_rules import ConfigValueRule
+from nodeplane.protocol.spec import VERSION_PATTERN
 
 
 class NodeConfigError(ValueError):
@@ -74,6 +77,12 @@ class ClientDef:
     # Flag names (no dashes, no value) and config keys nodeplane sets itself; users may not.
     managed_flags: tuple[str, ...] = ()
     managed_config_keys: tuple[str, ...] = ()
+    # Flags and config keys (not managed) whose value names a file: users may give one only as a
+    # relative path inside the node's directory (protocol.override_rules.path_value_problem).
+    path_flags: tuple[str, ...] = ()
+    path_config_keys: tuple[str, ...] = ()
+    # What the client's config-file format cannot hold in a value.
+    config_value_rules: tuple[ConfigValueRule, ...] = ()
     # Keys with a documented meaning and the value type they take ("int", "bool", "str", "any").
     known_config_keys: Mapping[str, str] = field(default_factory=dict)
     # Whether users may set config-file keys (overrides.files); else only flags.
@@ -88,6 +97,20 @@ class ClientDef:
     # Skip `#!` launchers found on PATH (Debian's litecoind wrapper writes ~/.litecoin; npm shims
     # put node between the supervisor and the client).
     skip_scripts: bool = True
+
+    def capability(self, versions: Sequence[str] = ()) -> ClientCapability:
+        """What the executor declares about this client: the rules the control plane applies."""
+        return ClientCapability(
+            name=self.name,
+            versions=list(versions),
+            managed_flags=list(self.managed_flags),
+            managed_config_keys=list(self.managed_config_keys),
+            path_flags=list(self.path_flags),
+            path_config_keys=list(self.path_config_keys),
+            config_value_rules=[rule.value for rule in self.config_value_rules],
+            loose_flag_names=self.loose_flag_names,
+            accepts_config_files=self.accepts_config_files,
+        )
 
 
 @dataclass(frozen=True)
@@ -314,13 +337,13 @@ class ChainAdapter(ABC):
                     role=role_name,
                     required=required[role_name],
                     clients=[
-                        ClientCapability(
-                            name=c.name,
-                            versions=sorted(
-                                set(installed.get(c.name, ())) | set(c.downloads), reverse=True
-                            ),
-                            managed_flags=list(c.managed_flags),
-                            managed_config_keys=list(c.managed_config_keys),
+                        c.capability(
+                            sorted(
+                                v
+                                for v in set(installed.get(c.name, ())) | set(c.downloads)
+                                # A version the wire cannot carry would refuse the whole sync.
+                                if re.fullmatch(VERSION_PATTERN, v)
+                            )[::-1]
                         )
                         for c in clients.values()
                     ],

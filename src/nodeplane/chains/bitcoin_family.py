@@ -30,13 +30,14 @@ from nodeplane.chains.overrides import (
 )
 from nodeplane.chains.rpc import RpcError, RpcUnavailable, json_rpc, read_cookie
 from nodeplane.protocol import NodeSpec, NodeType, ProcessStatus, ResourceDefaults
+from nodeplane.protocol.override_rules import ConfigValueRule
 
 ROLE = "node"
 RPC_WARMING_UP = -28
 
 # Settings nodeplane owns: paths and networking it allocates, RPC auth it relies on for probes,
 # the network selection, and every option that runs a shell command or names a file outside
-# the node's directory (DESIGN §7).
+# the node's directory (DESIGN §7). Options that name a file a user may choose are in _PATHS.
 _MANAGED = (
     "datadir",
     "conf",
@@ -72,17 +73,31 @@ _MANAGED = (
     "alertnotify",
     "startupnotify",
     "shutdownnotify",
+    # Runs an external signing tool (a command).
+    "signer",
+    # An IPC socket path (multiprocess builds).
+    "ipcbind",
+    # ZeroMQ endpoints: an ipc:// endpoint unlinks and creates a socket file at any path.
+    "zmqpubhashblock",
+    "zmqpubhashtx",
+    "zmqpubrawblock",
+    "zmqpubrawtx",
+    "zmqpubsequence",
 )
+# Options naming a file the user may choose: a relative path resolves inside the network's
+# data directory, so only relative paths without '..' are accepted.
+_PATHS = ("asmap",)
 # Bitcoin Core reads `[<section>.][no]<name>` both on the command line and in the config file.
 _SECTIONS = ("main", "test", "testnet4", "signet", "regtest")
 
 
-def _managed_names() -> tuple[str, ...]:
+def _spellings(names: tuple[str, ...]) -> tuple[str, ...]:
     prefixes = ("", *(f"{s}." for s in _SECTIONS))
-    return tuple(f"{p}{neg}{name}" for name in _MANAGED for p in prefixes for neg in ("", "no"))
+    return tuple(f"{p}{neg}{name}" for name in names for p in prefixes for neg in ("", "no"))
 
 
-MANAGED_NAMES = _managed_names()
+MANAGED_NAMES = _spellings(_MANAGED)
+PATH_NAMES = _spellings(_PATHS)
 
 BITCOIN_KNOWN_KEYS: Mapping[str, str] = {
     "dbcache": "int",
@@ -110,6 +125,10 @@ def _daemon(name: str, known: Mapping[str, str], extra_dirs: tuple[str, ...] = (
         binary=name,
         managed_flags=MANAGED_NAMES,
         managed_config_keys=MANAGED_NAMES,
+        path_flags=PATH_NAMES,
+        path_config_keys=PATH_NAMES,
+        # Bitcoin Core cuts a config line at '#': refuse rather than silently truncate.
+        config_value_rules=(ConfigValueRule.NO_HASH,),
         known_config_keys=known,
         accepts_config_files=True,
         # Flushing a large dbcache to disk on shutdown can take minutes.
@@ -140,13 +159,6 @@ class NetworkParams:
 
 def _res(cpu: str, memory: str, disk: str) -> ResourceDefaults:
     return ResourceDefaults(cpu_request=cpu, memory_request=memory, storage_size=disk)
-
-
-def ini_value_problem(value: ConfigValue) -> str | None:
-    """Bitcoin Core cuts a config line at `#`: refuse rather than silently truncate."""
-    if isinstance(value, str) and "#" in value:
-        return "must not contain '#' (starts a comment in the config file)"
-    return None
 
 
 def render_conf(
@@ -246,7 +258,7 @@ class BitcoinFamilyAdapter(ChainAdapter):
     def render(self, spec: NodeSpec, ctx: RenderContext) -> NodePlan:
         """`<chain>.conf` plus `[binary, -datadir, -conf, -printtoconsole=1, *user flags]`."""
         clients = self.client_defs(spec)
-        check_overrides(spec, clients, value_check=ini_value_problem)
+        check_overrides(spec, clients)
         net = self.params[spec.network]
         rpc_port = ctx.port(f"{ROLE}.rpc")
         data_dir = ctx.layout.data_dir

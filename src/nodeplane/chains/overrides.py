@@ -1,32 +1,34 @@
 """User overrides, checked again at render time (DESIGN §7) and merged with what adapters set.
 
-The control plane refuses managed keys and flags from the capabilities; the executor must not
-trust that, so every adapter runs `check_overrides` before rendering. Flags stay single argv
-words (the executor never hands them to a shell); config values must fit on one line.
+The control plane refuses what the adapters' declared rules refuse (managed keys and flags,
+values a config format cannot hold, file paths outside the node's directory); the executor must
+not trust that, so every adapter runs `check_overrides` before rendering, applying the same
+protocol function to its own declarations. Flags stay single argv words (the executor never
+hands them to a shell); config values must fit on one line.
 """
 
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from nodeplane.chains.base import ClientDef, InvalidNodeConfig
 from nodeplane.protocol import NodeSpec
-
-ConfigValue = str | int | float | bool
-ValueCheck = Callable[[ConfigValue], str | None]
+from nodeplane.protocol.capabilities import client_override_problems
+from nodeplane.protocol.capabilities import is_managed_flag as declared_managed_flag
+from nodeplane.protocol.override_rules import flag_name, loose_name
+from nodeplane.protocol.spec import ConfigValue
 
 MAX_TEXT_LENGTH = 4096
 CONFIG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _LINE_BREAKS = frozenset("\x85\u2028\u2029")
 
-
-def flag_name(flag: str) -> str:
-    """`--http.port=8545` -> `http.port`; `-regtest` -> `regtest` (same rule as the protocol)."""
-    return flag.lstrip("-").split("=", 1)[0]
-
-
-def loose_name(name: str) -> str:
-    """A name as clients with case-insensitive, separator-agnostic flags read it."""
-    return re.sub(r"[-._]", "", name).lower()
+__all__ = [
+    "ConfigValue",
+    "check_overrides",
+    "flag_name",
+    "format_config_value",
+    "is_managed_flag",
+    "merge_args",
+]
 
 
 def text_problem(value: str) -> str | None:
@@ -48,51 +50,42 @@ def _type_problem(value: ConfigValue, kind: str | None) -> str | None:
     return None
 
 
-def _value_problem(
-    value: ConfigValue, kind: str | None, value_check: "ValueCheck | None"
-) -> str | None:
+def _value_problem(value: ConfigValue, kind: str | None) -> str | None:
     if isinstance(value, str) and (why := text_problem(value)):
         return why
-    if why := _type_problem(value, kind):
-        return why
-    return value_check(value) if value_check is not None else None
+    return _type_problem(value, kind)
 
 
 def is_managed_flag(client: ClientDef, flag: str) -> bool:
-    """Whether `flag` sets something `client` manages itself."""
-    name = flag_name(flag)
-    if name in client.managed_flags:
-        return True
-    if client.loose_flag_names:
-        return loose_name(name) in {loose_name(m) for m in client.managed_flags}
-    return False
+    """Whether `flag` sets something `client` manages itself (the protocol's rule)."""
+    return declared_managed_flag(client.capability(), flag)
 
 
-def check_overrides(
-    spec: NodeSpec, clients: Mapping[str, ClientDef], value_check: ValueCheck | None = None
-) -> None:
-    """Refuse overrides that touch managed settings or cannot be rendered safely.
+def check_overrides(spec: NodeSpec, clients: Mapping[str, ClientDef]) -> None:
+    """Refuse overrides that break the clients' declared rules or cannot be rendered safely.
 
-    `clients` maps each role of the spec to its client; `value_check` adds a format-specific
-    rule for config values (say, no `#` in an INI value). Raises InvalidNodeConfig.
+    `clients` maps each role of the spec to its client. Raises InvalidNodeConfig listing every
+    problem at once.
     """
     problems: dict[str, str] = {}
     for role, entries in spec.overrides.files.items():
         client = clients.get(role)
+        declared = (
+            client_override_problems(role, client.capability(), entries, ()) if client else {}
+        )
         for key, value in entries.items():
             offender = f"files.{role}.{key}"
             if client is None:
                 problems[offender] = f"no role {role!r} in this node"
-            elif not client.accepts_config_files:
-                problems[offender] = f"{client.name} takes flags only (overrides.args)"
             elif not CONFIG_KEY.fullmatch(key):
                 problems[offender] = "not a valid config key"
-            elif key in client.managed_config_keys:
-                problems[offender] = "managed by nodeplane"
-            elif why := _value_problem(value, client.known_config_keys.get(key), value_check):
+            elif offender in declared:
+                problems[offender] = declared[offender]
+            elif why := _value_problem(value, client.known_config_keys.get(key)):
                 problems[offender] = why
     for role, flags in spec.overrides.args.items():
         client = clients.get(role)
+        declared = client_override_problems(role, client.capability(), {}, flags) if client else {}
         for flag in flags:
             offender = f"args.{role}: {flag}"
             if client is None:
@@ -101,8 +94,8 @@ def check_overrides(
                 problems[offender] = "not a flag (must start with '-')"
             elif why := text_problem(flag):
                 problems[offender] = why
-            elif is_managed_flag(client, flag):
-                problems[offender] = "managed by nodeplane"
+            elif offender in declared:
+                problems[offender] = declared[offender]
     if problems:
         raise InvalidNodeConfig(problems)
 

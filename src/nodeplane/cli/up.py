@@ -91,7 +91,9 @@ def _save_key(key_file: Path, secret: str) -> None:
     key_file.write_text(secret)
 
 
-async def _executor_key(api: GraphQL, key_file: Path, email: str, password: str | None) -> str:
+async def _executor_key(
+    api: GraphQL, key_file: Path, email: str, password: str | None, agent_name: str
+) -> str:
     if (existing := _read_key(key_file)) is not None:
         return existing
     if password is None:
@@ -103,7 +105,15 @@ async def _executor_key(api: GraphQL, key_file: Path, email: str, password: str 
         {"e": email, "p": password},
     )
     api.token = login["login"]["token"]
-    created = await api('mutation { createApiKey(name: "local agent", kind: EXECUTOR) { secret } }')
+    # A lost key file: the new key is made for the agent's existing executor, which is bound to
+    # the lost key and refuses any other.
+    executors = (await api("{ executors { id name } }"))["executors"]
+    ours = next((e["id"] for e in executors if e["name"] == agent_name), None)
+    created = await api(
+        "mutation($e: UUID) "
+        '{ createApiKey(name: "local agent", kind: EXECUTOR, executorId: $e) { secret } }',
+        {"e": ours},
+    )
     secret: str = created["createApiKey"]["secret"]
     _save_key(key_file, secret)
     return secret
@@ -213,7 +223,7 @@ async def run_up(*, host: str, port: int, data_dir: Path, demo: bool, driver: st
 
     api = GraphQL(url)
     agent_dir = data_dir / "agent"
-    key = await _executor_key(api, agent_dir / "agent.key", email, password)
+    key = await _executor_key(api, agent_dir / "agent.key", email, password, local_agent_name())
     config = AgentConfig(
         agent=AgentSection(name=local_agent_name(), data_dir=agent_dir, driver=driver),
         control_plane=ControlPlaneSection(url=url, api_key=key),

@@ -7,6 +7,7 @@ from nodeplane.protocol.capabilities import (
     ResourceDefaults,
     RoleCapability,
     managed_override_offenders,
+    override_problems,
     unsupported_reason,
 )
 from nodeplane.protocol.enums import (
@@ -30,9 +31,11 @@ from nodeplane.protocol.executor_api import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.json_values import JsonLimits, json_value_problem
 from nodeplane.protocol.names import MAX_NODE_NAME_LENGTH, is_valid_node_name, node_name_problem
 from nodeplane.protocol.observed import ObservedNodeState, ObservedProcess
 from nodeplane.protocol.phase import derive_node_phase
+from nodeplane.protocol.runtime_events import RuntimeEventType
 from nodeplane.protocol.spec import (
     AgentHints,
     ClientSelection,
@@ -42,6 +45,9 @@ from nodeplane.protocol.spec import (
     ResourceSpec,
     StorageSpec,
 )
+from nodeplane.protocol.spec_bounds import SpecProblem, spec_bound_problems
+from nodeplane.protocol.text import unstorable_text_problem
+from nodeplane.protocol.times import datetime_problem
 
 __all__ = [
     "MAX_NODE_NAME_LENGTH",
@@ -57,6 +63,7 @@ __all__ = [
     "ExecutorCapabilities",
     "ExecutorKind",
     "HostResources",
+    "JsonLimits",
     "KnownRevision",
     "LifecycleAction",
     "NodeObservation",
@@ -73,12 +80,19 @@ __all__ = [
     "RestartPolicy",
     "RoleCapability",
     "RuntimeEvent",
+    "RuntimeEventType",
     "ServiceType",
+    "SpecProblem",
     "StorageSpec",
     "SyncExecutorRequest",
+    "datetime_problem",
     "derive_node_phase",
     "is_valid_node_name",
+    "json_value_problem",
     "managed_override_offenders",
     "node_name_problem",
+    "override_problems",
+    "spec_bound_problems",
+    "unstorable_text_problem",
     "unsupported_reason",
 ]

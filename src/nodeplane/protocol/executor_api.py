@@ -1,27 +1,32 @@
 """Wire types of the executor ↔ control-plane protocol (DESIGN §4)."""
 
 import uuid
-from datetime import datetime
-from typing import Any
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from nodeplane.protocol.capabilities import ExecutorCapabilities
 from nodeplane.protocol.enums import EventLevel, ExecutorKind
+from nodeplane.protocol.json_values import MAX_JSON_INTEGER, JsonPayload
 from nodeplane.protocol.observed import ObservedNodeState
-from nodeplane.protocol.spec import NodeSpec
+from nodeplane.protocol.runtime_events import RuntimeEventType, runtime_event_type
+from nodeplane.protocol.spec import NodeSpec, Version
+from nodeplane.protocol.text import StorableText
+from nodeplane.protocol.times import BoundedDateTime
 from nodeplane.protocol.wire import WireModel
 
 MAX_POLL_WAIT_SECONDS = 30.0
+MAX_HOST_CPU_CORES = 1_000_000.0
+MAX_EVENT_MESSAGE_LENGTH = 4096
 
 
 class HostResources(WireModel):
     """What the executor's host (or cluster) offers."""
 
-    cpu_cores: float | None = None
-    memory_bytes: int | None = None
-    disk_total_bytes: int | None = None
-    disk_available_bytes: int | None = None
+    cpu_cores: float | None = Field(default=None, ge=0.0, le=MAX_HOST_CPU_CORES)
+    memory_bytes: int | None = Field(default=None, ge=0, le=MAX_JSON_INTEGER)
+    disk_total_bytes: int | None = Field(default=None, ge=0, le=MAX_JSON_INTEGER)
+    disk_available_bytes: int | None = Field(default=None, ge=0, le=MAX_JSON_INTEGER)
 
 
 class NodeObservation(WireModel):
@@ -36,7 +41,7 @@ class SyncExecutorRequest(WireModel):
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     kind: ExecutorKind
-    version: str = Field(max_length=64)
+    version: Version
     capabilities: ExecutorCapabilities = Field(default_factory=ExecutorCapabilities)
     resources: HostResources = Field(default_factory=HostResources)
     nodes: list[NodeObservation] = Field(default_factory=list, max_length=1000)
@@ -62,12 +67,20 @@ class AssignedNodeSpec(WireModel):
     retain_data: bool = False
 
 
+def _event_type(raw: object) -> object:
+    return runtime_event_type(raw) if isinstance(raw, str) else raw
+
+
 class RuntimeEvent(WireModel):
-    """Something the executor's runtime saw: a crash, an init failure, a sync error."""
+    """Something the executor's runtime saw: a crash, an init failure, a sync error.
+
+    `type` is one of RuntimeEventType (the two pre-namespace names of older agents are mapped);
+    `occurred_at` is the executor's claim, which the control plane keeps in the payload.
+    """
 
     node_id: uuid.UUID | None = None
-    type: str = Field(min_length=1, max_length=128, pattern=r"^[a-z][a-z0-9_.-]*$")
+    type: Annotated[RuntimeEventType, BeforeValidator(_event_type)]
     level: EventLevel = EventLevel.INFO
-    message: str = Field(max_length=4096)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    occurred_at: datetime | None = None
+    message: StorableText = Field(max_length=MAX_EVENT_MESSAGE_LENGTH)
+    payload: JsonPayload = Field(default_factory=dict)
+    occurred_at: BoundedDateTime | None = None

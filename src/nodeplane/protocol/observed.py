@@ -1,26 +1,35 @@
 """What an executor observes of a node: raw per-process status plus optional sync metrics."""
 
+from typing import Annotated
+
 from pydantic import Field
 
 from nodeplane.protocol.enums import ProcessStatus
+from nodeplane.protocol.json_values import MAX_JSON_INTEGER
+from nodeplane.protocol.spec import Identifier
+from nodeplane.protocol.text import StorableText
 from nodeplane.protocol.wire import WireModel
+
+MAX_MESSAGE_LENGTH = 4096
+MAX_APPLY_ERROR_LENGTH = 8192
+Count = Annotated[int, Field(ge=0, le=MAX_JSON_INTEGER)]
 
 
 class ObservedProcess(WireModel):
     """One process of a node as the executor sees it; metrics are absent until first probed."""
 
-    role: str = Field(max_length=64)
+    role: Identifier
     status: ProcessStatus
-    message: str | None = Field(default=None, max_length=4096)
-    height: int | None = Field(default=None, ge=0)
-    network_height: int | None = Field(default=None, ge=0)
-    peers: int | None = Field(default=None, ge=0)
+    message: StorableText | None = Field(default=None, max_length=MAX_MESSAGE_LENGTH)
+    height: Count | None = None
+    network_height: Count | None = None
+    peers: Count | None = None
     sync_progress: float | None = Field(default=None, ge=0.0, le=1.0)
-    disk_total_bytes: int | None = Field(default=None, ge=0)
-    disk_available_bytes: int | None = Field(default=None, ge=0)
-    cpu_seconds: float | None = Field(default=None, ge=0.0)
-    memory_bytes: int | None = Field(default=None, ge=0)
-    pid: int | None = Field(default=None, ge=0)
+    disk_total_bytes: Count | None = None
+    disk_available_bytes: Count | None = None
+    cpu_seconds: float | None = Field(default=None, ge=0.0, le=float(MAX_JSON_INTEGER))
+    memory_bytes: Count | None = None
+    pid: int | None = Field(default=None, ge=0, le=2**31 - 1)
 
 
 class ObservedNodeState(WireModel):
@@ -28,4 +37,4 @@ class ObservedNodeState(WireModel):
 
     revision: int = Field(ge=0)
     processes: list[ObservedProcess] = Field(default_factory=list, max_length=32)
-    apply_error: str | None = Field(default=None, max_length=8192)
+    apply_error: StorableText | None = Field(default=None, max_length=MAX_APPLY_ERROR_LENGTH)

@@ -9,11 +9,12 @@ from nodeplane.protocol.wire import WireModel
 
 # Identifiers that executors turn into unit names, flags and paths: kept to a safe alphabet.
 Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
-Version = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")]
-# Kubernetes-style quantities: "100Gi", "2", "500m", "1.5".
-Quantity = Annotated[
-    str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
-]
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
+# Kubernetes-style quantities: "100Gi", "2", "500m", "1.5". Their size is bounded when a spec is
+# written (protocol.spec_bounds), not here, so specs stored before the bounds still load.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$"
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
 
 MAX_OVERRIDE_VALUE_LENGTH = 4096

@@ -26,6 +26,11 @@ CLIENT = ClientDef(
         "ipc",
         "ipcpath",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "init",
+        "cache-path",
+    ),
     stop_timeout_s=30,  # dumps its state file on SIGTERM
 )
 

@@ -38,6 +38,16 @@ CLIENT = ClientDef(
         "metrics.port",
         "log.dir.path",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "nodekey",
+        "pprof.cpuprofile",
+        "trace",
+        "cpuprofile",
+        "tls.cert",
+        "tls.key",
+        "tls.cacert",
+    ),
     stop_timeout_s=300,
 )
 

@@ -48,6 +48,20 @@ CLIENT = ClientDef(
         "metrics.port",
         "gcmode",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "nodekey",
+        "txpool.journal",
+        "blobpool.datadir",
+        "cache.trie.journal",
+        "pprof.cpuprofile",
+        "trace",
+        "go-execution-trace",
+        "beacon.checkpoint.file",
+        "pcscdpath",
+        "signer",
+        "synctarget",
+    ),
     stop_timeout_s=300,  # geth flushes its caches to disk on SIGTERM
 )
 

@@ -37,6 +37,24 @@ CLIENT = ClientDef(
         "logfile-dir",
         "reconstruct-historic-states",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "freezer-dir",
+        "blobs-dir",
+        "network-dir",
+        "slasher-dir",
+        "validator-monitor-file",
+        "checkpoint-state",
+        "checkpoint-block",
+        "checkpoint-blobs",
+        "trusted-setup-file-override",
+        "http-tls-cert",
+        "http-tls-key",
+        "dump-config",
+        "dump-chain-config",
+        "invalid-gossip-verified-blocks-path",
+        "logfile",
+    ),
 )
 
 PORTS = (*CONSENSUS_PORTS, PortSpec("quic", 9001, public=True))

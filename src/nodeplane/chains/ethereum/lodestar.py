@@ -31,6 +31,18 @@ CLIENT = ClientDef(
         "metrics.port",
         "logFile",
     ),
+    # Options naming a file of the user's choice (compared loosely, like the managed ones).
+    path_flags=(
+        "checkpointState",
+        "genesisStateFile",
+        "peerStoreDir",
+        "persistInvalidSszObjectsDir",
+        "bootnodesFile",
+        "dbDir",
+        "beaconDir",
+        "peerIdFile",
+        "enrFile",
+    ),
     # yargs accepts camelCase and kebab-case spellings of the same option.
     loose_flag_names=True,
     # Lodestar ships as a Node.js program; its `lodestar` launcher may be a script.

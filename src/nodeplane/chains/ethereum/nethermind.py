@@ -55,6 +55,26 @@ CLIENT = ClientDef(
         "metrics-exposeport",
         "KeyStore.KeyStoreDirectory",
         "keystore-keystoredirectory",
+        # The database location under its config name, and password files (a list of paths).
+        "Init.BaseDbPath",
+        "KeyStore.PasswordFiles",
+    ),
+    # Options naming a file of the user's choice (compared loosely, like the managed ones).
+    path_flags=(
+        "Init.ChainSpecPath",
+        "Init.StaticNodesPath",
+        "Init.TrustedNodesPath",
+        "Init.LogDirectory",
+        "Init.LogFileName",
+        "loggerConfigSource",
+        "lcs",
+        "pluginsDirectory",
+        "pd",
+        "KeyStore.EnodeKeyFile",
+        "Snapshot.SnapshotDirectory",
+        "Era.ImportDirectory",
+        "Era.ExportDirectory",
+        "JsonRpc.RpcRecorderBaseFilePath",
     ),
     stop_timeout_s=300,
 )

@@ -38,6 +38,24 @@ CLIENT = ClientDef(
         "monitoring-port",
         "log-file",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "genesis-state",
+        "checkpoint-state",
+        "checkpoint-block",
+        "p2p-priv-key",
+        "p2p-metadata",
+        "tls-cert",
+        "tls-key",
+        "db-backup-output-dir",
+        "slasher-datadir",
+        "blob-path",
+        "cpuprofile",
+        "trace",
+        "bootstrap-node",
+        "restore-source-file",
+        "restore-target-dir",
+    ),
 )
 
 # QUIC shares the P2P port number over UDP; discv5 needs a UDP port of its own, and Prysm's

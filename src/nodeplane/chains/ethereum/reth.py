@@ -41,6 +41,17 @@ CLIENT = ClientDef(
         "metrics",
         "full",
     ),
+    # Options naming a file of the user's choice: relative paths inside the data directory only.
+    path_flags=(
+        "datadir.static-files",
+        "datadir.static_files",
+        "rpc.jwtsecret",
+        "peers-file",
+        "debug.engine-api-store",
+        "txpool.transactions-backup",
+        "txpool.transactions_backup",
+        "era.path",
+    ),
     stop_timeout_s=300,
 )
 

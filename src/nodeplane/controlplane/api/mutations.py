@@ -1,6 +1,7 @@
 """GraphQL mutations: thin wrappers over the domain services, which own the transactions."""
 
 from datetime import datetime
+from typing import Annotated
 from uuid import UUID
 
 import strawberry
@@ -19,11 +20,12 @@ from nodeplane.controlplane.api.types import (
     Me,
     Node,
     Organization,
+    RebindExecutorPayload,
     RejectedObservation,
     Role,
     SyncExecutorPayload,
 )
-from nodeplane.controlplane.api.validation import json_list, parse_wire
+from nodeplane.controlplane.api.validation import datetime_input, json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
@@ -127,6 +129,10 @@ class Mutation:
         name: str,
         kind: ApiKeyKind,  # type: ignore[valid-type]
         expires_at: datetime | None = None,
+        executor_id: Annotated[
+            UUID | None,
+            strawberry.argument(description="Bind a new executor key to this existing executor."),
+        ] = None,
     ) -> CreateApiKeyPayload:
         async with info.context.db.write() as uow:
             created = await api_keys.create_api_key(
@@ -134,7 +140,8 @@ class Mutation:
                 info.context.principal,
                 name=name,
                 kind=ApiKeyKindValue(kind),
-                expires_at=expires_at,
+                expires_at=datetime_input(expires_at, field="expiresAt"),
+                executor_id=executor_id,
             )
         return CreateApiKeyPayload(api_key=ApiKey.from_row(created.key), secret=created.secret)
 
@@ -199,8 +206,7 @@ class Mutation:
     @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
     async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
         request = parse_wire(SyncExecutorRequest, input, field="input")
-        async with info.context.db.write() as uow:
-            result = await executors.sync_executor(uow, info.context.principal, request)
+        result = await executors.sync(info.context.db, info.context.principal, request)
         return SyncExecutorPayload(
             executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),
             rejected=[RejectedObservation(node_id=k, reason=v) for k, v in result.rejected.items()],
@@ -213,12 +219,31 @@ class Mutation:
 
     @strawberry.mutation(description="Runtime events from an executor: crashes, init failures.")
     async def report_runtime_events(self, info: Info, events: JSON) -> int:
+        # One refused event refuses the whole call: nothing is written.
         parsed = [
-            parse_wire(RuntimeEvent, e, field="events")
-            for e in json_list(events, "events", max_items=executors.MAX_RUNTIME_EVENTS_PER_CALL)
+            parse_wire(RuntimeEvent, e, field=f"events[{i}]")
+            for i, e in enumerate(
+                json_list(events, "events", max_items=executors.MAX_RUNTIME_EVENTS_PER_CALL)
+            )
         ]
         async with info.context.db.write() as uow:
             return await executors.report_runtime_events(uow, info.context.principal, parsed)
+
+    @strawberry.mutation(
+        description="Bind an executor key to an executor; the keys bound before are revoked."
+    )
+    async def rebind_executor(
+        self, info: Info, executor_id: UUID, api_key_id: UUID
+    ) -> RebindExecutorPayload:
+        async with info.context.db.write() as uow:
+            result = await executors.rebind_executor(
+                uow, info.context.principal, executor_id, api_key_id
+            )
+        return RebindExecutorPayload(
+            executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),
+            api_key=ApiKey.from_row(result.key),
+            revoked_keys=[ApiKey.from_row(k) for k in result.revoked],
+        )
 
 
 __all__ = ["Me", "Mutation"]

@@ -322,3 +322,10 @@ class RejectedObservation:
 class SyncExecutorPayload:
     executor: Executor
     rejected: list[RejectedObservation]
+
+
+@strawberry.type
+class RebindExecutorPayload:
+    executor: Executor
+    api_key: ApiKey
+    revoked_keys: list[ApiKey]

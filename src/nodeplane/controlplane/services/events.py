@@ -1,7 +1,6 @@
 """The append-only events feed: recording and keyset-paginated reading."""
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -10,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_principal
 from nodeplane.controlplane.services.actors import Actor
+from nodeplane.controlplane.services.filter_text import check_filter_text
 from nodeplane.controlplane.store.models import Event, Node
 from nodeplane.protocol import EventLevel, EventSource
 
@@ -30,9 +30,8 @@ async def record_event(
     node: Node | None = None,
     executor_id: UUID | None = None,
     payload: dict[str, Any] | None = None,
-    occurred_at: datetime | None = None,
 ) -> Event:
-    """Append one event in the caller's transaction."""
+    """Append one event in the caller's transaction; its time is the server's, always."""
     event = Event(
         organization_id=organization_id,
         type=type,
@@ -49,8 +48,6 @@ async def record_event(
         else (node.executor_id if node else None),
         payload=payload or {},
     )
-    if occurred_at is not None:
-        event.created_at = occurred_at
     session.add(event)
     return event
 
@@ -84,6 +81,7 @@ async def list_events(
 ) -> EventPage:
     """Events of the caller's organization, newest first, keyset-paginated by event id."""
     p = require_principal(principal)
+    check_filter_text(("filter.type", flt.type))
     if p.organization_id is None:
         return EventPage([], None, False)
     first = max(1, min(first, MAX_PAGE))

@@ -9,13 +9,19 @@ from uuid import UUID
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nodeplane.controlplane.auth.principal import Principal, require_executor, require_principal
+from nodeplane.controlplane.auth.principal import (
+    ApiKeyKind,
+    Principal,
+    require_executor,
+    require_mutator,
+    require_principal,
+)
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
-from nodeplane.controlplane.services.actors import SYSTEM, Actor
+from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.nodes import phase_of, record_phase_change
 from nodeplane.controlplane.store.database import Database, UnitOfWork
-from nodeplane.controlplane.store.models import ApiKey, Executor, Node
+from nodeplane.controlplane.store.models import ApiKey, Event, Executor, Node
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import (
     MAX_POLL_WAIT_SECONDS,
@@ -111,6 +117,21 @@ class SyncResult:
     rejected: dict[UUID, str] = field(default_factory=dict)
 
 
+class BindRefused(DomainError):
+    """A key not bound to any executor named an executor that belongs to another key."""
+
+    def __init__(self, executor: Executor, api_key_id: UUID) -> None:
+        super().__init__(
+            ErrorCode.FORBIDDEN,
+            f"executor {executor.name!r} is bound to another key; an owner or admin can bind "
+            "this key to it (rebindExecutor) or create a key for it",
+        )
+        self.executor_id = executor.id
+        self.executor_name = executor.name
+        self.organization_id = executor.organization_id
+        self.api_key_id = api_key_id
+
+
 async def _bind_executor(uow: UnitOfWork, p: Principal, request: SyncExecutorRequest) -> Executor:
     session = uow.session
     assert p.organization_id is not None and p.api_key_id is not None
@@ -125,29 +146,82 @@ async def _bind_executor(uow: UnitOfWork, p: Principal, request: SyncExecutorReq
         .where(Executor.organization_id == p.organization_id, Executor.name == request.name)
         .with_for_update()
     )
-    if executor is None:
-        executor = Executor(
-            organization_id=p.organization_id,
-            name=request.name,
-            kind=request.kind.value,
-            version=request.version,
-            connected=True,
-        )
-        session.add(executor)
-        await session.flush()
-        await record_event(
-            session,
-            organization_id=p.organization_id,
-            type="executor.connected",
-            message=f"executor {request.name} ({request.kind.value} {request.version}) connected",
-            actor=_executor_actor(executor),
-            executor_id=executor.id,
-            payload={"kind": request.kind.value, "version": request.version},
-        )
+    if executor is not None:
+        # An executor is bound to the key that registered it: a new key takes it over only
+        # when an admin says so, or an attacker with any executor key could become any host.
+        raise BindRefused(executor, p.api_key_id)
+    executor = Executor(
+        organization_id=p.organization_id,
+        name=request.name,
+        kind=request.kind.value,
+        version=request.version,
+        connected=True,
+    )
+    session.add(executor)
+    await session.flush()
+    await record_event(
+        session,
+        organization_id=p.organization_id,
+        type="executor.connected",
+        message=f"executor {request.name} ({request.kind.value} {request.version}) connected",
+        actor=_executor_actor(executor),
+        executor_id=executor.id,
+        payload={"kind": request.kind.value, "version": request.version},
+    )
     await session.execute(
         update(ApiKey).where(ApiKey.id == p.api_key_id).values(executor_id=executor.id)
     )
     return executor
+
+
+# A host retrying with a refused key every few seconds leaves one event per hour, not thousands.
+BIND_REFUSED_EVENT_INTERVAL = timedelta(hours=1)
+
+
+async def record_bind_refusal(uow: UnitOfWork, refused: BindRefused) -> None:
+    """Record `executor.bind_refused` (warn) so admins see the attempt, at most once an hour
+    per key and executor."""
+    session = uow.session
+    key = await session.get(ApiKey, refused.api_key_id)
+    if key is None:
+        return
+    recent = await session.scalar(
+        select(Event.id)
+        .where(
+            Event.organization_id == refused.organization_id,
+            Event.type == "executor.bind_refused",
+            Event.executor_id == refused.executor_id,
+            Event.actor_id == key.id,
+            Event.created_at > utcnow() - BIND_REFUSED_EVENT_INTERVAL,
+        )
+        .limit(1)
+    )
+    if recent is not None:
+        return
+    await record_event(
+        session,
+        organization_id=refused.organization_id,
+        type="executor.bind_refused",
+        level=EventLevel.WARN,
+        message=f"key {key.name!r} tried to act as executor {refused.executor_name}, "
+        "which is bound to another key; refused",
+        actor=Actor("apikey", key.id, f"key:{key.name}"),
+        executor_id=refused.executor_id,
+        payload={"keyId": str(key.id), "keyName": key.name},
+    )
+
+
+async def sync(
+    db: Database, principal: Principal | None, request: SyncExecutorRequest
+) -> SyncResult:
+    """`sync_executor` in its own transaction; a refused takeover is recorded in another."""
+    try:
+        async with db.write() as uow:
+            return await sync_executor(uow, principal, request)
+    except BindRefused as refused:
+        async with db.write() as uow:
+            await record_bind_refusal(uow, refused)
+        raise
 
 
 async def sync_executor(
@@ -330,6 +404,8 @@ async def poll_specs(
 async def confirm_teardown(uow: UnitOfWork, principal: Principal | None, node_id: UUID) -> bool:
     """The executor tore a deleted node down: remove the row (history stays). Idempotent."""
     p = require_executor(principal)
+    if p.executor_id is None:
+        raise DomainError(ErrorCode.INVALID_ACTION, "call syncExecutor once before confirming")
     session = uow.session
     node = await session.scalar(
         select(Node).where(Node.id == node_id, Node.executor_id == p.executor_id).with_for_update()
@@ -360,7 +436,10 @@ async def confirm_teardown(uow: UnitOfWork, principal: Principal | None, node_id
 async def report_runtime_events(
     uow: UnitOfWork, principal: Principal | None, events: list[RuntimeEvent]
 ) -> int:
-    """Append runtime events from the executor; events about others' nodes are dropped."""
+    """Append runtime events from the executor; events about others' nodes are dropped.
+
+    Every event was parsed as a RuntimeEvent, so its type is in the executor's own namespace.
+    """
     p = require_executor(principal)
     if len(events) > MAX_RUNTIME_EVENTS_PER_CALL:
         raise DomainError(
@@ -384,18 +463,120 @@ async def report_runtime_events(
         node = nodes.get(ev.node_id) if ev.node_id is not None else None
         if ev.node_id is not None and node is None:
             continue
+        payload = dict(ev.payload)
+        if ev.occurred_at is not None:
+            # The executor's claim is kept as data; the event's own time is the server's.
+            payload["occurredAt"] = ev.occurred_at.isoformat()
         await record_event(
             session,
             organization_id=executor.organization_id,
-            type=ev.type,
+            type=ev.type.value,
             level=ev.level,
             source=EventSource.RUNTIME,
             message=ev.message,
             actor=_executor_actor(executor),
             node=node,
             executor_id=executor.id,
-            payload=ev.payload,
-            occurred_at=ev.occurred_at if ev.occurred_at and ev.occurred_at.tzinfo else None,
+            payload=payload,
         )
         accepted += 1
     return accepted
+
+
+# ---- rebinding ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RebindResult:
+    """The executor, the key now bound to it, and the keys that were bound before (revoked)."""
+
+    executor: Executor
+    key: ApiKey
+    revoked: list[ApiKey]
+
+
+async def rebind_executor(
+    uow: UnitOfWork, principal: Principal | None, executor_id: UUID, api_key_id: UUID
+) -> RebindResult:
+    """Bind an executor key to an executor (owner/admin) and revoke the keys bound before.
+
+    The usual reason is a host that lost its key (or was rebuilt): the old key must stop
+    working the moment another host takes the name over.
+    """
+    p = require_mutator(principal)
+    session = uow.session
+    executor = await session.scalar(
+        select(Executor)
+        .where(Executor.id == executor_id, Executor.organization_id == p.organization_id)
+        .with_for_update()
+    )
+    if executor is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "executor not found", field="executorId")
+    key = await session.scalar(
+        select(ApiKey)
+        .where(ApiKey.id == api_key_id, ApiKey.organization_id == p.organization_id)
+        .with_for_update()
+    )
+    if key is None:
+        raise DomainError(ErrorCode.NOT_FOUND, "API key not found", field="apiKeyId")
+    if key.kind != ApiKeyKind.EXECUTOR.value:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, "only an executor key can drive an executor", field="apiKeyId"
+        )
+    now = utcnow()
+    if not key.enabled or (key.expires_at is not None and key.expires_at <= now):
+        raise DomainError(
+            ErrorCode.INVALID_INPUT, f"key {key.name!r} is revoked or expired", field="apiKeyId"
+        )
+    if key.executor_id is not None and key.executor_id != executor.id:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"key {key.name!r} drives another executor; create a new key for this one",
+            field="apiKeyId",
+        )
+    key.executor_id = executor.id
+    revoked = list(
+        (
+            await session.scalars(
+                select(ApiKey)
+                .where(
+                    ApiKey.executor_id == executor.id,
+                    ApiKey.id != key.id,
+                    ApiKey.enabled.is_(True),
+                )
+                .order_by(ApiKey.created_at)
+                .with_for_update()
+            )
+        ).all()
+    )
+    actor = actor_of(p)
+    for old in revoked:
+        old.enabled = False
+        old.revoked_at = now
+        await record_event(
+            session,
+            organization_id=executor.organization_id,
+            type="apikey.revoked",
+            message=f"{p.label} revoked executor key {old.name!r} "
+            f"(executor {executor.name} rebound to key {key.name!r})",
+            actor=actor,
+            executor_id=executor.id,
+            payload={"keyId": str(old.id)},
+        )
+    await record_event(
+        session,
+        organization_id=executor.organization_id,
+        type="executor.rebound",
+        level=EventLevel.WARN,
+        message=f"{p.label} bound executor {executor.name} to key {key.name!r}"
+        + (f"; revoked {', '.join(repr(k.name) for k in revoked)}" if revoked else ""),
+        actor=actor,
+        executor_id=executor.id,
+        payload={
+            "keyId": str(key.id),
+            "keyName": key.name,
+            "revokedKeyIds": [str(k.id) for k in revoked],
+            "revokedKeyNames": [k.name for k in revoked],
+        },
+    )
+    return RebindResult(executor, key, revoked)

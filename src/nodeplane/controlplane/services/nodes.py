@@ -12,6 +12,7 @@ from nodeplane.controlplane.auth.principal import Principal, require_mutator, re
 from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found, validation_error
 from nodeplane.controlplane.services.actors import Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.filter_text import check_filter_text
 from nodeplane.controlplane.store.database import UnitOfWork
 from nodeplane.controlplane.store.models import Executor, Node, SpecRevision
 from nodeplane.controlplane.store.types import utcnow
@@ -24,10 +25,14 @@ from nodeplane.protocol import (
     NodeSpec,
     ObservedNodeState,
     derive_node_phase,
-    managed_override_offenders,
+    json_value_problem,
     node_name_problem,
+    override_problems,
+    spec_bound_problems,
+    unstorable_text_problem,
     unsupported_reason,
 )
+from nodeplane.protocol.capabilities import MANAGED
 from nodeplane.protocol.spec_diff import SpecChange, spec_diff
 
 MAX_PAGE = 200
@@ -42,8 +47,17 @@ def spec_of(node: Node) -> NodeSpec:
 
 
 def observed_of(node: Node) -> ObservedNodeState | None:
-    """The node's latest observation as a model, or None before the first report."""
-    return ObservedNodeState.model_validate(node.observed) if node.observed is not None else None
+    """The node's latest observation as a model, or None before the first report.
+
+    An observation stored before today's rules that no longer passes them reads as none: the
+    executor's next heartbeat replaces it, and until then it cannot break every read of the node.
+    """
+    if node.observed is None:
+        return None
+    try:
+        return ObservedNodeState.model_validate(node.observed)
+    except ValidationError:
+        return None
 
 
 def phase_of(node: Node) -> NodePhase:
@@ -85,24 +99,58 @@ async def record_phase_change(
 
 
 def parse_spec(raw: Any) -> NodeSpec:
-    """Validate a wire-form spec, or raise `invalid_node_config` listing every problem."""
+    """Validate a wire-form spec and the bounds of a write, or raise `invalid_node_config`
+    listing every problem."""
+    if problem := json_value_problem(raw):
+        raise DomainError(
+            ErrorCode.INVALID_NODE_CONFIG,
+            f"invalid spec: {problem}",
+            field="spec",
+            details={"problems": [{"path": "", "message": problem}]},
+        )
     try:
-        return NodeSpec.model_validate(raw)
+        spec = NodeSpec.model_validate(raw)
     except ValidationError as exc:
         raise validation_error(exc, ErrorCode.INVALID_NODE_CONFIG, "spec") from None
+    if bounds := spec_bound_problems(spec):
+        problems = [{"path": p.path, "message": p.message} for p in bounds]
+        raise DomainError(
+            ErrorCode.INVALID_NODE_CONFIG,
+            "invalid spec: " + "; ".join(f"{p.path}: {p.message}" for p in bounds[:5]),
+            field="spec",
+            details={"problems": problems},
+        )
+    return spec
+
+
+def declared_capabilities(executor: Executor) -> ExecutorCapabilities:
+    """What the executor declared at its last sync; nothing, if that no longer passes the rules
+    (it was stored before them) — its next sync declares it again."""
+    try:
+        return ExecutorCapabilities.model_validate(executor.capabilities or {})
+    except ValidationError:
+        return ExecutorCapabilities()
 
 
 def check_against_executor(spec: NodeSpec, executor: Executor) -> None:
-    """Refuse specs the executor cannot run or whose overrides touch managed settings."""
-    capabilities = ExecutorCapabilities.model_validate(executor.capabilities or {})
+    """Refuse specs the executor cannot run, or whose overrides break the rules its adapters
+    declared (managed settings, values the config format cannot hold, paths outside the node)."""
+    capabilities = declared_capabilities(executor)
     if reason := unsupported_reason(spec, capabilities):
         raise DomainError(ErrorCode.CHAIN_NOT_SUPPORTED_BY_EXECUTOR, reason, field="spec")
-    if offenders := managed_override_offenders(spec, capabilities):
+    if problems := override_problems(spec, capabilities):
+        managed = [o for o, why in problems.items() if why == MANAGED]
+        other = [f"{o} ({why})" for o, why in problems.items() if why != MANAGED]
+        parts = []
+        if managed:
+            parts.append("overrides touch settings nodeplane manages: " + ", ".join(managed))
+        if other:
+            parts.append("overrides the executor cannot apply: " + ", ".join(other))
         raise DomainError(
             ErrorCode.INVALID_NODE_CONFIG,
-            "overrides touch settings nodeplane manages: " + ", ".join(offenders),
+            "; ".join(parts),
             field="spec.overrides",
-            details={"offenders": offenders},
+            details={"offenders": list(problems), "reasons": problems},
         )
 
 
@@ -165,6 +213,7 @@ async def list_nodes(
 ) -> NodePage:
     """Nodes the caller may see, by name; the phase filter is applied to the derived phase."""
     p = require_principal(principal)
+    check_filter_text(("filter.name", flt.name), ("filter.chain", flt.chain), ("after", after))
     if p.organization_id is None:
         return NodePage([], None, False)
     first = max(1, min(first, MAX_PAGE))
@@ -250,6 +299,22 @@ def _check_writable(node: Node, expected_revision: int | None) -> None:
             field="expectedRevision",
             details={"currentRevision": node.revision},
         )
+
+
+MAX_CAUSE_LENGTH = 200  # the width of spec_revisions.cause
+
+
+def _check_cause(cause: str | None) -> None:
+    if cause is None:
+        return
+    if len(cause) > MAX_CAUSE_LENGTH:
+        problem: str | None = f"must be at most {MAX_CAUSE_LENGTH} characters"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in cause):
+        problem = "must not contain newlines or other control characters"
+    else:
+        problem = unstorable_text_problem(cause)
+    if problem:
+        raise DomainError(ErrorCode.INVALID_INPUT, f"cause {problem}", field="cause")
 
 
 def _history_row(node: Node, actor: Actor, cause: str) -> SpecRevision:
@@ -350,6 +415,7 @@ async def update_node(
 ) -> Node:
     """Change a node's overrides and/or resources as a new revision; no change writes nothing."""
     p = require_mutator(principal)
+    _check_cause(cause)
     node = await _lock_node(uow, p, node_id)
     _check_writable(node, expected_revision)
     raw = dict(node.spec)

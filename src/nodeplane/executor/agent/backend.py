@@ -36,7 +36,6 @@ from nodeplane.executor.agent.driver import (
 )
 from nodeplane.executor.agent.layout import UnsafePath, inside, node_layout, nodes_root
 from nodeplane.executor.agent.ports import allocate_ports, ports_in_use
-from nodeplane.executor.agent.quantities import cpu_cores, memory_bytes
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -49,7 +48,12 @@ from nodeplane.protocol import (
     ObservedProcess,
     ProcessStatus,
     RuntimeEvent,
+    RuntimeEventType,
+    spec_bound_problems,
 )
+from nodeplane.protocol.observed import MAX_MESSAGE_LENGTH
+from nodeplane.protocol.quantities import cpu_cores, memory_bytes
+from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
@@ -203,8 +207,10 @@ class AgentBackend:
             raise ApplyError("no spec to apply")
         adapter = self._adapter(spec)
         layout = self._layout(node.name)
+        # The executor validates again what the control plane validated (DESIGN §7).
+        if bounds := spec_bound_problems(spec):
+            raise ApplyError("; ".join(f"{p.path}: {p.message}" for p in bounds))
         try:
-            # The executor validates again what the control plane validated (DESIGN §7).
             adapter.client_defs(spec)
             wanted_ports = adapter.ports(spec)
             ports = allocate_ports(
@@ -401,7 +407,7 @@ class AgentBackend:
                 ObservedProcess(
                     role=process.role,
                     status=status,
-                    message=message,
+                    message=storable_excerpt(message, MAX_MESSAGE_LENGTH) if message else None,
                     pid=unit.main_pid or None,
                     cpu_seconds=unit.cpu_seconds,
                     memory_bytes=unit.memory_bytes,
@@ -420,7 +426,7 @@ class AgentBackend:
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
-                    type="process.restarted",
+                    type=RuntimeEventType.NODE_PROCESS_RESTARTED,
                     level=EventLevel.WARN,
                     message=f"{name} exited ({unit.result or 'unknown'}) and was restarted",
                     payload={"unit": name, "restarts": unit.restarts, "result": unit.result},
@@ -430,7 +436,7 @@ class AgentBackend:
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
-                    type="process.crashed",
+                    type=RuntimeEventType.NODE_PROCESS_CRASHED,
                     level=EventLevel.ERROR,
                     message=f"{name} stopped unexpectedly ({unit.result or 'unknown'})",
                     payload={"unit": name, "result": unit.result},

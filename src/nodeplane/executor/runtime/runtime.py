@@ -22,6 +22,10 @@ from nodeplane.protocol import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
+from nodeplane.protocol.observed import MAX_APPLY_ERROR_LENGTH
+from nodeplane.protocol.runtime_events import RuntimeEventType
+from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
@@ -140,6 +144,14 @@ class ExecutorRuntime:
         batch, self._pending_events = self._pending_events[:100], self._pending_events[100:]
         try:
             await self.client.report_events(batch)
+        except ControlPlaneError as exc:
+            if exc.code == "invalid_input":
+                # Refused as a whole and for good (say, a type this control plane does not know
+                # yet): sending it again would hold back every later event.
+                log.error("events.refused", error=str(exc), count=len(batch))
+                return
+            log.warning("events.report_failed", error=str(exc), count=len(batch))
+            self._pending_events = batch + self._pending_events
         except _NETWORK_ERRORS as exc:
             log.warning("events.report_failed", error=str(exc), count=len(batch))
             self._pending_events = batch + self._pending_events
@@ -204,9 +216,12 @@ class ExecutorRuntime:
                 self._pending_events.append(
                     RuntimeEvent(
                         node_id=spec.node_id,
-                        type="node.apply.failed",
+                        type=RuntimeEventType.NODE_APPLY_FAILED,
                         level=EventLevel.ERROR,
-                        message=f"{spec.name}: cannot apply revision {spec.revision}: {message}",
+                        message=storable_excerpt(
+                            f"{spec.name}: cannot apply revision {spec.revision}: {message}",
+                            MAX_EVENT_MESSAGE_LENGTH,
+                        ),
                         payload={"revision": spec.revision},
                     )
                 )
@@ -262,6 +277,8 @@ class ExecutorRuntime:
                 if failed and held.failed_revision
                 else held.applied_revision,
                 processes=processes,
-                apply_error=held.apply_error,
+                apply_error=storable_excerpt(held.apply_error, MAX_APPLY_ERROR_LENGTH)
+                if held.apply_error is not None
+                else None,
             )
         self._observations = observations
