@@ -10,7 +10,6 @@ import json
 import time
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from tests.controlplane.test_request_limits import (
     ANSWER_WITHIN_S,
     KNOWN_CODES,
+    SENDER,
     assert_healthy,
 )
 from tests.support.fleet import Org
@@ -156,7 +156,7 @@ def check_answer(base_url: str, document: str, token: str | None) -> None:
     if token:
         headers["authorization"] = f"Bearer {token}"
     started = time.perf_counter()
-    response = httpx.post(f"{base_url}/graphql", content=body, headers=headers, timeout=10)
+    response = SENDER.post(f"{base_url}/graphql", content=body, headers=headers, timeout=10)
     took = time.perf_counter() - started
     assert took < ANSWER_WITHIN_S, f"{took:.2f} s for a {len(document)}-char document"
     assert response.status_code < 500, response.text[:300]
