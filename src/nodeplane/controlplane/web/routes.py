@@ -49,7 +49,13 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         password = str(form.get("password", ""))
         next_url = _safe_next(str(form.get("next", "")) or None)
         try:
-            result = await accounts.login(db, settings, email, password)
+            result = await accounts.login(
+                db,
+                settings,
+                email,
+                password,
+                client_address=request.client.host if request.client else None,
+            )
         except DomainError as exc:
             return templates.TemplateResponse(
                 request,
