@@ -42,7 +42,8 @@ def login_error(client: Client, email: str, password: str) -> GraphQLError:
 
 def signs_in(client: Client, email: str, password: str) -> bool:
     token = client(LOGIN, {"e": email, "p": password})["login"]["token"]
-    return Client(client.base_url, token)(ME)["me"]["email"] == email
+    signed_in: str = Client(client.base_url, token)(ME)["me"]["email"]
+    return signed_in == email
 
 
 def email_of(client: Client) -> str:

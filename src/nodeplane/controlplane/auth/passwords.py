@@ -21,7 +21,6 @@ from nodeplane.controlplane.auth.secrets import hash_password, verify_password
 from nodeplane.controlplane.config import AccountLimits
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 
-
 # How much lower than the event loop the argon2 threads run (a nice increment, Linux only).
 WORKER_NICENESS = 10
 
