@@ -61,8 +61,10 @@ def test_only_real_addresses_are_accepted(
     for bad in NOT_ADDRESSES:
         err = error_of(org.owner, INVITE, {"e": bad})
         assert (err.code, err.extensions.get("field")) == ("invalid_input", "email"), bad
+    for bad in NOT_ADDRESSES:
         err = error_of(system_admin, CREATE_ORG, {"n": f"{name}-{len(bad)}", "e": bad})
-        assert (err.code, err.extensions.get("field")) == ("invalid_input", "ownerEmail"), bad
+        assert err.code == "invalid_input", bad
+        assert err.extensions.get("field") == "ownerEmail", bad
     assert org_state(org, server.database_url) == before
     assert cells_containing(server.database_url, name) == []
 

@@ -12,7 +12,12 @@ from tests.support.gql import Client, GraphQLError
 from tests.support.server import ServerProcess
 
 INVITE = "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { token } }"
-ACCEPT = "mutation($t: String!, $p: String) { acceptInvite(token: $t, password: $p) { token me { email role organization { id } } } }"
+ACCEPT = "mutation($t: String!, $p: String!) { acceptInvite(token: $t, password: $p) { token me { email role organization { id } } } }"
+# Signed in, no password is needed (the argument is optional).
+ACCEPT_SIGNED_IN = "mutation($t: String!) { acceptInvite(token: $t) { token me { email role organization { id } } } }"
+ACCEPT_MAYBE = (
+    "mutation($t: String!, $p: String) { acceptInvite(token: $t, password: $p) { token } }"
+)
 CREATE_ORG = "mutation($n: String!, $e: String!) { createOrganization(name: $n, ownerEmail: $e) { organization { id } inviteToken } }"
 LOGIN = "mutation($e: String!, $p: String!, $o: UUID) { login(email: $e, password: $p, organizationId: $o) { token me { role organization { id } } } }"
 MEMBERS = "{ members { email role } }"
@@ -56,17 +61,17 @@ def test_accept_invite_is_no_password_oracle(
     assert len(answers) == 1
     (code, message, _field) = answers.pop()
     assert code == "unauthenticated" and "sign in" in message
-    assert error_of(attacker, ACCEPT, {"t": token, "p": None}).errors[0]["message"] == message
+    assert error_of(attacker, ACCEPT_MAYBE, {"t": token, "p": None}).errors[0]["message"] == message
 
     # Nothing was written: no membership, the invite still unused, no session for anyone.
     assert victim_email not in member_emails(org)
     assert victim_email not in {e["payload"]["email"] for e in org.owner(EVENTS)["events"]["items"]}
     # The real account, signed in as itself, joins with the same invite and no password.
-    joined = victim(ACCEPT, {"t": token})["acceptInvite"]
+    joined = victim(ACCEPT_SIGNED_IN, {"t": token})["acceptInvite"]
     assert joined["me"]["email"] == victim_email
     assert joined["me"]["organization"]["id"] == org.id and joined["me"]["role"] == "ADMIN"
     assert victim_email in member_emails(org)
-    assert error_of(victim, ACCEPT, {"t": token}).code == "not_found"  # used once
+    assert error_of(victim, ACCEPT_SIGNED_IN, {"t": token}).code == "not_found"  # used once
     # Its sign-in in its first organization is untouched.
     assert victim(ME)["me"]["organization"]["id"] == victim_org.id
 
@@ -98,7 +103,7 @@ def test_a_signed_in_account_accepts_only_its_own_invites(
     # ...and a personal key of the invited account counts as being signed in as it.
     owner_of_other_key = other.owner(PERSONAL_KEY)["createApiKey"]["secret"]
     token = invite(org, other.owner(ME)["me"]["email"])
-    joined = Client(server.url, owner_of_other_key)(ACCEPT, {"t": token})["acceptInvite"]
+    joined = Client(server.url, owner_of_other_key)(ACCEPT_SIGNED_IN, {"t": token})["acceptInvite"]
     assert joined["me"]["organization"]["id"] == org.id
     actors = {e["payload"]["email"]: e["actor"] for e in org.owner(EVENTS)["events"]["items"]}
     assert actors[other.owner(ME)["me"]["email"]] == other.owner(ME)["me"]["email"]
@@ -110,7 +115,7 @@ def test_accept_invite_for_a_new_account_still_checks_the_password_rule(
     token = invite(org, f"{unique('new')}@example.test")
     anon = Client(server.url)
     for bad in (None, "short", "x" * 1025):
-        err = error_of(anon, ACCEPT, {"t": token, "p": bad})
+        err = error_of(anon, ACCEPT_MAYBE, {"t": token, "p": bad})
         assert err.code == "invalid_input" and err.extensions["field"] == "password"
     assert len(member_emails(org)) == 1
     assert anon(ACCEPT, {"t": token, "p": "a-good-password"})["acceptInvite"]["token"]
