@@ -9,9 +9,9 @@ Failures are counted under three keys, each with its own allowance before delays
   signing in from where they usually do.
 
 Past its allowance a key is blocked for a delay that doubles with every further failure, up to a
-cap; a blocked attempt is refused before any password work. An attempt is counted as a failure
-when it is admitted (so parallel guesses cannot slip past the count) and given back when the
-password turns out right.
+cap, counted from the moment the failure is answered; a blocked attempt is refused before any
+password work. An attempt is counted as a failure when it is admitted (so parallel guesses cannot
+slip past the count) and given back when the password turns out right.
 """
 
 import math
@@ -153,6 +153,24 @@ async def admit(
         delay = delay_after(limits, Scope(row.scope), row.failures)
         row.blocked_until = now + timedelta(seconds=delay) if delay is not None else None
     return Attempt(tuple(keys), address)
+
+
+async def record_failure(
+    session: AsyncSession, limits: AccountLimits, attempt: Attempt, now: datetime
+) -> None:
+    """The password was wrong: the attempt stays counted, and its delays run from now.
+
+    Admission already blocked the keys that went past their allowance; starting the delay again
+    once the answer is known keeps the time spent verifying from eating into it.
+    """
+    for scope, key in attempt.keys:
+        row = await session.get(SignInThrottle, (scope.value, key), with_for_update=True)
+        if row is None:
+            continue
+        delay = delay_after(limits, scope, row.failures)
+        if delay is not None:
+            until = now + timedelta(seconds=delay)
+            row.blocked_until = max(row.blocked_until or until, until)
 
 
 async def record_success(

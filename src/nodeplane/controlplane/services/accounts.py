@@ -175,6 +175,8 @@ async def login(
             user = await uow.session.scalar(select(User).where(User.email == key))
         ok = await workers.verify(user.password_hash if user else None, password)
     if not ok or user is None:
+        async with db.write() as uow:
+            await signin_throttle.record_failure(uow.session, limits, attempt, utcnow())
         raise _wrong_credentials()
 
     async with db.write() as uow:
