@@ -3,6 +3,7 @@ on SQLite and PostgreSQL: `removeMember`, `changeMemberRole` and `revokeSessions
 their events, and that a removed member's session stops working at once."""
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -160,3 +161,26 @@ def test_an_organization_keeps_its_last_owner(org: Org) -> None:
     assert second(REMOVE, {"m": owner_id})["removeMember"]["sessionsEnded"] == 1
     assert error_of(org.owner, NODES, {}).code == "unauthenticated"
     assert [m["role"] for m in second(MEMBERS)["members"]] == ["OWNER"]
+
+
+def test_two_owners_demoting_each_other_at_once_leave_one_owner(org: Org) -> None:
+    second = org.add_member("MEMBER")
+    first_id, second_id = member_id(org, org.owner), member_id(org, second)
+    org.owner(CHANGE, {"m": second_id, "r": "OWNER"})
+
+    def demote(who: Client, target: str) -> str:
+        try:
+            who(CHANGE, {"m": target, "r": "MEMBER"})
+        except GraphQLError as err:
+            return err.code
+        return "ok"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(
+            pool.map(lambda args: demote(*args), [(org.owner, second_id), (second, first_id)])
+        )
+    # The loser is refused with a typed error: the last owner (or, demoted first, no longer an
+    # owner and so not allowed to act on one). Exactly one owner is left either way.
+    assert outcomes in (["invalid_action", "ok"], ["forbidden", "ok"]), outcomes
+    roles = sorted(m["role"] for m in org.owner(MEMBERS)["members"])
+    assert roles == ["MEMBER", "OWNER"], roles

@@ -267,3 +267,23 @@ def test_password_work_beyond_the_pool_is_refused_at_once(strict_server: ServerP
     with ThreadPoolExecutor(4) as pool:
         codes = [code for code, _ in pool.map(attempt, [same] * 4)]
     assert codes.count("rate_limited") >= 2, codes
+
+
+def test_simultaneous_sign_ins_to_one_account_get_typed_answers(
+    org: Org, server: ServerProcess
+) -> None:
+    """Concurrent attempts lock the same throttle rows; none may end in a deadlock or `internal`."""
+    member = org.add_member("MEMBER")
+    email = email_of(member)
+    clients = [AddressedClient(server.url, fresh_loopback_address()) for _ in range(4)]
+
+    def attempt(args: tuple[AddressedClient, str]) -> str:
+        client, password = args
+        body = client.raw(LOGIN, {"e": email, "p": password}).json()
+        return str(body["errors"][0]["extensions"]["code"]) if body.get("errors") else "ok"
+
+    calls = [(c, p) for c in clients for p in ("wrong-password", MEMBER_PASSWORD)]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        outcomes = list(pool.map(attempt, calls))
+    assert set(outcomes) <= {"ok", "unauthenticated", "rate_limited"}, outcomes
+    assert outcomes.count("ok") >= 1 and outcomes.count("unauthenticated") >= 1, outcomes

@@ -132,6 +132,8 @@ async def admit(
     keys = [(Scope.ACCOUNT_ADDRESS, f"{email} {address}"), (Scope.ADDRESS, address)]
     if not await _known_address(session, limits, email, address, now):
         keys.append((Scope.ACCOUNT, email))
+    # One order for every statement that locks these rows (the same as the SELECT's ORDER BY).
+    keys.sort(key=lambda k: (k[0].value, k[1]))
     rows = await _locked_rows(session, keys, now)
     window = timedelta(seconds=limits.signin_window_seconds)
     for row in rows:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 
 from nodeplane.controlplane.auth.principal import (
     ApiKeyKind,
@@ -22,7 +22,7 @@ from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden, not
 from nodeplane.controlplane.services.actors import actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.store.database import UnitOfWork
-from nodeplane.controlplane.store.models import ApiKey, Member, Session, User
+from nodeplane.controlplane.store.models import ApiKey, Member, Organization, Session, User
 from nodeplane.controlplane.store.types import utcnow
 
 
@@ -37,12 +37,16 @@ class MemberChange:
 
 
 async def _target(uow: UnitOfWork, p: Principal, member_id: UUID) -> tuple[Member, User]:
+    # Every change of membership takes the organization's row lock first, so two of them in one
+    # organization (say two owners demoting each other) run one after the other, never deadlock.
+    await uow.session.execute(
+        select(Organization.id).where(Organization.id == p.organization_id).with_for_update()
+    )
     row = (
         await uow.session.execute(
             select(Member, User)
             .join(User, User.id == Member.user_id)
             .where(Member.id == member_id, Member.organization_id == p.organization_id)
-            .with_for_update(of=Member)
         )
     ).first()
     if row is None:
@@ -61,18 +65,12 @@ async def _keep_an_owner(uow: UnitOfWork, member: Member) -> None:
     """Refuse a change that would leave the organization without an owner."""
     if member.role != Role.OWNER.value:
         return
-    # Locking every owner row serializes two owners demoting each other at the same moment.
-    owners = (
-        await uow.session.scalars(
-            select(Member.id)
-            .where(
-                Member.organization_id == member.organization_id,
-                Member.role == Role.OWNER.value,
-            )
-            .with_for_update()
-        )
-    ).all()
-    if len(owners) <= 1:
+    owners = await uow.session.scalar(
+        select(func.count())
+        .select_from(Member)
+        .where(Member.organization_id == member.organization_id, Member.role == Role.OWNER.value)
+    )
+    if (owners or 0) <= 1:
         raise DomainError(
             ErrorCode.INVALID_ACTION,
             "an organization needs at least one owner: make another member owner first",
