@@ -1,6 +1,6 @@
 """Who may read and change what (DESIGN §7), over HTTP against a real server, on SQLite and
-PostgreSQL: roles, organization scoping, executor keys, revoked and expired keys, sign-in
-throttling and how secrets are stored."""
+PostgreSQL: roles, organization scoping, executor keys, revoked and expired keys and how secrets
+are stored (sign-in throttling: test_sign_in_throttle.py)."""
 
 import time
 import uuid
@@ -41,9 +41,6 @@ INVITE = (
     "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) { token email role } }"
 )
 CREATE_ORG = "mutation($n: String!, $e: String!) { createOrganization(name: $n, ownerEmail: $e) { organization { id name } inviteToken } }"
-LOGIN = (
-    "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token me { email } } }"
-)
 NODES = "query($f: NodeFilter) { nodes(filter: $f, first: 200) { items { id name } } }"
 EXECUTORS = "{ executors { id name } }"
 EXECUTOR = "query($id: UUID!) { executor(id: $id) { id name } }"
@@ -57,9 +54,6 @@ EVENTS_WITH_ACTOR = (
 )
 MEMBERS = "{ members { email role } }"
 ME = "{ me { email role kind executorId organization { id } } }"
-
-MEMBER_PASSWORD = "member-password-1"  # what Org.add_member signs members up with
-OWNER_PASSWORD = "owner-password-1"  # what make_org signs owners up with
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -460,33 +454,6 @@ def test_expired_key_is_unauthenticated_and_expiry_must_be_in_the_future(
     err = error_of(org.owner, CREATE_KEY, {"n": "naive", "k": "EXECUTOR", "x": naive})
     assert err.code == "invalid_input"
     assert org_state(org, server.database_url) == before
-
-
-def test_login_is_throttled_per_account(org: Org, server: ServerProcess) -> None:
-    member = org.add_member("MEMBER")
-    email = email_of(member)
-    anon = Client(server.url)
-
-    # Four misses and a hit: the hit signs in and clears the count.
-    for _ in range(4):
-        assert error_of(anon, LOGIN, {"e": email, "p": "wrong-password"}).code == (
-            "unauthenticated"
-        )
-    assert anon(LOGIN, {"e": email, "p": MEMBER_PASSWORD})["login"]["me"]["email"] == email
-
-    for _ in range(5):
-        assert error_of(anon, LOGIN, {"e": email, "p": "wrong-password"}).code == (
-            "unauthenticated"
-        )
-    err = error_of(anon, LOGIN, {"e": email.upper(), "p": MEMBER_PASSWORD})
-    assert err.code == "rate_limited"
-    assert err.extensions["retryAfterSeconds"] > 0
-    assert error_of(anon, LOGIN, {"e": email, "p": "wrong-password"}).code == "rate_limited"
-
-    # Sessions already open keep working, and other accounts are not affected.
-    assert email_of(member) == email
-    owner_email = email_of(org.owner)
-    assert anon(LOGIN, {"e": owner_email, "p": OWNER_PASSWORD})["login"]["token"]
 
 
 # ---- API key secrets -----------------------------------------------------------------------

@@ -51,6 +51,7 @@ class ServerProcess:
     workdir: Path
     heartbeat_timeout: float = 3.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -71,10 +72,15 @@ class ServerProcess:
             "NODEPLANE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "NODEPLANE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
             "NODEPLANE_SWEEP_INTERVAL": "0.5",
+            # Tests age rows by hand and watch them go: sweep accounts often (default 60 s).
+            "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "1",
             **self.extra_env,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nodeplane", "server", "--port", str(self.port), "--json-logs"],
+            [
+                *(sys.executable, "-m", "nodeplane", "server"),
+                *("--port", str(self.port), "--json-logs", *self.extra_args),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -61,6 +61,12 @@ def server(
     json_logs: bool | None = typer.Option(
         None, "--json-logs/--human-logs", help="Default: JSON unless a terminal."
     ),
+    forwarded_allow_ips: str = typer.Option(
+        "127.0.0.1,::1",
+        envvar="NODEPLANE_FORWARDED_ALLOW_IPS",
+        help="Comma-separated proxy addresses (or networks, or *) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are trusted for the client address; '' trusts none.",
+    ),
 ) -> None:
     """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
     from nodeplane.controlplane.app import create_app
@@ -79,6 +85,10 @@ def server(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Sign-in throttling keys on the client address: behind a reverse proxy, that is the
+        # address the proxy forwards, believed only from the proxies listed here.
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
     _GracefulServer(config, control_plane.begin_shutdown).run()
 

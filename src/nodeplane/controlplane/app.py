@@ -20,8 +20,10 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
+from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import ErrorCode
+from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
 from nodeplane.controlplane.services.executors import sweep_offline_executors
 from nodeplane.controlplane.store.database import Database
@@ -202,11 +204,18 @@ class AccessLog:
 
 
 async def _sweep_forever(db: Database, settings: Settings) -> None:
+    next_account_sweep = 0.0
     while True:
         try:
             await sweep_offline_executors(db, settings.heartbeat_timeout)
         except Exception:
             log.exception("sweep.failed")
+        if time.monotonic() >= next_account_sweep:
+            next_account_sweep = time.monotonic() + settings.accounts.sweep_interval
+            try:
+                await sweep_account_records(db, settings.accounts)
+            except Exception:
+                log.exception("account_sweep.failed")
         await asyncio.sleep(settings.sweep_interval)
 
 
@@ -259,6 +268,7 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            shutdown_password_workers()
             await db.close()
 
     async def healthz(_request: Request) -> JSONResponse:

@@ -25,6 +25,62 @@ def _float_env(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _default_password_workers() -> int:
+    # argon2 runs several lanes per hash already; half the CPUs leaves the event loop room.
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """Password work and sign-in throttling (docs/security/accounts.md explains each number)."""
+
+    # Bounded pool for argon2 hashing and verification, off the event loop.
+    password_workers: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_PASSWORD_WORKERS", _default_password_workers())
+    )
+    password_max_waiting: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_PASSWORD_MAX_WAITING", 8)
+    )
+    password_max_per_address: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_PASSWORD_MAX_PER_ADDRESS", 2)
+    )
+    # Failures allowed before delays start, per (account, address), per address, per account
+    # (the last only for addresses that never signed in to the account).
+    signin_free_failures: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_SIGNIN_FREE_FAILURES", 5)
+    )
+    signin_address_free_failures: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_SIGNIN_ADDRESS_FREE_FAILURES", 20)
+    )
+    signin_account_free_failures: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_SIGNIN_ACCOUNT_FREE_FAILURES", 50)
+    )
+    signin_first_delay_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SIGNIN_FIRST_DELAY_SECONDS", 1.0)
+    )
+    signin_max_delay_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SIGNIN_MAX_DELAY_SECONDS", 15 * 60.0)
+    )
+    signin_window_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SIGNIN_WINDOW_SECONDS", 60 * 60.0)
+    )
+    signin_known_address_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SIGNIN_KNOWN_ADDRESS_DAYS", 90.0)
+    )
+    # Clean-up of expired sessions, old invites and throttle rows.
+    sweep_interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_ACCOUNT_SWEEP_INTERVAL", 60.0)
+    )
+    invite_retention_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_INVITE_RETENTION_DAYS", 30.0)
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
@@ -55,5 +111,4 @@ class Settings:
     max_response_bytes: int = field(
         default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))
     )
-    login_max_failures: int = 5
-    login_window_seconds: float = 15 * 60.0
+    accounts: AccountLimits = field(default_factory=AccountLimits)

@@ -18,6 +18,8 @@ from nodeplane.controlplane.api.types import (
     LifecycleAction,
     LoginPayload,
     Me,
+    Member,
+    MemberAccessPayload,
     Node,
     Organization,
     RebindExecutorPayload,
@@ -30,7 +32,7 @@ from nodeplane.controlplane.api.views import me_view, node_views
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
-from nodeplane.controlplane.services import accounts, api_keys, executors, nodes
+from nodeplane.controlplane.services import accounts, api_keys, executors, members, nodes
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
@@ -58,6 +60,19 @@ async def _node_view(ctx: Context, row: models.Node) -> Node:
         return (await node_views(session, ctx, [row]))[0]
 
 
+def _client_address(ctx: Context) -> str | None:
+    # The ASGI client: the TCP peer, or what a trusted proxy forwarded (`--forwarded-allow-ips`).
+    return ctx.request.client.host if ctx.request.client else None
+
+
+def _member_access(change: members.MemberChange) -> MemberAccessPayload:
+    return MemberAccessPayload(
+        member=Member.from_rows(change.member, change.user),
+        sessions_ended=change.sessions_ended,
+        api_keys_revoked=change.api_keys_revoked,
+    )
+
+
 async def _signed_in(ctx: Context, result: LoginResult) -> LoginPayload:
     ctx.response.set_cookie(
         SESSION_COOKIE,
@@ -81,7 +96,14 @@ class Mutation:
         self, info: Info, email: str, password: str, organization_id: UUID | None = None
     ) -> LoginPayload:
         ctx = info.context
-        result = await accounts.login(ctx.db, ctx.settings, email, password, organization_id)
+        result = await accounts.login(
+            ctx.db,
+            ctx.settings,
+            email,
+            password,
+            organization_id,
+            client_address=_client_address(ctx),
+        )
         return await _signed_in(ctx, result)
 
     @strawberry.mutation
@@ -104,11 +126,52 @@ class Mutation:
             expires_at=result.invite.expires_at,
         )
 
-    @strawberry.mutation
-    async def accept_invite(self, info: Info, token: str, password: str) -> LoginPayload:
+    @strawberry.mutation(
+        description="Join with an invite: signed in as the invited email, or signed out to create "
+        "a new account with `password`."
+    )
+    async def accept_invite(
+        self, info: Info, token: str, password: str | None = None
+    ) -> LoginPayload:
         ctx = info.context
-        result = await accounts.accept_invite(ctx.db, ctx.settings, token, password)
+        result = await accounts.accept_invite(
+            ctx.db,
+            ctx.settings,
+            ctx.principal,
+            token,
+            password,
+            client_address=_client_address(ctx),
+        )
         return await _signed_in(ctx, result)
+
+    @strawberry.mutation(
+        description="Remove a member: their sessions here end and their personal keys are revoked."
+    )
+    async def remove_member(self, info: Info, member_id: UUID) -> MemberAccessPayload:
+        async with info.context.db.write() as uow:
+            change = await members.remove_member(uow, info.context.principal, member_id)
+        return _member_access(change)
+
+    @strawberry.mutation(description="Give a member another role (only owners make owners).")
+    async def change_member_role(
+        self,
+        info: Info,
+        member_id: UUID,
+        role: Role,  # type: ignore[valid-type]
+    ) -> Member:
+        async with info.context.db.write() as uow:
+            change = await members.change_member_role(
+                uow, info.context.principal, member_id, RoleValue(role)
+            )
+        return Member.from_rows(change.member, change.user)
+
+    @strawberry.mutation(
+        description="End a member's sessions in this organization and revoke their personal keys."
+    )
+    async def revoke_sessions(self, info: Info, member_id: UUID) -> MemberAccessPayload:
+        async with info.context.db.write() as uow:
+            change = await members.revoke_sessions(uow, info.context.principal, member_id)
+        return _member_access(change)
 
     @strawberry.mutation
     async def create_organization(
@@ -119,7 +182,7 @@ class Mutation:
                 uow, info.context.principal, name, owner_email
             )
         return CreateOrganizationPayload(
-            organization=Organization.from_row(org), invite_token=invite.token if invite else None
+            organization=Organization.from_row(org), invite_token=invite.token
         )
 
     @strawberry.mutation(description="Create an API key; the secret is returned only this once.")

@@ -69,6 +69,15 @@ class Member:
     role: Role  # type: ignore[valid-type]
     created_at: datetime
 
+    @classmethod
+    def from_rows(cls, member: models.Member, user: models.User) -> "Member":
+        return cls(
+            id=member.id,
+            email=user.email,
+            role=RoleValue(member.role),
+            created_at=member.created_at,
+        )
+
 
 @strawberry.type
 class Executor:
@@ -303,7 +312,16 @@ class InvitePayload:
 @strawberry.type
 class CreateOrganizationPayload:
     organization: Organization
-    invite_token: str | None
+    invite_token: str = strawberry.field(
+        description="The owner's invite; the owner is never added directly, even with an account."
+    )
+
+
+@strawberry.type
+class MemberAccessPayload:
+    member: Member
+    sessions_ended: int
+    api_keys_revoked: int
 
 
 @strawberry.type

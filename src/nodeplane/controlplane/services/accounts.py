@@ -9,6 +9,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nodeplane.controlplane.auth import signin_throttle
+from nodeplane.controlplane.auth.emails import email_lookup_key, normalize_email
+from nodeplane.controlplane.auth.passwords import password_workers
 from nodeplane.controlplane.auth.principal import (
     Principal,
     Role,
@@ -21,7 +24,6 @@ from nodeplane.controlplane.auth.secrets import (
     hash_password,
     new_token,
     token_digest,
-    verify_password,
 )
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
@@ -30,7 +32,6 @@ from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.store.database import Database, UnitOfWork
 from nodeplane.controlplane.store.models import (
     Invite,
-    LoginThrottle,
     Member,
     Organization,
     Session,
@@ -39,23 +40,15 @@ from nodeplane.controlplane.store.models import (
 from nodeplane.controlplane.store.types import utcnow
 
 INVITE_TTL = timedelta(days=7)
-MAX_EMAIL_LENGTH = 320
 
 
-def normalize_email(email: str) -> str:
-    """Emails compare case-insensitively."""
-    email = email.strip().lower()
-    if (
-        not email
-        or "@" not in email
-        or len(email) > MAX_EMAIL_LENGTH
-        or any(c.isspace() for c in email)
-    ):
-        raise DomainError(ErrorCode.INVALID_INPUT, "not a valid email address", field="email")
-    return email
-
-
-def _check_password(password: str) -> None:
+def _check_password(password: str | None) -> str:
+    if password is None:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "a password is required to create the account",
+            field="password",
+        )
     if len(password) < MIN_PASSWORD_LENGTH:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
@@ -64,6 +57,7 @@ def _check_password(password: str) -> None:
         )
     if len(password) > 1024:
         raise DomainError(ErrorCode.INVALID_INPUT, "password is too long", field="password")
+    return password
 
 
 def _check_org_name(name: str) -> str:
@@ -135,74 +129,74 @@ class LoginResult:
     organization_id: UUID | None
 
 
-async def _throttle(session: AsyncSession, email: str, settings: Settings) -> LoginThrottle:
-    now = utcnow()
-    row = await session.get(LoginThrottle, email, with_for_update=True)
-    if row is None:
-        row = LoginThrottle(email=email, failures=0, window_started_at=now)
-        session.add(row)
-        await session.flush()
-    if row.locked_until is not None and row.locked_until > now:
-        retry = int((row.locked_until - now).total_seconds()) + 1
-        raise DomainError(
-            ErrorCode.RATE_LIMITED,
-            f"too many failed sign-ins; try again in {retry} s",
-            details={"retryAfterSeconds": retry},
+def _wrong_credentials() -> DomainError:
+    # One message for an unknown email, a wrong password and a malformed address alike.
+    return DomainError(ErrorCode.UNAUTHENTICATED, "wrong email or password")
+
+
+async def _open_session(
+    session: AsyncSession, settings: Settings, user: User, organization_id: UUID | None
+) -> str:
+    token = new_token("nps")
+    session.add(
+        Session(
+            user_id=user.id,
+            organization_id=organization_id,
+            token_hash=token_digest(token),
+            expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
         )
-    if now - row.window_started_at > timedelta(seconds=settings.login_window_seconds):
-        row.failures = 0
-        row.window_started_at = now
-        row.locked_until = None
-    return row
+    )
+    return token
 
 
 async def login(
-    db: Database, settings: Settings, email: str, password: str, organization_id: UUID | None = None
+    db: Database,
+    settings: Settings,
+    email: str,
+    password: str,
+    organization_id: UUID | None = None,
+    *,
+    client_address: str | None = None,
 ) -> LoginResult:
-    """Check credentials (rate-limited per account) and open a session."""
-    try:
-        email = normalize_email(email)
-    except DomainError:
-        raise DomainError(ErrorCode.UNAUTHENTICATED, "wrong email or password") from None
-    async with db.write() as uow:
-        session = uow.session
-        throttle = await _throttle(session, email, settings)
-        user = await session.scalar(select(User).where(User.email == email))
-        ok = verify_password(user.password_hash if user else None, password)
-        if not ok or user is None:
-            throttle.failures += 1
-            if throttle.failures >= settings.login_max_failures:
-                throttle.locked_until = utcnow() + timedelta(seconds=settings.login_window_seconds)
-            failed = True
-        else:
-            failed = False
-            throttle.failures = 0
-            throttle.locked_until = None
-    if failed or user is None:
-        raise DomainError(ErrorCode.UNAUTHENTICATED, "wrong email or password")
+    """Check credentials and open a session.
+
+    The password is checked on the worker pool, after the sign-in throttle admitted the attempt
+    from `client_address` (the ASGI client host); see `auth.signin_throttle`.
+    """
+    key = email_lookup_key(email)
+    if key is None:
+        raise _wrong_credentials()
+    limits = settings.accounts
+    address = signin_throttle.client_address(client_address)
+    workers = password_workers(limits)
+    async with workers.admitted(address):
+        async with db.write() as uow:
+            attempt = await signin_throttle.admit(uow.session, limits, key, address, utcnow())
+            user = await uow.session.scalar(select(User).where(User.email == key))
+        ok = await workers.verify(user.password_hash if user else None, password)
+    if not ok or user is None:
+        async with db.write() as uow:
+            await signin_throttle.record_failure(uow.session, limits, attempt, utcnow())
+        raise _wrong_credentials()
 
     async with db.write() as uow:
-        memberships = list(
+        await signin_throttle.record_success(uow.session, limits, attempt, user.id, utcnow())
+        member_of = list(
             (
                 await uow.session.scalars(
-                    select(Member).where(Member.user_id == user.id).order_by(Member.created_at)
+                    select(Member.organization_id)
+                    .where(Member.user_id == user.id)
+                    .order_by(Member.created_at)
                 )
             ).all()
         )
-        org_id: UUID | None = memberships[0].organization_id if memberships else None
-        if organization_id is not None:
-            if organization_id not in {m.organization_id for m in memberships}:
-                raise forbidden("you are not a member of that organization")
-            org_id = organization_id
-        token = new_token("nps")
-        uow.session.add(
-            Session(
-                user_id=user.id,
-                organization_id=org_id,
-                token_hash=token_digest(token),
-                expires_at=utcnow() + timedelta(hours=settings.session_ttl_hours),
-            )
-        )
+        org_id: UUID | None = member_of[0] if member_of else None
+        allowed = organization_id is None or organization_id in member_of
+        if allowed:
+            org_id = organization_id or org_id
+            token = await _open_session(uow.session, settings, user, org_id)
+    if not allowed:
+        raise forbidden("you are not a member of that organization")
     return LoginResult(token, user, org_id)
 
 
@@ -271,77 +265,133 @@ async def invite_member(
     return result
 
 
-async def accept_invite(db: Database, settings: Settings, token: str, password: str) -> LoginResult:
-    """Use an invite: create the account (or join with an existing one) and sign in."""
-    async with db.write() as uow:
-        session = uow.session
-        invite = await session.scalar(
-            select(Invite).where(Invite.token_hash == token_digest(token)).with_for_update()
+def _sign_in_to_accept() -> DomainError:
+    # The same answer whatever password came with the call: it is never checked here, so an
+    # invite cannot be used to guess the password of an account that already exists.
+    return DomainError(
+        ErrorCode.UNAUTHENTICATED,
+        "to accept this invite, sign in with the invited email address and accept it from there",
+        field="token",
+    )
+
+
+async def _usable_invite(session: AsyncSession, token: str, *, lock: bool) -> Invite:
+    query = select(Invite).where(Invite.token_hash == token_digest(token))
+    invite = await session.scalar(query.with_for_update() if lock else query)
+    if invite is None or invite.accepted_at is not None or invite.expires_at < utcnow():
+        raise DomainError(ErrorCode.NOT_FOUND, "invite not found or already used", field="token")
+    return invite
+
+
+async def _join(
+    session: AsyncSession, settings: Settings, invite: Invite, user: User, actor: Principal | None
+) -> LoginResult:
+    """Membership, invite used, event and a session for the invite's organization."""
+    already = await session.scalar(
+        select(Member.id).where(
+            Member.organization_id == invite.organization_id, Member.user_id == user.id
         )
-        if invite is None or invite.accepted_at is not None or invite.expires_at < utcnow():
-            raise DomainError(
-                ErrorCode.NOT_FOUND, "invite not found or already used", field="token"
-            )
-        user = await session.scalar(select(User).where(User.email == invite.email))
-        if user is None:
-            _check_password(password)
-            user = User(email=invite.email, password_hash=hash_password(password))
-            session.add(user)
-            await session.flush()
-        elif not verify_password(user.password_hash, password):
-            raise DomainError(
-                ErrorCode.UNAUTHENTICATED,
-                "an account with this email exists: give its password to join",
-                field="password",
-            )
-        member_exists = await session.scalar(
-            select(Member.id).where(
-                Member.organization_id == invite.organization_id, Member.user_id == user.id
-            )
+    )
+    if already is None:
+        session.add(
+            Member(organization_id=invite.organization_id, user_id=user.id, role=invite.role)
         )
-        if member_exists is None:
-            session.add(
-                Member(organization_id=invite.organization_id, user_id=user.id, role=invite.role)
-            )
-        invite.accepted_at = utcnow()
         await record_event(
             session,
             organization_id=invite.organization_id,
             type="member.joined",
             message=f"{invite.email} joined as {invite.role}",
-            actor=SYSTEM,
+            actor=actor_of(actor) if actor is not None else SYSTEM,
             payload={"email": invite.email, "role": invite.role},
         )
-        org_id = invite.organization_id
-    return await login(db, settings, user.email, password, org_id)
+    invite.accepted_at = utcnow()
+    token = await _open_session(session, settings, user, invite.organization_id)
+    return LoginResult(token, user, invite.organization_id)
+
+
+async def accept_invite(
+    db: Database,
+    settings: Settings,
+    principal: Principal | None,
+    token: str,
+    password: str | None,
+    *,
+    client_address: str | None = None,
+) -> LoginResult:
+    """Use an invite and get a session for its organization.
+
+    Signed in as the invited account (session or personal key), the account joins; no password
+    is needed. Signed out, the call only ever creates a new account: when the invited email
+    already has one, it answers "sign in and accept from there" without looking at the password.
+    Every check happens inside the transaction that writes, so a refusal leaves nothing behind.
+    """
+    if principal is not None:
+        if principal.is_executor or principal.user_id is None:
+            raise forbidden("an executor key cannot accept invites: sign in as the invited person")
+        async with db.write() as uow:
+            invite = await _usable_invite(uow.session, token, lock=True)
+            user = await uow.session.get(User, principal.user_id)
+            if user is None or user.email != invite.email:
+                # Says nothing about whether the invited address has an account.
+                raise forbidden(
+                    "this invite is for another email address: sign in with that address to "
+                    "accept it"
+                )
+            return await _join(uow.session, settings, invite, user, principal)
+
+    async with db.read() as session:
+        invite = await _usable_invite(session, token, lock=False)
+        if await session.scalar(select(User.id).where(User.email == invite.email)) is not None:
+            raise _sign_in_to_accept()
+    chosen = _check_password(password)
+    limits = settings.accounts
+    address = signin_throttle.client_address(client_address)
+    workers = password_workers(limits)
+    async with workers.admitted(address):
+        password_hash = await workers.hash(chosen)
+    try:
+        async with db.write() as uow:
+            # Checked again under the lock: the invite may have been used, or the account
+            # made, while the password was being hashed.
+            invite = await _usable_invite(uow.session, token, lock=True)
+            if await uow.session.scalar(select(User.id).where(User.email == invite.email)):
+                raise _sign_in_to_accept()
+            user = User(email=invite.email, password_hash=password_hash)
+            uow.session.add(user)
+            await uow.session.flush()
+            await signin_throttle.remember_address(uow.session, user.id, address, utcnow())
+            return await _join(uow.session, settings, invite, user, None)
+    except IntegrityError:
+        # Another invite for the same address made the account at the same moment.
+        raise _sign_in_to_accept() from None
 
 
 async def create_organization(
     uow: UnitOfWork, principal: Principal | None, name: str, owner_email: str
-) -> tuple[Organization, InviteResult | None]:
-    """System admins create organizations; the owner joins directly or through an invite."""
+) -> tuple[Organization, InviteResult]:
+    """System admins create organizations; the owner always joins through an invite.
+
+    Even when the owner's email already has an account, the owner is not added directly: that
+    account may have been made by someone else (an invite accepted with a password of their
+    choosing), so only the holder of this invite, signed in as that email, becomes owner.
+    """
     p = require_principal(principal)
     if not p.is_system_admin:
         raise forbidden("only a system admin can create organizations")
     name = _check_org_name(name)
-    owner_email = normalize_email(owner_email)
+    owner_email = normalize_email(owner_email, field="ownerEmail")
     session = uow.session
     if await session.scalar(select(Organization.id).where(Organization.name == name)):
         raise DomainError(ErrorCode.ALREADY_EXISTS, f"organization {name!r} exists", field="name")
     org = Organization(name=name)
     session.add(org)
     await session.flush()
-    owner = await session.scalar(select(User).where(User.email == owner_email))
-    invite: InviteResult | None = None
-    if owner is not None:
-        session.add(Member(organization_id=org.id, user_id=owner.id, role=Role.OWNER.value))
-    else:
-        invite = await _new_invite(uow, org.id, owner_email, Role.OWNER, p.user_id)
+    invite = await _new_invite(uow, org.id, owner_email, Role.OWNER, p.user_id)
     await record_event(
         session,
         organization_id=org.id,
         type="organization.created",
-        message=f"{p.label} created organization {name} owned by {owner_email}",
+        message=f"{p.label} created organization {name} and invited {owner_email} as owner",
         actor=actor_of(p),
         payload={"ownerEmail": owner_email},
     )

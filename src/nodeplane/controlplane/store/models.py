@@ -87,19 +87,35 @@ class Session(Base):
     organization_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("organizations.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    expires_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
     last_used_at: Mapped[datetime | None]
 
 
-class LoginThrottle(Base):
-    """Failed sign-in attempts per account, kept in the database so every replica agrees."""
+class SignInThrottle(Base):
+    """Failed sign-ins counted per key, in the database so every replica agrees.
 
-    __tablename__ = "login_throttle"
+    `scope` says what the key is: an account at one client address, a client address across
+    accounts, or an account across addresses. Past its free failures a key earns growing delays
+    (`blocked_until`); its count starts over once `last_failure_at` is a window old.
+    """
 
-    email: Mapped[str] = mapped_column(String(320), primary_key=True)
+    __tablename__ = "sign_in_throttle"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
-    window_started_at: Mapped[datetime]
-    locked_until: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime] = mapped_column(index=True)
+    blocked_until: Mapped[datetime | None]
+
+
+class SignInAddress(Base):
+    """A client address an account has signed in from; the per-account throttle spares it."""
+
+    __tablename__ = "sign_in_addresses"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_success_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class ApiKey(Base):

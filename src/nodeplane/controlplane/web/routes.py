@@ -68,7 +68,13 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
                 status_code=400,
             )
         try:
-            result = await accounts.login(db, settings, email, password)
+            result = await accounts.login(
+                db,
+                settings,
+                email,
+                password,
+                client_address=request.client.host if request.client else None,
+            )
         except DomainError as exc:
             return templates.TemplateResponse(
                 request,

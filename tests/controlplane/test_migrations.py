@@ -1,0 +1,160 @@
+"""Schema migrations on SQLite and PostgreSQL: head matches the models, every step goes down and
+up again, and each upgrade keeps (or correctly transforms) the data of the schema before it, with a
+real server starting on the result."""
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from nodeplane.controlplane.auth.secrets import hash_password, token_digest
+from nodeplane.controlplane.store import models
+from tests.support.db import connect
+from tests.support.gql import Client
+from tests.support.migrations import (
+    downgrade,
+    empty_database,
+    schema_drift,
+    seed,
+    table_names,
+    upgrade,
+)
+from tests.support.server import ServerProcess
+
+ME = "{ me { email role organization { name } } }"
+LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+ACCEPT = "mutation($t: String!, $p: String) { acceptInvite(token: $t, password: $p) { me { email role } } }"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with empty_database(request.param, tmp_path) as url:
+        yield url
+
+
+def test_head_matches_the_models_and_every_step_goes_down_and_up(database: str) -> None:
+    upgrade(database, "head")
+    assert schema_drift(database) == []
+    downgrade(database, "base")
+    assert table_names(database) <= {"alembic_version"}
+    upgrade(database, "head")
+    assert schema_drift(database) == []
+
+
+def test_0002_keeps_accounts_and_turns_lockouts_into_per_account_counts(
+    database: str, tmp_path: Path
+) -> None:
+    upgrade(database, "0001")
+    now = datetime.now(UTC)
+    org_id, user_id, admin_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    session_token, invite_token = f"nps_{uuid.uuid4().hex}", f"npi_{uuid.uuid4().hex}"
+    seed(
+        database,
+        {
+            "organizations": [{"id": org_id, "name": "acme", "created_at": now}],
+            "users": [
+                {
+                    "id": user_id,
+                    "email": "ops@acme.example",
+                    "password_hash": hash_password("ops-password-1"),
+                    "is_system_admin": False,
+                    "created_at": now,
+                },
+                {
+                    "id": admin_id,
+                    "email": "admin@example.test",
+                    "password_hash": hash_password("admin-password-1"),
+                    "is_system_admin": True,
+                    "created_at": now,
+                },
+            ],
+            "members": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "user_id": user_id,
+                    "role": "owner",
+                    "created_at": now,
+                }
+            ],
+            "sessions": [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": user_id,
+                    "organization_id": org_id,
+                    "token_hash": token_digest(session_token),
+                    "created_at": now,
+                    "expires_at": now + timedelta(days=1),
+                    "last_used_at": None,
+                }
+            ],
+            "invites": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "email": "new@acme.example",
+                    "role": "admin",
+                    "token_hash": token_digest(invite_token),
+                    "created_by_id": user_id,
+                    "created_at": now,
+                    "expires_at": now + timedelta(days=7),
+                    "accepted_at": None,
+                }
+            ],
+            # The old per-email lock-out: ops is locked for everyone, someone else has counts.
+            "login_throttle": [
+                {
+                    "email": "ops@acme.example",
+                    "failures": 5,
+                    "window_started_at": now - timedelta(minutes=1),
+                    "locked_until": now + timedelta(minutes=14),
+                },
+                {
+                    "email": "someone@acme.example",
+                    "failures": 3,
+                    "window_started_at": now - timedelta(minutes=2),
+                    "locked_until": None,
+                },
+                {
+                    "email": "quiet@acme.example",
+                    "failures": 0,
+                    "window_started_at": now - timedelta(minutes=3),
+                    "locked_until": None,
+                },
+            ],
+        },
+    )
+
+    # The server's own start-up migrates to head.
+    server = ServerProcess(database_url=database, workdir=tmp_path / "server")
+    server.start()
+    try:
+        assert schema_drift(database) == []
+        assert "login_throttle" not in table_names(database)
+        throttle = models.SignInThrottle.__table__
+        with connect(database) as conn:
+            carried = {
+                (r.scope, r.key): (r.failures, r.blocked_until)
+                for r in conn.execute(select(throttle))
+            }
+        assert carried == {
+            ("account", "ops@acme.example"): (5, None),
+            ("account", "someone@acme.example"): (3, None),
+        }
+        # Sessions, accounts, memberships and invites made before the upgrade work after it.
+        me = Client(server.url, session_token)(ME)["me"]
+        assert me == {
+            "email": "ops@acme.example",
+            "role": "OWNER",
+            "organization": {"name": "acme"},
+        }
+        # The old lock-out is gone: the account signs in at once.
+        token = Client(server.url)(LOGIN, {"e": "ops@acme.example", "p": "ops-password-1"})
+        assert Client(server.url, token["login"]["token"])(ME)["me"]["email"] == "ops@acme.example"
+        joined = Client(server.url)(ACCEPT, {"t": invite_token, "p": "new-password-1"})
+        assert joined["acceptInvite"]["me"] == {"email": "new@acme.example", "role": "ADMIN"}
+    finally:
+        server.stop()
