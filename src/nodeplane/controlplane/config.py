@@ -37,7 +37,7 @@ def _default_password_workers() -> int:
 
 @dataclass(frozen=True)
 class AccountLimits:
-    """Password work and sign-in throttling (docs/security/accounts.md explains each number)."""
+    """Password work and sign-in throttling (docs/security.md explains each number)."""
 
     # Bounded pool for argon2 hashing and verification, off the event loop.
     password_workers: int = field(
