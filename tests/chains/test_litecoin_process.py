@@ -84,7 +84,10 @@ async def test_fresh_regtest_node_is_running_then_a_second_node_syncs(
     alone = await probe_until(
         LITECOIN, follower, lambda r: r.status != ProcessStatus.STARTING, seen=seen
     )
-    assert (alone.status, alone.height, alone.peers) == (ProcessStatus.RUNNING, 0, 0)
+    assert (alone.status, alone.height) == (ProcessStatus.RUNNING, 0)
+    # The miner drops each connection the follower opens (its network is off), so the follower
+    # may be seen with that one short-lived peer; what matters is that nothing is ahead of it.
+    assert alone.peers in (0, 1) and alone.network_height in (None, 0)
 
     copy_headers(miner, follower, BLOCKS)
     behind = await probe_until(LITECOIN, follower, lambda r: r.network_height == BLOCKS, seen=seen)
