@@ -23,6 +23,7 @@ from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import ErrorCode
+from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
 from nodeplane.controlplane.services.executors import sweep_offline_executors
@@ -30,6 +31,7 @@ from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
 from nodeplane.controlplane.web.security import BrowserSecurity
+from nodeplane.protocol.text import unstorable_text_problem
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +52,7 @@ def _unstorable_text(value: Any) -> bool:
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                return True
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
+            if unstorable_text_problem(item):
                 return True
         elif isinstance(item, dict):
             pending += [*item.keys(), *item.values()]
@@ -148,16 +146,7 @@ class GraphQLBodyGuard:
             await self._reject(scope, receive, send, 400, ErrorCode.BAD_REQUEST, problem)
             return
 
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _reject(
         self,

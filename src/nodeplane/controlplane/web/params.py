@@ -5,6 +5,8 @@ from collections.abc import Iterable, Mapping
 
 from starlette.datastructures import QueryParams
 
+from nodeplane.protocol.text import unstorable_text_problem
+
 # Far longer than any name, chain, event type or cursor the UI deals in, far shorter than what
 # breaks a query (SQLite refuses LIKE patterns past 50,000 bytes).
 MAX_PARAM_CHARS = 1024
@@ -25,12 +27,8 @@ LABELS = {
 
 def text_problem(value: str, max_chars: int = MAX_PARAM_CHARS) -> str | None:
     """Why `value` cannot be used as text in a query, or None."""
-    if "\x00" in value:
-        return "must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must not contain unpaired surrogates"
+    if problem := unstorable_text_problem(value):
+        return problem
     if len(value) > max_chars:
         return f"must be at most {max_chars} characters"
     return None

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.errors import ErrorCode
+from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.web.templating import templates
 
 CSRF_COOKIE = "nodeplane_csrf"
@@ -221,16 +222,7 @@ async def _check_form(
     if not hmac.compare_digest(sent.encode("utf-8", "replace"), token.encode("ascii")):
         return _expired(scope), receive
 
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return None, replay
+    return None, replay_body(body, receive)
 
 
 def _expired(scope: Scope) -> Response:
