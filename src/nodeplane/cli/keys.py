@@ -5,6 +5,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from nodeplane.cli.common import (
     OutputFormat,
@@ -53,7 +54,8 @@ def create(
     if output is OutputFormat.JSON:
         print_json(created.to_json())
         return
-    out.print(f"created {created.api_key.kind} key [bold]{created.api_key.name}[/bold]")
+    key_name = escape(created.api_key.name)  # names are free text: never read them as markup
+    out.print(f"created {created.api_key.kind} key [bold]{key_name}[/bold]")
     err.print("The secret is shown only now; store it somewhere safe:")
     out.print(created.secret, markup=False, highlight=False, soft_wrap=True)
 
@@ -83,4 +85,5 @@ def revoke(
     if output is OutputFormat.JSON:
         print_json(revoked.to_json())
     else:
-        out.print(f"revoked {revoked.kind} key [bold]{revoked.name}[/bold] ({revoked.id})")
+        name = escape(revoked.name)
+        out.print(f"revoked {revoked.kind} key [bold]{name}[/bold] ({revoked.id})")

@@ -1,4 +1,8 @@
-"""Rich tables for people; `--output json` bypasses all of this."""
+"""Rich tables for people; `--output json` bypasses all of this.
+
+Text someone typed (key names, messages, causes) goes into cells as `Text`, never as a string,
+which Rich would read as markup: `[/x]` in a key name must print, not fail or restyle the table.
+"""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -179,7 +183,7 @@ def events_table(events: Sequence[Event]) -> Table:
         table.add_row(
             when(e.created_at),
             Text(e.level.value, style=LEVEL_STYLE.get(e.level, "")),
-            e.message,
+            Text(e.message),
             e.type,
         )
     return table
@@ -193,8 +197,8 @@ def revisions_table(revisions: Sequence[Revision]) -> Table:
             str(r.revision),
             when(r.created_at),
             str(r.spec.get("desiredState", "running")),
-            r.author,
-            r.cause,
+            Text(r.author),
+            Text(r.cause),
             clients_of(r.spec),
         )
     return table
@@ -215,7 +219,7 @@ def keys_table(keys: Sequence[ApiKey]) -> Table:
     for k in keys:
         state = key_state(k)
         table.add_row(
-            k.name,
+            Text(k.name),
             k.kind,
             Text(state, style="green" if state == "active" else "dim"),
             ago(k.last_used_at),
