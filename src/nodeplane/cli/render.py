@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nodeplane.cli.models import ApiKey, Event, Executor, Node, Revision
+from nodeplane.cli.models import ApiKey, Event, Executor, Member, Node, Revision
 from nodeplane.protocol import EventLevel, NodePhase
 
 PHASE_STYLE: dict[NodePhase, str] = {
@@ -225,5 +225,21 @@ def keys_table(keys: Sequence[ApiKey]) -> Table:
             ago(k.last_used_at),
             when(k.expires_at) if k.expires_at else "never",
             str(k.id),
+        )
+    return table
+
+
+ROLE_STYLE: dict[str, str] = {"owner": "bold", "admin": "", "member": "dim"}
+
+
+def members_table(members: Sequence[Member]) -> Table:
+    """The organization's members and their roles."""
+    table = _table("EMAIL", "ROLE", "MEMBER SINCE", "ID")
+    for m in members:
+        table.add_row(
+            Text(m.email),
+            Text(m.role, style=ROLE_STYLE.get(m.role, "")),
+            when(m.created_at),
+            str(m.id),
         )
     return table
