@@ -66,6 +66,11 @@ class Result:
     def json(self) -> Any:
         return json.loads(self.stdout)
 
+    @property
+    def said(self) -> str:
+        """stderr with Rich's line wrapping undone, to check whole sentences."""
+        return " ".join(self.stderr.split())
+
 
 @dataclass
 class Cli:

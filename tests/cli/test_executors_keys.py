@@ -75,3 +75,16 @@ def test_two_active_keys_with_one_name_need_the_id(cli: Cli) -> None:
     result = cli("keys", "revoke", "dup")
     assert result.code == 2
     assert "revoke by id" in result.stderr
+
+
+def test_a_key_name_prints_as_typed(cli: Cli) -> None:
+    # Rich would read "[/x]" as a closing tag and fail after the key was made, losing the secret.
+    name = "ops [/x] [bold]"
+    created = cli("keys", "create", name)
+    assert created.code == 0, created.stderr
+    assert f"created personal key {name}" in created.stdout
+    assert created.stdout.strip().splitlines()[-1].startswith("npk_")
+    assert name in cli("keys", "list").stdout
+    revoked = cli("keys", "revoke", name)
+    assert revoked.code == 0, revoked.stderr
+    assert f"revoked personal key {name}" in revoked.stdout

@@ -13,9 +13,13 @@ from nodeplane.cli.models import (
     CreatedApiKey,
     Event,
     Executor,
+    Invite,
     Me,
+    Member,
+    MemberAccess,
     Node,
     Page,
+    RebindResult,
     Revision,
     Session,
 )
@@ -33,6 +37,8 @@ EVENT_FIELDS = """
 REVISION_FIELDS = "nodeId nodeName revision spec author cause createdAt"
 KEY_FIELDS = "id name kind prefix enabled executorId expiresAt lastUsedAt createdAt revokedAt"
 ME_FIELDS = "email role kind organization { id name }"
+MEMBER_FIELDS = "id email role createdAt"
+MEMBER_ACCESS_FIELDS = f"member {{ {MEMBER_FIELDS} }} sessionsEnded apiKeysRevoked"
 
 CONNECT_TIMEOUT = 10.0
 
@@ -285,12 +291,27 @@ class NodeplaneClient:
         data = self.call(f"{{ apiKeys {{ {KEY_FIELDS} }} }}")
         return [self._parse(ApiKey, k) for k in data["apiKeys"]]
 
-    def create_api_key(self, name: str, kind: str, expires_at: str | None = None) -> CreatedApiKey:
-        """A new key (`kind` personal or executor); its secret is in the answer only."""
+    def create_api_key(
+        self,
+        name: str,
+        kind: str,
+        expires_at: str | None = None,
+        executor_id: UUID | None = None,
+    ) -> CreatedApiKey:
+        """A new key (`kind` personal or executor); its secret is in the answer only.
+
+        An executor key made with `executor_id` is bound to that existing executor at once.
+        """
         data = self.call(
-            "mutation($n: String!, $k: ApiKeyKind!, $x: DateTime) { createApiKey(name: $n, "
-            f"kind: $k, expiresAt: $x) {{ secret apiKey {{ {KEY_FIELDS} }} }} }}",
-            {"n": name, "k": kind.upper(), "x": expires_at},
+            "mutation($n: String!, $k: ApiKeyKind!, $x: DateTime, $e: UUID) { createApiKey("
+            "name: $n, kind: $k, expiresAt: $x, executorId: $e) "
+            f"{{ secret apiKey {{ {KEY_FIELDS} }} }} }}",
+            {
+                "n": name,
+                "k": kind.upper(),
+                "x": expires_at,
+                "e": str(executor_id) if executor_id else None,
+            },
         )
         return self._parse(CreatedApiKey, data["createApiKey"])
 
@@ -301,6 +322,58 @@ class NodeplaneClient:
             {"id": str(key_id)},
         )
         return self._parse(ApiKey, data["revokeApiKey"])
+
+    def rebind_executor(self, executor_id: UUID, key_id: UUID) -> RebindResult:
+        """Bind an executor key to the executor; the keys bound to it before are revoked."""
+        data = self.call(
+            "mutation($e: UUID!, $k: UUID!) { rebindExecutor(executorId: $e, apiKeyId: $k) "
+            f"{{ executor {{ {EXECUTOR_FIELDS} }} apiKey {{ {KEY_FIELDS} }} "
+            f"revokedKeys {{ {KEY_FIELDS} }} }} }}",
+            {"e": str(executor_id), "k": str(key_id)},
+        )
+        return self._parse(RebindResult, data["rebindExecutor"])
+
+    # ---- members --------------------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        """The organization's members, by email."""
+        data = self.call(f"{{ members {{ {MEMBER_FIELDS} }} }}")
+        return [self._parse(Member, m) for m in data["members"]]
+
+    def invite_member(self, email: str, role: str) -> Invite:
+        """An invite for `email` with `role`; its token is in the answer only."""
+        data = self.call(
+            "mutation($e: String!, $r: Role!) { inviteMember(email: $e, role: $r) "
+            "{ token email role expiresAt } }",
+            {"e": email, "r": role.upper()},
+        )
+        return self._parse(Invite, data["inviteMember"])
+
+    def remove_member(self, member_id: UUID) -> MemberAccess:
+        """Remove a member: their sessions here end and their personal keys are revoked."""
+        data = self.call(
+            f"mutation($id: UUID!) {{ removeMember(memberId: $id) {{ {MEMBER_ACCESS_FIELDS} }} }}",
+            {"id": str(member_id)},
+        )
+        return self._parse(MemberAccess, data["removeMember"])
+
+    def change_member_role(self, member_id: UUID, role: str) -> Member:
+        """Give a member another role (asking for the current one changes nothing)."""
+        data = self.call(
+            "mutation($id: UUID!, $r: Role!) { changeMemberRole(memberId: $id, role: $r) "
+            f"{{ {MEMBER_FIELDS} }} }}",
+            {"id": str(member_id), "r": role.upper()},
+        )
+        return self._parse(Member, data["changeMemberRole"])
+
+    def revoke_sessions(self, member_id: UUID) -> MemberAccess:
+        """End a member's sessions here and revoke their personal keys; they stay a member."""
+        data = self.call(
+            "mutation($id: UUID!) { revokeSessions(memberId: $id) "
+            f"{{ {MEMBER_ACCESS_FIELDS} }} }}",
+            {"id": str(member_id)},
+        )
+        return self._parse(MemberAccess, data["revokeSessions"])
 
     def _page(self, model: type[A], raw: dict[str, Any]) -> Page[A]:
         info = raw["pageInfo"]

@@ -72,6 +72,7 @@ ExecutorOption = Annotated[
         "--executor", "-e", help="Executor name or id (needed when a name is used on several)."
     ),
 ]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 
 
 PIPED_WIDTH = 160
@@ -91,6 +92,17 @@ err = Console(stderr=True)
 def fail(message: str, exit_code: ExitCode = ExitCode.USAGE) -> NoReturn:
     """Stop the command with `error: message` on stderr."""
     raise CliFailure(exit_code, message)
+
+
+def confirm_or_stop(question: str, *, declined: str) -> None:
+    """Ask `question` on stderr; unless the answer is yes, print `declined` and exit DECLINED."""
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # end of input: nobody said yes
+        agreed = False
+    if not agreed:
+        err.print(declined)
+        raise typer.Exit(ExitCode.DECLINED)
 
 
 @contextmanager

@@ -7,12 +7,13 @@ import typer
 from nodeplane.cli.client import ApiError
 from nodeplane.cli.common import (
     ExecutorOption,
-    ExitCode,
     NodeArg,
     OutputFormat,
     OutputOption,
     TokenOption,
     UrlOption,
+    YesOption,
+    confirm_or_stop,
     connect,
     err,
     out,
@@ -155,7 +156,7 @@ def delete(
             help="Keep the node's data on the executor (default), or remove it for good.",
         ),
     ] = True,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     expected_revision: ExpectedRevision = None,
     wait: Wait = False,
     timeout: Timeout = DEFAULT_TIMEOUT,
@@ -173,9 +174,9 @@ def delete(
                 f"node {found.name!r} is at revision {found.revision}, not {expected_revision}",
                 "expectedRevision",
             )
-        if not yes and not _confirmed(found, keep_data):
-            err.print("not deleted")
-            raise typer.Exit(ExitCode.DECLINED)
+        if not yes:
+            err.print(_consequence(found, keep_data))
+            confirm_or_stop("Delete?", declined="not deleted")
         deleted = client.delete_node(found.id, retain_data=keep_data)
         if wait:
             wait_for(client, deleted, Target.GONE, timeout=timeout, console=err)
@@ -188,7 +189,7 @@ def delete(
         )
 
 
-def _confirmed(node: Node, keep_data: bool) -> bool:
+def _consequence(node: Node, keep_data: bool) -> str:
     if keep_data:
         consequence = (
             "Its data stays on the executor: deploying a node with the same name on "
@@ -198,8 +199,4 @@ def _confirmed(node: Node, keep_data: bool) -> bool:
         consequence = (
             "Its data is removed for good: a node deployed again has to sync from scratch."
         )
-    err.print(f"Delete node [bold]{node.name}[/bold] on {node.executor_name}? {consequence}")
-    try:
-        return typer.confirm("Delete?", default=False, err=True)
-    except typer.Abort:  # end of input: nobody said yes
-        return False
+    return f"Delete node [bold]{node.name}[/bold] on {node.executor_name}? {consequence}"

@@ -1,10 +1,10 @@
-"""Find nodes, executors and keys by the name or id a user typed."""
+"""Find nodes, executors, keys and members by the name, email or id a user typed."""
 
 from uuid import UUID
 
 from nodeplane.cli.client import ApiError, NodeplaneClient
 from nodeplane.cli.common import fail
-from nodeplane.cli.models import ApiKey, Executor, Node
+from nodeplane.cli.models import ApiKey, Executor, Member, Node
 
 
 def as_uuid(text: str) -> UUID | None:
@@ -84,3 +84,23 @@ def find_key(client: NodeplaneClient, ref: str) -> ApiKey:
     if not named:
         raise ApiError("not_found", f"API key {ref!r} not found")
     fail(f"{len(named)} active keys are named {ref!r}: revoke by id (see `nodeplane keys list`)")
+
+
+def key_id(client: NodeplaneClient, ref: str) -> UUID:
+    """The id of the key `ref` names; an id goes to the API as is, which says if it is unknown.
+
+    Members see only their own keys in `apiKeys`, so looking an id up there would answer
+    `not_found` where the API answers what is true: `forbidden`.
+    """
+    return as_uuid(ref) or find_key(client, ref).id
+
+
+def find_member(client: NodeplaneClient, ref: str) -> Member:
+    """The member of the caller's organization with the email or member id `ref`."""
+    ref_id = as_uuid(ref)
+    # The API stores emails trimmed and lower-cased; match what the user typed the same way.
+    email = ref.strip().lower()
+    for m in client.members():
+        if m.id == ref_id or m.email == email:
+            return m
+    raise ApiError("not_found", f"member {ref!r} not found")

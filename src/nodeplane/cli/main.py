@@ -15,6 +15,7 @@ from nodeplane.cli.agent import agent_app
 from nodeplane.cli.executors import executors_app
 from nodeplane.cli.keys import keys_app
 from nodeplane.cli.login import login
+from nodeplane.cli.members import members_app
 from nodeplane.cli.nodes import nodes_app
 from nodeplane.controlplane.config import Settings
 
@@ -27,6 +28,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(executors_app, name="executors")
 app.add_typer(keys_app, name="keys")
+app.add_typer(members_app, name="members")
 app.command()(login)
 
 

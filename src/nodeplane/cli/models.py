@@ -1,4 +1,4 @@
-"""What the CLI reads from the API: typed views of nodes, executors, events, revisions and keys."""
+"""Typed views of what the CLI reads: nodes, executors, events, revisions, keys and members."""
 
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -133,6 +133,40 @@ class CreatedApiKey(ApiModel):
 
     api_key: ApiKey
     secret: str
+
+
+class RebindResult(ApiModel):
+    """An executor bound to a key, and the keys that were bound to it before (now revoked)."""
+
+    executor: Executor
+    api_key: ApiKey
+    revoked_keys: list[ApiKey]
+
+
+class Member(ApiModel):
+    """A member of the caller's organization."""
+
+    id: UUID
+    email: str
+    role: Lower
+    created_at: datetime
+
+
+class MemberAccess(ApiModel):
+    """A member after a removal or a revocation, and the access that was ended."""
+
+    member: Member
+    sessions_ended: int
+    api_keys_revoked: int
+
+
+class Invite(ApiModel):
+    """A new invite; its token is in the answer only."""
+
+    token: str
+    email: str
+    role: Lower
+    expires_at: datetime
 
 
 class Organization(ApiModel):

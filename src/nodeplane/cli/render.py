@@ -1,4 +1,8 @@
-"""Rich tables for people; `--output json` bypasses all of this."""
+"""Rich tables for people; `--output json` bypasses all of this.
+
+Text someone typed (key names, messages, causes) goes into cells as `Text`, never as a string,
+which Rich would read as markup: `[/x]` in a key name must print, not fail or restyle the table.
+"""
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -9,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from nodeplane.cli.models import ApiKey, Event, Executor, Node, Revision
+from nodeplane.cli.models import ApiKey, Event, Executor, Member, Node, Revision
 from nodeplane.protocol import EventLevel, NodePhase
 
 PHASE_STYLE: dict[NodePhase, str] = {
@@ -179,7 +183,7 @@ def events_table(events: Sequence[Event]) -> Table:
         table.add_row(
             when(e.created_at),
             Text(e.level.value, style=LEVEL_STYLE.get(e.level, "")),
-            e.message,
+            Text(e.message),
             e.type,
         )
     return table
@@ -193,8 +197,8 @@ def revisions_table(revisions: Sequence[Revision]) -> Table:
             str(r.revision),
             when(r.created_at),
             str(r.spec.get("desiredState", "running")),
-            r.author,
-            r.cause,
+            Text(r.author),
+            Text(r.cause),
             clients_of(r.spec),
         )
     return table
@@ -215,11 +219,27 @@ def keys_table(keys: Sequence[ApiKey]) -> Table:
     for k in keys:
         state = key_state(k)
         table.add_row(
-            k.name,
+            Text(k.name),
             k.kind,
             Text(state, style="green" if state == "active" else "dim"),
             ago(k.last_used_at),
             when(k.expires_at) if k.expires_at else "never",
             str(k.id),
+        )
+    return table
+
+
+ROLE_STYLE: dict[str, str] = {"owner": "bold", "admin": "", "member": "dim"}
+
+
+def members_table(members: Sequence[Member]) -> Table:
+    """The organization's members and their roles."""
+    table = _table("EMAIL", "ROLE", "MEMBER SINCE", "ID")
+    for m in members:
+        table.add_row(
+            Text(m.email),
+            Text(m.role, style=ROLE_STYLE.get(m.role, "")),
+            when(m.created_at),
+            str(m.id),
         )
     return table
