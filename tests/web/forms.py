@@ -3,6 +3,8 @@ rendered form, the session cookie, and requests too long for httpx."""
 
 import http.client
 import re
+import socket
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -64,3 +66,25 @@ def raw_get(base_url: str, target: str, cookies: dict[str, str] | None = None) -
         return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
     finally:
         conn.close()
+
+
+def trickled_get(
+    base_url: str, target: str, cookies: dict[str, str] | None = None, piece: int = 2048
+) -> RawResponse:
+    """GET `target` with the request head sent in `piece`-byte writes a little apart, as a slow
+    or distant client's bytes arrive: the server sees the head incomplete many times over."""
+    parts = urlsplit(base_url)
+    assert parts.hostname is not None and parts.port is not None
+    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.hostname}:{parts.port}", "Connection: close"]
+    if cookies:
+        lines.append("Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in range(0, len(head), piece):
+            sock.sendall(head[start : start + piece])
+            time.sleep(0.002)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read().decode("utf-8", "replace")
+        return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, body)

@@ -72,6 +72,7 @@ def server(
 ) -> None:
     """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
     from nodeplane.controlplane.app import create_app
+    from nodeplane.controlplane.http_server import uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
 
     configure_logging(log_level, json_logs)
@@ -80,13 +81,10 @@ def server(
         settings = dataclasses.replace(settings, database_url=database_url)
     typer.echo(f"nodeplane control plane on http://{host}:{port} (pid {os.getpid()})", err=True)
     control_plane = create_app(settings)
-    config = uvicorn.Config(
+    config = uvicorn_config(
         control_plane,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
+        host,
+        port,
         # Sign-in throttling keys on the client address: behind a reverse proxy, that is the
         # address the proxy forwards, believed only from the proxies listed here.
         proxy_headers=True,

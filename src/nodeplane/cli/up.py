@@ -25,6 +25,7 @@ from rich.panel import Panel
 
 from nodeplane.controlplane.app import create_app
 from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.http_server import uvicorn_config
 from nodeplane.controlplane.services.accounts import DEFAULT_ADMIN_EMAIL, bootstrap_admin
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
@@ -199,16 +200,7 @@ async def run_up(*, host: str, port: int, data_dir: Path, demo: bool, driver: st
 
     url = f"http://{host}:{port}"
     control_plane = create_app(settings)
-    server = _EmbeddedServer(
-        uvicorn.Config(
-            control_plane,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-        )
-    )
+    server = _EmbeddedServer(uvicorn_config(control_plane, host, port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
