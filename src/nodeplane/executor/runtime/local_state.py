@@ -3,6 +3,7 @@
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from uuid import UUID
 
@@ -43,6 +44,9 @@ class LocalState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.nodes: dict[UUID, HeldNode] = {}
+        # What the file holds as far as we know (None: unknown, the next save writes).
+        self._saved: str | None = None
+        self._save_lock = threading.Lock()
 
     def load(self) -> None:
         """Read the state file if there is one (a missing file is an empty state).
@@ -71,21 +75,32 @@ class LocalState:
             nodes[node_id] = held
         self.nodes = nodes
 
-    def save(self) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, never half."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = StateFile(nodes=self.nodes).model_dump_json(indent=2)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    def save(self) -> bool:
+        """Write atomically if the content changed; True if it wrote.
+
+        A crash leaves either the old file or the new one, never half: the content goes to a
+        temporary file of a unique name (two writers never share one), is synced, then renamed
+        over the file. Saves are serialized, so concurrent callers (per-node reconcile tasks,
+        threads) never interleave and the file always holds one whole, latest state.
+        """
+        with self._save_lock:
+            data = StateFile(nodes=self.nodes).model_dump_json(indent=2)
+            if data == self._saved and self.path.exists():
+                return False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self._saved = data
+            return True
 
     def known(self) -> list[KnownRevision]:
         """What to tell the spec poll we hold."""
