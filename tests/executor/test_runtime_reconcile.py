@@ -220,3 +220,23 @@ async def test_held_specs_are_saved_only_when_they_change(tmp_path: Path) -> Non
         await asyncio.sleep(5 * FAST.reconcile)  # resyncs and reports: nothing changes
         assert (state.path.stat().st_mtime_ns, state.path.stat().st_ino) == written
     assert not list(state.path.parent.glob(".state-*"))
+
+
+async def test_an_unreadable_state_file_is_reported_once_and_the_specs_fetched_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state" / "specs.json"
+    path.parent.mkdir()
+    path.write_bytes(b'{"version": 1, "nodes": {"')  # truncated
+    async with running(tmp_path) as h:
+        await eventually(lambda: h.plane.events)
+        [event] = h.plane.events
+        assert event.type is RuntimeEventType.EXECUTOR_STATE_REBUILT and event.node_id is None
+        assert str(path) in event.message
+        moved = list(path.parent.glob("specs.json.corrupt-*"))
+        assert len(moved) == 1 and event.payload["movedTo"] == str(moved[0])
+        # Held nothing: the control plane is asked for every spec; they are applied as sent.
+        h.push(assigned("n", 7))
+        await eventually(lambda: ("n", 7) in h.backend.applied)
+        await asyncio.sleep(2 * FAST.heartbeat)
+        assert len(h.plane.events) == 1

@@ -131,7 +131,7 @@ class ExecutorRuntime:
 
     async def run(self) -> None:
         """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
-        self.state.load()
+        self.load_state()
         log.info("executor.starting", name=self.name, nodes=len(self.state.nodes))
         try:
             async with asyncio.TaskGroup() as group:
@@ -143,6 +143,24 @@ class ExecutorRuntime:
                 group.create_task(self._dispatch_loop(group), name="dispatch")
         finally:
             self.queue.shutdown()
+
+    def load_state(self) -> None:
+        """Load the held specs; an unreadable file is moved aside and reported as an event."""
+        moved_to = self.state.load()
+        if moved_to is None:
+            return
+        self.queue_event(
+            RuntimeEvent(
+                type=RuntimeEventType.EXECUTOR_STATE_REBUILT,
+                level=EventLevel.WARN,
+                message=storable_excerpt(
+                    f"{self.state.path} was unreadable and was moved to {moved_to.name}; "
+                    "every node's spec is fetched again and its running processes adopted",
+                    MAX_EVENT_MESSAGE_LENGTH,
+                ),
+                payload={"path": str(self.state.path), "movedTo": str(moved_to)},
+            )
+        )
 
     # ---- heartbeat --------------------------------------------------------------------------
 
