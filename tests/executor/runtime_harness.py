@@ -157,10 +157,12 @@ class ScriptedControlPlane(ControlPlaneClient):
         self, known: Sequence[KnownRevision], wait_seconds: float
     ) -> list[AssignedNodeSpec]:
         self._check()
+        specs: list[AssignedNodeSpec] = []
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_seconds):
-                return await self.specs.get()
-        return []
+                specs = await self.specs.get()
+        self._check()  # a long-poll held when the control plane went away fails, too
+        return specs
 
     async def confirm_teardown(self, node_id: UUID) -> bool:
         self._check()

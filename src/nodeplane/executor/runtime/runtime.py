@@ -22,12 +22,12 @@ import contextlib
 from dataclasses import dataclass
 from uuid import UUID
 
-import httpx
 import structlog
 
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
 from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -45,8 +45,6 @@ from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
-_NETWORK_ERRORS = (httpx.HTTPError, ControlPlaneError, OSError)
-
 
 @dataclass(frozen=True)
 class Intervals:
@@ -57,7 +55,10 @@ class Intervals:
     reconcile: float = 5.0
     report: float = 10.0
     poll_wait: float = 25.0
+    # Calls to an unreachable control plane are retried after a jittered delay from `retry`
+    # doubling up to `outage_retry_cap` (None: four heartbeats).
     retry: float = 2.0
+    outage_retry_cap: float | None = None
     # The backend's supervision (restart policies); None: as often as `reconcile`.
     housekeeping: float | None = None
     # A failed node is retried after node_retry_base, doubling up to node_retry_cap.
@@ -115,6 +116,10 @@ class ExecutorRuntime:
                 base=self.intervals.node_retry_base, cap=self.intervals.node_retry_cap
             )
         )
+        outage_cap = self.intervals.outage_retry_cap or 4 * self.intervals.heartbeat
+        self.reachability = Reachability()
+        self._sync_backoff = JitteredBackoff(base=self.intervals.retry, cap=outage_cap)
+        self._poll_backoff = JitteredBackoff(base=self.intervals.retry, cap=outage_cap)
         self._registered = asyncio.Event()
         self._report_now = _Trigger()
         self._sync_now = _Trigger()
@@ -166,8 +171,12 @@ class ExecutorRuntime:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await self.sync_once()
-            await self._sync_now.wait(self.intervals.heartbeat)
+            if await self.sync_once():
+                self._sync_backoff.reset()
+                await self._sync_now.wait(self.intervals.heartbeat)
+            else:
+                # Triggers (a report ready) do not shorten an outage's backoff.
+                await asyncio.sleep(self._sync_backoff.next_delay())
 
     async def _sync_request(self) -> SyncExecutorRequest:
         """The syncExecutor input: who we are, what we offer, what we observe."""
@@ -186,13 +195,22 @@ class ExecutorRuntime:
         )
 
     async def sync_once(self) -> bool:
-        """One syncExecutor call with the latest observations; then flush runtime events."""
-        request = await self._sync_request()
+        """One syncExecutor call with the latest observations; then flush runtime events.
+
+        False when the call failed (the failure is logged once per outage, not per attempt).
+        """
+        try:
+            request = await self._sync_request()
+        except Exception:  # detecting capabilities or resources: the next heartbeat tries again
+            log.exception("sync.request_failed")
+            return False
         try:
             result = await self.client.sync(request)
-        except _NETWORK_ERRORS as exc:
-            log.warning("sync.failed", error=str(exc))
+        except Exception as exc:  # any failure of the call: retried, never the executor's end
+            self.reachability.failed("sync", describe_error(exc))
+            log.debug("sync.failed", error=describe_error(exc))
             return False
+        self.reachability.succeeded()
         if not self._registered.is_set():
             log.info("executor.registered", executor_id=result["executor"]["id"])
             self._registered.set()
@@ -220,10 +238,11 @@ class ExecutorRuntime:
                 # yet): sending it again would hold back every later event.
                 log.error("events.refused", error=str(exc), count=len(batch))
                 return
-            log.warning("events.report_failed", error=str(exc), count=len(batch))
+            self.reachability.failed("report_events", describe_error(exc))
             self._pending_events = batch + self._pending_events
-        except _NETWORK_ERRORS as exc:
-            log.warning("events.report_failed", error=str(exc), count=len(batch))
+        except Exception as exc:  # kept and sent with a later heartbeat
+            self.reachability.failed("report_events", describe_error(exc))
+            log.debug("events.report_failed", error=describe_error(exc), count=len(batch))
             self._pending_events = batch + self._pending_events
 
     # ---- spec long-poll ---------------------------------------------------------------------
@@ -233,10 +252,13 @@ class ExecutorRuntime:
         while True:
             try:
                 specs = await self.client.poll_specs(self.state.known(), self.intervals.poll_wait)
-            except _NETWORK_ERRORS as exc:
-                log.warning("poll.failed", error=str(exc))
-                await asyncio.sleep(self.intervals.retry)
+            except Exception as exc:  # any failure of the call: retried after a backoff
+                self.reachability.failed("poll", describe_error(exc))
+                log.debug("poll.failed", error=describe_error(exc))
+                await asyncio.sleep(self._poll_backoff.next_delay())
                 continue
+            self.reachability.succeeded()
+            self._poll_backoff.reset()
             if specs:
                 self.receive(specs)
 
@@ -376,8 +398,9 @@ class ExecutorRuntime:
             self._save_state()
         try:
             await self.client.confirm_teardown(node_id)
-        except _NETWORK_ERRORS as exc:
-            log.warning("teardown.confirm_failed", node=held.name, error=str(exc))
+        except Exception as exc:  # retried with the node's backoff
+            self.reachability.failed("confirm_teardown", describe_error(exc))
+            log.debug("teardown.confirm_failed", node=held.name, error=describe_error(exc))
             return False
         self.state.nodes.pop(node_id, None)
         self._observations.pop(node_id, None)
