@@ -487,6 +487,7 @@ class ExecutorRuntime:
         try:
             async with asyncio.timeout(self.intervals.observe_timeout):
                 processes = await self.backend.observe(held.assigned)
+            observed = self._state_of(held, processes, None)  # refuses what the wire would
         except Exception as exc:  # one node's probe must not stop the others' reports
             message = (
                 f"observing took over {self.intervals.observe_timeout:g} s"
@@ -506,7 +507,7 @@ class ExecutorRuntime:
             return self._state_of(held, [], f"cannot observe: {message}")
         if self._observe_errors.pop(node_id, None) is not None:
             log.info("observe.recovered", node=held.name)
-        return self._state_of(held, processes, None)
+        return observed
 
     @staticmethod
     def _state_of(
