@@ -133,6 +133,7 @@ class ExecutorRuntime:
         self._node_locks: dict[UUID, asyncio.Lock] = {}
         self._housekeeping_error: str | None = None
         self._save_error: str | None = None
+        self._request_error: str | None = None
 
     async def run(self) -> None:
         """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
@@ -201,9 +202,12 @@ class ExecutorRuntime:
         """
         try:
             request = await self._sync_request()
-        except Exception:  # detecting capabilities or resources: the next heartbeat tries again
-            log.exception("sync.request_failed")
+        except Exception as exc:  # detecting capabilities or resources: tried again next time
+            if describe_error(exc) != self._request_error:
+                self._request_error = describe_error(exc)
+                log.exception("sync.request_failed")
             return False
+        self._request_error = None
         try:
             result = await self.client.sync(request)
         except Exception as exc:  # any failure of the call: retried, never the executor's end
