@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -158,6 +159,9 @@ class AgentBackend:
         self._capabilities = capabilities
         self._events: list[RuntimeEvent] = []
         self._restarts_seen: dict[str, int] = {}
+        # Nodes are rendered side by side (per-node reconcile, in threads): choosing a node's
+        # ports reads every other node's, so two choices must not interleave.
+        self._ports_lock = threading.Lock()
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -213,11 +217,12 @@ class AgentBackend:
         try:
             adapter.client_defs(spec)
             wanted_ports = adapter.ports(spec)
-            ports = allocate_ports(
-                layout.root / "ports.json",
-                wanted_ports,
-                ports_in_use(nodes_root(self.data_dir), node.name),
-            )
+            with self._ports_lock:
+                ports = allocate_ports(
+                    layout.root / "ports.json",
+                    wanted_ports,
+                    ports_in_use(nodes_root(self.data_dir), node.name),
+                )
             binaries = {
                 role: self._resolve_binary(adapter, role, sel.name, sel.version)
                 for role, sel in spec.clients.items()
