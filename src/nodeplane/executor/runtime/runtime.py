@@ -6,6 +6,7 @@ specs say now, so a partial apply, a lost report or a restart of the executor he
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPl
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
 from nodeplane.protocol import (
+    INSTANCE_CONFLICT_CODE,
     EventLevel,
     NodeObservation,
     ObservedNodeState,
@@ -71,8 +73,13 @@ class ExecutorRuntime:
         backend: Backend,
         state: LocalState,
         intervals: Intervals | None = None,
+        instance_id: UUID | None = None,
+        previous_instance_ids: Sequence[UUID] = (),
     ) -> None:
         self.name = name
+        # This process, and the ones before it on the same data directory (instance_lock.py).
+        self.instance_id = instance_id
+        self.previous_instance_ids = list(previous_instance_ids)
         self.version = version
         self.client = client
         self.backend = backend
@@ -85,6 +92,10 @@ class ExecutorRuntime:
         self._observations: dict[UUID, ObservedNodeState] = {}
         self._pending_events: list[RuntimeEvent] = []
         self._apply_lock = asyncio.Lock()
+        # Why the control plane refuses this process (another instance of the executor is
+        # live); while set, nothing is applied: what runs is left as it is.
+        self.refused: str | None = None
+        self._first_sync = asyncio.Event()
 
     async def run(self) -> None:
         """Run every loop until cancelled."""
@@ -105,6 +116,7 @@ class ExecutorRuntime:
     async def _heartbeat_loop(self) -> None:
         while True:
             await self.sync_once()
+            self._first_sync.set()
             await self._sync_now.wait(self.intervals.heartbeat)
 
     async def sync_once(self) -> bool:
@@ -121,12 +133,24 @@ class ExecutorRuntime:
                 for nid, obs in self._observations.items()
                 if nid in self.state.nodes
             ],
+            instance_id=self.instance_id,
+            previous_instance_ids=self.previous_instance_ids,
         )
         try:
             result = await self.client.sync(request)
+        except ControlPlaneError as exc:
+            if exc.code == INSTANCE_CONFLICT_CODE:
+                self._refuse(exc.message)
+            else:
+                log.warning("sync.failed", error=str(exc))
+            return False
         except _NETWORK_ERRORS as exc:
             log.warning("sync.failed", error=str(exc))
             return False
+        if self.refused is not None:
+            log.info("executor.instance_accepted", instance_id=str(self.instance_id))
+            self.refused = None
+            self._reconcile_now.fire()
         if not self._registered.is_set():
             log.info("executor.registered", executor_id=result["executor"]["id"])
             self._registered.set()
@@ -136,6 +160,12 @@ class ExecutorRuntime:
             )
         await self._flush_events()
         return True
+
+    def _refuse(self, message: str) -> None:
+        """Another instance of this executor is live: stop applying, say so once."""
+        if self.refused is None:
+            log.error("executor.instance_refused", instance_id=str(self.instance_id), error=message)
+        self.refused = message
 
     async def _flush_events(self) -> None:
         self._pending_events += self.backend.drain_events()
@@ -163,6 +193,13 @@ class ExecutorRuntime:
         while True:
             try:
                 specs = await self.client.poll_specs(self.state.known(), self.intervals.poll_wait)
+            except ControlPlaneError as exc:
+                if exc.code == INSTANCE_CONFLICT_CODE:
+                    self._refuse(exc.message)
+                else:
+                    log.warning("poll.failed", error=str(exc))
+                await asyncio.sleep(self.intervals.retry)
+                continue
             except _NETWORK_ERRORS as exc:
                 log.warning("poll.failed", error=str(exc))
                 await asyncio.sleep(self.intervals.retry)
@@ -182,12 +219,20 @@ class ExecutorRuntime:
     # ---- reconciler -------------------------------------------------------------------------
 
     async def _reconcile_loop(self) -> None:
+        # Not before the control plane has had its say: a copy of this host (cloned disk, held
+        # specs and all) must learn it is refused before it starts anything.
+        await self._first_sync.wait()
         while True:
             await self.reconcile_once()
             await self._reconcile_now.wait(self.intervals.reconcile)
 
     async def reconcile_once(self) -> None:
-        """Converge every held node; deleted nodes are torn down and confirmed."""
+        """Converge every held node; deleted nodes are torn down and confirmed.
+
+        Nothing happens while the control plane refuses this process as a second instance.
+        """
+        if self.refused is not None:
+            return
         async with self._apply_lock:
             try:
                 await self.backend.housekeeping()
