@@ -392,9 +392,10 @@ async def _claim_instance(
         update(Executor)
         .where(Executor.id == executor.id, condition)
         .values(instance_id=mine, instance_seen_at=now)
+        .returning(Executor.id)
         .execution_options(synchronize_session=False)
     )
-    if _rowcount(claimed) != 1:
+    if claimed.first() is None:
         # Another instance claimed it between our read and our write: it is the live one now.
         await session.refresh(executor)
         raise InstanceConflict(executor, mine, heartbeat)
@@ -468,8 +469,9 @@ async def record_instance_refusal(db: Database, conflict: InstanceConflict) -> N
                 last_refused_at=now,
             )
             .on_conflict_do_nothing()
+            .returning(ExecutorInstanceRefusal.instance_id)
         )
-        if _rowcount(inserted) != 1:
+        if inserted.first() is None:
             await session.execute(
                 update(ExecutorInstanceRefusal)
                 .where(
