@@ -6,11 +6,12 @@ is left running that neither tracks. So an agent takes this lock at start and ke
 as it runs (the kernel drops it when the process ends, however it ends); a second agent finds it
 held and stops with a message naming the directory and the holder's pid.
 
-The lock file also records who holds it: pid, agent instance id and the host's boot id. The next
-agent on the same data directory, in the same boot of the same host, is that instance's successor
-(the lock proves the predecessor has exited), and tells the control plane so: a restart takes over
-at once instead of being refused as a second instance. A copy of the data directory on another
-host (a cloned disk) carries another boot id, so it never claims succession.
+The lock file also records who holds it: pid, agent instance id, the host's boot id and the
+directory's path. The next agent on the same data directory, in the same boot of the same host,
+is that instance's successor (the lock proves the predecessor has exited), and tells the control
+plane so: a restart takes over at once instead of being refused as a second instance. A copy of
+the data directory on another host (a cloned disk) carries another boot id, and a copy elsewhere
+on the same host another path, so neither claims succession.
 """
 
 import contextlib
@@ -68,9 +69,10 @@ def _uuid(value: Any) -> UUID | None:
         return None
 
 
-def _predecessors(record: dict[str, Any], boot: str) -> tuple[UUID, ...]:
-    """The instances that ran on this data directory before, newest first, if in this boot."""
-    if not boot or record.get("bootId") != boot:
+def _predecessors(record: dict[str, Any], boot: str, data_dir: str) -> tuple[UUID, ...]:
+    """The instances that ran on this data directory before, newest first, if in this boot
+    (and at this path: a copy of the directory elsewhere on the host is another agent)."""
+    if not boot or record.get("bootId") != boot or record.get("dataDir") != data_dir:
         return ()
     raw = [record.get("instanceId"), *(record.get("previousInstanceIds") or [])]
     found = [u for u in (_uuid(v) for v in raw if v) if u is not None]
@@ -121,12 +123,13 @@ def lock_data_dir(data_dir: Path, instance_id: UUID) -> AgentLock:
     except BaseException:
         os.close(fd)
         raise
-    boot = boot_id()
-    previous = _predecessors(_read_record(fd), boot)
+    boot, where = boot_id(), str(data_dir.resolve())
+    previous = _predecessors(_read_record(fd), boot, where)
     record = {
         "pid": os.getpid(),
         "instanceId": str(instance_id),
         "bootId": boot,
+        "dataDir": where,
         "previousInstanceIds": [str(u) for u in previous[: MAX_PREVIOUS_INSTANCES - 1]],
     }
     os.ftruncate(fd, 0)

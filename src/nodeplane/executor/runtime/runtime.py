@@ -220,7 +220,7 @@ class ExecutorRuntime:
 
     async def _reconcile_loop(self) -> None:
         # Not before the control plane has had its say: a copy of this host (cloned disk, held
-        # specs and all) must learn it is refused before it starts anything.
+        # specs and all) must learn it is refused before it starts or renders anything.
         await self._first_sync.wait()
         while True:
             await self.reconcile_once()
@@ -300,13 +300,17 @@ class ExecutorRuntime:
     # ---- reporter ---------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
+        await self._first_sync.wait()
         while True:
             await self.report_once()
             self._sync_now.fire()
             await self._report_now.wait(self.intervals.report)
 
     async def report_once(self) -> None:
-        """Observe every live held node; the next heartbeat carries the result."""
+        """Observe every live held node; the next heartbeat carries the result (nothing while
+        refused: the control plane would not take it)."""
+        if self.refused is not None:
+            return
         observations: dict[UUID, ObservedNodeState] = {}
         for node_id, held in list(self.state.nodes.items()):
             if held.assigned.deleted:
