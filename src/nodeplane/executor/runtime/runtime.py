@@ -19,6 +19,7 @@ node does ends the executor.
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -30,6 +31,7 @@ from nodeplane.executor.runtime.local_state import HeldNode, LocalState
 from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
 from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol import (
+    INSTANCE_CONFLICT_CODE,
     AssignedNodeSpec,
     EventLevel,
     NodeObservation,
@@ -104,8 +106,13 @@ class ExecutorRuntime:
         backend: Backend,
         state: LocalState,
         intervals: Intervals | None = None,
+        instance_id: UUID | None = None,
+        previous_instance_ids: Sequence[UUID] = (),
     ) -> None:
         self.name = name
+        # This process, and the ones before it on the same data directory (instance_lock.py).
+        self.instance_id = instance_id
+        self.previous_instance_ids = list(previous_instance_ids)
         self.version = version
         self.client = client
         self.backend = backend
@@ -134,6 +141,10 @@ class ExecutorRuntime:
         self._housekeeping_error: str | None = None
         self._save_error: str | None = None
         self._request_error: str | None = None
+        # Why the control plane refuses this process (another instance of the executor is
+        # live); while set, nothing is applied or observed: what runs is left as it is.
+        self.refused: str | None = None
+        self._first_sync = asyncio.Event()
 
     async def run(self) -> None:
         """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
@@ -172,7 +183,10 @@ class ExecutorRuntime:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            if await self.sync_once():
+            ok = await self.sync_once()
+            self._first_sync.set()
+            if ok or self.refused is not None:
+                # A refusal is an answer: ask again at the normal cadence, not an outage's.
                 self._sync_backoff.reset()
                 await self._sync_now.wait(self.intervals.heartbeat)
             else:
@@ -193,6 +207,8 @@ class ExecutorRuntime:
                 for nid, obs in self._observations.items()
                 if nid in self.state.nodes
             ],
+            instance_id=self.instance_id,
+            previous_instance_ids=self.previous_instance_ids,
         )
 
     async def sync_once(self) -> bool:
@@ -210,11 +226,23 @@ class ExecutorRuntime:
         self._request_error = None
         try:
             result = await self.client.sync(request)
+        except ControlPlaneError as exc:
+            if exc.code == INSTANCE_CONFLICT_CODE:
+                self.reachability.succeeded()
+                self._refuse(exc.message)
+            else:
+                self.reachability.failed("sync", describe_error(exc))
+                log.debug("sync.failed", error=describe_error(exc))
+            return False
         except Exception as exc:  # any failure of the call: retried, never the executor's end
             self.reachability.failed("sync", describe_error(exc))
             log.debug("sync.failed", error=describe_error(exc))
             return False
         self.reachability.succeeded()
+        if self.refused is not None:
+            log.info("executor.instance_accepted", instance_id=str(self.instance_id))
+            self.refused = None
+            self.resync()
         if not self._registered.is_set():
             log.info("executor.registered", executor_id=result["executor"]["id"])
             self._registered.set()
@@ -228,6 +256,12 @@ class ExecutorRuntime:
     def queue_event(self, event: RuntimeEvent) -> None:
         """Send `event` with the next heartbeat."""
         self._pending_events.append(event)
+
+    def _refuse(self, message: str) -> None:
+        """Another instance of this executor is live: stop applying, say so once."""
+        if self.refused is None:
+            log.error("executor.instance_refused", instance_id=str(self.instance_id), error=message)
+        self.refused = message
 
     async def _flush_events(self) -> None:
         self._pending_events += self.backend.drain_events()
@@ -256,6 +290,16 @@ class ExecutorRuntime:
         while True:
             try:
                 specs = await self.client.poll_specs(self.state.known(), self.intervals.poll_wait)
+            except ControlPlaneError as exc:
+                if exc.code == INSTANCE_CONFLICT_CODE:
+                    self.reachability.succeeded()
+                    self._refuse(exc.message)
+                    await asyncio.sleep(self.intervals.heartbeat)
+                    continue
+                self.reachability.failed("poll", describe_error(exc))
+                log.debug("poll.failed", error=describe_error(exc))
+                await asyncio.sleep(self._poll_backoff.next_delay())
+                continue
             except Exception as exc:  # any failure of the call: retried after a backoff
                 self.reachability.failed("poll", describe_error(exc))
                 log.debug("poll.failed", error=describe_error(exc))
@@ -281,6 +325,9 @@ class ExecutorRuntime:
 
     async def _resync_loop(self) -> None:
         """Queue every held node each `reconcile` interval (crashes, drift, lost work heal)."""
+        # Not before the control plane has had its say: a copy of this host (cloned disk, held
+        # specs and all) must learn it is refused before it starts or renders anything.
+        await self._first_sync.wait()
         while True:
             self.resync()
             await asyncio.sleep(self.intervals.reconcile)
@@ -320,6 +367,8 @@ class ExecutorRuntime:
         A failure (any exception) is recorded on the node and the node is queued again after its
         backoff; a success resets the backoff. Never raises for a node's failure.
         """
+        if self.refused is not None:
+            return  # another instance of this executor is live: leave what runs as it is
         lock = self._node_locks.setdefault(node_id, asyncio.Lock())
         async with lock:
             held = self.state.nodes.get(node_id)
@@ -469,13 +518,17 @@ class ExecutorRuntime:
     # ---- reporter ---------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
+        await self._first_sync.wait()
         while True:
             await self.report_once()
             self._sync_now.fire()
             await self._report_now.wait(self.intervals.report)
 
     async def report_once(self) -> None:
-        """Observe every held node side by side; the next heartbeat carries the result."""
+        """Observe every held node side by side; the next heartbeat carries the result (nothing
+        while refused: the control plane would not take it)."""
+        if self.refused is not None:
+            return
         held = list(self.state.nodes.items())
         states = await asyncio.gather(*(self._observe(nid, h) for nid, h in held))
         self._observations = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
