@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import structlog
@@ -27,6 +28,7 @@ from nodeplane.chains.base import (
 )
 from nodeplane.executor.agent.driver import (
     UNIT_PREFIX,
+    UNIT_SUFFIX,
     ActiveState,
     Driver,
     DriverError,
@@ -35,7 +37,9 @@ from nodeplane.executor.agent.driver import (
     unit_name,
 )
 from nodeplane.executor.agent.layout import UnsafePath, inside, node_layout, nodes_root
-from nodeplane.executor.agent.ports import allocate_ports, ports_in_use
+from nodeplane.executor.agent.port_recovery import recover_ports
+from nodeplane.executor.agent.ports import PortsFileError, allocate_ports, ports_in_use, read_ports
+from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -51,6 +55,7 @@ from nodeplane.protocol import (
     RuntimeEventType,
     spec_bound_problems,
 )
+from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
 from nodeplane.protocol.observed import MAX_MESSAGE_LENGTH
 from nodeplane.protocol.quantities import cpu_cores, memory_bytes
 from nodeplane.protocol.text import storable_excerpt
@@ -158,6 +163,7 @@ class AgentBackend:
         self._capabilities = capabilities
         self._events: list[RuntimeEvent] = []
         self._restarts_seen: dict[str, int] = {}
+        self._node_ids: dict[str, UUID] = {}  # node name -> id, for events the driver raises
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -213,19 +219,52 @@ class AgentBackend:
         try:
             adapter.client_defs(spec)
             wanted_ports = adapter.ports(spec)
-            ports = allocate_ports(
-                layout.root / "ports.json",
-                wanted_ports,
-                ports_in_use(nodes_root(self.data_dir), node.name),
-            )
             binaries = {
                 role: self._resolve_binary(adapter, role, sel.name, sel.version)
                 for role, sel in spec.clients.items()
             }
+            ctx = RenderContext(node_name=node.name, layout=layout, ports={}, binaries=binaries)
+            ports_file = layout.root / "ports.json"
+            try:
+                current = read_ports(ports_file)
+            except PortsFileError as exc:
+                # Rebuilt from what the node's config files already say, so a running node
+                # keeps its ports; only ports found nowhere are allocated afresh.
+                moved = move_aside(ports_file)
+                current = recover_ports(adapter, spec, ctx, wanted_ports)
+                self._state_rebuilt(node, exc, moved, recovered=current)
+            ports = allocate_ports(
+                ports_file,
+                wanted_ports,
+                ports_in_use(nodes_root(self.data_dir), node.name),
+                current=current if current is not None else {},
+            )
             ctx = RenderContext(node_name=node.name, layout=layout, ports=ports, binaries=binaries)
             return layout, adapter.render(spec, ctx)
         except NodeConfigError as exc:
             raise ApplyError(str(exc)) from None
+
+    def _state_rebuilt(
+        self,
+        node: AssignedNodeSpec,
+        problem: Exception,
+        moved: Path | None,
+        **detail: object,
+    ) -> None:
+        """An event (and an error log line) for a state file that was moved aside and rebuilt."""
+        where = f"; moved to {moved.name}" if moved is not None else ""
+        log.error("state_file.rebuilt", node=node.name, error=str(problem), moved_to=str(moved))
+        self._events.append(
+            RuntimeEvent(
+                node_id=node.node_id,
+                type=RuntimeEventType.EXECUTOR_STATE_REBUILT,
+                level=EventLevel.WARN,
+                message=storable_excerpt(
+                    f"{node.name}: {problem}{where}; rebuilt", MAX_EVENT_MESSAGE_LENGTH
+                ),
+                payload={"movedTo": str(moved) if moved else None, **detail},
+            )
+        )
 
     def _unit(self, node: AssignedNodeSpec, layout: NodeLayout, process: ProcessPlan) -> UnitSpec:
         assert node.spec is not None
@@ -247,15 +286,45 @@ class AgentBackend:
 
     async def housekeeping(self) -> None:
         """Let the driver apply restart policies (the built-in supervisor needs this tick)."""
-        for exit_ in await self.driver.supervise():
-            log.info("unit.exited", exit=str(exit_))
+        try:
+            for exit_ in await self.driver.supervise():
+                log.info("unit.exited", exit=str(exit_))
+        finally:
+            self._driver_problems()
+
+    def _driver_problems(self) -> None:
+        """Events for what the driver handled on its own (a state file moved aside, ...)."""
+        for problem in self.driver.drain_problems():
+            node = problem.unit.removeprefix(UNIT_PREFIX).removesuffix(UNIT_SUFFIX)
+            node = node.rpartition("-")[0]
+            self._events.append(
+                RuntimeEvent(
+                    node_id=self._node_ids.get(node),
+                    type=RuntimeEventType.EXECUTOR_STATE_REBUILT
+                    if problem.path is not None
+                    else RuntimeEventType.EXECUTOR_HOUSEKEEPING_FAILED,
+                    level=EventLevel.WARN if problem.path is not None else EventLevel.ERROR,
+                    message=storable_excerpt(problem.message, MAX_EVENT_MESSAGE_LENGTH),
+                    payload={
+                        "unit": problem.unit,
+                        "path": str(problem.path) if problem.path else None,
+                        "movedTo": str(problem.moved_to) if problem.moved_to else None,
+                    },
+                )
+            )
 
     async def apply(self, node: AssignedNodeSpec) -> None:
         """Converge the node: files, init steps, units, then start/stop/restart as planned."""
+        self._node_ids[node.name] = node.node_id
         try:
             await self._apply(node)
         except DriverError as exc:
             raise ApplyError(str(exc)) from None
+        except OSError as exc:
+            # A full or read-only disk, say: this node's error, never the agent's end.
+            raise ApplyError(os_error_text(exc)) from None
+        finally:
+            self._driver_problems()
 
     async def _apply(self, node: AssignedNodeSpec) -> None:
         layout, plan = await asyncio.to_thread(self._render, node)
@@ -298,27 +367,21 @@ class AgentBackend:
         )
 
     def _write_files(self, layout: NodeLayout, plan: NodePlan) -> None:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        layout.root.chmod(0o700)
+        # Created with their mode once; an existing directory is never chmodded again.
+        make_directory(layout.root)
         for relative in (*plan.directories, "config", "data", "logs"):
             try:
                 directory = inside(layout.root, relative)
             except UnsafePath as exc:
                 raise ApplyError(str(exc)) from None
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(0o700)
+            make_directory(directory)
         for file in plan.files:
             try:
                 target = inside(layout.config_dir, file.relative_path)
             except UnsafePath as exc:
                 raise ApplyError(str(exc)) from None
-            if target.exists() and target.read_text() == file.content:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(file.content)
-            tmp.chmod(file.mode)
-            tmp.replace(target)
+            make_directory(target.parent)
+            write_atomic(target, file.content, file.mode)
 
     async def _run_init_steps(self, layout: NodeLayout, plan: NodePlan) -> None:
         for step in plan.init_steps:
@@ -329,11 +392,8 @@ class AgentBackend:
             if marker.exists():
                 continue
             if step.random_hex_bytes:
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                tmp = marker.with_name(f".{marker.name}.tmp")
-                tmp.write_text(secrets.token_hex(step.random_hex_bytes))
-                tmp.chmod(0o600)
-                tmp.replace(marker)
+                make_directory(marker.parent)
+                write_atomic(marker, secrets.token_hex(step.random_hex_bytes), 0o600)
                 continue
             if step.argv:
                 proc = await asyncio.create_subprocess_exec(
@@ -358,10 +418,7 @@ class AgentBackend:
 
     @staticmethod
     def _write_applied_marker(layout: NodeLayout, data: dict[str, int]) -> None:
-        path = layout.root / "applied.json"
-        tmp = path.with_name(".applied.json.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+        write_atomic(layout.root / "applied.json", json.dumps(data, sort_keys=True))
 
     async def _node_units(self, name: str) -> list[str]:
         # Roles never contain '-', so `nodeplane-a-node` is node a's, not node "a-node"'s prefix.
@@ -448,6 +505,16 @@ class AgentBackend:
 
     async def teardown(self, node: AssignedNodeSpec) -> None:
         """Stop and remove the node's units; remove its directory unless data is retained."""
+        try:
+            await self._teardown(node)
+        except DriverError as exc:
+            raise ApplyError(str(exc)) from None
+        except OSError as exc:
+            raise ApplyError(os_error_text(exc)) from None
+        finally:
+            self._driver_problems()
+
+    async def _teardown(self, node: AssignedNodeSpec) -> None:
         layout = self._layout(node.name)
         for name in await self._node_units(node.name):
             await self.driver.remove(name)
@@ -459,4 +526,30 @@ class AgentBackend:
                 or layout.root.resolve().parent != nodes_root(self.data_dir).resolve()
             ):
                 raise ApplyError(f"refusing to remove {layout.root}: not a plain node directory")
-            await asyncio.to_thread(shutil.rmtree, layout.root)
+            await asyncio.to_thread(remove_node_directory, layout.root)
+
+
+def remove_node_directory(root: Path) -> None:
+    """Delete a node's directory and everything in it; ApplyError naming what could not go.
+
+    A node directory that is a mount point (a volume given to the node) is emptied and the mount
+    point is left: the data is gone as asked, and unmounting is the host's business.
+    """
+    try:
+        if os.path.ismount(root):
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            log.info("teardown.mount_point_left", path=str(root))
+        else:
+            shutil.rmtree(root)
+    except OSError as exc:
+        raise ApplyError(f"cannot remove the node's data: {os_error_text(exc)}") from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """`<path>: <reason>` for an OSError, without a traceback."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -88,6 +88,16 @@ class UnitExit:
     will_restart: bool
 
 
+@dataclass(frozen=True)
+class DriverProblem:
+    """Trouble the driver handled on its own that an operator should hear of (an event)."""
+
+    unit: str
+    message: str
+    path: Path | None = None  # a state file found unreadable
+    moved_to: Path | None = None  # where it was moved aside
+
+
 class Driver(Protocol):
     """Runs units. Every method is idempotent: the reconciler calls them again on every tick."""
 
@@ -121,4 +131,8 @@ class Driver(Protocol):
 
     async def supervise(self) -> list[UnitExit]:
         """Apply restart policies to exited units; call every reconcile tick (no-op on systemd)."""
+        ...
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """Problems handled since the last call (an unreadable state file moved aside, ...)."""
         ...

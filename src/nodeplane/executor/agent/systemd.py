@@ -12,6 +12,7 @@ from nodeplane.executor.agent.driver import (
     UNIT_SUFFIX,
     ActiveState,
     DriverError,
+    DriverProblem,
     UnitExit,
     UnitNotFound,
     UnitSpec,
@@ -245,4 +246,8 @@ class SystemdDriver:
 
     async def supervise(self) -> list[UnitExit]:
         """Nothing to do: systemd applies restart policies itself."""
+        return []
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """None: systemd keeps its own state."""
         return []
