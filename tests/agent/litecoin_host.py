@@ -50,11 +50,10 @@ def litecoin_node(
 
 
 def next_revision(node: AssignedNodeSpec, **changes: Any) -> AssignedNodeSpec:
-    """The node's next revision with `changes` to its spec (snake_case field names)."""
+    """The node's next revision with `changes` to its spec (wire names: `desiredState`, ...)."""
     assert node.spec is not None
-    return node.model_copy(
-        update={"revision": node.revision + 1, "spec": node.spec.model_copy(update=changes)}
-    )
+    spec = NodeSpec.model_validate({**node.spec.model_dump(mode="json", by_alias=True), **changes})
+    return node.model_copy(update={"revision": node.revision + 1, "spec": spec})
 
 
 @dataclass

@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import shutil
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -535,16 +536,23 @@ def remove_node_directory(root: Path) -> None:
     A node directory that is a mount point (a volume given to the node) is emptied and the mount
     point is left: the data is gone as asked, and unmounting is the host's business.
     """
+
+    def named(function: object, path: str, exc_info: object) -> None:
+        # rmtree reports the full path here but may raise with a relative one.
+        exc = sys.exc_info()[1]
+        assert isinstance(exc, OSError)
+        raise OSError(exc.errno, exc.strerror, path) from None
+
     try:
         if os.path.ismount(root):
             for child in root.iterdir():
                 if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
+                    shutil.rmtree(child, onerror=named)
                 else:
                     child.unlink()
             log.info("teardown.mount_point_left", path=str(root))
         else:
-            shutil.rmtree(root)
+            shutil.rmtree(root, onerror=named)
     except OSError as exc:
         raise ApplyError(f"cannot remove the node's data: {os_error_text(exc)}") from None
 

@@ -43,7 +43,10 @@ def write_atomic(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,9 +54,12 @@ def write_atomic(path: Path, content: str | bytes, mode: int = 0o600) -> bool:
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            # Name the file meant, not the temp file (or no file: a write to a full disk).
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
     return True
 
