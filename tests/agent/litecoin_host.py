@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -24,10 +25,20 @@ from nodeplane.executor.agent.backend import AgentBackend
 from nodeplane.executor.agent.driver import unit_name
 from nodeplane.executor.agent.main import binary_resolver
 from nodeplane.executor.agent.process_driver import ProcessDriver
+from nodeplane.executor.agent.systemd import SystemdDriver
 from nodeplane.protocol import AssignedNodeSpec, ExecutorCapabilities, NodeSpec
 from tests.chains.support import ensure_chain_clients
+from tests.support.sandbox import SystemdSandbox
 
 LITECOIND_VERSION = "0.21.2.1"
+
+
+def free_port() -> int:
+    """A port the kernel says is free now (from its ephemeral range, away from client defaults)."""
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def litecoin_node(
@@ -58,19 +69,26 @@ def next_revision(node: AssignedNodeSpec, **changes: Any) -> AssignedNodeSpec:
 
 @dataclass
 class LitecoinHost:
-    """One agent backend, its process driver and the nodes it was given."""
+    """One agent backend, its driver (the process driver unless `sandbox`) and its nodes."""
 
     data_dir: Path
-    driver: ProcessDriver = field(init=False)
+    sandbox: SystemdSandbox | None = None
+    driver: ProcessDriver | SystemdDriver = field(init=False)
     backend: AgentBackend = field(init=False)
 
     def __post_init__(self) -> None:
-        self.driver = ProcessDriver(self.data_dir / "supervisor", stable_after_s=5.0)
         self.backend = self.new_backend()
+
+    def make_driver(self) -> ProcessDriver | SystemdDriver:
+        if self.sandbox is not None:
+            return SystemdDriver(
+                self.sandbox.unit_dir, self.sandbox.prefix, proc_dir=self.sandbox.proc_dir
+            )
+        return ProcessDriver(self.data_dir / "supervisor", stable_after_s=5.0)
 
     def new_backend(self) -> AgentBackend:
         """A backend as a restarted agent builds it (same data dir, a new driver object)."""
-        self.driver = ProcessDriver(self.data_dir / "supervisor", stable_after_s=5.0)
+        self.driver = self.make_driver()
         return AgentBackend(
             data_dir=self.data_dir,
             driver=self.driver,
@@ -86,9 +104,29 @@ class LitecoinHost:
     def node_dir(self, name: str) -> Path:
         return self.data_dir / "nodes" / name
 
+    def node(self, name: str, **spec: Any) -> AssignedNodeSpec:
+        """A new litecoin regtest node that had ports nobody else uses.
+
+        Left to itself the agent takes litecoind's default ports when they are free; other tests
+        on this machine start regtest nodes (or hold ports on purpose) at any moment, and a
+        litecoind that loses that race exits. So the node starts with free ephemeral ports in
+        its ports file, as a node that had them.
+        """
+        root = self.node_dir(name)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ports = {"node.rpc": free_port(), "node.p2p": free_port()}
+        (root / "ports.json").write_text(json.dumps(ports))
+        return litecoin_node(name, **spec)
+
     def state_file(self, name: str) -> Path:
-        """The process driver's state file of the node's litecoind unit."""
+        """The driver's definition of the node's litecoind unit (state file or unit file)."""
+        if isinstance(self.driver, SystemdDriver):
+            return self.driver.unit_dir / unit_name(name, "node")
         return self.driver.state_dir / f"{unit_name(name, 'node')}.json"
+
+    async def main_pid(self, name: str) -> int | None:
+        """The node's main pid as its driver reports it."""
+        return (await self.driver.status(unit_name(name, "node"))).main_pid
 
     def pids(self, name: str) -> list[int]:
         """Every live litecoind on the node's data directory."""
@@ -140,11 +178,14 @@ class LitecoinHost:
         A failed test (or the code before a fix) must not leak litecoinds, whatever state the
         supervisor's files are in.
         """
-        driver = ProcessDriver(self.data_dir / "supervisor")
-        for name in await driver.list_units():
+        driver = self.make_driver()
+        nodes = self.data_dir / "nodes"
+        names = [unit_name(d.name, "node") for d in nodes.iterdir()] if nodes.is_dir() else []
+        if isinstance(driver, ProcessDriver):
+            names += await driver.list_units()
+        for name in names:  # only this host's units: a sandboxed systemd is shared
             with contextlib.suppress(Exception):
                 await driver.remove(name)
-        nodes = self.data_dir / "nodes"
         for node_dir in nodes.iterdir() if nodes.is_dir() else ():
             for pid in self.pids(node_dir.name):
                 with contextlib.suppress(ProcessLookupError):
@@ -152,10 +193,10 @@ class LitecoinHost:
 
 
 @contextmanager
-def litecoin_host(data_dir: Path) -> Iterator[LitecoinHost]:
+def litecoin_host(data_dir: Path, sandbox: SystemdSandbox | None = None) -> Iterator[LitecoinHost]:
     """A host whose units are all removed afterwards."""
     ensure_chain_clients()
-    host = LitecoinHost(data_dir)
+    host = LitecoinHost(data_dir, sandbox)
     try:
         yield host
     finally:

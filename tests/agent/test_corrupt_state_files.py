@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nodeplane.protocol import RuntimeEventType
-from tests.agent.litecoin_host import LitecoinHost, litecoin_host, litecoin_node, wait_for
+from tests.agent.litecoin_host import LitecoinHost, litecoin_host, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +34,7 @@ def host(tmp_path: Path) -> Iterator[LitecoinHost]:
 async def test_a_garbled_ports_file_is_moved_aside_and_the_ports_recovered(
     host: LitecoinHost, garbage: str
 ) -> None:
-    a, b = litecoin_node("ltc-a"), litecoin_node("ltc-b")
+    a, b = host.node("ltc-a"), host.node("ltc-b")
     for node in (a, b):
         await host.backend.apply(node)
     pid_a, pid_b = await host.wait_pid("ltc-a"), await host.wait_pid("ltc-b")
@@ -65,7 +65,7 @@ async def test_a_garbled_ports_file_is_moved_aside_and_the_ports_recovered(
 
 
 async def test_lost_ports_that_no_file_names_are_allocated_afresh(host: LitecoinHost) -> None:
-    a = litecoin_node("ltc-a")
+    a = host.node("ltc-a")
     await host.backend.apply(a)
     await host.wait_pid("ltc-a")
     before = host.ports("ltc-a")
@@ -87,7 +87,7 @@ async def test_lost_ports_that_no_file_names_are_allocated_afresh(host: Litecoin
 async def test_a_garbled_supervisor_state_file_stops_no_other_unit(
     host: LitecoinHost, garbage: str
 ) -> None:
-    a, b = litecoin_node("ltc-a"), litecoin_node("ltc-b")
+    a, b = host.node("ltc-a"), host.node("ltc-b")
     for node in (a, b):
         await host.backend.apply(node)
     pid_a, pid_b = await host.wait_pid("ltc-a"), await host.wait_pid("ltc-b")
@@ -122,7 +122,7 @@ async def test_a_garbled_supervisor_state_file_stops_no_other_unit(
 
 
 async def test_an_unreadable_state_file_of_a_stopped_node_is_rebuilt(host: LitecoinHost) -> None:
-    a = litecoin_node("ltc-a", desired_state="stopped")
+    a = host.node("ltc-a", desired_state="stopped")
     await host.backend.apply(a)
     host.state_file("ltc-a").write_text("not json")
     await host.backend.housekeeping()

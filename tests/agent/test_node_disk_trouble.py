@@ -16,7 +16,6 @@ from nodeplane.executor.runtime.backend import ApplyError
 from tests.agent.litecoin_host import (
     LitecoinHost,
     litecoin_host,
-    litecoin_node,
     next_revision,
     read_only,
     tmpfs,
@@ -53,8 +52,8 @@ def temp_files(directory: Path) -> list[Path]:
 
 
 async def test_a_full_disk_fails_only_the_write_it_needs(host: LitecoinHost) -> None:
-    full, other = litecoin_node("ltc-full"), litecoin_node("ltc-ok")
     with tmpfs(host.node_dir("ltc-full"), "200m"):
+        full, other = host.node("ltc-full"), host.node("ltc-ok")
         for node in (full, other):
             await host.backend.apply(node)
         await host.wait_pid("ltc-full")
@@ -86,7 +85,7 @@ async def test_a_full_disk_fails_only_the_write_it_needs(host: LitecoinHost) -> 
 async def test_a_read_only_node_directory_is_not_written_without_need(
     host: LitecoinHost,
 ) -> None:
-    ro, other = litecoin_node("ltc-ro", desired_state="stopped"), litecoin_node("ltc-ok")
+    ro, other = host.node("ltc-ro", desired_state="stopped"), host.node("ltc-ok")
     for node in (ro, other):
         await host.backend.apply(node)
     await host.wait_pid("ltc-ok")
@@ -114,9 +113,9 @@ async def test_a_read_only_node_directory_is_not_written_without_need(
 
 
 async def test_deleting_a_node_on_its_own_mount_point_empties_it(host: LitecoinHost) -> None:
-    node = litecoin_node("ltc-mnt")
     root = host.node_dir("ltc-mnt")
     with tmpfs(root, "200m"):
+        node = host.node("ltc-mnt")
         await host.backend.apply(node)
         await host.wait_pid("ltc-mnt")
         deleted = node.model_copy(update={"deleted": True, "retain_data": False})
@@ -129,7 +128,7 @@ async def test_deleting_a_node_on_its_own_mount_point_empties_it(host: LitecoinH
 
 
 async def test_what_cannot_be_deleted_is_the_node_teardown_error(host: LitecoinHost) -> None:
-    node, other = litecoin_node("ltc-stuck"), litecoin_node("ltc-ok")
+    node, other = host.node("ltc-stuck"), host.node("ltc-ok")
     for n in (node, other):
         await host.backend.apply(n)
     await host.wait_pid("ltc-stuck")

@@ -30,6 +30,7 @@ from nodeplane.executor.agent.driver import (
     ActiveState,
     DriverError,
     DriverProblem,
+    Stamp,
     UnitExit,
     UnitNotFound,
     UnitSpec,
@@ -74,6 +75,17 @@ class Definition:
     log_file: str
     cpu_limit: float | None = None  # recorded; without cgroups the supervisor cannot enforce it
     memory_limit_bytes: int | None = None
+    # The agent's stamp (driver.Stamp); absent from state files older agents wrote.
+    revision: int | None = None
+    restart_generation: int | None = None
+    pending_restart: bool = False
+
+    @property
+    def stamp(self) -> Stamp | None:
+        """The stamp, if the definition has one."""
+        if self.revision is None or self.restart_generation is None:
+            return None
+        return Stamp(self.revision, self.restart_generation, self.pending_restart)
 
 
 @dataclass
@@ -136,7 +148,15 @@ def definition_of(unit: UnitSpec) -> Definition:
         log_file=str(log_file),
         cpu_limit=unit.cpu_limit,
         memory_limit_bytes=unit.memory_limit_bytes,
+        revision=unit.stamp.revision if unit.stamp else None,
+        restart_generation=unit.stamp.restart_generation if unit.stamp else None,
+        pending_restart=unit.stamp.pending_restart if unit.stamp else False,
     )
+
+
+def definition_text(definition: Definition) -> str:
+    """A definition as `status().definition` shows it."""
+    return json.dumps(asdict(definition), sort_keys=True)
 
 
 def exit_result(exit_code: int | None, exit_signal: int | None) -> str:
@@ -413,6 +433,10 @@ class ProcessDriver:
 
     # ---- Driver -----------------------------------------------------------------------------
 
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The definition `install` records, as `status()` shows it."""
+        return definition_text(definition_of(unit))
+
     async def install(self, unit: UnitSpec) -> bool:
         """Write the definition if it differs; a running process keeps the old one until restart."""
         definition = definition_of(unit)
@@ -515,7 +539,8 @@ class ProcessDriver:
             cpu_seconds=cpu,
             memory_bytes=memory,
             result=rt.result,
-            definition=json.dumps(asdict(record.definition), sort_keys=True),
+            definition=definition_text(record.definition),
+            stamp=record.definition.stamp,
         )
 
     async def list_units(self) -> list[str]:

@@ -81,20 +81,23 @@ def move_aside(path: Path) -> Path | None:
 
 
 def make_directory(path: Path, mode: int = 0o700) -> bool:
-    """Create `path` (and missing parents) with `mode`; an existing one is left as it is.
+    """Create `path` and any missing parents with `mode`; existing ones are left as they are.
 
     Never chmods an existing directory: the operator may have made it read-only or changed its
     mode on purpose, and a chmod on every tick fails on a read-only mount. True if created.
     """
     if path.is_dir():
         return False
-    path.parent.mkdir(mode=mode, parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=mode)
-    except FileExistsError:
-        if not path.is_dir():
-            raise
-        return False
-    # mkdir's mode is masked by the umask; the directory is new, so this is the only chmod.
-    os.chmod(path, mode)
+    missing = [path]
+    while not missing[-1].parent.is_dir() and missing[-1].parent != missing[-1]:
+        missing.append(missing[-1].parent)
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            if not directory.is_dir():
+                raise
+            continue
+        # mkdir's mode is masked by the umask; the directory is new, so this is its only chmod.
+        os.chmod(directory, mode)
     return True

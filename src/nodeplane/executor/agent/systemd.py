@@ -19,7 +19,7 @@ from nodeplane.executor.agent.driver import (
     UnitStatus,
     check_unit_name,
 )
-from nodeplane.executor.agent.units import render_unit
+from nodeplane.executor.agent.units import parse_stamp, render_unit
 
 SHOW_PROPERTIES = (
     "LoadState",
@@ -151,6 +151,10 @@ class SystemdDriver:
 
     # ---- Driver -----------------------------------------------------------------------------
 
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The unit file `install` writes."""
+        return render_unit(unit)
+
     async def install(self, unit: UnitSpec) -> bool:
         """Write the unit file if it differs; daemon-reload only when something changed."""
         text = render_unit(unit)
@@ -220,6 +224,7 @@ class SystemdDriver:
             memory_bytes=_number(props.get("MemoryCurrent")),
             result=props.get("Result") or None,
             definition=definition,
+            stamp=parse_stamp(definition) if definition is not None else None,
         )
 
     async def list_units(self) -> list[str]:
