@@ -30,6 +30,7 @@ SHOW_PROPERTIES = (
     "CPUUsageNSec",
     "MemoryCurrent",
     "Result",
+    "NeedDaemonReload",
 )
 # systemctl's exit status for "no such unit" (LSB "program is not installed").
 EXIT_NO_SUCH_UNIT = 5
@@ -214,6 +215,11 @@ class SystemdDriver:
             # cgroup v1 hosts often leave CPUUsageNSec unset: fall back to the main process.
             stat = procfs.read_stat(main_pid, self.proc_dir)
             cpu_seconds = stat.cpu_seconds if stat is not None else None
+        stamp = parse_stamp(definition) if definition is not None else None
+        if props.get("NeedDaemonReload") == "yes" and definition is not None:
+            # The file was written but systemd has not read it (an agent killed before the
+            # reload): what runs is not what the file says, so nothing in it counts as applied.
+            definition, stamp = "", None
         return UnitStatus(
             exists=definition is not None,
             active_state=_active_state(props.get("ActiveState", "inactive")),
@@ -224,7 +230,7 @@ class SystemdDriver:
             memory_bytes=_number(props.get("MemoryCurrent")),
             result=props.get("Result") or None,
             definition=definition,
-            stamp=parse_stamp(definition) if definition is not None else None,
+            stamp=stamp,
         )
 
     async def list_units(self) -> list[str]:
