@@ -36,6 +36,19 @@ def check_unit_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """What was applied to a unit, written into its definition (like Kubernetes' restartedAt).
+
+    `pending_restart` is set on a definition installed just before the restart (or start) it was
+    installed for, and cleared once that is done: an agent killed in between does it again.
+    """
+
+    revision: int
+    restart_generation: int
+    pending_restart: bool = False
+
+
+@dataclass(frozen=True)
 class UnitSpec:
     """One process of a node as the driver should run it."""
 
@@ -48,6 +61,7 @@ class UnitSpec:
     memory_limit_bytes: int | None = None
     log_file: Path | None = None  # None: the journal (systemd) or <working_dir>/../logs/<role>.log
     restart_delay_s: float = 5.0  # systemd's RestartSec=; the process driver's first backoff step
+    stamp: Stamp | None = None  # None: a definition without a stamp (as older agents wrote)
 
 
 class ActiveState(StrEnum):
@@ -75,6 +89,7 @@ class UnitStatus:
     result: str | None = None
     definition: str | None = None  # the installed definition (unit file text), for drift checks
     sub_state: str | None = None  # finer state: running, dead, auto-restart, ...
+    stamp: Stamp | None = None  # the stamp in the installed definition
 
 
 @dataclass(frozen=True)
@@ -88,8 +103,22 @@ class UnitExit:
     will_restart: bool
 
 
+@dataclass(frozen=True)
+class DriverProblem:
+    """Trouble the driver handled on its own that an operator should hear of (an event)."""
+
+    unit: str
+    message: str
+    path: Path | None = None  # a state file found unreadable
+    moved_to: Path | None = None  # where it was moved aside
+
+
 class Driver(Protocol):
     """Runs units. Every method is idempotent: the reconciler calls them again on every tick."""
+
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The definition `install(unit)` materializes, as `status().definition` shows it (pure)."""
+        ...
 
     async def install(self, unit: UnitSpec) -> bool:
         """Write or update the unit's definition; True if it changed (restart to apply it)."""
@@ -121,4 +150,8 @@ class Driver(Protocol):
 
     async def supervise(self) -> list[UnitExit]:
         """Apply restart policies to exited units; call every reconcile tick (no-op on systemd)."""
+        ...
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """Problems handled since the last call (an unreadable state file moved aside, ...)."""
         ...

@@ -12,13 +12,14 @@ from nodeplane.executor.agent.driver import (
     UNIT_SUFFIX,
     ActiveState,
     DriverError,
+    DriverProblem,
     UnitExit,
     UnitNotFound,
     UnitSpec,
     UnitStatus,
     check_unit_name,
 )
-from nodeplane.executor.agent.units import render_unit
+from nodeplane.executor.agent.units import parse_stamp, render_unit
 
 SHOW_PROPERTIES = (
     "LoadState",
@@ -29,6 +30,7 @@ SHOW_PROPERTIES = (
     "CPUUsageNSec",
     "MemoryCurrent",
     "Result",
+    "NeedDaemonReload",
 )
 # systemctl's exit status for "no such unit" (LSB "program is not installed").
 EXIT_NO_SUCH_UNIT = 5
@@ -150,6 +152,10 @@ class SystemdDriver:
 
     # ---- Driver -----------------------------------------------------------------------------
 
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The unit file `install` writes."""
+        return render_unit(unit)
+
     async def install(self, unit: UnitSpec) -> bool:
         """Write the unit file if it differs; daemon-reload only when something changed."""
         text = render_unit(unit)
@@ -209,6 +215,11 @@ class SystemdDriver:
             # cgroup v1 hosts often leave CPUUsageNSec unset: fall back to the main process.
             stat = procfs.read_stat(main_pid, self.proc_dir)
             cpu_seconds = stat.cpu_seconds if stat is not None else None
+        stamp = parse_stamp(definition) if definition is not None else None
+        if props.get("NeedDaemonReload") == "yes" and definition is not None:
+            # The file was written but systemd has not read it (an agent killed before the
+            # reload): what runs is not what the file says, so nothing in it counts as applied.
+            definition, stamp = "", None
         return UnitStatus(
             exists=definition is not None,
             active_state=_active_state(props.get("ActiveState", "inactive")),
@@ -219,6 +230,7 @@ class SystemdDriver:
             memory_bytes=_number(props.get("MemoryCurrent")),
             result=props.get("Result") or None,
             definition=definition,
+            stamp=stamp,
         )
 
     async def list_units(self) -> list[str]:
@@ -245,4 +257,8 @@ class SystemdDriver:
 
     async def supervise(self) -> list[UnitExit]:
         """Nothing to do: systemd applies restart policies itself."""
+        return []
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """None: systemd keeps its own state."""
         return []
