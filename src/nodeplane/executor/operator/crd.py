@@ -98,8 +98,16 @@ def _enum(values: tuple[str, ...] | list[str]) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
+# The API server holds `minimum`/`maximum` as float64: a bound past 2**53 is rounded, and 2**63 - 1
+# rounds up to 2**63, which overflows int64 when compared; `format: int64` bounds those already.
+_EXACT_FLOAT_INTEGER = 2**53
+
+
 def _integer(minimum: int, maximum: int) -> Schema:
-    return {"type": "integer", "format": "int64", "minimum": minimum, "maximum": maximum}
+    schema: Schema = {"type": "integer", "format": "int64", "minimum": minimum}
+    if maximum < _EXACT_FLOAT_INTEGER:
+        schema["maximum"] = maximum
+    return schema
 
 
 def _object(properties: dict[str, Schema], *, required: tuple[str, ...] = ()) -> Schema:
