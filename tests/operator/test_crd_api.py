@@ -6,6 +6,7 @@ import copy
 import json
 import ssl
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -315,3 +316,16 @@ def test_kubectl_prints_the_columns(
     wide = kube_cluster.kubectl("get", "blockchainnodes", "-n", namespace, "-o", "wide").stdout
     assert wide.splitlines()[0].split()[5:] == ["CHAIN", "NETWORK", "DESIRED"]
     assert wide.splitlines()[1].split()[5:] == ["ethereum", "sepolia", "running"]
+
+
+def test_kubectl_applies_the_committed_crd_with_kustomize(kube_cluster: KubeTestCluster) -> None:
+    crd_dir = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes" / "crd"
+    # Same content as the session's CRD, so this changes nothing the other tests see.
+    applied = kube_cluster.kubectl("apply", "-k", str(crd_dir))
+    assert "customresourcedefinition.apiextensions.k8s.io/blockchainnodes.nodeplane.dev" in (
+        applied.stdout
+    )
+    established = kube_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=30s", "crd/blockchainnodes.nodeplane.dev"
+    )
+    assert "condition met" in established.stdout
