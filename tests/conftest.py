@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.fleet import FakeExecutor, Org, make_org
 from tests.support.gql import Client
+from tests.support.markers import mark_items, purity_guard
 from tests.support.sandbox import systemd_sandbox
 from tests.support.server import (
     ADMIN_EMAIL,
@@ -78,3 +79,26 @@ def executor(org: Org, server: ServerProcess) -> FakeExecutor:
     ex = FakeExecutor(server.url, org.executor_key())
     ex.sync()
     return ex
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what each test needs (server, systemd, chain, ...) and the rest `pure`."""
+    mark_items(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Pure tests set up (fixtures of every scope) without child processes or databases."""
+    if item.get_closest_marker("pure") is None:
+        return (yield)
+    with purity_guard():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Pure tests run without child processes, databases or the network."""
+    if item.get_closest_marker("pure") is None:
+        return (yield)
+    with purity_guard():
+        return (yield)

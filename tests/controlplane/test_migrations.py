@@ -44,6 +44,7 @@ def test_head_matches_the_models_and_every_step_goes_down_and_up(database: str) 
     assert schema_drift(database) == []
 
 
+@pytest.mark.server  # runs the upgraded control plane
 def test_0002_keeps_accounts_and_turns_lockouts_into_per_account_counts(
     database: str, tmp_path: Path
 ) -> None:
