@@ -18,6 +18,7 @@ from tests.support.server import (
 )
 
 BACKENDS = ["sqlite", "postgresql"]
+SHARED_MAX_POLL_WAIT = 5.0
 
 __all__ = ["systemd_sandbox"]  # one sandboxed systemd per session, shared by every test
 
@@ -49,7 +50,9 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """One control-plane process per backend, shared; tests isolate themselves by organization."""
     workdir = tmp_path_factory.mktemp(f"server-{backend}")
     url = new_database_url(backend, workdir)
-    proc = ServerProcess(database_url=url, workdir=workdir)
+    # A short poll cap, so the test of the cap does not wait out the protocol's 30 s; polls held
+    # here for a commit are woken long before it.
+    proc = ServerProcess(database_url=url, workdir=workdir, max_poll_wait=SHARED_MAX_POLL_WAIT)
     proc.start()
     yield proc
     proc.stop()

@@ -40,13 +40,22 @@ class ControlPlaneError(Exception):
 class ControlPlaneClient:
     """Async client authenticated with an executor API key."""
 
-    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        max_poll_wait: float = MAX_POLL_WAIT_SECONDS,
+    ) -> None:
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}"},
             timeout=timeout,
         )
         self._timeout = timeout
+        # The longest wait a poll asks for (the protocol's cap unless a test lowers it).
+        self._max_poll_wait = max_poll_wait
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -80,7 +89,7 @@ class ControlPlaneClient:
         self, known: Sequence[KnownRevision], wait_seconds: float
     ) -> list[AssignedNodeSpec]:
         """Specs newer than `known`; the call is held up to `wait_seconds` for a change."""
-        wait = min(wait_seconds, MAX_POLL_WAIT_SECONDS)
+        wait = min(wait_seconds, self._max_poll_wait)
         data = await self._call(
             _POLL,
             {"known": [k.to_wire() for k in known], "wait": wait},

@@ -165,6 +165,10 @@ class Query:
             parse_wire(KnownRevision, item, field="known") for item in json_list(known, "known")
         ]
         pending = await executors.poll_specs(
-            info.context.db, info.context.principal, held, wait_seconds
+            info.context.db,
+            info.context.principal,
+            held,
+            wait_seconds,
+            max_wait=info.context.settings.max_poll_wait,
         )
         return [AssignedNodeSpec.from_model(m) for m in pending]
