@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.support.tls import TLS
+
 ADMIN_EMAIL = "admin@example.test"
 ADMIN_PASSWORD = "admin-password-1"
 PG_ADMIN_URL = os.environ.get(
@@ -97,7 +99,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}; see {log.name}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=TLS).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
