@@ -22,6 +22,7 @@ from nodeplane.protocol import (
     SyncExecutorRequest,
 )
 from tests.support.gql import Client
+from tests.support.tls import TLS
 
 CAPABILITIES = ExecutorCapabilities(
     chains=[
@@ -184,7 +185,7 @@ class FakeExecutor:
 
     def _run(self, coro_fn: Any) -> Any:
         async def go() -> Any:
-            client = ControlPlaneClient(self.base_url, self.api_key)
+            client = ControlPlaneClient(self.base_url, self.api_key, verify=TLS)
             try:
                 return await coro_fn(client)
             finally:

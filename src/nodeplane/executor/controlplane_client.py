@@ -1,5 +1,6 @@
 """The executor's client for the control plane's GraphQL API (DESIGN §4); outbound only."""
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -47,11 +48,14 @@ class ControlPlaneClient:
         *,
         timeout: float = 10.0,
         max_poll_wait: float = MAX_POLL_WAIT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
+        # `verify` takes a TLS context made once (httpx otherwise loads the CA bundle per client).
         self._http = httpx.AsyncClient(
             base_url=url.rstrip("/"),
             headers={"authorization": f"Bearer {api_key}"},
             timeout=timeout,
+            verify=verify,
         )
         self._timeout = timeout
         # The longest wait a poll asks for (the protocol's cap unless a test lowers it).
