@@ -84,7 +84,11 @@ class _Callspec:
         ),
         (Collected(TESTS_ROOT / "chains" / "t.py", ["litecoind", "chain_clients"]), {"chain"}),
         (Collected(TESTS_ROOT / "web" / "t.py", ["page", "browser"]), {"browser"}),
-        (Collected(TESTS_ROOT / "e2e" / "t.py"), {"e2e", "server", "process"}),
+        (Collected(TESTS_ROOT / "e2e" / "t.py"), {"e2e", "server", "process", "chain"}),
+        (
+            Collected(TESTS_ROOT / "e2e" / "t.py", ["agent", "driver"], {"driver": "systemd"}),
+            {"e2e", "server", "process", "chain", "systemd"},
+        ),
         (Collected(TESTS_ROOT / "controlplane" / "t.py", ["db"], {"db": "postgresql"}), {"server"}),
         (Collected(TESTS_ROOT / "controlplane" / "t.py", ["db"], {"db": "sqlite"}), set()),
         (Collected(TESTS_ROOT / "agent" / "t.py", marks=["anyio", "process"]), {"process"}),

@@ -34,14 +34,16 @@ FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "chain_clients": ("chain",),
     # headless Chromium (tests/web/conftest.py)
     "browser": ("browser",),
-    # a real agent process (tests/web/conftest.py)
-    "web_agent": ("process",),
+    # a real agent process, running litecoind for the UI (tests/web/conftest.py)
+    "web_agent": ("process", "chain"),
 }
 
 # Fixtures whose parameter decides: the driver harness runs each scenario on both drivers.
 PARAM_MARKS: dict[tuple[str, str], tuple[str, ...]] = {
     ("harness", "systemd"): ("systemd",),
     ("harness", "process"): ("process",),
+    # the e2e agent's driver (tests/e2e/conftest.py)
+    ("driver", "systemd"): ("systemd",),
 }
 
 # Any parameter with this value: the PostgreSQL half of a test run on both databases.
@@ -49,7 +51,8 @@ PARAM_VALUE_MARKS: dict[str, tuple[str, ...]] = {"postgresql": ("server",)}
 
 # Directories (under tests/) whose every test needs these.
 DIRECTORY_MARKS: dict[str, tuple[str, ...]] = {
-    "e2e": ("e2e", "server", "process"),
+    # a control plane, agents and (nearly always) litecoind or anvil
+    "e2e": ("e2e", "server", "process", "chain"),
 }
 
 TESTS_ROOT = Path(__file__).resolve().parent.parent
