@@ -18,7 +18,8 @@ from nodeplane.executor.agent.driver import ActiveState, UnitSpec
 from nodeplane.executor.agent.process_driver import ProcessDriver
 from tests.agent.harness import DriverHarness, processes_with, running, wait_until
 
-pytestmark = pytest.mark.anyio
+# Every scenario runs real child processes under the process driver.
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 
 @pytest.fixture
