@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lightkube import ApiError, AsyncClient, Client, KubeConfig
@@ -30,12 +31,13 @@ T = TypeVar("T")
 class OperatorLoop:
     """An event loop in a daemon thread running a controller; the backend is called through it."""
 
-    def __init__(self, cluster: KubeTestCluster, namespace: str, **controller: Any) -> None:
+    def __init__(self, cluster: KubeTestCluster | Path, namespace: str, **controller: Any) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.namespace = namespace
-        config = KubeConfig.from_file(cluster.kubeconfig)
+        kubeconfig = cluster if isinstance(cluster, Path) else cluster.kubeconfig
+        config = KubeConfig.from_file(kubeconfig)
 
         async def make() -> tuple[AsyncClient, NodeController, OperatorBackend]:
             client = AsyncClient(config=config, namespace=namespace, field_manager=FIELD_MANAGER)
@@ -76,9 +78,10 @@ class OperatorLoop:
 
 @contextmanager
 def operator_loop(
-    cluster: KubeTestCluster, namespace: str, *, start: bool = True, **controller: Any
+    cluster: KubeTestCluster | Path, namespace: str, *, start: bool = True, **controller: Any
 ) -> Iterator[OperatorLoop]:
-    """An OperatorLoop whose controller runs (unless `start` is False); closed after."""
+    """An OperatorLoop (on the cluster's admin kubeconfig, or the kubeconfig file given) whose
+    controller runs (unless `start` is False); closed after."""
     op = OperatorLoop(cluster, namespace, **controller)
     if start:
         op.start_controller()

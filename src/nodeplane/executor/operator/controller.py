@@ -88,6 +88,13 @@ def _as_dict(obj: Any) -> dict[str, Any] | None:
     return data
 
 
+def _gone(exc: httpx.HTTPStatusError) -> bool:
+    """Whether a watch failed because its resourceVersion is no longer available (410)."""
+    if isinstance(exc, ApiError):  # an ERROR event in the stream has no response of its own
+        return exc.status.code == 410
+    return exc.response is not None and exc.response.status_code == 410
+
+
 class NodeController:
     """Keeps every BlockchainNode of one namespace rendered, and its status written."""
 
@@ -170,17 +177,16 @@ class NodeController:
                 ):
                     self._queue_for(kind, obj)
                     backoff.reset()
-            except ApiError as exc:
+            except httpx.HTTPStatusError as exc:  # ApiError included
                 version = None
-                if exc.status.code == 410:
+                if _gone(exc):
                     log.info("controller.watch_expired", kind=name)
-                    continue  # compacted away: list again at once
-                log.warning("controller.watch_failed", kind=name, error=str(exc))
-                await asyncio.sleep(backoff.next_delay())
-            except httpx.HTTPStatusError as exc:
-                version = None
-                if exc.response.status_code == 410:
-                    log.info("controller.watch_expired", kind=name)
+                    # Compacted away: list again, at once the first time (then backing off, so
+                    # a server that keeps answering 410 is not asked in a tight loop).
+                    if backoff.attempt:
+                        await asyncio.sleep(backoff.next_delay())
+                    else:
+                        backoff.attempt = 1
                     continue
                 log.warning("controller.watch_failed", kind=name, error=str(exc))
                 await asyncio.sleep(backoff.next_delay())
