@@ -32,6 +32,7 @@ from lightkube.types import PatchType
 from nodeplane.chains.base import ChainAdapter, NodeConfigError
 from nodeplane.chains.installed import ADAPTERS
 from nodeplane.executor.operator.crd import FIELD_MANAGER, GROUP, NODE_LABEL
+from nodeplane.executor.operator.drift import needs_apply, stamped
 from nodeplane.executor.operator.images import DEFAULT_IMAGES, OFFERED_VERSIONS, ClientImage
 from nodeplane.executor.operator.render import Owner, render_node
 from nodeplane.executor.operator.resource import (
@@ -267,17 +268,21 @@ class OperatorBackend:
             if existing.metadata.deletionTimestamp is not None:
                 raise ApplyError(f"BlockchainNode {node.name} is still being deleted")
         try:
-            body = blockchain_node_body(resource, self.namespace)
+            body = stamped(blockchain_node_body(resource, self.namespace))
         except ResourceSpecError as exc:
             raise ApplyError(str(exc)) from None
-        try:
-            applied = await self.client.apply(
-                BlockchainNode.from_dict(body), field_manager=FIELD_MANAGER, force=True
-            )
-        except ApiError as exc:
-            if is_refusal(exc):
-                raise ApplyError(f"the API server refused the BlockchainNode: {exc}") from None
-            raise
+        # Applied only when it differs (drift.py): this runs on every resync, and on 1.20 even
+        # an unchanged apply would bump the object and wake the controller.
+        applied = existing
+        if existing is None or needs_apply(existing.to_dict(), body):
+            try:
+                applied = await self.client.apply(
+                    BlockchainNode.from_dict(body), field_manager=FIELD_MANAGER, force=True
+                )
+            except ApiError as exc:
+                if is_refusal(exc):
+                    raise ApplyError(f"the API server refused the BlockchainNode: {exc}") from None
+                raise
         await self._wait_rendered(node.name, applied)
 
     async def _wait_rendered(self, name: str, applied: Any) -> None:

@@ -11,7 +11,7 @@ Reconcile of one node:
 - it is being deleted: delete its children, wait until they (and its pods) are gone, delete its
   PVCs too when the delete asked to drop data, then release the finalizer `nodeplane.dev/teardown`;
 - else: make sure the finalizer is on it, render (render.py) and server-side apply every child
-  (an unchanged child is not touched: server-side apply of the same body is a no-op), delete a
+  that differs from its rendering (drift.py: an unchanged child is never written), delete a
   public Service the spec no longer asks for, and write `.status` from the StatefulSet and Pod
   (status.py) when it changed.
 
@@ -42,7 +42,15 @@ from nodeplane.executor.operator.backend import (
     is_refusal,
     list_objects,
 )
-from nodeplane.executor.operator.crd import FIELD_MANAGER, GROUP, KIND, NODE_LABEL, Phase
+from nodeplane.executor.operator.crd import (
+    FIELD_MANAGER,
+    GROUP,
+    KIND,
+    NODE_LABEL,
+    STATUS_FIELD_MANAGER,
+    Phase,
+)
+from nodeplane.executor.operator.drift import needs_apply, stamped
 from nodeplane.executor.operator.images import DEFAULT_IMAGES, ClientImage
 from nodeplane.executor.operator.render import (
     Owner,
@@ -279,12 +287,17 @@ class NodeController:
 
     async def _apply_children(self, rendered: RenderedNode) -> str | None:
         """Server-side apply every child; the API server's refusal of one, as text."""
-        for body in rendered.objects():
+        for rendered_body in rendered.objects():
+            body = stamped(rendered_body)
+            kind, child = body["kind"], body["metadata"]["name"]
+            # Applied only when it differs: on 1.20 even an unchanged apply bumps the object.
+            live = _as_dict(await self._get(_APPLY_KINDS[kind], child))
+            if not needs_apply(live, body):
+                continue
             try:
                 await self.client.apply(from_dict(body), field_manager=FIELD_MANAGER, force=True)
             except ApiError as exc:
                 if is_refusal(exc):
-                    kind, child = body["kind"], body["metadata"]["name"]
                     return f"the API server refused {kind} {child}: {exc.status.message}"
                 raise
         if rendered.public_service is None:
@@ -346,7 +359,7 @@ class NodeController:
             "status": status,
         }
         await self.client.apply(
-            BlockchainNode.Status.from_dict(body), field_manager=FIELD_MANAGER, force=True
+            BlockchainNode.Status.from_dict(body), field_manager=STATUS_FIELD_MANAGER, force=True
         )
 
     async def _set_finalizers(self, bn: Any, finalizers: list[str]) -> Any:
@@ -413,5 +426,7 @@ class NodeController:
         }
         with contextlib.suppress(ApiError):
             await self.client.apply(
-                BlockchainNode.Status.from_dict(body), field_manager=FIELD_MANAGER, force=True
+                BlockchainNode.Status.from_dict(body),
+                field_manager=STATUS_FIELD_MANAGER,
+                force=True,
             )

@@ -13,7 +13,7 @@ local clock, so clock skew between machines cannot hand the Lease to two replica
 The holder identity is the operator process's instance id (a UUID): a new leader names the
 previous holder to the control plane as its predecessor, which lets it take over the executor at
 once instead of waiting out the heartbeat timeout. A leader that stops cleanly releases the
-Lease (an empty holder), so a follower takes over without waiting for it to expire.
+Lease (cut to one second), so a follower takes over without waiting for it to expire.
 """
 
 import asyncio
@@ -183,7 +183,11 @@ class LeaderElector:
                 )
 
     async def release(self) -> None:
-        """Give the Lease up (an empty holder) so a follower takes over at once; only if held."""
+        """Give the Lease up so a follower takes over within a second; only if held.
+
+        Unlike client-go, the holder identity stays (with a one-second duration): the follower
+        then names this instance to the control plane as its predecessor and is accepted at once.
+        """
         if not self.is_leader:
             return
         self.is_leader = False
@@ -191,7 +195,6 @@ class LeaderElector:
             lease = await self.client.get(Lease, self.config.name, namespace=self.namespace)
             if lease.spec is None or lease.spec.holderIdentity != self.identity:
                 return
-            lease.spec.holderIdentity = ""
             lease.spec.renewTime = micro_now()
             lease.spec.leaseDurationSeconds = 1
             await self.client.replace(lease)
