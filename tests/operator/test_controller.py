@@ -4,6 +4,7 @@ would), puts back a child edited or deleted by hand, tears down through its fina
 again when a watch's resourceVersion is gone."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -233,3 +234,44 @@ def test_a_watch_whose_version_is_gone_lists_again(
             wait_until(lambda: op.controller.queue.waiting("ltc-w"), 10, what="the node queued")
         finally:
             future.cancel()
+
+
+def test_resyncs_write_nothing_when_nothing_changed(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    """On a 1.20 server even an unchanged server-side apply bumps the object once a second has
+    passed; the controller and the backend must not write what did not change."""
+    with operator_loop(kube_cluster, namespace, resync=0.3) as op:
+        assigned = litecoin_assigned("ltc-quiet")
+        op.run(op.backend.apply(assigned))
+        wait_until(lambda: exists(kube, Pod, "ltc-quiet-0", namespace), 30, what="the pod")
+        set_pod_status(kube, namespace, "ltc-quiet-0", {"node": running_state()})
+        wait_until(lambda: phase_is(kube, namespace, "ltc-quiet", "Running"), 30, what="Running")
+        wait_until(
+            lambda: (sts := kube.get(StatefulSet, "ltc-quiet", namespace=namespace)).status
+            and sts.status.readyReplicas == 1
+            and sts.status.observedGeneration == sts.metadata.generation,
+            30,
+            what="the StatefulSet's status settled",
+        )
+        objects = [
+            (BlockchainNode, "ltc-quiet"),
+            (ConfigMap, config_map_name("ltc-quiet")),
+            (Service, "ltc-quiet"),
+            (StatefulSet, "ltc-quiet"),
+        ]
+
+        def versions() -> dict[str, str]:
+            return {
+                f"{kind.__name__}/{name}": kube.get(
+                    kind, name, namespace=namespace
+                ).metadata.resourceVersion
+                for kind, name in objects
+            }
+
+        before = versions()
+        deadline = time.monotonic() + 2.5  # several resyncs, across second boundaries
+        while time.monotonic() < deadline:
+            op.run(op.backend.apply(assigned))
+            time.sleep(0.3)
+        assert versions() == before
