@@ -248,9 +248,11 @@ def test_resyncs_write_nothing_when_nothing_changed(
         set_pod_status(kube, namespace, "ltc-quiet-0", {"node": running_state()})
         wait_until(lambda: phase_is(kube, namespace, "ltc-quiet", "Running"), 30, what="Running")
         wait_until(
-            lambda: (sts := kube.get(StatefulSet, "ltc-quiet", namespace=namespace)).status
-            and sts.status.readyReplicas == 1
-            and sts.status.observedGeneration == sts.metadata.generation,
+            lambda: (
+                (sts := kube.get(StatefulSet, "ltc-quiet", namespace=namespace)).status
+                and sts.status.readyReplicas == 1
+                and sts.status.observedGeneration == sts.metadata.generation
+            ),
             30,
             what="the StatefulSet's status settled",
         )

@@ -8,6 +8,9 @@ elect one leader, and the follower taking over from a leader killed mid-apply co
 touching what did not change.
 """
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -192,6 +195,16 @@ def test_lifecycle_through_the_control_plane(
 
     pod_running(kube, namespace, "ltc-a")
     wait_phase(org, node_id, "RUNNING", revision=1)
+    status = subprocess.run(
+        [sys.executable, "-m", "nodeplane", "operator", "status", "-n", namespace],
+        env={**os.environ, "KUBECONFIG": str(operator.kubeconfig), "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"leader {operator.instance_id()}" in status
+    (row,) = [line for line in status.splitlines() if "ltc-a" in line]
+    assert "Running" in row and "running" in row
 
     stop = lifecycle(org, node_id, "STOP")
     wait_phase(org, node_id, "STOPPED", revision=stop)
