@@ -386,3 +386,15 @@ def test_two_replicas_one_leader_and_a_takeover_mid_apply_converges(
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_leader_that_loses_its_lease_exits(
+    operator: OperatorProcess, kube: Client, namespace: str
+) -> None:
+    lease = kube.get(Lease, "nodeplane-operator", namespace=namespace)
+    assert lease.spec.holderIdentity == operator.instance_id()
+    lease.spec.holderIdentity = "another-replica"
+    kube.replace(lease)
+    wait_until(lambda: not operator.running(), 30, what="the operator to exit")
+    assert operator.popen is not None and operator.popen.returncode == 1
+    assert "lost the lease" in operator.log()

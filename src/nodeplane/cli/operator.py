@@ -129,11 +129,15 @@ def run(
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
         await run_operator(settings)
 
+    lost: str | None = None
     try:
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(main())
     except* LeadershipLost as group:
-        raise _fail(f"lost the lease: {group.exceptions[0]}", code=1) from None
+        lost = str(group.exceptions[0])
+    if lost is not None:
+        # Exit, as client-go's leaders do: the Deployment starts it again as a candidate.
+        raise _fail(f"lost the lease: {lost}", code=1)
 
 
 @operator_app.command()
