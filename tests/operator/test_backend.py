@@ -9,7 +9,7 @@ import pytest
 from lightkube import Client
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import StatefulSet
-from lightkube.resources.core_v1 import Node, PersistentVolumeClaim, Pod
+from lightkube.resources.core_v1 import Node, PersistentVolumeClaim, Pod, Service
 from lightkube.resources.storage_v1 import StorageClass
 from lightkube.types import PatchType
 
@@ -17,7 +17,9 @@ from nodeplane.executor.operator.crd import NODE_LABEL
 from nodeplane.executor.operator.render import RESTART_ANNOTATION
 from nodeplane.executor.operator.resource import BlockchainNode
 from nodeplane.executor.runtime.backend import ApplyError
-from nodeplane.protocol import DesiredState, ExecutorKind, ProcessStatus
+from nodeplane.protocol import DesiredState, ExecutorKind, ProcessStatus, RuntimeEventType
+from nodeplane.protocol.enums import ServiceType
+from nodeplane.protocol.spec import OperatorHints
 from tests.operator.harness import (
     changed,
     exists,
@@ -25,6 +27,7 @@ from tests.operator.harness import (
     operator_loop,
     running_state,
     set_pod_status,
+    waiting_state,
 )
 from tests.support.calls import wait_until
 from tests.support.kube import KubeTestCluster
@@ -154,3 +157,57 @@ def test_capabilities_and_resources_come_from_the_cluster(
     finally:
         kube.delete(StorageClass, sc_name)
         kube.delete(Node, node_name)
+
+
+def test_container_failures_and_restarts_are_runtime_events(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    with operator_loop(kube_cluster, namespace) as op:
+        node = litecoin_assigned("ltc-ev")
+        op.run(op.backend.apply(node))
+        wait_until(lambda: exists(kube, Pod, "ltc-ev-0", namespace), 30, what="the pod")
+
+        def observed_message(text: str) -> bool:
+            (process,) = op.run(op.backend.observe(node))
+            return text in (process.message or "")
+
+        set_pod_status(kube, namespace, "ltc-ev-0", {"node": running_state()})
+        wait_until(
+            lambda: op.run(op.backend.observe(node))[0].status == ProcessStatus.RUNNING,
+            30,
+            what="running",
+        )
+        assert op.backend.drain_events() == []
+
+        set_pod_status(
+            kube, namespace, "ltc-ev-0", {"node": waiting_state("ImagePullBackOff", "no such tag")}
+        )
+        wait_until(lambda: observed_message("ImagePullBackOff"), 30, what="the pull failure")
+        (failed,) = op.backend.drain_events()
+        assert failed.type == RuntimeEventType.NODE_PROCESS_CRASHED
+        assert failed.node_id == node.node_id and "no such tag" in failed.message
+
+        set_pod_status(
+            kube, namespace, "ltc-ev-0", {"node": waiting_state("CrashLoopBackOff", restarts=2)}
+        )
+        wait_until(lambda: observed_message("CrashLoopBackOff"), 30, what="the crash loop")
+        (restarted,) = op.backend.drain_events()
+        assert restarted.type == RuntimeEventType.NODE_PROCESS_RESTARTED
+        assert restarted.payload["restarts"] == 2
+        op.run(op.backend.observe(node))
+        assert op.backend.drain_events() == []
+
+
+def test_a_public_service_follows_the_spec(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    with operator_loop(kube_cluster, namespace) as op:
+        node = litecoin_assigned("ltc-pub", operator={"serviceType": "NodePort"})
+        op.run(op.backend.apply(node))
+        public = kube.get(Service, "ltc-pub-public", namespace=namespace)
+        assert public.spec.type == "NodePort"
+        assert node.spec is not None
+        plain = changed(node, operator=OperatorHints(service_type=ServiceType.CLUSTER_IP))
+        op.run(op.backend.apply(plain))
+        assert exists(kube, Service, "ltc-pub-public", namespace) is None
+        assert exists(kube, Service, "ltc-pub", namespace) is not None

@@ -8,7 +8,8 @@ renders the children and writes `.status`. So:
 - `apply` applies the BlockchainNode (its spec carries the revision and the restart generation),
   then waits for the controller to have rendered that generation: the revision counts as applied
   only then, and a spec the controller cannot render is the revision's ApplyError;
-- `observe` maps `.status.containers` to the node's processes;
+- `observe` maps `.status.containers` to the node's processes (and a container's restart or
+  failure seen since the last look to a runtime event);
 - `teardown` deletes the BlockchainNode (marking it first when the data is to be dropped) and
   returns only once it is gone, that is once the controller's finalizer has removed the children
   (and the PVCs, when asked) and released it;
@@ -22,6 +23,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 import structlog
 from lightkube import ApiError, AsyncClient
@@ -45,13 +47,16 @@ from nodeplane.executor.operator.status import CONDITION_RENDERED
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
+    EventLevel,
     ExecutorCapabilities,
     ExecutorKind,
     HostResources,
     ObservedProcess,
     ProcessStatus,
     RuntimeEvent,
+    RuntimeEventType,
 )
+from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
 from nodeplane.protocol.observed import MAX_MESSAGE_LENGTH
 from nodeplane.protocol.quantities import quantity_value
 from nodeplane.protocol.spec import IDENTIFIER_PATTERN
@@ -163,6 +168,9 @@ class OperatorBackend:
         self._resources = HostResources(cpu_cores=0.0, memory_bytes=0)
         self._cluster_info_at: float | None = None
         self._cluster_info_errors: dict[str, str] = {}
+        self._events: list[RuntimeEvent] = []
+        self._restarts_seen: dict[tuple[UUID, str], int] = {}
+        self._failing: dict[tuple[UUID, str], bool] = {}
 
     # ---- what the executor offers -----------------------------------------------------------
 
@@ -226,8 +234,9 @@ class OperatorBackend:
             log.warning("operator.cluster_info_unreadable", what=what, error=message)
 
     def drain_events(self) -> list[RuntimeEvent]:
-        """The operator reports failures through `.status`, not as events."""
-        return []
+        """Container restarts and failures seen since the last call."""
+        events, self._events = self._events, []
+        return events
 
     # ---- apply ------------------------------------------------------------------------------
 
@@ -308,11 +317,51 @@ class OperatorBackend:
     # ---- observe ----------------------------------------------------------------------------
 
     async def observe(self, node: AssignedNodeSpec) -> list[ObservedProcess]:
-        """The node's containers as the controller last described them."""
+        """The node's containers as the controller last described them; a container restarted
+        or newly failing since the last look is also a runtime event."""
         obj = await self._get(node.name)
         if obj is None or not self._owned_by(obj, node):
             return []
+        self._note_restarts(node, _status_of(obj).get("containers") or [])
         return observed_processes(obj)
+
+    def _note_restarts(self, node: AssignedNodeSpec, containers: list[dict[str, Any]]) -> None:
+        for entry in containers:
+            role = str(entry.get("role"))
+            key = (node.node_id, role)
+            restarts = int(entry.get("restartCount") or 0)
+            failing = entry.get("status") == ProcessStatus.ERROR.value
+            seen = self._restarts_seen.get(key)
+            was_failing = self._failing.get(key, False)
+            self._restarts_seen[key], self._failing[key] = restarts, failing
+            why = entry.get("message") or entry.get("reason") or "unknown"
+            payload = {"role": role, "restarts": restarts, "reason": entry.get("reason")}
+            if seen is not None and restarts > seen:
+                self._events.append(
+                    RuntimeEvent(
+                        node_id=node.node_id,
+                        type=RuntimeEventType.NODE_PROCESS_RESTARTED,
+                        level=EventLevel.WARN,
+                        message=storable_excerpt(
+                            f"{node.name}: container {role} restarted ({restarts} restarts): {why}",
+                            MAX_EVENT_MESSAGE_LENGTH,
+                        ),
+                        payload=payload,
+                    )
+                )
+            elif failing and not was_failing:
+                self._events.append(
+                    RuntimeEvent(
+                        node_id=node.node_id,
+                        type=RuntimeEventType.NODE_PROCESS_CRASHED,
+                        level=EventLevel.ERROR,
+                        message=storable_excerpt(
+                            f"{node.name}: container {role} failed: {why}",
+                            MAX_EVENT_MESSAGE_LENGTH,
+                        ),
+                        payload=payload,
+                    )
+                )
 
     # ---- teardown ---------------------------------------------------------------------------
 
