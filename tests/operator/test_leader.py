@@ -62,7 +62,8 @@ def test_follower_takes_over_after_the_lease_expires(
 
     previous, waited = loop.run_until_complete(scenario())
     assert previous == a.identity
-    assert waited >= TIMING.duration - TIMING.retry_period
+    # It waited for the Lease to expire (renewals stop up to a retry period before the kill).
+    assert waited >= TIMING.duration - 1.0
     assert holder(kube, namespace) == b.identity
     lease = kube.get(Lease, TIMING.name, namespace=namespace)
     assert lease.spec.leaseTransitions == 1
