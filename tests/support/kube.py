@@ -6,15 +6,19 @@ references, but no container starts; a test that needs a running Pod writes its 
 """
 
 import atexit
+import base64
 import os
 import random
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from lightkube import Client, KubeConfig
+import yaml
+from lightkube import Client, KubeConfig, codecs
+from lightkube.resources.core_v1 import Secret
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "scripts" / "kube-testcluster"
@@ -84,6 +88,44 @@ class KubeTestCluster:
     def client(self) -> Client:
         """A lightkube client with the admin kubeconfig, default namespace `default`."""
         return Client(config=KubeConfig.from_file(self.kubeconfig), field_manager="nodeplane-tests")
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> Path:
+        """A kubeconfig at `path` that authenticates as ServiceAccount `namespace/account` (with
+        a token Secret the controller-manager's token controller fills), not as an admin."""
+        admin = self.client()
+        secret_name = f"{account}-test-token"
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": secret_name,
+                "namespace": namespace,
+                "annotations": {"kubernetes.io/service-account.name": account},
+            },
+        }
+        admin.apply(codecs.from_dict(secret), field_manager="nodeplane-tests", force=True)
+        deadline = time.monotonic() + 30
+        while True:
+            data = admin.get(Secret, secret_name, namespace=namespace).data or {}
+            if data.get("token"):
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no token for service account {namespace}/{account}")
+            time.sleep(0.2)
+        token = base64.b64decode(data["token"]).decode()
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": account, "user": {"token": token}}]
+        config["contexts"] = [
+            {
+                "name": account,
+                "context": {"cluster": "test", "user": account, "namespace": namespace},
+            }
+        ]
+        config["current-context"] = account
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this cluster."""

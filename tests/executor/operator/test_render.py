@@ -109,7 +109,8 @@ def test_every_object_is_labelled_and_owned_by_the_blockchain_node() -> None:
         meta = obj["metadata"]
         assert meta["namespace"] == "ns"
         assert meta["labels"]["nodeplane.dev/node"] == "ltc-1"
-        assert meta["annotations"]["nodeplane.dev/revision"] == "3"
+        # No revision stamp: a revision that changes nothing here must not touch the object.
+        assert "annotations" not in meta
         assert meta["ownerReferences"] == [
             {
                 "apiVersion": "nodeplane.dev/v1alpha1",
@@ -153,6 +154,12 @@ def test_restart_generation_changes_only_the_pod_template_annotation() -> None:
     assert annotations[RESTART_ANNOTATION] == "5"
     before.stateful_set["spec"]["template"]["metadata"]["annotations"][RESTART_ANNOTATION] = "5"
     assert before == after
+
+
+def test_a_revision_that_changes_nothing_renders_the_same_objects() -> None:
+    assert render_node(node(litecoin(), revision=3), LITECOIN, OWNER, "ns") == render_node(
+        node(litecoin(), revision=4), LITECOIN, OWNER, "ns"
+    )
 
 
 def test_desired_state_and_revision_do_not_touch_the_pod_template() -> None:

@@ -49,6 +49,10 @@ SHORT_NAMES = ("bn",)
 CRD_NAME = f"{PLURAL}.{GROUP}"
 # The field manager of every server-side apply the operator makes.
 FIELD_MANAGER = "nodeplane-operator"
+# The field manager of the controller's status writes. Kept apart from FIELD_MANAGER: a 1.20
+# API server does not tell subresources apart in managedFields, so one manager applying the spec
+# and then the status would hand its fields back and forth, changing the object on every write.
+STATUS_FIELD_MANAGER = "nodeplane-operator-status"
 # The label every object belonging to a node carries, with the node's name as value.
 NODE_LABEL = f"{GROUP}/node"
 

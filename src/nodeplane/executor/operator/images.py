@@ -43,7 +43,17 @@ DEFAULT_IMAGES: Mapping[str, ClientImage] = {
     "anvil": ClientImage("ghcr.io/foundry-rs/foundry", tag="v{version}"),
 }
 
+# The client versions the operator offers (its capabilities) besides an adapter's downloads:
+# tags its image is published under. `nodeplane operator run --client-version CLIENT=VERSION`
+# offers more.
+OFFERED_VERSIONS: Mapping[str, tuple[str, ...]] = {
+    "bitcoind": ("28.0", "27.1"),
+    "litecoind": ("0.21.4", "0.21.3", "0.21.2.1"),
+    "geth": ("1.14.12",),
+    "lighthouse": ("5.3.0",),
+}
+
 # Runs the one-time init steps (a JWT secret): needs only sh, head, od and tr.
 UTILITY_IMAGE = "docker.io/library/busybox:1.36"
 
-__all__ = ["DEFAULT_IMAGES", "UTILITY_IMAGE", "VERSION_PATTERN", "ClientImage"]
+__all__ = ["DEFAULT_IMAGES", "OFFERED_VERSIONS", "UTILITY_IMAGE", "VERSION_PATTERN", "ClientImage"]

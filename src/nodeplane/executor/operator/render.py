@@ -52,7 +52,6 @@ CONFIG_FILES_VOLUME = "config-files"
 MAX_STATEFULSET_NAME = 52
 RESTART_ANNOTATION = f"{GROUP}/restart-generation"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
-REVISION_ANNOTATION = f"{GROUP}/revision"
 # Kubernetes probes cannot reach loopback, so they check that the public (P2P) port listens; a
 # client that opens it late (a long block index load) gets up to an hour through the startup probe.
 PROBE_PERIOD_S = 10
@@ -138,7 +137,6 @@ def _metadata(name: str, node: NodeResource, namespace: str, owner: Owner) -> di
             "app.kubernetes.io/name": node.spec.chain,
             "app.kubernetes.io/instance": node.name,
         },
-        "annotations": {REVISION_ANNOTATION: str(node.revision)},
         "ownerReferences": [
             {
                 "apiVersion": API_VERSION,
