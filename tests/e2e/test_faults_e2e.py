@@ -26,6 +26,7 @@ plane dies other than by our kill -9. Once the faults stop and a quiet period co
 
 import contextlib
 import itertools
+import json
 import os
 import random
 import signal
@@ -54,6 +55,7 @@ from tests.e2e.litecoin_nodes import (
 from tests.support.agent import AgentProcess
 from tests.support.fleet import CREATE_NODE, LIFECYCLE, Org, make_org
 from tests.support.gql import Client, GraphQLError
+from tests.support.sandbox import SystemdSandbox
 from tests.support.server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -543,8 +545,14 @@ class FaultRun:
             want = 1 if slot.desired == "RUNNING" else 0
             if len(pids) != want:
                 found.append(f"{slot.name}: {len(pids)} litecoind {pids}, want {want}")
-            elif want and self.agent.main_pid(slot.name) != pids[0]:
-                found.append(f"{slot.name}: driver says {self.agent.main_pid(slot.name)}, {pids}")
+            elif want:
+                try:
+                    main_pid = self.agent.main_pid(slot.name)
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    found.append(f"{slot.name}: the unit's state unreadable: {exc!r}"[:300])
+                    continue
+                if main_pid != pids[0]:
+                    found.append(f"{slot.name}: driver says {main_pid}, litecoind {pids}")
         return found
 
     def check_converged(self) -> None:
@@ -580,7 +588,12 @@ class FaultRun:
         for slot in self.slots:
             unit = self.agent.data_dir / "supervisor" / f"nodeplane-{slot.name}-node.service.json"
             if unit.exists():
-                lines.append(f"--- {slot.name} unit state: {unit.read_text(errors='replace')}")
+                text = unit.read_text(errors="replace")
+                try:
+                    state = repr(json.loads(text)["runtime"])
+                except (ValueError, KeyError, TypeError):
+                    state = f"unreadable: {text[:120]!r}"
+                lines.append(f"--- {slot.name} unit state: {state}")
             log = self.agent.node_dir(slot.name) / "logs" / "node.log"
             if log.exists():
                 text = log.read_text(errors="replace").splitlines()
@@ -664,22 +677,43 @@ def fault_seed() -> int:
     return seed
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def fault_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerProcess]:
-    """A control plane of this test alone (it is killed and started again), on `param`."""
+# Two runs of a few minutes each: both databases and both drivers, each pair once (the agent's
+# runtime is the same on either database; what a driver does under faults is not).
+SETUPS = ["sqlite/process", "postgresql/systemd"]
+
+
+@pytest.fixture
+def fault_server(setup: str, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A control plane of this test alone (it is killed and started again) on the setup's
+    database."""
+    backend = setup.split("/")[0]
     workdir = tmp_path / "plane"
-    if request.param == "sqlite":
-        url = f"sqlite:///{workdir / 'nodeplane.db'}"
-    else:
-        url = create_pg_database()
+    url = f"sqlite:///{workdir / 'nodeplane.db'}" if backend == "sqlite" else create_pg_database()
     server = ServerProcess(database_url=url, workdir=workdir, heartbeat_timeout=4)
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        if request.param == "postgresql":
+        if backend == "postgresql":
             drop_pg_database(url)
+
+
+def _fault_agent(
+    request: pytest.FixtureRequest, setup: str, server: ServerProcess, org: Org, workdir: Path
+) -> AgentProcess:
+    """The agent on the setup's driver; the process driver where systemd cannot be sandboxed."""
+    sandbox: SystemdSandbox | None = None
+    if setup.endswith("/systemd") and SystemdSandbox.unavailable_reason() is None:
+        sandbox = request.getfixturevalue("systemd_sandbox")
+    return AgentProcess(
+        workdir=workdir,
+        server_url=server.url,
+        api_key=org.executor_key(),
+        driver="systemd" if sandbox is not None else "process",
+        sandbox=sandbox,
+        name=f"faults-{uuid.uuid4().hex[:6]}",
+    )
 
 
 @contextlib.contextmanager
@@ -695,8 +729,14 @@ def _seed_on_failure(seed: int, timeline: Path) -> Iterator[None]:
 
 
 @pytest.mark.timeout(int(FAULT_SECONDS + CONVERGE_SECONDS) + 300)
+@pytest.mark.parametrize("setup", SETUPS)
 def test_random_faults_converge(
-    fault_seed: int, fault_server: ServerProcess, tmp_path: Path, artifacts_dir: Path
+    request: pytest.FixtureRequest,
+    setup: str,
+    fault_seed: int,
+    fault_server: ServerProcess,
+    tmp_path: Path,
+    artifacts_dir: Path,
 ) -> None:
     """Random actions on five nodes for NODEPLANE_FAULT_SECONDS, interleaved with kill -9 of
     the agent, of litecoind and of the control plane and with corrupted state files; then every
@@ -708,18 +748,13 @@ def test_random_faults_converge(
         {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
     )["login"]["token"]
     org = make_org(server.url, Client(server.url, token))
-    agent = AgentProcess(
-        workdir=tmp_path / "agent",
-        server_url=server.url,
-        api_key=org.executor_key(),
-        driver="process",
-        name=f"faults-{uuid.uuid4().hex[:6]}",
-    )
+    agent = _fault_agent(request, setup, server, org, tmp_path / "agent")
     backend = "sqlite" if server.database_url.startswith("sqlite") else "postgresql"
-    timeline = artifacts_dir / f"fault-test-{backend}-{fault_seed}.log"
+    timeline = artifacts_dir / f"fault-test-{backend}-{agent.driver}-{fault_seed}.log"
     run = FaultRun(seed=fault_seed, server=server, org=org, agent=agent, timeline_path=timeline)
     faults = enabled_faults()
-    run.note(f"seed {fault_seed}, {FAULT_SECONDS:g} s, faults {sorted(faults)}")
+    run.note(f"seed {fault_seed}, {FAULT_SECONDS:g} s, {backend}, {agent.driver} driver")
+    run.note(f"faults {sorted(faults)}")
     ports = contextlib.ExitStack()
     ports.enter_context(_default_ports_held())
     agent.start()
