@@ -30,7 +30,6 @@ import json
 import os
 import random
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -41,7 +40,6 @@ from typing import Any
 
 import pytest
 
-from nodeplane.chains.bitcoin_family import LITECOIN
 from tests.e2e.conftest import _cleanup_units, _online, wait_for
 from tests.e2e.litecoin_nodes import (
     executor_id,
@@ -645,26 +643,6 @@ def _running(slot: Slot) -> bool:
     return slot.desired == "RUNNING"
 
 
-@contextlib.contextmanager
-def _default_ports_held() -> Iterator[None]:
-    """Listen on litecoind's regtest default ports for the length of the test.
-
-    The agent gives a node its client's default port when that is free, else a random one. A
-    node of this test on the default port, stopped for a moment, would leave it to the next
-    litecoind another test on this host starts (and crash-loop on "Unable to bind" once started
-    again: the port-taken case of issue 12, not what this test is about). Held here, the
-    defaults are never free, so this test's nodes get ports from the random range.
-    """
-    regtest = LITECOIN.params["regtest"]
-    with contextlib.ExitStack() as stack:
-        for port in (regtest.rpc_port, regtest.p2p_port):
-            sock = stack.enter_context(socket.socket())
-            with contextlib.suppress(OSError):  # held already: by someone else, then
-                sock.bind(("0.0.0.0", port))
-                sock.listen()
-        yield
-
-
 # ---- fixtures --------------------------------------------------------------------------------
 
 
@@ -755,8 +733,6 @@ def test_random_faults_converge(
     faults = enabled_faults()
     run.note(f"seed {fault_seed}, {FAULT_SECONDS:g} s, {backend}, {agent.driver} driver")
     run.note(f"faults {sorted(faults)}")
-    ports = contextlib.ExitStack()
-    ports.enter_context(_default_ports_held())
     agent.start()
     try:
         with _seed_on_failure(fault_seed, timeline):
@@ -792,4 +768,3 @@ def test_random_faults_converge(
         run.close()
         agent.stop()
         _cleanup_units(agent)
-        ports.close()
