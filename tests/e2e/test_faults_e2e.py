@@ -142,6 +142,8 @@ class Slot:
 
 @dataclass
 class HeightSample:
+    """One getblockcount answer: when (seconds into the run), from which node."""
+
     at: float
     node_id: str
     height: int
@@ -364,7 +366,7 @@ class FaultRun:
             assert answer["revision"] == current["revision"] + 1, f"{slot.name}: {answer}"
         slot.desired = "STOPPED" if action == "STOP" else "RUNNING"
         slot.certain = True
-        return f"{slot.name} {action} -> revision {answer['revision']}"
+        return f"{slot.name} {action} -> revision {answer['revision']}{' (no-op)' if noop else ''}"
 
     def _stale_write(self) -> str | None:
         if not self.plane_up:
@@ -605,6 +607,7 @@ class FaultRun:
     def check_heights(self) -> None:
         """Per data lineage, sampled heights never went backwards; running nodes kept every
         block that was flushed."""
+        assert self.heights, "no height was ever sampled: the check would prove nothing"
         for lineage, samples in self.heights.items():
             for before, after in itertools.pairwise(samples):
                 assert after.height >= before.height, (
@@ -620,7 +623,9 @@ class FaultRun:
 
     def check_transitions(self) -> None:
         """Every phase the API showed is in the feed's transition chain of the node, in order."""
+        assert set(self.phases) == set(self.node_names), "a node the API never showed"
         for node_id, shown in self.phases.items():
+            assert shown, f"{node_id}: the API never showed a phase of it"
             events = feed(self.org, nodeId=node_id, type=TRANSITION)
             steps = [(e["payload"]["from"].upper(), e["payload"]["to"].upper()) for e in events]
             name = self.node_names.get(node_id, node_id)
