@@ -28,7 +28,7 @@ def render(adapter: BitcoinFamilyAdapter, s: NodeSpec) -> NodePlan:
     ctx = RenderContext(
         node_name="btc-1",
         layout=NodeLayout(ROOT),
-        ports={"node.rpc": 40001, "node.p2p": 40002},
+        ports={"node.rpc": 40001, "node.p2p": 40002, "node.onion": 40003},
         binaries={"node": Path("/usr/local/bin/bitcoind")},
     )
     return adapter.render(s, ctx)
@@ -62,8 +62,12 @@ def test_network_selection_section_and_cookie(
         "rpcallowip": "127.0.0.1",
         "rpcport": "40001",
         "port": "40002",
-        "bind": "0.0.0.0",
+        "bind": "127.0.0.1:40003=onion",  # the last of the two `bind` lines
     }
+    # P2P on every interface, Tor's inbound port on one allocated for the node (not the
+    # network's fixed one, which every node of the host would claim).
+    binds = [line for line in file.content.splitlines() if line.startswith("bind=")]
+    assert binds == ["bind=0.0.0.0", "bind=127.0.0.1:40003=onion"]
     (process,) = plan.processes
     assert process.rpc is not None
     assert process.rpc.url == "http://127.0.0.1:40001/"
@@ -106,7 +110,13 @@ def test_ports_and_resource_defaults() -> None:
     ports = {p.key: p for p in BITCOIN.ports(s)}
     assert (ports["node.rpc"].default, ports["node.rpc"].public) == (8332, False)
     assert (ports["node.p2p"].default, ports["node.p2p"].public) == (8333, True)
-    assert [p.default for p in LITECOIN.ports(spec("litecoin", "regtest"))] == [19443, 19444]
+    assert (ports["node.onion"].default, ports["node.onion"].public) == (8334, False)
+    litecoin = LITECOIN.ports(spec("litecoin", "regtest"))
+    assert [p.default for p in litecoin] == [19443, 19444, 19445]
+    for adapter in (BITCOIN, LITECOIN):
+        for network in adapter.networks:
+            defaults = [p.default for p in adapter.ports(spec(adapter.chain, network))]
+            assert len(set(defaults)) == len(defaults), (adapter.chain, network, defaults)
     main = BITCOIN.resource_defaults("mainnet")
     assert (main.cpu_request, main.memory_request, main.storage_size) == ("2", "4Gi", "600Gi")
     assert BITCOIN.resource_defaults("signet").storage_size == "20Gi"

@@ -103,7 +103,10 @@ def test_control_plane_and_adapter_refuse_the_same_overrides(
     )
     by_control_plane = managed_override_offenders(spec, capabilities)
     ctx = RenderContext(
-        "n", NodeLayout(Path("/n")), {"node.rpc": 1, "node.p2p": 2}, {"node": Path("/b")}
+        "n",
+        NodeLayout(Path("/n")),
+        {"node.rpc": 1, "node.p2p": 2, "node.onion": 3},
+        {"node": Path("/b")},
     )
     try:
         LITECOIN.render(spec, ctx)

@@ -1,5 +1,6 @@
 """A real litecoind in regtest, started from the rendered argv and judged by the adapter's probe."""
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +146,38 @@ async def test_probe_reports_starting_until_rpc_answers(
     process.start()
     up = await probe_until(LITECOIN, process, lambda r: r.status == ProcessStatus.RUNNING)
     assert up.height == 0
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The TCP ports process `pid` listens on, from its socket descriptors and /proc/net."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:  # 0A: LISTEN
+                ports.add(int(local.rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def test_a_node_listens_on_the_ports_allocated_to_it_and_no_other(
+    tmp_path: Path, litecoind: tuple[Path, str], started: list[LocalProcess]
+) -> None:
+    """litecoind also listens for inbound Tor connections, by default on a port fixed per
+    network (127.0.0.1:19444 in Litecoin's regtest, its P2P port): every node of a host would
+    claim it, and one given 19444 for P2P could not start again once another held it (found
+    by the fault test). The rendered config names an allocated port for it instead."""
+    binary, version = litecoind
+    plan, ports = render_node(LITECOIN, regtest_spec(version), tmp_path / "n", {"node": binary})
+    process = LocalProcess(plan.processes[0])
+    started.append(process)
+    process.start()
+    await probe_until(LITECOIN, process, lambda r: r.status == ProcessStatus.RUNNING)
+    assert process.proc is not None
+    assert listening_ports(process.proc.pid) == set(ports.values())
+    assert set(ports) == {"node.rpc", "node.p2p", "node.onion"}

@@ -50,7 +50,10 @@ def eth(el_args: list[str], el: str = "geth", files: dict[str, object] | None = 
 
 def ltc_ctx() -> RenderContext:
     return RenderContext(
-        "n-1", NodeLayout(ROOT), {"node.rpc": 1, "node.p2p": 2}, {"node": Path("/b")}
+        "n-1",
+        NodeLayout(ROOT),
+        {"node.rpc": 1, "node.p2p": 2, "node.onion": 3},
+        {"node": Path("/b")},
     )
 
 

@@ -137,6 +137,13 @@ def lock_failures(agent: AgentProcess, name: str) -> int:
 
 def block_count(agent: AgentProcess, name: str) -> int:
     """`getblockcount` over the node's cookie-authenticated RPC."""
+    height: int = rpc(agent, name, "getblockcount")
+    return height
+
+
+def rpc(agent: AgentProcess, name: str, method: str, *params: Any, timeout: float = 5) -> Any:
+    """One JSON-RPC call to node `name`'s litecoind: the port from its rendered litecoin.conf,
+    the credentials from its cookie; RuntimeError on an RPC error."""
     conf = (agent.node_dir(name) / "config" / "litecoin.conf").read_text()
     match = re.search(r"^rpcport=(\d+)$", conf, re.MULTILINE)
     assert match, conf
@@ -144,14 +151,17 @@ def block_count(agent: AgentProcess, name: str) -> int:
     user, _, password = cookie.partition(":")
     response = httpx.post(
         f"http://127.0.0.1:{match.group(1)}/",
-        json={"jsonrpc": "1.0", "id": "t", "method": "getblockcount", "params": []},
+        json={"jsonrpc": "1.0", "id": "t", "method": method, "params": list(params)},
         auth=(user, password),
-        timeout=5,
+        timeout=timeout,
         verify=TLS,
     )
-    response.raise_for_status()
-    height: int = response.json()["result"]
-    return height
+    if response.status_code not in (200, 500):  # litecoind answers RPC errors with 500
+        response.raise_for_status()
+    body = response.json()
+    if body.get("error"):
+        raise RuntimeError(f"{method}: {body['error']}")
+    return body["result"]
 
 
 def unit_definition(agent: AgentProcess, name: str, role: str = "node") -> Path:

@@ -106,6 +106,14 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"server did not become healthy; see {log.name}")
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (`start` brings it back on the same port)."""
+        if self.process is None:
+            return
+        self.process.kill()
+        self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         """Stop the server gracefully (SIGTERM), killing it if it hangs."""
         if self.process is None:

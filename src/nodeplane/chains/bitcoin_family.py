@@ -166,9 +166,17 @@ def render_conf(
     net: NetworkParams,
     rpc_port: int,
     p2p_port: int,
+    onion_port: int,
     user: Mapping[str, ConfigValue],
 ) -> str:
-    """The INI config: selector on top, managed and user settings in the network's section."""
+    """The INI config: selector on top, managed and user settings in the network's section.
+
+    Besides RPC and P2P, Bitcoin Core 0.21+ (and Litecoin Core) listens on a loopback port for
+    inbound Tor connections, a fixed port per network unless `bind=<addr>=onion` names one: every
+    node of a host would claim the same one (Litecoin's regtest onion port is even its P2P port,
+    19444), and a node given that port for P2P could not start again once another node held it.
+    So it is one of the node's allocated ports like the others.
+    """
     lines = [f"# Rendered by nodeplane for node {node_name}; edits are overwritten."]
     if net.selector:
         lines.append(f"{net.selector}=1")
@@ -181,6 +189,7 @@ def render_conf(
         f"rpcport={rpc_port}",
         f"port={p2p_port}",
         "bind=0.0.0.0",
+        f"bind=127.0.0.1:{onion_port}=onion",
     ]
     if user:
         lines.append("# overrides")
@@ -248,11 +257,13 @@ class BitcoinFamilyAdapter(ChainAdapter):
         return self.params[network].resources
 
     def ports(self, spec: NodeSpec) -> tuple[PortDef, ...]:
-        """RPC on loopback, P2P on all interfaces; defaults are the network's usual ports."""
+        """RPC and the Tor inbound port on loopback, P2P on all interfaces; defaults are the
+        network's usual ports (Bitcoin Core's convention for Tor: the P2P port plus one)."""
         net = self.params[spec.network]
         return (
             PortDef(role=ROLE, name="rpc", default=net.rpc_port),
             PortDef(role=ROLE, name="p2p", default=net.p2p_port, public=True),
+            PortDef(role=ROLE, name="onion", default=net.p2p_port + 1),
         )
 
     def render(self, spec: NodeSpec, ctx: RenderContext) -> NodePlan:
@@ -268,6 +279,7 @@ class BitcoinFamilyAdapter(ChainAdapter):
             net,
             rpc_port,
             ctx.port(f"{ROLE}.p2p"),
+            ctx.port(f"{ROLE}.onion"),
             spec.overrides.files.get(ROLE, {}),
         )
         argv = (

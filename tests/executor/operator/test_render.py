@@ -83,6 +83,7 @@ def test_litecoin_node_renders_config_map_stateful_set_and_headless_service() ->
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {
         "node-rpc": 19443,
         "node-p2p": 19444,
+        "node-onion": 19445,
     }
     # Probes check the public port: Kubernetes cannot reach the loopback RPC.
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
