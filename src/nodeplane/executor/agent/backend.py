@@ -25,6 +25,7 @@ from nodeplane.chains.base import (
     ProcessPlan,
     RenderContext,
 )
+from nodeplane.executor.agent import port_owners
 from nodeplane.executor.agent.driver import (
     UNIT_PREFIX,
     ActiveState,
@@ -33,6 +34,14 @@ from nodeplane.executor.agent.driver import (
     UnitSpec,
     UnitStatus,
     unit_name,
+)
+from nodeplane.executor.agent.exits import (
+    LastRun,
+    ProcessExit,
+    exit_text,
+    last_run,
+    output_excerpt,
+    read_tail,
 )
 from nodeplane.executor.agent.layout import UnsafePath, inside, node_layout, nodes_root
 from nodeplane.executor.agent.ports import allocate_ports, ports_in_use
@@ -137,6 +146,46 @@ def process_status(unit: UnitStatus, desired: DesiredState) -> ProcessStatus:
             )
 
 
+def waiting_to_restart(unit: UnitStatus) -> bool:
+    """Whether the unit's process ended and the driver will start it again after its delay."""
+    return unit.active_state is ActiveState.ACTIVATING and unit.sub_state == "auto-restart"
+
+
+def last_exit(unit: UnitStatus, run: LastRun | None) -> ProcessExit | None:
+    """How the unit's process last ended: from the driver while it knows, else from the log.
+
+    systemd forgets the exit status (and says Result=success) once it restarted the unit; the
+    exit line its ExecStopPost= appended to the log still tells.
+    """
+    if unit.exit_code is not None or unit.exit_signal is not None:
+        return ProcessExit(unit.result, unit.exit_code, unit.exit_signal)
+    if run is not None and run.exit is not None:
+        return run.exit
+    if unit.active_state is ActiveState.FAILED or waiting_to_restart(unit):
+        return ProcessExit(unit.result)
+    return None
+
+
+def exit_message(unit: UnitStatus, run: LastRun | None, taken: Sequence[str] = ()) -> str:
+    """Why a process is down, in words: its exit, whether it was given up, what it printed.
+
+    e.g. "exited with code 1; gave up after 4 restarts in a row (a crash loop): start or
+    restart the node to try again. Last output: Error: Disk space is too low!"
+    """
+    text = exit_text(last_exit(unit, run))
+    if unit.active_state is ActiveState.FAILED and unit.restarts > 0:
+        text += (
+            f"; gave up after {unit.restarts} restarts in a row (a crash loop): "
+            "start or restart the node to try again"
+        )
+    elif waiting_to_restart(unit):
+        text += "; restarting"
+    if taken:
+        text += "; " + "; ".join(taken)
+    excerpt = output_excerpt(run.output) if run is not None else ""
+    return f"{text}. Last output: {excerpt}" if excerpt else text
+
+
 class AgentBackend:
     """Runs nodes as units on this host under `<data_dir>/nodes/<name>/`."""
 
@@ -150,14 +199,19 @@ class AgentBackend:
         adapters: Sequence[ChainAdapter],
         resolve_binary: BinaryResolver,
         capabilities: Callable[[], ExecutorCapabilities],
+        restart_delay_s: float = 5.0,
+        stable_after_s: float = 30.0,
     ) -> None:
         self.data_dir = data_dir
+        self.restart_delay_s = restart_delay_s  # for every unit: see UnitSpec
+        self.stable_after_s = stable_after_s
         self.driver = driver
         self.adapters = {a.chain: a for a in adapters}
         self._resolve_binary = resolve_binary
         self._capabilities = capabilities
         self._events: list[RuntimeEvent] = []
         self._restarts_seen: dict[str, int] = {}
+        self._crash_seen: dict[str, bool] = {}  # a crash event was sent for the unit's current fall
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -241,6 +295,8 @@ class AgentBackend:
             if resources.memory_limit
             else None,
             log_file=layout.root / "logs" / f"{process.role}.log",
+            restart_delay_s=self.restart_delay_s,
+            stable_after_s=self.stable_after_s,
         )
 
     # ---- apply ------------------------------------------------------------------------------
@@ -258,8 +314,12 @@ class AgentBackend:
             raise ApplyError(str(exc)) from None
 
     async def _apply(self, node: AssignedNodeSpec) -> None:
-        layout, plan = await asyncio.to_thread(self._render, node)
         assert node.spec is not None
+        if node.spec.desired_state is DesiredState.RUNNING:
+            marker = self._applied_marker(self._layout(node.name))
+            restart = marker.get("restartGeneration", 0) < node.spec.restart_generation
+            await self._move_taken_ports(node, restart)
+        layout, plan = await asyncio.to_thread(self._render, node)
         await asyncio.to_thread(self._write_files, layout, plan)
         await self._run_init_steps(layout, plan)
         units = [self._unit(node, layout, p) for p in plan.processes]
@@ -275,14 +335,18 @@ class AgentBackend:
         applied = self._applied_marker(layout)
         restart_requested = applied.get("restartGeneration", 0) < node.spec.restart_generation
         stray = [u for u in await self._node_units(node.name) if u not in wanted]
-        for action, name in plan_actions(
+        actions = plan_actions(
             desired=node.spec.desired_state,
             restart_requested=restart_requested,
             wanted=wanted,
             installed=installed,
             stray=stray,
             new_revision=applied.get("revision", 0) != node.revision,
-        ):
+        )
+        await self._check_ports(
+            node, [n for a, n in actions if a in (Action.START, Action.RESTART)]
+        )
+        for action, name in actions:
             log.info("unit.action", node=node.name, unit=name, action=action.value)
             match action:
                 case Action.START:
@@ -390,9 +454,21 @@ class AgentBackend:
             name = unit_name(node.name, process.role)
             unit = await self.driver.status(name)
             status = process_status(unit, spec.desired_state)
-            self._note_restarts(node, name, unit)
+            down = status is ProcessStatus.ERROR or waiting_to_restart(unit)
+            restarted = unit.restarts > self._restarts_seen.get(name, unit.restarts)
+            run = None
+            if down or restarted or (crashed(unit) and not self._crash_seen.get(name)):
+                # Why it ended: the last run's exit line and output from the unit's log.
+                log_file = layout.root / "logs" / f"{process.role}.log"
+                run = last_run(await asyncio.to_thread(read_tail, log_file))
+            self._note_restarts(node, name, unit, run)
             metrics: dict[str, object] = {}
             message = None
+            if down:
+                taken: list[port_owners.TakenPort] = []
+                if status is ProcessStatus.ERROR:  # not while restarting: a bind test could race
+                    taken = await asyncio.to_thread(self._taken_ports, node, {process.role})
+                message = exit_message(unit, run, [t.describe() for t in taken])
             if status is ProcessStatus.RUNNING:
                 probe = await adapter.probe(process, self._http)
                 status = probe.status
@@ -418,31 +494,107 @@ class AgentBackend:
             )
         return observed
 
-    def _note_restarts(self, node: AssignedNodeSpec, name: str, unit: UnitStatus) -> None:
+    def _note_restarts(
+        self, node: AssignedNodeSpec, name: str, unit: UnitStatus, run: LastRun | None
+    ) -> None:
+        """Events for a restart the driver made, and for a crash that left the unit down.
+
+        The exit is described from the driver while it remembers it, else from the exit line
+        in the log (`run`): "exited (killed by SIGKILL) and was restarted".
+        """
         seen = self._restarts_seen.get(name)
         self._restarts_seen[name] = unit.restarts
         down = crashed(unit)
+        exit_ = last_exit(unit, run)
+        payload: dict[str, object] = {
+            "unit": name,
+            "result": exit_.result if exit_ is not None else unit.result,
+            "exitCode": exit_.exit_code if exit_ is not None else None,
+            "exitSignal": exit_.exit_signal if exit_ is not None else None,
+        }
         if seen is not None and unit.restarts > seen:
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
                     type=RuntimeEventType.NODE_PROCESS_RESTARTED,
                     level=EventLevel.WARN,
-                    message=f"{name} exited ({unit.result or 'unknown'}) and was restarted",
-                    payload={"unit": name, "restarts": unit.restarts, "result": unit.result},
+                    message=storable_excerpt(
+                        f"{name} {exit_text(exit_)} and was restarted", MAX_MESSAGE_LENGTH
+                    ),
+                    payload={**payload, "restarts": unit.restarts},
                 )
             )
-        elif down and self._restarts_seen.get(f"{name}:crash") != 1:
+        elif down and not self._crash_seen.get(name):
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
                     type=RuntimeEventType.NODE_PROCESS_CRASHED,
                     level=EventLevel.ERROR,
-                    message=f"{name} stopped unexpectedly ({unit.result or 'unknown'})",
-                    payload={"unit": name, "result": unit.result},
+                    message=storable_excerpt(
+                        f"{name} {exit_message(unit, run)}", MAX_MESSAGE_LENGTH
+                    ),
+                    payload={**payload, "restarts": unit.restarts},
                 )
             )
-        self._restarts_seen[f"{name}:crash"] = 1 if down else 0
+        self._crash_seen[name] = down
+
+    def _taken_ports(self, node: AssignedNodeSpec, roles: set[str]) -> list[port_owners.TakenPort]:
+        """Ports of `roles` (allocated in ports.json) that another program holds now."""
+        assert node.spec is not None
+        path = self._layout(node.name).root / "ports.json"
+        try:
+            ports = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+            defs = [d for d in self._adapter(node.spec).ports(node.spec) if d.role in roles]
+        except (OSError, ValueError, TypeError, AttributeError, KeyError, NodeConfigError):
+            return []  # nothing allocated yet (or unreadable: rebuilt on the next apply)
+        return port_owners.taken_ports(ports, defs)
+
+    async def _down_roles(self, node: AssignedNodeSpec, names: Sequence[str]) -> set[str]:
+        """Roles of the units in `names` that have no process now (their ports are not theirs)."""
+        roles = set()
+        for name in names:
+            if (await self.driver.status(name)).main_pid is None:
+                roles.add(name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(".service"))
+        return roles
+
+    async def _move_taken_ports(self, node: AssignedNodeSpec, restart_requested: bool) -> None:
+        """Give the node new ports for those another program took while its process was down.
+
+        Only what `port_owners.movable` allows: loopback ports at once, public ones when the
+        user restarts the node; before the files are rendered, so the client gets the new ones.
+        """
+        spec = node.spec
+        assert spec is not None
+        try:
+            defs = self._adapter(spec).ports(spec)
+        except (ApplyError, NodeConfigError, KeyError):
+            return  # the render that follows says what is wrong
+        roles = {d.role for d in defs}
+        down = await self._down_roles(node, [unit_name(node.name, r) for r in roles])
+        taken = await asyncio.to_thread(self._taken_ports, node, down)
+        moved = [t for t in taken if port_owners.movable(t, restart_requested=restart_requested)]
+        if not moved:
+            return
+        layout = self._layout(node.name)
+        elsewhere = ports_in_use(nodes_root(self.data_dir), node.name) | {t.port for t in moved}
+        ports = await asyncio.to_thread(allocate_ports, layout.root / "ports.json", defs, elsewhere)
+        for t in moved:
+            log.warning(
+                "ports.moved", node=node.name, key=t.key, old=t.port, new=ports.get(t.key),
+                reason=t.describe(),
+            )  # fmt: skip
+
+    async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
+        """ApplyError naming port and holder if a unit about to start would find one taken."""
+        down = await self._down_roles(node, names)
+        taken = await asyncio.to_thread(self._taken_ports, node, down) if down else []
+        if taken:
+            # Only public ports are left here: loopback ones were moved before rendering.
+            raise ApplyError(
+                "cannot start: "
+                + "; ".join(t.describe() for t in taken)
+                + " (a public port: free it, or restart the node to give it another port)"
+            )
 
     # ---- teardown ---------------------------------------------------------------------------
 
