@@ -146,6 +146,9 @@ def process_status(unit: UnitStatus, desired: DesiredState) -> ProcessStatus:
             )
 
 
+_AT_REST = (ActiveState.INACTIVE, ActiveState.FAILED)
+
+
 def waiting_to_restart(unit: UnitStatus) -> bool:
     """Whether the unit's process ended and the driver will start it again after its delay."""
     return unit.active_state is ActiveState.ACTIVATING and unit.sub_state == "auto-restart"
@@ -512,19 +515,9 @@ class AgentBackend:
             "exitCode": exit_.exit_code if exit_ is not None else None,
             "exitSignal": exit_.exit_signal if exit_ is not None else None,
         }
-        if seen is not None and unit.restarts > seen:
-            self._events.append(
-                RuntimeEvent(
-                    node_id=node.node_id,
-                    type=RuntimeEventType.NODE_PROCESS_RESTARTED,
-                    level=EventLevel.WARN,
-                    message=storable_excerpt(
-                        f"{name} {exit_text(exit_)} and was restarted", MAX_MESSAGE_LENGTH
-                    ),
-                    payload={**payload, "restarts": unit.restarts},
-                )
-            )
-        elif down and not self._crash_seen.get(name):
+        # A crash that left the unit down first: systemd also counts the restart its start
+        # limit refused, and that is no restart.
+        if down and not self._crash_seen.get(name):
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
@@ -532,6 +525,18 @@ class AgentBackend:
                     level=EventLevel.ERROR,
                     message=storable_excerpt(
                         f"{name} {exit_message(unit, run)}", MAX_MESSAGE_LENGTH
+                    ),
+                    payload={**payload, "restarts": unit.restarts},
+                )
+            )
+        elif seen is not None and unit.restarts > seen and not down:
+            self._events.append(
+                RuntimeEvent(
+                    node_id=node.node_id,
+                    type=RuntimeEventType.NODE_PROCESS_RESTARTED,
+                    level=EventLevel.WARN,
+                    message=storable_excerpt(
+                        f"{name} {exit_text(exit_)} and was restarted", MAX_MESSAGE_LENGTH
                     ),
                     payload={**payload, "restarts": unit.restarts},
                 )
@@ -550,10 +555,15 @@ class AgentBackend:
         return port_owners.taken_ports(ports, defs)
 
     async def _down_roles(self, node: AssignedNodeSpec, names: Sequence[str]) -> set[str]:
-        """Roles of the units in `names` that have no process now (their ports are not theirs)."""
+        """Roles of the units in `names` that are down and stay so until the agent starts them.
+
+        Not a unit waiting for its automatic restart: the driver may start it any moment, and
+        its own process binding its ports then is no other program.
+        """
         roles = set()
         for name in names:
-            if (await self.driver.status(name)).main_pid is None:
+            unit = await self.driver.status(name)
+            if unit.main_pid is None and unit.active_state in _AT_REST:
                 roles.add(name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(".service"))
         return roles
 
