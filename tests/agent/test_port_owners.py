@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +27,25 @@ HOLD = (
     "else socket.AF_INET); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); "
     "print(os.getpid(), s.getsockname()[1], flush=True); sys.stdin.read()"
 )
+
+
+@contextmanager
+def _holding(cwd: Path) -> Iterator[tuple[int, int]]:
+    """A python3 working in `cwd` listening on a loopback port: (its pid, the port)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, "127.0.0.1", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        pid, port = (int(w) for w in proc.stdout.readline().split())
+        yield pid, port
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -55,6 +76,20 @@ def test_a_held_port_is_named_by_its_holder(holder: tuple[subprocess.Popen[str],
     command = "python3" if proc.args[0] == SYSTEM_PYTHON else taken[0].holders[0].command
     assert taken == [TakenPort("node.rpc", port, False, (PortHolder(pid, command),))]
     assert taken[0].describe() == f"port {port} (node.rpc) is held by {command} pid {pid}"
+
+
+def test_a_port_the_nodes_own_process_holds_is_not_taken(tmp_path: Path) -> None:
+    """A holder working in the node's directory is the node's own process (one whose unit
+    record was lost, which the next start adopts), not another program."""
+    node_dir = tmp_path / "nodes" / "ltc"
+    (node_dir / "data").mkdir(parents=True)
+    with _holding(node_dir / "data") as (pid, port):
+        defs = [PortDef("node", "rpc", 1)]
+        assert taken_ports({"node.rpc": port}, defs, own_dir=node_dir) == []
+        other = tmp_path / "nodes" / "other"
+        other.mkdir()
+        taken = taken_ports({"node.rpc": port}, defs, own_dir=other)
+        assert [(t.port, [h.pid for h in t.holders]) for t in taken] == [(port, [pid])]
 
 
 def test_free_ports_are_not_taken() -> None:

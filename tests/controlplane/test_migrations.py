@@ -12,7 +12,9 @@ from sqlalchemy import select
 
 from nodeplane.controlplane.auth.secrets import hash_password, token_digest
 from nodeplane.controlplane.store import models
+from nodeplane.executor.controlplane_client import ControlPlaneError
 from tests.support.db import connect
+from tests.support.fleet import FakeExecutor
 from tests.support.gql import Client
 from tests.support.migrations import (
     downgrade,
@@ -156,5 +158,74 @@ def test_0002_keeps_accounts_and_turns_lockouts_into_per_account_counts(
         assert Client(server.url, token["login"]["token"])(ME)["me"]["email"] == "ops@acme.example"
         joined = Client(server.url)(ACCEPT, {"t": invite_token, "p": "new-password-1"})
         assert joined["acceptInvite"]["me"] == {"email": "new@acme.example", "role": "ADMIN"}
+    finally:
+        server.stop()
+
+
+def test_0003_keeps_executors_working_and_starts_recording_their_instance(
+    database: str, tmp_path: Path
+) -> None:
+    upgrade(database, "0002")
+    now = datetime.now(UTC)
+    org_id, executor_id = uuid.uuid4(), uuid.uuid4()
+    secret = f"npk_{uuid.uuid4().hex}"
+    seed(
+        database,
+        {
+            "organizations": [{"id": org_id, "name": "acme", "created_at": now}],
+            "executors": [
+                {
+                    "id": executor_id,
+                    "organization_id": org_id,
+                    "name": "host-a",
+                    "kind": "agent",
+                    "version": "0.1.0",
+                    "capabilities": {},
+                    "resources": {},
+                    "last_sync_at": now - timedelta(minutes=5),
+                    "connected": False,
+                    "created_at": now - timedelta(days=1),
+                }
+            ],
+            "api_keys": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "name": "host-a key",
+                    "kind": "executor",
+                    "prefix": secret[:10],
+                    "token_hash": token_digest(secret),
+                    "created_by_id": None,
+                    "executor_id": executor_id,
+                    "enabled": True,
+                    "expires_at": None,
+                    "last_used_at": None,
+                    "created_at": now - timedelta(days=1),
+                    "revoked_at": None,
+                }
+            ],
+        },
+    )
+
+    server = ServerProcess(database_url=database, workdir=tmp_path / "server")
+    server.start()
+    try:
+        assert schema_drift(database) == []
+        executors = models.Executor.__table__
+        with connect(database) as conn:
+            row = conn.execute(select(executors).where(executors.c.id == executor_id)).one()
+        assert (row.name, row.instance_id, row.instance_seen_at) == ("host-a", None, None)
+        # The executor made before the upgrade syncs with its old key, as an agent older than
+        # the rule (no instance id) and as a new one, whose instance is recorded from then on.
+        FakeExecutor(server.url, secret, name="host-a").sync()
+        live = FakeExecutor(server.url, secret, name="host-a", instance_id=uuid.uuid4())
+        assert live.sync()["executor"]["id"] == str(executor_id)
+        with connect(database) as conn:
+            row = conn.execute(select(executors).where(executors.c.id == executor_id)).one()
+        assert row.instance_id == live.instance_id and row.instance_seen_at is not None
+        second = FakeExecutor(server.url, secret, name="host-a", instance_id=uuid.uuid4())
+        with pytest.raises(ControlPlaneError) as err:
+            second.sync()
+        assert err.value.code == "executor_instance_conflict"
     finally:
         server.stop()

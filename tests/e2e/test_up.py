@@ -100,5 +100,17 @@ def test_up_demo_runs_a_live_node_and_reuses_its_data(tmp_path: Path) -> None:
         )
         assert again["id"] == node_id
         assert height(again) >= first_height
+
+        # A third `up` on the same data directory stops at once, naming the lock's holder.
+        other = start_up(data_dir, free_port(), tmp_path / "up-3.log")
+        try:
+            assert other.wait(timeout=60) == 1
+        finally:
+            if other.poll() is None:
+                other.kill()
+                other.wait()
+        said = (tmp_path / "up-3.log").read_text()
+        assert str(data_dir / "agent") in said and f"pid {proc.pid}" in said, said
+        assert demo_node(client)["phase"] == "RUNNING"  # type: ignore[index]
     finally:
         stop_up(proc, data_dir)

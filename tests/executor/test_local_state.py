@@ -2,9 +2,11 @@
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog
 
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
 from nodeplane.protocol import AssignedNodeSpec, KnownRevision, NodeSpec
@@ -46,13 +48,81 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
     assert again.known() == [KnownRevision(node_id=nid, revision=3, deleted=False)]
 
 
-def test_missing_file_is_empty_and_corrupt_file_is_an_error(tmp_path: Path) -> None:
+def test_missing_file_is_an_empty_state(tmp_path: Path) -> None:
     state = LocalState(tmp_path / "specs.json")
-    state.load()
+    assert state.load() is None
     assert state.nodes == {}
-    (tmp_path / "specs.json").write_text("{not json")
-    with pytest.raises(ValueError):
-        state.load()
+
+
+def _saved_state(path: Path) -> bytes:
+    state = LocalState(path)
+    state.receive(assigned(uuid.uuid4(), 3))
+    state.save()
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "why"),
+    [
+        (lambda good: b"", "empty"),
+        (lambda good: b"  \n", "empty"),
+        (lambda good: good[: len(good) // 2], "not JSON"),
+        (lambda good: bytes(range(256)) * 4, "not text"),
+        (lambda good: b"[1, 2]", "no 'nodes' object"),
+        (lambda good: b'{"nodes": 7}', "no 'nodes' object"),
+    ],
+    ids=["emptied", "blank", "truncated", "random-bytes", "a-list", "nodes-not-an-object"],
+)
+def test_an_unreadable_file_is_moved_aside_and_the_state_starts_empty(
+    tmp_path: Path, corrupt: Callable[[bytes], bytes], why: str
+) -> None:
+    path = tmp_path / "state" / "specs.json"
+    bad = corrupt(_saved_state(path))
+    path.write_bytes(bad)
+    state = LocalState(path)
+    with structlog.testing.capture_logs() as logs:
+        moved = state.load()
+    assert state.nodes == {}
+    assert moved is not None and moved.parent == path.parent
+    assert moved.name.startswith("specs.json.corrupt-")
+    assert moved.read_bytes() == bad, "the unreadable file is kept for a look, not deleted"
+    assert not path.exists()
+    [record] = [r for r in logs if r["event"] == "state.unreadable"]
+    assert record["path"] == str(path) and record["moved_to"] == str(moved)
+    assert why in record["error"]
+
+    # The next change writes a fresh file beside the one moved aside.
+    state.receive(assigned(uuid.uuid4(), 1))
+    assert state.save()
+    again = LocalState(path)
+    assert again.load() is None and again.nodes == state.nodes
+    assert moved.exists()
+
+
+def test_a_directory_in_place_of_the_file_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "specs.json"
+    path.mkdir()
+    state = LocalState(path)
+    moved = state.load()
+    assert moved is not None and moved.is_dir() and state.nodes == {}
+
+
+def test_save_writes_only_when_the_content_changed(tmp_path: Path) -> None:
+    path = tmp_path / "specs.json"
+    state = LocalState(path)
+    nid = uuid.uuid4()
+    state.receive(assigned(nid, 1))
+    assert state.save()
+    assert not state.save(), "same content: no write"
+    state.nodes[nid].applied_revision = 1
+    assert state.save()
+    path.unlink()
+    assert state.save(), "a file removed behind our back is written again"
+
+    loaded = LocalState(path)
+    loaded.load()
+    assert loaded.save(), "after a load the first save writes (the file's form is not ours)"
+    assert not loaded.save()
 
 
 def test_newer_spec_replaces_and_tombstone_keeps_name_and_spec(tmp_path: Path) -> None:

@@ -181,10 +181,13 @@ class FakeExecutor:
     kind: ExecutorKind = ExecutorKind.AGENT
     capabilities: ExecutorCapabilities = CAPABILITIES
     id: str | None = None
+    # The agent process it speaks as (sent with every call), and the ones it succeeds.
+    instance_id: uuid.UUID | None = None
+    previous_instance_ids: list[uuid.UUID] = field(default_factory=list)
 
     def _run(self, coro_fn: Any) -> Any:
         async def go() -> Any:
-            client = ControlPlaneClient(self.base_url, self.api_key)
+            client = ControlPlaneClient(self.base_url, self.api_key, instance_id=self.instance_id)
             try:
                 return await coro_fn(client)
             finally:
@@ -203,6 +206,8 @@ class FakeExecutor:
                 NodeObservation(node_id=uuid.UUID(nid), observed=obs)
                 for nid, obs in (observations or {}).items()
             ],
+            instance_id=self.instance_id,
+            previous_instance_ids=self.previous_instance_ids,
         )
         result: dict[str, Any] = self._run(lambda c: c.sync(request))
         self.id = result["executor"]["id"]

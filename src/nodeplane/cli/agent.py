@@ -49,13 +49,18 @@ def _load(path: Path) -> AgentConfig:
 def run(config: Path = ConfigOption) -> None:
     """Run the agent in the foreground (what the installed service does)."""
     from nodeplane.controlplane.logging import configure_logging
+    from nodeplane.executor.agent.instance_lock import DataDirLocked
     from nodeplane.executor.agent.main import run_agent
 
     cfg = _load(config)
     fmt = cfg.logging.format
     configure_logging(cfg.logging.level, None if fmt == "auto" else fmt == "json")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_with_task_dump(run_agent(cfg)))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_run_with_task_dump(run_agent(cfg)))
+    except DataDirLocked as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 async def _run_with_task_dump(main: Coroutine[Any, Any, None]) -> None:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from nodeplane.executor.agent.config import (
     IntervalsSection,
 )
 from nodeplane.executor.agent.drivers import detect_driver_kind
+from nodeplane.executor.agent.instance_lock import AgentLock, lock_data_dir
 from nodeplane.executor.agent.main import build_runtime
 from nodeplane.executor.runtime.runtime import ExecutorRuntime
 
@@ -185,7 +187,17 @@ async def _mine_demo_blocks(agent_data_dir: Path) -> None:
 
 
 async def run_up(*, host: str, port: int, data_dir: Path, demo: bool, driver: str) -> None:
-    """Start everything, print where to go, and run until Ctrl-C."""
+    """Start everything, print where to go, and run until Ctrl-C.
+
+    The local agent's data directory is locked first (DataDirLocked, a RuntimeError, when
+    another `up` or agent runs on it), before anything else starts."""
+    with lock_data_dir(data_dir / "agent", uuid.uuid4()) as lock:
+        await _run_up(host=host, port=port, data_dir=data_dir, demo=demo, driver=driver, lock=lock)
+
+
+async def _run_up(
+    *, host: str, port: int, data_dir: Path, demo: bool, driver: str, lock: AgentLock
+) -> None:
     settings = dataclasses.replace(
         Settings(), database_url=f"sqlite:///{data_dir / 'nodeplane.db'}"
     )
@@ -221,7 +233,9 @@ async def run_up(*, host: str, port: int, data_dir: Path, demo: bool, driver: st
         control_plane=ControlPlaneSection(url=url, api_key=key),
         intervals=IntervalsSection(heartbeat=2, reconcile=2, report=3),
     )
-    runtime: ExecutorRuntime = build_runtime(config)
+    runtime: ExecutorRuntime = build_runtime(
+        config, instance_id=lock.instance_id, previous_instance_ids=lock.previous_instance_ids
+    )
     agent_task = asyncio.create_task(runtime.run(), name="up-agent")
     tasks = [agent_task]
     if demo:

@@ -26,7 +26,11 @@ from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
-from nodeplane.controlplane.services.executors import sweep_offline_executors
+from nodeplane.controlplane.services.executors import (
+    sweep_instance_refusals,
+    sweep_offline_executors,
+)
+from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
@@ -192,17 +196,18 @@ class AccessLog:
             )
 
 
-async def _sweep_forever(db: Database, settings: Settings) -> None:
+async def _sweep_forever(db: Database, settings: Settings, heartbeat: Heartbeat) -> None:
     next_account_sweep = 0.0
     while True:
         try:
-            await sweep_offline_executors(db, settings.heartbeat_timeout)
+            await sweep_offline_executors(db, heartbeat)
         except Exception:
             log.exception("sweep.failed")
         if time.monotonic() >= next_account_sweep:
             next_account_sweep = time.monotonic() + settings.accounts.sweep_interval
             try:
                 await sweep_account_records(db, settings.accounts)
+                await sweep_instance_refusals(db)
             except Exception:
                 log.exception("account_sweep.failed")
         await asyncio.sleep(settings.sweep_interval)
@@ -234,6 +239,9 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
         sqlite_busy_timeout_ms=int(settings.request_time_budget * 1000),
     )
 
+    # Executors get one heartbeat timeout of grace from this process's start (heartbeat.py).
+    heartbeat = Heartbeat(settings.heartbeat_timeout)
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate, settings.database_url)
@@ -249,7 +257,9 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
                     flush=True,
                 )
         await db.start()
-        sweeper = asyncio.create_task(_sweep_forever(db, settings), name="nodeplane-sweeper")
+        sweeper = asyncio.create_task(
+            _sweep_forever(db, settings, heartbeat), name="nodeplane-sweeper"
+        )
         log.info("controlplane.started", database=db.dialect, production=settings.production)
         try:
             yield
@@ -265,7 +275,7 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
             await session.execute(text("SELECT 1"))
         return JSONResponse({"status": "ok", "database": db.dialect})
 
-    graphql = GraphQLApp(db, settings)
+    graphql = GraphQLApp(db, settings, heartbeat)
     app = Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),

@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nodeplane.protocol.executor_api import INSTANCE_CONFLICT_CODE
+
 
 class ErrorCode(StrEnum):
     """Stable, machine-readable error codes shared by the API, the CLI and the UI."""
@@ -22,6 +24,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     BAD_REQUEST = "bad_request"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    # Another process of the same executor (a cloned host, a second agent) is live: this one
+    # is refused until that one has been silent for the heartbeat timeout.
+    EXECUTOR_INSTANCE_CONFLICT = INSTANCE_CONFLICT_CODE
     # The server is saturated (database pool, document worker); retrying later succeeds.
     UNAVAILABLE = "unavailable"
 

@@ -7,6 +7,7 @@ from uuid import UUID
 import httpx
 
 from nodeplane.protocol import (
+    INSTANCE_HEADER,
     MAX_POLL_WAIT_SECONDS,
     AssignedNodeSpec,
     KnownRevision,
@@ -38,14 +39,19 @@ class ControlPlaneError(Exception):
 
 
 class ControlPlaneClient:
-    """Async client authenticated with an executor API key."""
+    """Async client authenticated with an executor API key.
 
-    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            headers={"authorization": f"Bearer {api_key}"},
-            timeout=timeout,
-        )
+    `instance_id` names the agent process on every call (the Nodeplane-Instance header), so the
+    control plane can refuse a second live process of the same executor.
+    """
+
+    def __init__(
+        self, url: str, api_key: str, *, timeout: float = 10.0, instance_id: UUID | None = None
+    ) -> None:
+        headers = {"authorization": f"Bearer {api_key}"}
+        if instance_id is not None:
+            headers[INSTANCE_HEADER] = str(instance_id)
+        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
         self._timeout = timeout
 
     async def aclose(self) -> None:

@@ -23,6 +23,8 @@ from nodeplane.protocol.enums import (
     ServiceType,
 )
 from nodeplane.protocol.executor_api import (
+    INSTANCE_CONFLICT_CODE,
+    INSTANCE_HEADER,
     MAX_POLL_WAIT_SECONDS,
     AssignedNodeSpec,
     HostResources,
@@ -50,6 +52,8 @@ from nodeplane.protocol.text import unstorable_text_problem
 from nodeplane.protocol.times import datetime_problem
 
 __all__ = [
+    "INSTANCE_CONFLICT_CODE",
+    "INSTANCE_HEADER",
     "MAX_NODE_NAME_LENGTH",
     "MAX_POLL_WAIT_SECONDS",
     "AgentHints",

@@ -18,6 +18,12 @@ from nodeplane.protocol.wire import WireModel
 MAX_POLL_WAIT_SECONDS = 30.0
 MAX_HOST_CPU_CORES = 1_000_000.0
 MAX_EVENT_MESSAGE_LENGTH = 4096
+# The HTTP header that names the agent process (its instance id) on every executor call.
+INSTANCE_HEADER = "Nodeplane-Instance"
+# The error code of a call refused because another instance of the executor is live.
+INSTANCE_CONFLICT_CODE = "executor_instance_conflict"
+# How many earlier instances of one data directory an agent names as its predecessors.
+MAX_PREVIOUS_INSTANCES = 16
 
 
 class HostResources(WireModel):
@@ -37,7 +43,14 @@ class NodeObservation(WireModel):
 
 
 class SyncExecutorRequest(WireModel):
-    """Heartbeat: who the executor is, what it can run, and what it observes."""
+    """Heartbeat: who the executor is, what it can run, and what it observes.
+
+    `instance_id` names the agent process (a new one per start): the control plane lets one live
+    instance act for an executor and refuses the others (a cloned host). `previous_instance_ids`
+    are the instances that ran before this one on the same data directory and boot of the same
+    host (newest first): a restart succeeds them at once instead of waiting out the heartbeat
+    timeout. Both are optional, so agents older than the rule still sync.
+    """
 
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
     kind: ExecutorKind
@@ -45,6 +58,10 @@ class SyncExecutorRequest(WireModel):
     capabilities: ExecutorCapabilities = Field(default_factory=ExecutorCapabilities)
     resources: HostResources = Field(default_factory=HostResources)
     nodes: list[NodeObservation] = Field(default_factory=list, max_length=1000)
+    instance_id: uuid.UUID | None = None
+    previous_instance_ids: list[uuid.UUID] = Field(
+        default_factory=list, max_length=MAX_PREVIOUS_INSTANCES
+    )
 
 
 class KnownRevision(WireModel):

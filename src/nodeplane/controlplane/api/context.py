@@ -2,7 +2,9 @@
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
+from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,7 +13,10 @@ from strawberry.types import Info as StrawberryInfo
 from nodeplane.controlplane.api.loaders import Loaders
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
+from nodeplane.protocol.executor_api import INSTANCE_HEADER
 
 SESSION_COOKIE = "nodeplane_session"
 
@@ -27,6 +32,32 @@ class Context:
     response: Response
     # The request's time budget, set when execution starts; long-polls extend it.
     deadline: asyncio.Timeout | None = field(default=None, compare=False)
+    # The control plane's heartbeat rules; None where no executor calls (the web UI's queries).
+    heartbeat_rules: Heartbeat | None = field(default=None, compare=False)
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        """When executors count as silent (without a start-up grace where none was given)."""
+        if self.heartbeat_rules is not None:
+            return self.heartbeat_rules
+        return Heartbeat(
+            self.settings.heartbeat_timeout, started_at=datetime.min.replace(tzinfo=UTC)
+        )
+
+    @cached_property
+    def instance_id(self) -> UUID | None:
+        """The agent process an executor call comes from (the Nodeplane-Instance header)."""
+        raw = self.request.headers.get(INSTANCE_HEADER)
+        if raw is None:
+            return None
+        try:
+            return UUID(raw.strip())
+        except ValueError:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT,
+                f"the {INSTANCE_HEADER} header must be a UUID",
+                field=INSTANCE_HEADER,
+            ) from None
 
     @cached_property
     def loaders(self) -> Loaders:

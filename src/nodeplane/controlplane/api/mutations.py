@@ -32,6 +32,7 @@ from nodeplane.controlplane.api.views import me_view, node_views
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
+from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services import accounts, api_keys, executors, members, nodes
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
@@ -269,7 +270,18 @@ class Mutation:
     @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
     async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
         request = parse_wire(SyncExecutorRequest, input, field="input")
-        result = await executors.sync(info.context.db, info.context.principal, request)
+        header = info.context.instance_id
+        if request.instance_id is None and header is not None:
+            request = request.model_copy(update={"instance_id": header})
+        elif header is not None and header != request.instance_id:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT,
+                "input.instanceId and the Nodeplane-Instance header name different instances",
+                field="instanceId",
+            )
+        result = await executors.sync(
+            info.context.db, info.context.principal, request, info.context.heartbeat
+        )
         return SyncExecutorPayload(
             executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),
             rejected=[RejectedObservation(node_id=k, reason=v) for k, v in result.rejected.items()],
@@ -277,8 +289,12 @@ class Mutation:
 
     @strawberry.mutation(description="The executor has torn a deleted node down.")
     async def confirm_node_teardown(self, info: Info, node_id: UUID) -> bool:
-        async with info.context.db.write() as uow:
-            return await executors.confirm_teardown(uow, info.context.principal, node_id)
+        ctx = info.context
+        async with executors.recording_refusals(ctx.db), ctx.db.write() as uow:
+            await executors.check_instance(
+                uow.session, ctx.principal, ctx.instance_id, ctx.heartbeat
+            )
+            return await executors.confirm_teardown(uow, ctx.principal, node_id)
 
     @strawberry.mutation(description="Runtime events from an executor: crashes, init failures.")
     async def report_runtime_events(self, info: Info, events: JSON) -> int:
@@ -289,8 +305,12 @@ class Mutation:
                 json_list(events, "events", max_items=executors.MAX_RUNTIME_EVENTS_PER_CALL)
             )
         ]
-        async with info.context.db.write() as uow:
-            return await executors.report_runtime_events(uow, info.context.principal, parsed)
+        ctx = info.context
+        async with executors.recording_refusals(ctx.db), ctx.db.write() as uow:
+            await executors.check_instance(
+                uow.session, ctx.principal, ctx.instance_id, ctx.heartbeat
+            )
+            return await executors.report_runtime_events(uow, ctx.principal, parsed)
 
     @strawberry.mutation(
         description="Bind an executor key to an executor; the keys bound before are revoked."

@@ -160,10 +160,13 @@ class Query:
     async def executor_specs(
         self, info: Info, known: JSON | None = None, wait_seconds: float = 0.0
     ) -> list[AssignedNodeSpec]:
-        require_principal(info.context.principal)
+        ctx = info.context
+        require_principal(ctx.principal)
         held = [
             parse_wire(KnownRevision, item, field="known") for item in json_list(known, "known")
         ]
+        async with executors.recording_refusals(ctx.db), ctx.db.read() as session:
+            await executors.check_instance(session, ctx.principal, ctx.instance_id, ctx.heartbeat)
         pending = await executors.poll_specs(
             info.context.db, info.context.principal, held, wait_seconds
         )

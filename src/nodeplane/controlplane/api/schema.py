@@ -27,6 +27,7 @@ from nodeplane.controlplane.api.queries import Query
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
 
 log = structlog.get_logger(__name__)
@@ -176,7 +177,7 @@ def _bearer(request: Request) -> tuple[str | None, bool]:
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with nodeplane's context, error format and response cap."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, heartbeat: Heartbeat) -> None:
         super().__init__(
             schema,
             graphql_ide=None if settings.production else "graphiql",
@@ -184,6 +185,7 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self.db = db
         self.settings = settings
+        self.heartbeat = heartbeat
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -202,6 +204,7 @@ class GraphQLApp(GraphQL[Context, None]):
             principal=principal,
             request=request,
             response=response,
+            heartbeat_rules=self.heartbeat,
         )
 
     async def process_result(

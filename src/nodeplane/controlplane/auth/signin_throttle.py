@@ -21,12 +21,12 @@ from enum import StrEnum
 from uuid import UUID
 
 from sqlalchemy import and_, delete, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.config import AccountLimits
 from nodeplane.controlplane.errors import DomainError, ErrorCode
-from nodeplane.controlplane.store.models import Base, SignInAddress, SignInThrottle, User
+from nodeplane.controlplane.store.database import dialect_insert
+from nodeplane.controlplane.store.models import SignInAddress, SignInThrottle, User
 
 UNKNOWN_ADDRESS = "unknown"
 MAX_ADDRESS_LENGTH = 64
@@ -63,13 +63,6 @@ def delay_after(limits: AccountLimits, scope: Scope, failures: int) -> float | N
     return min(limits.signin_max_delay_seconds, doubling)
 
 
-def _insert(session: AsyncSession, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
-    """An INSERT with ON CONFLICT for the session's database (both dialects spell it alike)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
-
-
 @dataclass(frozen=True)
 class Attempt:
     """A sign-in attempt the throttle admitted, already counted as a failure under `keys`."""
@@ -100,7 +93,7 @@ async def _locked_rows(
     # Create missing rows without racing other replicas, then lock all of them in one fixed
     # order, so two replicas locking overlapping keys cannot deadlock.
     await session.execute(
-        _insert(session, SignInThrottle)
+        dialect_insert(session, SignInThrottle)
         .values(
             [{"scope": s.value, "key": k, "failures": 0, "last_failure_at": now} for s, k in keys]
         )
@@ -200,7 +193,7 @@ async def remember_address(
 ) -> None:
     """Record that `user_id` signed in from `address` (the per-account throttle spares it)."""
     await session.execute(
-        _insert(session, SignInAddress)
+        dialect_insert(session, SignInAddress)
         .values(user_id=user_id, address=address, last_success_at=now)
         .on_conflict_do_update(
             index_elements=[SignInAddress.user_id, SignInAddress.address],

@@ -2,12 +2,16 @@
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, CursorResult, Result, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from nodeplane.controlplane.auth.principal import (
     ApiKeyKind,
@@ -19,9 +23,16 @@ from nodeplane.controlplane.auth.principal import (
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.services.nodes import phase_of, record_phase_change
-from nodeplane.controlplane.store.database import Database, UnitOfWork
-from nodeplane.controlplane.store.models import ApiKey, Event, Executor, Node
+from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
+from nodeplane.controlplane.store.models import (
+    ApiKey,
+    Event,
+    Executor,
+    ExecutorInstanceRefusal,
+    Node,
+)
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import (
     MAX_POLL_WAIT_SECONDS,
@@ -212,12 +223,13 @@ async def record_bind_refusal(uow: UnitOfWork, refused: BindRefused) -> None:
 
 
 async def sync(
-    db: Database, principal: Principal | None, request: SyncExecutorRequest
+    db: Database, principal: Principal | None, request: SyncExecutorRequest, heartbeat: Heartbeat
 ) -> SyncResult:
-    """`sync_executor` in its own transaction; a refused takeover is recorded in another."""
+    """`sync_executor` in its own transaction; a refused takeover or a refused second instance
+    is recorded in another."""
     try:
-        async with db.write() as uow:
-            return await sync_executor(uow, principal, request)
+        async with recording_refusals(db), db.write() as uow:
+            return await sync_executor(uow, principal, request, heartbeat)
     except BindRefused as refused:
         async with db.write() as uow:
             await record_bind_refusal(uow, refused)
@@ -225,9 +237,16 @@ async def sync(
 
 
 async def sync_executor(
-    uow: UnitOfWork, principal: Principal | None, request: SyncExecutorRequest
+    uow: UnitOfWork,
+    principal: Principal | None,
+    request: SyncExecutorRequest,
+    heartbeat: Heartbeat,
 ) -> SyncResult:
-    """Heartbeat: record who the executor is, what it can run and what it observes."""
+    """Heartbeat: record who the executor is, what it can run and what it observes.
+
+    A sync from an agent process other than the executor's live instance is refused as a whole
+    (InstanceConflict): nothing it says is stored, so a second copy cannot flip what the API
+    shows."""
     p = require_executor(principal)
     session = uow.session
     executor = await _bind_executor(uow, p, request)
@@ -239,6 +258,7 @@ async def sync_executor(
         )
     actor = _executor_actor(executor)
     now = utcnow()
+    await _claim_instance(session, executor, request, heartbeat, now)
     if not executor.connected:
         executor.connected = True
         await record_event(
@@ -284,9 +304,229 @@ async def sync_executor(
     return result
 
 
-async def sweep_offline_executors(db: Database, heartbeat_timeout: float) -> int:
-    """Record `executor.disconnected` for executors silent past the timeout; safe on replicas."""
-    cutoff = utcnow() - timedelta(seconds=heartbeat_timeout)
+# ---- one live instance per executor ----------------------------------------------------------
+
+
+class InstanceConflict(DomainError):
+    """An agent process acted for an executor whose live instance is another process."""
+
+    def __init__(self, executor: Executor, refused: UUID, heartbeat: Heartbeat) -> None:
+        live, seen = executor.instance_id, executor.instance_seen_at
+        assert live is not None
+        when = (
+            f"last synced at {seen.isoformat(timespec='seconds')} "
+            f"({max(0.0, (utcnow() - seen).total_seconds()):.0f} s ago)"
+            if seen is not None
+            else "has not synced yet"
+        )
+        super().__init__(
+            ErrorCode.EXECUTOR_INSTANCE_CONFLICT,
+            f"executor {executor.name!r} is run by another agent process (instance {live}), "
+            f"which {when}; this process (instance {refused}) is refused until that one has been "
+            f"silent for {heartbeat.timeout:g} s. Stop the other agent, or give this host its "
+            "own executor name and key",
+            details={
+                "instanceId": str(refused),
+                "liveInstanceId": str(live),
+                "liveSeenAt": seen.isoformat() if seen is not None else None,
+            },
+        )
+        self.executor_id = executor.id
+        self.executor_name = executor.name
+        self.organization_id = executor.organization_id
+        self.refused = refused
+        self.live = live
+        self.live_seen_at = seen
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _instance_live(executor: Executor, heartbeat: Heartbeat, now: datetime) -> bool:
+    """Whether the recorded instance counts as running: synced within the heartbeat timeout,
+    or (during a restarted control plane's grace) recorded at all."""
+    if executor.instance_id is None:
+        return False
+    cutoff = heartbeat.silent_before(now)
+    if cutoff is None:
+        return True
+    return executor.instance_seen_at is not None and executor.instance_seen_at >= cutoff
+
+
+async def _claim_instance(
+    session: AsyncSession,
+    executor: Executor,
+    request: SyncExecutorRequest,
+    heartbeat: Heartbeat,
+    now: datetime,
+) -> None:
+    """Make the sync's instance the executor's live one, or raise InstanceConflict.
+
+    The same instance refreshes its time; a successor on the same data directory (it names the
+    recorded instance among its predecessors) takes over at once; any other instance takes over
+    only from one silent past the timeout (`executor.instance_replaced`). The write is a
+    conditional UPDATE, so of two instances claiming at once exactly one wins, whatever the
+    isolation level. Agents that send no instance id are not checked.
+    """
+    mine = request.instance_id
+    if mine is None:
+        return
+    recorded = executor.instance_id
+    replaced = False
+    condition: ColumnElement[bool]
+    if recorded is None or recorded == mine:
+        condition = or_(Executor.instance_id.is_(None), Executor.instance_id == mine)
+    elif recorded in request.previous_instance_ids:
+        # Only a process holding the same data directory's lock on the same boot of the same
+        # host names it: the recorded process has exited.
+        condition = Executor.instance_id == recorded
+    elif not _instance_live(executor, heartbeat, now):
+        cutoff = heartbeat.silent_before(now)
+        assert cutoff is not None
+        condition = and_(Executor.instance_id == recorded, Executor.instance_seen_at < cutoff)
+        replaced = True
+    else:
+        raise InstanceConflict(executor, mine, heartbeat)
+    claimed = await session.execute(
+        update(Executor)
+        .where(Executor.id == executor.id, condition)
+        .values(instance_id=mine, instance_seen_at=now)
+        .returning(Executor.id)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.first() is None:
+        # Another instance claimed it between our read and our write: it is the live one now.
+        await session.refresh(executor)
+        raise InstanceConflict(executor, mine, heartbeat)
+    before_seen = executor.instance_seen_at
+    set_committed_value(executor, "instance_id", mine)
+    set_committed_value(executor, "instance_seen_at", now)
+    if recorded == mine:
+        return
+    # A new live instance: refusals recorded against the previous one are news again.
+    await session.execute(
+        delete(ExecutorInstanceRefusal).where(ExecutorInstanceRefusal.executor_id == executor.id)
+    )
+    if replaced:
+        assert recorded is not None
+        await record_event(
+            session,
+            organization_id=executor.organization_id,
+            type="executor.instance_replaced",
+            level=EventLevel.WARN,
+            message=f"executor {executor.name}: agent process {mine} took over from {recorded}, "
+            f"silent since {before_seen.isoformat(timespec='seconds') if before_seen else '?'}",
+            actor=_executor_actor(executor),
+            executor_id=executor.id,
+            payload={
+                "instanceId": str(mine),
+                "previousInstanceId": str(recorded),
+                "previousSeenAt": before_seen.isoformat() if before_seen else None,
+            },
+        )
+
+
+async def check_instance(
+    session: AsyncSession, principal: Principal | None, instance: UUID | None, heartbeat: Heartbeat
+) -> None:
+    """Raise InstanceConflict when `instance` is not the executor's live instance.
+
+    For calls other than the sync (spec poll, runtime events, teardown confirmations): they
+    never claim the executor, they are only refused while another instance is live.
+    """
+    p = require_executor(principal)
+    if instance is None or p.executor_id is None:
+        return
+    executor = await session.get(Executor, p.executor_id, populate_existing=True)
+    if executor is None or executor.instance_id in (None, instance):
+        return
+    if _instance_live(executor, heartbeat, utcnow()):
+        raise InstanceConflict(executor, instance, heartbeat)
+
+
+@asynccontextmanager
+async def recording_refusals(db: Database) -> AsyncIterator[None]:
+    """Let an InstanceConflict through, after recording it (in a transaction of its own)."""
+    try:
+        yield
+    except InstanceConflict as conflict:
+        await record_instance_refusal(db, conflict)
+        raise
+
+
+async def record_instance_refusal(db: Database, conflict: InstanceConflict) -> None:
+    """Record `executor.instance_refused` (warn) once per refused instance, not per attempt."""
+    now = utcnow()
+    async with db.write() as uow:
+        session = uow.session
+        inserted = await session.execute(
+            dialect_insert(session, ExecutorInstanceRefusal)
+            .values(
+                executor_id=conflict.executor_id,
+                instance_id=conflict.refused,
+                first_refused_at=now,
+                last_refused_at=now,
+            )
+            .on_conflict_do_nothing()
+            .returning(ExecutorInstanceRefusal.instance_id)
+        )
+        if inserted.first() is None:
+            await session.execute(
+                update(ExecutorInstanceRefusal)
+                .where(
+                    ExecutorInstanceRefusal.executor_id == conflict.executor_id,
+                    ExecutorInstanceRefusal.instance_id == conflict.refused,
+                )
+                .values(last_refused_at=now)
+            )
+            return
+        seen = conflict.live_seen_at
+        await record_event(
+            session,
+            organization_id=conflict.organization_id,
+            type="executor.instance_refused",
+            level=EventLevel.WARN,
+            message=f"a second agent process for executor {conflict.executor_name} "
+            f"(instance {conflict.refused}) was refused: instance {conflict.live} is live"
+            + (f" (last synced at {seen.isoformat(timespec='seconds')})" if seen else ""),
+            actor=Actor("executor", conflict.executor_id, f"executor:{conflict.executor_name}"),
+            executor_id=conflict.executor_id,
+            payload={
+                "instanceId": str(conflict.live),
+                "refusedInstanceId": str(conflict.refused),
+                "liveSeenAt": seen.isoformat() if seen else None,
+            },
+        )
+
+
+# Refusals of an instance that stopped retrying are forgotten after this long.
+REFUSAL_MEMORY = timedelta(days=1)
+
+
+async def sweep_instance_refusals(db: Database) -> int:
+    """Forget refused instances that have not retried for a day; how many were forgotten."""
+    async with db.write() as uow:
+        result = await uow.session.execute(
+            delete(ExecutorInstanceRefusal).where(
+                ExecutorInstanceRefusal.last_refused_at < utcnow() - REFUSAL_MEMORY
+            )
+        )
+    return _rowcount(result)
+
+
+# ---- silence ------------------------------------------------------------------------------
+
+
+async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
+    """Record `executor.disconnected` for executors silent past the timeout; safe on replicas.
+
+    Nothing is swept during the grace after this control plane started (services/heartbeat.py):
+    executors had no one to sync with while it was away.
+    """
+    cutoff = heartbeat.silent_before()
+    if cutoff is None:
+        return 0
     async with db.read() as session:
         candidates = list(
             (

@@ -151,6 +151,25 @@ class Executor(Base):
     # Whether the last recorded connectivity event was "connected"; drives disconnect events.
     connected: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The agent process that acts for this executor and when it last synced; another process
+    # is refused while this one is live (services/executors.py, "one instance").
+    instance_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    instance_seen_at: Mapped[datetime | None]
+
+
+class ExecutorInstanceRefusal(Base):
+    """An agent process refused because another instance of its executor was live.
+
+    One row per refused instance, so `executor.instance_refused` is recorded once per instance
+    however often it retries; rows of instances that stopped retrying are swept after a day.
+    """
+
+    __tablename__ = "executor_instance_refusals"
+
+    executor_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("executors.id"), primary_key=True)
+    instance_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    first_refused_at: Mapped[datetime]
+    last_refused_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Node(Base):

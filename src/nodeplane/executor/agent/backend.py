@@ -1,36 +1,46 @@
 """The agent backend: plan a node's units from its spec, apply them through a driver, observe.
 
-`plan_actions` is the pure diff (desired spec vs. what the driver reports); `AgentBackend` is the
-thin shell that renders files, runs init steps, and performs the actions.
+`plan.plan` is the pure diff (what a revision asks for vs. what is materialized); `AgentBackend`
+is the thin shell that renders once per revision, observes, and performs the planned actions.
 """
 
 import asyncio
+import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 import structlog
 
 from nodeplane.chains.base import (
     ChainAdapter,
+    ConfigFile,
+    InitStep,
     NodeConfigError,
     NodeLayout,
     NodePlan,
+    PortDef,
     ProcessPlan,
     RenderContext,
 )
 from nodeplane.executor.agent import port_owners
 from nodeplane.executor.agent.driver import (
     UNIT_PREFIX,
+    UNIT_SUFFIX,
     ActiveState,
     Driver,
     DriverError,
+    Stamp,
     UnitSpec,
     UnitStatus,
     unit_name,
@@ -44,7 +54,23 @@ from nodeplane.executor.agent.exits import (
     read_tail,
 )
 from nodeplane.executor.agent.layout import UnsafePath, inside, node_layout, nodes_root
-from nodeplane.executor.agent.ports import allocate_ports, ports_in_use
+from nodeplane.executor.agent.plan import (
+    PORTS_FILE,
+    ActionKind,
+    ObservedNode,
+    ObservedUnit,
+    RenderedNode,
+    plan,
+)
+from nodeplane.executor.agent.port_recovery import recover_ports
+from nodeplane.executor.agent.ports import (
+    PortsFileError,
+    allocate_ports,
+    ports_in_use,
+    ports_text,
+    read_ports,
+)
+from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -60,32 +86,57 @@ from nodeplane.protocol import (
     RuntimeEventType,
     spec_bound_problems,
 )
+from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
 from nodeplane.protocol.observed import MAX_MESSAGE_LENGTH
 from nodeplane.protocol.quantities import cpu_cores, memory_bytes
 from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
+# Where agents before stamped unit definitions recorded what they applied; read for adoption only.
+LEGACY_MARKER = "applied.json"
+
 BinaryResolver = Callable[[ChainAdapter, str, str, str], Path]
 """(adapter, role, client, version) -> executable path; raises ApplyError when unavailable."""
 
 
-class Action(StrEnum):
-    """What the applier does to one unit."""
-
-    START = "start"
-    STOP = "stop"
-    RESTART = "restart"
-    REMOVE = "remove"
-
-
 @dataclass(frozen=True)
-class UnitState:
-    """What the planner needs to know of an installed unit."""
+class Rendering:
+    """One revision of a node, rendered once: ports allocated and binaries resolved (I/O) here.
 
-    running: bool  # active or activating
-    definition_changed: bool
-    crashed: bool = False  # down after a failure its restart policy did not (or no longer) heal
+    Cached per node and revision, so neither the next apply nor any report renders again.
+    """
+
+    node_id: UUID
+    revision: int
+    restart_generation: int
+    desired: DesiredState
+    layout: NodeLayout
+    plan: NodePlan
+    units: Mapping[str, UnitSpec]  # by unit name, without a stamp
+    files: Mapping[str, ConfigFile]  # by path relative to the node root (ports.json included)
+    directories: tuple[str, ...]  # relative to the node root, "." is the root itself
+
+    @property
+    def init_steps(self) -> dict[str, InitStep]:
+        return {step.name: step for step in self.plan.init_steps}
+
+    def wanted(self) -> RenderedNode:
+        """The pure view `plan` compares with what is observed."""
+        return RenderedNode(
+            revision=self.revision,
+            restart_generation=self.restart_generation,
+            desired=self.desired,
+            units=tuple(self.units),
+            directories=self.directories,
+            files={path: digest(f.content) for path, f in self.files.items()},
+            init_steps=tuple(self.init_steps),
+        )
+
+
+def digest(content: str | bytes) -> str:
+    """SHA-256 of a file's content."""
+    return hashlib.sha256(content.encode() if isinstance(content, str) else content).hexdigest()
 
 
 def crashed(unit: UnitStatus) -> bool:
@@ -93,36 +144,6 @@ def crashed(unit: UnitStatus) -> bool:
     return unit.active_state is ActiveState.FAILED or (
         unit.active_state is ActiveState.INACTIVE and unit.result not in (None, "", "success")
     )
-
-
-def plan_actions(
-    *,
-    desired: DesiredState,
-    restart_requested: bool,
-    wanted: Sequence[str],
-    installed: Mapping[str, UnitState],
-    stray: Sequence[str],
-    new_revision: bool = True,
-) -> list[tuple[Action, str]]:
-    """The pure diff: which units to start, stop, restart or remove. No I/O.
-
-    A crashed unit stays down (its process is reported `error`) until a new revision asks again
-    (start, restart, a changed definition): restarting after a crash is the restart policy's call,
-    not the reconciler's.
-    """
-    actions: list[tuple[Action, str]] = [(Action.REMOVE, name) for name in stray]
-    for name in wanted:
-        state = installed.get(name, UnitState(running=False, definition_changed=True))
-        if desired is DesiredState.STOPPED:
-            if state.running:
-                actions.append((Action.STOP, name))
-        elif state.running and (restart_requested or state.definition_changed):
-            actions.append((Action.RESTART, name))
-        elif not state.running:
-            if state.crashed and not (new_revision or state.definition_changed):
-                continue
-            actions.append((Action.START, name))
-    return actions
 
 
 def process_status(unit: UnitStatus, desired: DesiredState) -> ProcessStatus:
@@ -215,6 +236,11 @@ class AgentBackend:
         self._events: list[RuntimeEvent] = []
         self._restarts_seen: dict[str, int] = {}
         self._crash_seen: dict[str, bool] = {}  # a crash event was sent for the unit's current fall
+        # Nodes are rendered side by side (per-node reconcile, in threads): choosing a node's
+        # ports reads every other node's, so two choices must not interleave.
+        self._ports_lock = threading.Lock()
+        self._node_ids: dict[str, UUID] = {}  # node name -> id, for events the driver raises
+        self._rendered: dict[str, Rendering] = {}  # node name -> its latest rendered revision
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -258,6 +284,42 @@ class AgentBackend:
         except UnsafePath as exc:
             raise ApplyError(str(exc)) from None
 
+    def _rendering(self, node: AssignedNodeSpec) -> Rendering:
+        """The node's revision rendered: from the cache, else rendered now (once per revision)."""
+        cached = self._rendered.get(node.name)
+        same = cached is not None and cached.node_id == node.node_id
+        if cached is not None and same and cached.revision == node.revision:
+            return cached
+        assert node.spec is not None
+        layout, rendered = self._render(node)
+        units = {u.name: u for u in (self._unit(node, layout, p) for p in rendered.processes)}
+        files = {f"config/{f.relative_path}": f for f in rendered.files}
+        try:
+            for path in files:
+                inside(layout.root, path)
+            for step in rendered.init_steps:
+                inside(layout.root, step.creates)
+            directories = [".", *rendered.directories, "config", "data", "logs"]
+            for directory in directories:
+                inside(layout.root, directory)
+        except UnsafePath as exc:
+            raise ApplyError(str(exc)) from None
+        ports = read_ports(layout.root / PORTS_FILE)  # just written by _render
+        files[PORTS_FILE] = ConfigFile(PORTS_FILE, ports_text(ports or {}), 0o600)
+        rendering = Rendering(
+            node_id=node.node_id,
+            revision=node.revision,
+            restart_generation=node.spec.restart_generation,
+            desired=node.spec.desired_state,
+            layout=layout,
+            plan=rendered,
+            units=units,
+            files=files,
+            directories=tuple(dict.fromkeys(directories)),
+        )
+        self._rendered[node.name] = rendering
+        return rendering
+
     def _render(self, node: AssignedNodeSpec) -> tuple[NodeLayout, NodePlan]:
         spec = node.spec
         if spec is None:
@@ -270,19 +332,59 @@ class AgentBackend:
         try:
             adapter.client_defs(spec)
             wanted_ports = adapter.ports(spec)
-            ports = allocate_ports(
-                layout.root / "ports.json",
-                wanted_ports,
-                ports_in_use(nodes_root(self.data_dir), node.name),
-            )
             binaries = {
                 role: self._resolve_binary(adapter, role, sel.name, sel.version)
                 for role, sel in spec.clients.items()
             }
+            ctx = RenderContext(node_name=node.name, layout=layout, ports={}, binaries=binaries)
+            ports_file = layout.root / "ports.json"
+            try:
+                current = read_ports(ports_file)
+            except PortsFileError as exc:
+                # Rebuilt from what the node's config files already say, so a running node
+                # keeps its ports; only ports found nowhere are allocated afresh.
+                moved = move_aside(ports_file)
+                current = recover_ports(adapter, spec, ctx, wanted_ports)
+                self._state_rebuilt(node, exc, moved, recovered=current)
+            if current is None:
+                # No ports file (a new node, or one deleted by hand): the config files may
+                # still say which ports the node's processes use.
+                current = recover_ports(adapter, spec, ctx, wanted_ports)
+                if current:
+                    log.warning("ports.recovered", node=node.name, ports=current)
+            with self._ports_lock:
+                ports = allocate_ports(
+                    ports_file,
+                    wanted_ports,
+                    ports_in_use(nodes_root(self.data_dir), node.name),
+                    current=current,
+                )
             ctx = RenderContext(node_name=node.name, layout=layout, ports=ports, binaries=binaries)
             return layout, adapter.render(spec, ctx)
         except NodeConfigError as exc:
             raise ApplyError(str(exc)) from None
+
+    def _state_rebuilt(
+        self,
+        node: AssignedNodeSpec,
+        problem: Exception,
+        moved: Path | None,
+        **detail: object,
+    ) -> None:
+        """An event (and an error log line) for a state file that was moved aside and rebuilt."""
+        where = f"; moved to {moved.name}" if moved is not None else ""
+        log.error("state_file.rebuilt", node=node.name, error=str(problem), moved_to=str(moved))
+        self._events.append(
+            RuntimeEvent(
+                node_id=node.node_id,
+                type=RuntimeEventType.EXECUTOR_STATE_REBUILT,
+                level=EventLevel.WARN,
+                message=storable_excerpt(
+                    f"{node.name}: {problem}{where}; rebuilt", MAX_EVENT_MESSAGE_LENGTH
+                ),
+                payload={"movedTo": str(moved) if moved else None, **detail},
+            )
+        )
 
     def _unit(self, node: AssignedNodeSpec, layout: NodeLayout, process: ProcessPlan) -> UnitSpec:
         assert node.spec is not None
@@ -306,129 +408,157 @@ class AgentBackend:
 
     async def housekeeping(self) -> None:
         """Let the driver apply restart policies (the built-in supervisor needs this tick)."""
-        for exit_ in await self.driver.supervise():
-            log.info("unit.exited", exit=str(exit_))
+        try:
+            for exit_ in await self.driver.supervise():
+                log.info("unit.exited", exit=str(exit_))
+        finally:
+            self._driver_problems()
+
+    def _driver_problems(self) -> None:
+        """Events for what the driver handled on its own (a state file moved aside, ...)."""
+        for problem in self.driver.drain_problems():
+            node = problem.unit.removeprefix(UNIT_PREFIX).removesuffix(UNIT_SUFFIX)
+            node = node.rpartition("-")[0]
+            self._events.append(
+                RuntimeEvent(
+                    node_id=self._node_ids.get(node),
+                    type=RuntimeEventType.EXECUTOR_STATE_REBUILT
+                    if problem.path is not None
+                    else RuntimeEventType.EXECUTOR_HOUSEKEEPING_FAILED,
+                    level=EventLevel.WARN if problem.path is not None else EventLevel.ERROR,
+                    message=storable_excerpt(problem.message, MAX_EVENT_MESSAGE_LENGTH),
+                    payload={
+                        "unit": problem.unit,
+                        "path": str(problem.path) if problem.path else None,
+                        "movedTo": str(problem.moved_to) if problem.moved_to else None,
+                    },
+                )
+            )
 
     async def apply(self, node: AssignedNodeSpec) -> None:
         """Converge the node: files, init steps, units, then start/stop/restart as planned."""
+        self._node_ids[node.name] = node.node_id
         try:
             await self._apply(node)
         except DriverError as exc:
             raise ApplyError(str(exc)) from None
+        except OSError as exc:
+            # A full or read-only disk, say: this node's error, never the agent's end.
+            raise ApplyError(os_error_text(exc)) from None
+        finally:
+            self._driver_problems()
 
     async def _apply(self, node: AssignedNodeSpec) -> None:
         assert node.spec is not None
-        if node.spec.desired_state is DesiredState.RUNNING:
-            marker = self._applied_marker(self._layout(node.name))
-            restart = marker.get("restartGeneration", 0) < node.spec.restart_generation
-            await self._move_taken_ports(node, restart)
-        layout, plan = await asyncio.to_thread(self._render, node)
-        await asyncio.to_thread(self._write_files, layout, plan)
-        await self._run_init_steps(layout, plan)
-        units = [self._unit(node, layout, p) for p in plan.processes]
-        wanted = [u.name for u in units]
-        installed: dict[str, UnitState] = {}
-        for unit in units:
-            changed = await self.driver.install(unit)
-            status = await self.driver.status(unit.name)
-            running = status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING)
-            installed[unit.name] = UnitState(
-                running=running, definition_changed=changed, crashed=crashed(status)
-            )
-        applied = self._applied_marker(layout)
-        restart_requested = applied.get("restartGeneration", 0) < node.spec.restart_generation
-        stray = [u for u in await self._node_units(node.name) if u not in wanted]
-        actions = plan_actions(
-            desired=node.spec.desired_state,
-            restart_requested=restart_requested,
-            wanted=wanted,
-            installed=installed,
-            stray=stray,
-            new_revision=applied.get("revision", 0) != node.revision,
-        )
+        if node.spec.desired_state is DesiredState.RUNNING and await self._move_taken_ports(node):
+            # Rendered again for the new ports, so the node's files (and client) get them.
+            self._rendered.pop(node.name, None)
+        rendering = await asyncio.to_thread(self._rendering, node)
+        observed = await self._observe_materialized(node.name, rendering)
+        actions = plan(rendering.wanted(), observed)
+        # Before anything changes: a process about to start must find its ports free.
         await self._check_ports(
-            node, [n for a, n in actions if a in (Action.START, Action.RESTART)]
+            node, [a.target for a in actions if a.kind in (ActionKind.START, ActionKind.RESTART)]
         )
-        for action, name in actions:
-            log.info("unit.action", node=node.name, unit=name, action=action.value)
-            match action:
-                case Action.START:
+        root = rendering.layout.root
+        for action in actions:
+            log.info("node.action", node=node.name, action=action.kind.value, target=action.target)
+            name = action.target
+            match action.kind:
+                case ActionKind.CREATE_DIRECTORY:
+                    # Created with its mode once; an existing directory is never chmodded again.
+                    await asyncio.to_thread(make_directory, inside(root, name))
+                case ActionKind.WRITE_FILE:
+                    await asyncio.to_thread(self._write_file, node, rendering, name)
+                case ActionKind.RUN_INIT_STEP:
+                    await self._run_init_step(rendering.layout, rendering.init_steps[name])
+                case ActionKind.INSTALL:
+                    stamp = dataclasses.replace(
+                        rendering.wanted().stamp, pending_restart=action.pending
+                    )
+                    unit = dataclasses.replace(rendering.units[name], stamp=stamp)
+                    await self.driver.install(unit)
+                case ActionKind.START:
                     await self.driver.start(name)
-                case Action.STOP:
+                case ActionKind.STOP:
                     await self.driver.stop(name)
-                case Action.RESTART:
+                case ActionKind.RESTART:
                     await self.driver.restart(name)
-                case Action.REMOVE:
+                case ActionKind.REMOVE:
                     await self.driver.remove(name)
-        self._write_applied_marker(
-            layout, {"restartGeneration": node.spec.restart_generation, "revision": node.revision}
+        if observed.legacy is not None:
+            # Every unit carries its stamp now: what an older agent recorded is not needed.
+            with contextlib.suppress(OSError):
+                (root / LEGACY_MARKER).unlink()
+
+    async def _observe_materialized(self, name: str, rendering: Rendering) -> ObservedNode:
+        """What is on the host for the node: read-only (the process driver may note an exit)."""
+        units: dict[str, ObservedUnit] = {}
+        for unit_name_ in sorted({*rendering.units, *await self._node_units(name)}):
+            status = await self.driver.status(unit_name_)
+            if not status.exists:
+                continue
+            wanted = rendering.units.get(unit_name_)
+            current = (
+                wanted is not None
+                and self.driver.definition_text(dataclasses.replace(wanted, stamp=status.stamp))
+                == status.definition
+            )
+            units[unit_name_] = ObservedUnit(
+                running=status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING),
+                crashed=crashed(status),
+                definition_current=current,
+                stamp=status.stamp,
+            )
+        return await asyncio.to_thread(self._observe_files, rendering, units)
+
+    @staticmethod
+    def _observe_files(rendering: Rendering, units: dict[str, ObservedUnit]) -> ObservedNode:
+        root = rendering.layout.root
+        files = {}
+        for path in rendering.files:
+            try:
+                files[path] = digest((root / path).read_bytes())
+            except OSError:
+                continue
+        return ObservedNode(
+            units=units,
+            directories=frozenset(d for d in rendering.directories if (root / d).is_dir()),
+            files=files,
+            init_done=frozenset(
+                step.name for step in rendering.plan.init_steps if (root / step.creates).exists()
+            ),
+            legacy=legacy_stamp(root / LEGACY_MARKER),
         )
 
-    def _write_files(self, layout: NodeLayout, plan: NodePlan) -> None:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        layout.root.chmod(0o700)
-        for relative in (*plan.directories, "config", "data", "logs"):
+    def _write_file(self, node: AssignedNodeSpec, rendering: Rendering, path: str) -> None:
+        file = rendering.files[path]
+        target = inside(rendering.layout.root, path)
+        if path == PORTS_FILE:
             try:
-                directory = inside(layout.root, relative)
-            except UnsafePath as exc:
-                raise ApplyError(str(exc)) from None
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(0o700)
-        for file in plan.files:
-            try:
-                target = inside(layout.config_dir, file.relative_path)
-            except UnsafePath as exc:
-                raise ApplyError(str(exc)) from None
-            if target.exists() and target.read_text() == file.content:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            tmp.write_text(file.content)
-            tmp.chmod(file.mode)
-            tmp.replace(target)
+                read_ports(target)
+            except PortsFileError as exc:
+                self._state_rebuilt(node, exc, move_aside(target))
+        make_directory(target.parent)
+        write_atomic(target, file.content, file.mode)
 
-    async def _run_init_steps(self, layout: NodeLayout, plan: NodePlan) -> None:
-        for step in plan.init_steps:
-            try:
-                marker = inside(layout.root, step.creates)
-            except UnsafePath as exc:
-                raise ApplyError(str(exc)) from None
-            if marker.exists():
-                continue
-            if step.random_hex_bytes:
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                tmp = marker.with_name(f".{marker.name}.tmp")
-                tmp.write_text(secrets.token_hex(step.random_hex_bytes))
-                tmp.chmod(0o600)
-                tmp.replace(marker)
-                continue
-            if step.argv:
-                proc = await asyncio.create_subprocess_exec(
-                    *step.argv,
-                    cwd=layout.root,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                )
-                output, _ = await proc.communicate()
-                if proc.returncode != 0:
-                    tail = output.decode(errors="replace")[-2000:]
-                    raise ApplyError(f"init step {step.name!r} failed ({proc.returncode}): {tail}")
-
-    @staticmethod
-    def _applied_marker(layout: NodeLayout) -> dict[str, int]:
-        path = layout.root / "applied.json"
-        try:
-            data: dict[str, int] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return data
-
-    @staticmethod
-    def _write_applied_marker(layout: NodeLayout, data: dict[str, int]) -> None:
-        path = layout.root / "applied.json"
-        tmp = path.with_name(".applied.json.tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(path)
+    async def _run_init_step(self, layout: NodeLayout, step: InitStep) -> None:
+        marker = inside(layout.root, step.creates)
+        if step.random_hex_bytes:
+            make_directory(marker.parent)
+            write_atomic(marker, secrets.token_hex(step.random_hex_bytes), 0o600)
+            return
+        if step.argv:
+            proc = await asyncio.create_subprocess_exec(
+                *step.argv,
+                cwd=layout.root,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await proc.communicate()
+            if proc.returncode != 0:
+                tail = output.decode(errors="replace")[-2000:]
+                raise ApplyError(f"init step {step.name!r} failed ({proc.returncode}): {tail}")
 
     async def _node_units(self, name: str) -> list[str]:
         # Roles never contain '-', so `nodeplane-a-node` is node a's, not node "a-node"'s prefix.
@@ -442,14 +572,19 @@ class AgentBackend:
     # ---- observe ----------------------------------------------------------------------------
 
     async def observe(self, node: AssignedNodeSpec) -> list[ObservedProcess]:
-        """Each process's unit state joined with its probe, plus CPU, memory and disk."""
+        """Each process's unit state joined with its probe, plus CPU, memory and disk.
+
+        Never renders (no port allocation, no binary lookup on the report path): it probes what
+        the last apply rendered, or reports the driver's view alone before the first apply.
+        """
         spec = node.spec
         if spec is None:
             return []
-        try:
-            layout, plan = await asyncio.to_thread(self._render, node)
-        except ApplyError:
-            return []
+        self._node_ids[node.name] = node.node_id
+        rendering = self._rendered.get(node.name)
+        if rendering is None or rendering.node_id != node.node_id:
+            return await self._observe_units(node, spec.desired_state)
+        layout, plan = rendering.layout, rendering.plan
         adapter = self._adapter(spec)
         disk = shutil.disk_usage(layout.data_dir) if layout.data_dir.exists() else None
         observed: list[ObservedProcess] = []
@@ -457,21 +592,8 @@ class AgentBackend:
             name = unit_name(node.name, process.role)
             unit = await self.driver.status(name)
             status = process_status(unit, spec.desired_state)
-            down = status is ProcessStatus.ERROR or waiting_to_restart(unit)
-            restarted = unit.restarts > self._restarts_seen.get(name, unit.restarts)
-            run = None
-            if down or restarted or (crashed(unit) and not self._crash_seen.get(name)):
-                # Why it ended: the last run's exit line and output from the unit's log.
-                log_file = layout.root / "logs" / f"{process.role}.log"
-                run = last_run(await asyncio.to_thread(read_tail, log_file))
-            self._note_restarts(node, name, unit, run)
+            message = await self._exit_report(node, name, process.role, unit, status)
             metrics: dict[str, object] = {}
-            message = None
-            if down:
-                taken: list[port_owners.TakenPort] = []
-                if status is ProcessStatus.ERROR:  # not while restarting: a bind test could race
-                    taken = await asyncio.to_thread(self._taken_ports, node, {process.role})
-                message = exit_message(unit, run, [t.describe() for t in taken])
             if status is ProcessStatus.RUNNING:
                 probe = await adapter.probe(process, self._http)
                 status = probe.status
@@ -496,6 +618,58 @@ class AgentBackend:
                 )
             )
         return observed
+
+    async def _observe_units(
+        self, node: AssignedNodeSpec, desired: DesiredState
+    ) -> list[ObservedProcess]:
+        """The node's units as the driver reports them, unprobed (nothing rendered yet)."""
+        observed = []
+        prefix = f"{UNIT_PREFIX}{node.name}-"
+        for name in await self._node_units(node.name):
+            unit = await self.driver.status(name)
+            if not unit.exists:
+                continue
+            role = name.removeprefix(prefix).removesuffix(UNIT_SUFFIX)
+            status = process_status(unit, desired)
+            message = await self._exit_report(node, name, role, unit, status)
+            observed.append(
+                ObservedProcess(
+                    role=role,
+                    status=status,
+                    message=storable_excerpt(message, MAX_MESSAGE_LENGTH) if message else None,
+                    pid=unit.main_pid or None,
+                    cpu_seconds=unit.cpu_seconds,
+                    memory_bytes=unit.memory_bytes,
+                )
+            )
+        return observed
+
+    async def _exit_report(
+        self,
+        node: AssignedNodeSpec,
+        name: str,
+        role: str,
+        unit: UnitStatus,
+        status: ProcessStatus,
+    ) -> str | None:
+        """Events for the unit's exits since the last look, and why it is down (None if up).
+
+        The last run's exit line and output are read from the unit's log only when there is
+        something to tell: the unit is down, was restarted, or crashed since the last look.
+        """
+        down = status is ProcessStatus.ERROR or waiting_to_restart(unit)
+        restarted = unit.restarts > self._restarts_seen.get(name, unit.restarts)
+        run = None
+        if down or restarted or (crashed(unit) and not self._crash_seen.get(name)):
+            log_file = self._layout(node.name).root / "logs" / f"{role}.log"
+            run = last_run(await asyncio.to_thread(read_tail, log_file))
+        self._note_restarts(node, name, unit, run)
+        if not down:
+            return None
+        taken: list[port_owners.TakenPort] = []
+        if status is ProcessStatus.ERROR:  # not while restarting: a bind test could race
+            taken = await asyncio.to_thread(self._taken_ports, node, {role})
+        return exit_message(unit, run, [t.describe() for t in taken])
 
     def _note_restarts(
         self, node: AssignedNodeSpec, name: str, unit: UnitStatus, run: LastRun | None
@@ -546,58 +720,81 @@ class AgentBackend:
     def _taken_ports(self, node: AssignedNodeSpec, roles: set[str]) -> list[port_owners.TakenPort]:
         """Ports of `roles` (allocated in ports.json) that another program holds now."""
         assert node.spec is not None
-        path = self._layout(node.name).root / "ports.json"
+        if not roles:
+            return []
+        root = self._layout(node.name).root
         try:
-            ports = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+            ports = read_ports(root / PORTS_FILE)
             defs = [d for d in self._adapter(node.spec).ports(node.spec) if d.role in roles]
-        except (OSError, ValueError, TypeError, AttributeError, KeyError, NodeConfigError):
-            return []  # nothing allocated yet (or unreadable: rebuilt on the next apply)
-        return port_owners.taken_ports(ports, defs)
+        except (PortsFileError, ApplyError, NodeConfigError, KeyError):
+            return []  # unreadable (rebuilt by the next render), or the render says what is wrong
+        # The node's own process (its unit's record lost, adopted by the next start) is no
+        # other program.
+        return port_owners.taken_ports(ports or {}, defs, own_dir=root)
 
-    async def _down_roles(self, node: AssignedNodeSpec, names: Sequence[str]) -> set[str]:
-        """Roles of the units in `names` that are down and stay so until the agent starts them.
+    async def _down_units(
+        self, node: AssignedNodeSpec, names: Sequence[str]
+    ) -> dict[str, UnitStatus]:
+        """Those of the units `names` that are down and stay so until the agent starts them.
 
         Not a unit waiting for its automatic restart: the driver may start it any moment, and
-        its own process binding its ports then is no other program.
+        its own process binding its ports then is no other program. Keyed by role.
         """
-        roles = set()
+        down = {}
         for name in names:
             unit = await self.driver.status(name)
             if unit.main_pid is None and unit.active_state in _AT_REST:
-                roles.add(name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(".service"))
-        return roles
+                role = name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(UNIT_SUFFIX)
+                down[role] = unit
+        return down
 
-    async def _move_taken_ports(self, node: AssignedNodeSpec, restart_requested: bool) -> None:
+    async def _move_taken_ports(self, node: AssignedNodeSpec) -> bool:
         """Give the node new ports for those another program took while its process was down.
 
         Only what `port_owners.movable` allows: loopback ports at once, public ones when the
-        user restarts the node; before the files are rendered, so the client gets the new ones.
+        user restarts the node (a unit's stamp is behind the spec's restart generation); before
+        the files are rendered, so the client gets the new ones. True if a port moved.
         """
         spec = node.spec
         assert spec is not None
         try:
             defs = self._adapter(spec).ports(spec)
         except (ApplyError, NodeConfigError, KeyError):
-            return  # the render that follows says what is wrong
+            return False  # the render that follows says what is wrong
         roles = {d.role for d in defs}
-        down = await self._down_roles(node, [unit_name(node.name, r) for r in roles])
-        taken = await asyncio.to_thread(self._taken_ports, node, down)
+        down = await self._down_units(node, [unit_name(node.name, r) for r in sorted(roles)])
+        taken = await asyncio.to_thread(self._taken_ports, node, set(down))
+        if not taken:
+            return False
+        legacy = legacy_stamp(self._layout(node.name).root / LEGACY_MARKER)
+        stamps = [u.stamp or legacy for u in down.values() if u.exists]
+        restart_requested = any(
+            s is not None and s.restart_generation < spec.restart_generation for s in stamps
+        )
         moved = [t for t in taken if port_owners.movable(t, restart_requested=restart_requested)]
         if not moved:
-            return
-        layout = self._layout(node.name)
-        elsewhere = ports_in_use(nodes_root(self.data_dir), node.name) | {t.port for t in moved}
-        ports = await asyncio.to_thread(allocate_ports, layout.root / "ports.json", defs, elsewhere)
+            return False
+        ports = await asyncio.to_thread(self._reallocate_ports, node, defs, {t.port for t in moved})
         for t in moved:
             log.warning(
                 "ports.moved", node=node.name, key=t.key, old=t.port, new=ports.get(t.key),
                 reason=t.describe(),
             )  # fmt: skip
+        return True
+
+    def _reallocate_ports(
+        self, node: AssignedNodeSpec, defs: Sequence[PortDef], avoid: set[int]
+    ) -> dict[str, int]:
+        """The node's ports again, none of `avoid`: the others stay as they are."""
+        ports_file = self._layout(node.name).root / PORTS_FILE
+        with self._ports_lock:
+            elsewhere = ports_in_use(nodes_root(self.data_dir), node.name) | avoid
+            return allocate_ports(ports_file, defs, elsewhere, current=read_ports(ports_file))
 
     async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
         """ApplyError naming port and holder if a unit about to start would find one taken."""
-        down = await self._down_roles(node, names)
-        taken = await asyncio.to_thread(self._taken_ports, node, down) if down else []
+        down = await self._down_units(node, names)
+        taken = await asyncio.to_thread(self._taken_ports, node, set(down))
         if taken:
             # Only public ports are left here: loopback ones were moved before rendering.
             raise ApplyError(
@@ -610,6 +807,17 @@ class AgentBackend:
 
     async def teardown(self, node: AssignedNodeSpec) -> None:
         """Stop and remove the node's units; remove its directory unless data is retained."""
+        try:
+            await self._teardown(node)
+        except DriverError as exc:
+            raise ApplyError(str(exc)) from None
+        except OSError as exc:
+            raise ApplyError(os_error_text(exc)) from None
+        finally:
+            self._driver_problems()
+
+    async def _teardown(self, node: AssignedNodeSpec) -> None:
+        self._rendered.pop(node.name, None)
         layout = self._layout(node.name)
         for name in await self._node_units(node.name):
             await self.driver.remove(name)
@@ -621,4 +829,46 @@ class AgentBackend:
                 or layout.root.resolve().parent != nodes_root(self.data_dir).resolve()
             ):
                 raise ApplyError(f"refusing to remove {layout.root}: not a plain node directory")
-            await asyncio.to_thread(shutil.rmtree, layout.root)
+            await asyncio.to_thread(remove_node_directory, layout.root)
+
+
+def legacy_stamp(path: Path) -> Stamp | None:
+    """What an older agent recorded in applied.json, as a stamp; None if absent or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+        return Stamp(int(data["revision"]), int(data.get("restartGeneration", 0)))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def remove_node_directory(root: Path) -> None:
+    """Delete a node's directory and everything in it; ApplyError naming what could not go.
+
+    A node directory that is a mount point (a volume given to the node) is emptied and the mount
+    point is left: the data is gone as asked, and unmounting is the host's business.
+    """
+
+    def named(function: object, path: str, exc_info: object) -> None:
+        # rmtree reports the full path here but may raise with a relative one.
+        exc = sys.exc_info()[1]
+        assert isinstance(exc, OSError)
+        raise OSError(exc.errno, exc.strerror, path) from None
+
+    try:
+        if os.path.ismount(root):
+            for child in root.iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, onerror=named)
+                else:
+                    child.unlink()
+            log.info("teardown.mount_point_left", path=str(root))
+        else:
+            shutil.rmtree(root, onerror=named)
+    except OSError as exc:
+        raise ApplyError(f"cannot remove the node's data: {os_error_text(exc)}") from None
+
+
+def os_error_text(exc: OSError) -> str:
+    """`<path>: <reason>` for an OSError, without a traceback."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -41,6 +41,19 @@ def check_unit_name(name: str) -> str:
 
 
 @dataclass(frozen=True)
+class Stamp:
+    """What was applied to a unit, written into its definition (like Kubernetes' restartedAt).
+
+    `pending_restart` is set on a definition installed just before the restart (or start) it was
+    installed for, and cleared once that is done: an agent killed in between does it again.
+    """
+
+    revision: int
+    restart_generation: int
+    pending_restart: bool = False
+
+
+@dataclass(frozen=True)
 class UnitSpec:
     """One process of a node as the driver should run it."""
 
@@ -55,6 +68,7 @@ class UnitSpec:
     restart_delay_s: float = 5.0  # systemd's RestartSec=; the process driver's first backoff step
     # A process that ran this long was not crash-looping: its exit starts the count afresh.
     stable_after_s: float = 30.0
+    stamp: Stamp | None = None  # None: a definition without a stamp (as older agents wrote)
 
 
 class ActiveState(StrEnum):
@@ -86,6 +100,7 @@ class UnitStatus:
     # (systemd's ExecMainCode/ExecMainStatus, which it forgets when the unit starts again).
     exit_code: int | None = None
     exit_signal: int | None = None
+    stamp: Stamp | None = None  # the stamp in the installed definition
 
 
 @dataclass(frozen=True)
@@ -99,8 +114,22 @@ class UnitExit:
     will_restart: bool
 
 
+@dataclass(frozen=True)
+class DriverProblem:
+    """Trouble the driver handled on its own that an operator should hear of (an event)."""
+
+    unit: str
+    message: str
+    path: Path | None = None  # a state file found unreadable
+    moved_to: Path | None = None  # where it was moved aside
+
+
 class Driver(Protocol):
     """Runs units. Every method is idempotent: the reconciler calls them again on every tick."""
+
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The definition `install(unit)` materializes, as `status().definition` shows it (pure)."""
+        ...
 
     async def install(self, unit: UnitSpec) -> bool:
         """Write or update the unit's definition; True if it changed (restart to apply it)."""
@@ -132,4 +161,8 @@ class Driver(Protocol):
 
     async def supervise(self) -> list[UnitExit]:
         """Apply restart policies to exited units; call every reconcile tick (no-op on systemd)."""
+        ...
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """Problems handled since the last call (an unreadable state file moved aside, ...)."""
         ...

@@ -1,7 +1,8 @@
 """Assemble a running agent from its config: driver, adapters, binaries, runtime."""
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -13,6 +14,7 @@ from nodeplane.chains.installed import ADAPTERS, build_capabilities
 from nodeplane.executor.agent.backend import AgentBackend
 from nodeplane.executor.agent.config import AgentConfig
 from nodeplane.executor.agent.drivers import detect_driver_kind, make_driver
+from nodeplane.executor.agent.instance_lock import lock_data_dir
 from nodeplane.executor.controlplane_client import ControlPlaneClient
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.executor.runtime.local_state import LocalState
@@ -73,8 +75,15 @@ class CachedCapabilities:
         return self._value
 
 
-def build_runtime(config: AgentConfig) -> ExecutorRuntime:
-    """The agent's runtime, wired from `config`."""
+def build_runtime(
+    config: AgentConfig,
+    *,
+    instance_id: uuid.UUID | None = None,
+    previous_instance_ids: Sequence[uuid.UUID] = (),
+) -> ExecutorRuntime:
+    """The agent's runtime, wired from `config`, acting as agent process `instance_id`
+    (a new one when not given) with its predecessors on the data directory."""
+    instance_id = instance_id or uuid.uuid4()
     data_dir = config.agent.data_dir
     kind = detect_driver_kind(config.agent.driver)
     log.info("agent.driver", driver=kind, data_dir=str(data_dir))
@@ -101,17 +110,31 @@ def build_runtime(config: AgentConfig) -> ExecutorRuntime:
     return ExecutorRuntime(
         name=config.agent.name,
         version=__version__,
-        client=ControlPlaneClient(config.control_plane.url, config.control_plane.key()),
+        client=ControlPlaneClient(
+            config.control_plane.url, config.control_plane.key(), instance_id=instance_id
+        ),
         backend=backend,
         state=LocalState(state_path(data_dir)),
         intervals=intervals,
+        instance_id=instance_id,
+        previous_instance_ids=previous_instance_ids,
     )
 
 
 async def run_agent(config: AgentConfig) -> None:
-    """Run the agent until cancelled."""
-    runtime = build_runtime(config)
-    try:
-        await runtime.run()
-    finally:
-        await runtime.client.aclose()
+    """Run the agent until cancelled; DataDirLocked when another agent runs on its data dir."""
+    with lock_data_dir(config.agent.data_dir, uuid.uuid4()) as lock:
+        log.info(
+            "agent.instance",
+            instance_id=str(lock.instance_id),
+            succeeds=[str(u) for u in lock.previous_instance_ids[:1]],
+        )
+        runtime = build_runtime(
+            config,
+            instance_id=lock.instance_id,
+            previous_instance_ids=lock.previous_instance_ids,
+        )
+        try:
+            await runtime.run()
+        finally:
+            await runtime.client.aclose()

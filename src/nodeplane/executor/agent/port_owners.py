@@ -5,13 +5,15 @@ the node is down. Its client then fails to start and crash-loops ("Unable to bin
 for RPC server"). Before the agent starts a unit it checks the unit's ports here, and names the
 holder: the listening socket's inode from `/proc/net/tcp` and `/proc/net/tcp6`, then the process
 with that socket among its `/proc/<pid>/fd` links. Only TCP listeners are looked up; a holder in
-another pid namespace, or one the agent may not inspect, is "another program".
+another pid namespace, or one the agent may not inspect, is "another program". A holder working in
+the node's own directory is the node's own process (one the driver lost track of, which the next
+start adopts): no other program.
 """
 
 import contextlib
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
@@ -26,6 +28,7 @@ class PortHolder:
 
     pid: int
     command: str  # /proc/<pid>/comm
+    cwd: str | None = field(default=None, compare=False)  # /proc/<pid>/cwd, if readable
 
 
 @dataclass(frozen=True)
@@ -100,23 +103,40 @@ def socket_holders(inodes: set[int], proc: Path = PROC) -> list[PortHolder]:
                     command = (entry / "comm").read_text().strip()
                 except OSError:
                     command = "?"
-                holders.append(PortHolder(int(entry.name), command))
+                try:
+                    cwd: str | None = str((entry / "cwd").readlink())
+                except OSError:
+                    cwd = None
+                holders.append(PortHolder(int(entry.name), command, cwd))
                 break
     return sorted(holders, key=lambda h: h.pid)
 
 
 def taken_ports(
-    ports: Mapping[str, int], defs: Iterable[PortDef], proc: Path = PROC
+    ports: Mapping[str, int],
+    defs: Iterable[PortDef],
+    proc: Path = PROC,
+    own_dir: Path | None = None,
 ) -> list[TakenPort]:
-    """Those of `ports` (key -> number, for the ports in `defs`) another program holds now."""
+    """Those of `ports` (key -> number, for the ports in `defs`) another program holds now.
+
+    A port whose holders all work under `own_dir` (the node's directory) is held by the node
+    itself, not taken.
+    """
     taken = []
     for d in defs:
         port = ports.get(d.key)
         if port is None or bindable(port, d.public):
             continue
         holders = tuple(socket_holders(listening_inodes(port, proc), proc))
+        if own_dir is not None and holders and all(_works_in(h, own_dir) for h in holders):
+            continue
         taken.append(TakenPort(d.key, port, d.public, holders))
     return taken
+
+
+def _works_in(holder: PortHolder, directory: Path) -> bool:
+    return holder.cwd is not None and Path(holder.cwd).is_relative_to(directory.resolve())
 
 
 def movable(taken: TakenPort, *, restart_requested: bool) -> bool:

@@ -3,10 +3,11 @@
 import json
 import random
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
+from nodeplane.executor.agent.statefile import make_directory, read_text, write_atomic
 
 # Where ports are searched when a client's default is taken (below Linux's ephemeral range),
 # from a random point: agents sharing a host (a demo next to an installed agent, parallel test
@@ -25,13 +26,54 @@ def _bindable(port: int, public: bool) -> bool:
     return True
 
 
+class PortsFileError(Exception):
+    """A node's ports file exists but does not hold a `{key: port}` object."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: unreadable ports file: {problem}")
+        self.path = path
+
+
+def parse_ports(text: str) -> dict[str, int]:
+    """`{key: port}` from a ports file's text; ValueError unless every value is a TCP port."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    ports: dict[str, int] = {}
+    for key, value in data.items():
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
+            raise ValueError(f"{key!r}: {value!r} is not a port")
+        ports[str(key)] = value
+    return ports
+
+
+def read_ports(ports_file: Path) -> dict[str, int] | None:
+    """The node's recorded ports; None if it has no ports file, PortsFileError if unreadable."""
+    try:
+        text = read_text(ports_file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PortsFileError(ports_file, str(exc)) from None
+    if text is None:
+        return None
+    try:
+        return parse_ports(text)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise PortsFileError(ports_file, str(exc)) from None
+
+
 def allocate_ports(
-    ports_file: Path, wanted: Iterable[PortDef], taken_elsewhere: set[int]
+    ports_file: Path,
+    wanted: Iterable[PortDef],
+    taken_elsewhere: set[int],
+    current: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """Ports for a node: the ones it had, else each client's default, else a free one."""
-    current: dict[str, int] = {}
-    if ports_file.exists():
-        current = {k: int(v) for k, v in json.loads(ports_file.read_text()).items()}
+    """Ports for a node: the ones it had, else each client's default, else a free one.
+
+    `current` (default: the ports file) is what the node had; the file is written only when its
+    content changes.
+    """
+    if current is None:
+        current = read_ports(ports_file) or {}
     result: dict[str, int] = {}
     used = set(taken_elsewhere)
     for port in wanted:
@@ -45,10 +87,14 @@ def allocate_ports(
         chosen = next(p for p in candidates if p not in used and _bindable(p, port.public))
         result[port.key] = chosen
         used.add(chosen)
-    if result != current:
-        ports_file.parent.mkdir(parents=True, exist_ok=True)
-        ports_file.write_text(json.dumps(result, indent=2, sort_keys=True))
+    make_directory(ports_file.parent)
+    write_atomic(ports_file, ports_text(result))
     return result
+
+
+def ports_text(ports: Mapping[str, int]) -> str:
+    """What a ports file holds for `ports`."""
+    return json.dumps(dict(ports), indent=2, sort_keys=True)
 
 
 def ports_in_use(nodes_dir: Path, except_node: str) -> set[int]:
@@ -60,7 +106,7 @@ def ports_in_use(nodes_dir: Path, except_node: str) -> set[int]:
         if path.parent.name == except_node:
             continue
         try:
-            taken |= {int(v) for v in json.loads(path.read_text()).values()}
+            taken |= set(parse_ports(path.read_text()).values())
         except (OSError, ValueError):
             continue
     return taken

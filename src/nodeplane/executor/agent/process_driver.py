@@ -25,11 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from nodeplane.executor.agent import procfs
 from nodeplane.executor.agent.driver import (
     CRASH_LOOP_BURST,
     ActiveState,
     DriverError,
+    DriverProblem,
+    Stamp,
     UnitExit,
     UnitNotFound,
     UnitSpec,
@@ -37,8 +41,11 @@ from nodeplane.executor.agent.driver import (
     check_unit_name,
 )
 from nodeplane.executor.agent.exits import exit_line
+from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
 from nodeplane.executor.agent.units import render_unit, signal_name
 from nodeplane.protocol import RestartPolicy
+
+log = structlog.get_logger(__name__)
 
 # What systemd gives a service: a fixed PATH and the unit's own variables, nothing inherited.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -73,6 +80,17 @@ class Definition:
     cpu_limit: float | None = None  # recorded; without cgroups the supervisor cannot enforce it
     memory_limit_bytes: int | None = None
     stable_after_s: float = 30.0  # a run this long is not a quick exit (crash-loop count)
+    # The agent's stamp (driver.Stamp); absent from state files older agents wrote.
+    revision: int | None = None
+    restart_generation: int | None = None
+    pending_restart: bool = False
+
+    @property
+    def stamp(self) -> Stamp | None:
+        """The stamp, if the definition has one."""
+        if self.revision is None or self.restart_generation is None:
+            return None
+        return Stamp(self.revision, self.restart_generation, self.pending_restart)
 
 
 @dataclass
@@ -137,7 +155,15 @@ def definition_of(unit: UnitSpec) -> Definition:
         cpu_limit=unit.cpu_limit,
         memory_limit_bytes=unit.memory_limit_bytes,
         stable_after_s=float(unit.stable_after_s),
+        revision=unit.stamp.revision if unit.stamp else None,
+        restart_generation=unit.stamp.restart_generation if unit.stamp else None,
+        pending_restart=unit.stamp.pending_restart if unit.stamp else False,
     )
+
+
+def definition_text(definition: Definition) -> str:
+    """A definition as `status().definition` shows it."""
+    return json.dumps(asdict(definition), sort_keys=True)
 
 
 def exit_result(exit_code: int | None, exit_signal: int | None) -> str:
@@ -175,6 +201,7 @@ class ProcessDriver:
         self.proc_dir = proc_dir
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._problems: list[DriverProblem] = []
 
     # ---- state files ------------------------------------------------------------------------
 
@@ -182,21 +209,39 @@ class ProcessDriver:
         return self.state_dir / f"{check_unit_name(name)}{STATE_SUFFIX}"
 
     def _load(self, name: str) -> Record | None:
+        """The unit's record; None if it has none, or had an unreadable one (moved aside).
+
+        A unit whose state file was moved aside is installed afresh by the next apply, which
+        adopts its process if it still runs (`start` looks for it before spawning).
+        """
         path = self._path(name)
         try:
             return Record.from_json(path.read_text())
         except FileNotFoundError:
             return None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise DriverError(f"{path}: unreadable state file: {exc}") from None
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+            moved = move_aside(path)
+            problem = DriverProblem(
+                unit=name,
+                message=f"{path}: unreadable state file ({exc}); moved aside to "
+                f"{moved.name if moved else '(gone)'}, the unit is installed again",
+                path=path,
+                moved_to=moved,
+            )
+            log.error("supervisor.state_file_unreadable", unit=name, error=problem.message)
+            self._problems.append(problem)
+            return None
 
     def _save(self, record: Record) -> None:
         path = self._path(record.definition.name)
         # Definitions may carry secrets in their environment: the directory is the agent's alone.
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(record.to_json())
-        tmp.replace(path)
+        make_directory(self.state_dir, 0o700)
+        write_atomic(path, record.to_json(), 0o600)
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """State files found unreadable (and moved aside) since the last call."""
+        problems, self._problems = self._problems, []
+        return problems
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -336,6 +381,32 @@ class ProcessDriver:
         rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
         return True
 
+    def _adopt_orphan(self, record: Record) -> bool:
+        """Adopt the unit's process if one runs that no record tracks (its state file was lost).
+
+        Ours are session leaders carrying an invocation id in their environment; the unit's is the
+        one in the unit's working directory (a node's processes each have their own), preferring
+        an exact command line. Never a duplicate: a node's second client process would only fail
+        on its data directory's lock, or worse, corrupt it.
+        """
+        d, rt = record.definition, record.runtime
+        candidates = [
+            leader
+            for leader in procfs.session_leaders_with_env(INVOCATION_ENV, self.proc_dir)
+            if leader.cwd == d.working_dir
+        ]
+        exact = [c for c in candidates if list(c.argv) == d.argv]
+        if len(exact) != 1 and len(candidates) != 1:
+            return False
+        found = exact[0] if len(exact) == 1 else candidates[0]
+        rt.pid, rt.start_time = found.stat.pid, found.stat.start_time
+        rt.invocation = found.env_value
+        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
+        rt.result = rt.exit_code = rt.exit_signal = None
+        rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
+        return True
+
     def _signal_all(self, name: str, rt: Runtime, leader_start: int, sig: int) -> None:
         """Signal the unit's main process and everything it started.
 
@@ -390,6 +461,10 @@ class ProcessDriver:
 
     # ---- Driver -----------------------------------------------------------------------------
 
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The definition `install` records, as `status()` shows it."""
+        return definition_text(definition_of(unit))
+
     async def install(self, unit: UnitSpec) -> bool:
         """Write the definition if it differs; a running process keeps the old one until restart."""
         definition = definition_of(unit)
@@ -414,7 +489,9 @@ class ProcessDriver:
                 # then start afresh; the process being stopped is not a running one.
                 await self._terminate(record)
                 self._save(record)
-            if rt.pid is None:
+            if rt.pid is None and self._adopt_orphan(record):
+                log.warning("supervisor.adopted", unit=name, pid=rt.pid)
+            elif rt.pid is None:
                 # An explicit start, like systemd's, forgets earlier automatic restarts.
                 rt.restarts, rt.quick_failures = 0, 0
                 self._spawn(record)
@@ -490,7 +567,8 @@ class ProcessDriver:
             cpu_seconds=cpu,
             memory_bytes=memory,
             result=rt.result,
-            definition=json.dumps(asdict(record.definition), sort_keys=True),
+            definition=definition_text(record.definition),
+            stamp=record.definition.stamp,
             exit_code=rt.exit_code,
             exit_signal=rt.exit_signal,
         )
@@ -509,38 +587,51 @@ class ProcessDriver:
 
     async def supervise(self) -> list[UnitExit]:
         """Notice exits, finish stops a killed agent left half done, and restart units whose
-        policy says so once their backoff has passed."""
-        exits = []
+        policy says so once their backoff has passed.
+
+        One unit's trouble (a state file that cannot be written, a log directory gone read-only)
+        is logged and kept for `drain_problems`; every other unit is still supervised.
+        """
+        exits: list[UnitExit] = []
         for name in await self.list_units():
-            lock = self._lock(name)
-            if lock.locked():
-                continue  # being stopped or started right now; look again next tick
-            async with lock:
-                record = self._load(name)
-                if record is None:
-                    continue
-                changed = self._refresh(record)
-                rt = record.runtime
-                if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
-                    # Nobody here is stopping it (the lock was free): an agent killed mid-stop
-                    # left it. Finish the stop, as systemd finishes a stop job on its own.
-                    await self._terminate(record)
-                    changed = True
-                if not rt.exit_reported:
-                    rt.exit_reported, changed = True, True
-                    exits.append(
-                        UnitExit(
-                            name,
-                            rt.result or "unknown",
-                            rt.exit_code,
-                            rt.exit_signal,
-                            will_restart=rt.restart_at is not None,
-                        )
-                    )
-                if rt.restart_at is not None and rt.wanted and time.time() >= rt.restart_at:
-                    rt.restarts += 1
-                    self._spawn(record)
-                    changed = True
-                if changed:
-                    self._save(record)
+            try:
+                await self._supervise_unit(name, exits)
+            except Exception as exc:
+                log.error("supervisor.unit_failed", unit=name, error=str(exc))
+                self._problems.append(
+                    DriverProblem(unit=name, message=f"{name}: supervising failed: {exc}")
+                )
         return exits
+
+    async def _supervise_unit(self, name: str, exits: list[UnitExit]) -> None:
+        lock = self._lock(name)
+        if lock.locked():
+            return  # being stopped or started right now; look again next tick
+        async with lock:
+            record = self._load(name)
+            if record is None:
+                return
+            changed = self._refresh(record)
+            rt = record.runtime
+            if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
+                # Nobody here is stopping it (the lock was free): an agent killed mid-stop
+                # left it. Finish the stop, as systemd finishes a stop job on its own.
+                await self._terminate(record)
+                changed = True
+            if not rt.exit_reported:
+                rt.exit_reported, changed = True, True
+                exits.append(
+                    UnitExit(
+                        name,
+                        rt.result or "unknown",
+                        rt.exit_code,
+                        rt.exit_signal,
+                        will_restart=rt.restart_at is not None,
+                    )
+                )
+            if rt.restart_at is not None and rt.wanted and time.time() >= rt.restart_at:
+                rt.restarts += 1
+                self._spawn(record)
+                changed = True
+            if changed:
+                self._save(record)

@@ -105,3 +105,43 @@ def boot_id(proc: Path = PROC) -> str:
         return (proc / "sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class Leader:
+    """A live session leader with what identifies the unit it runs."""
+
+    stat: ProcStat
+    env_value: str  # the value of the variable searched for
+    cwd: str | None
+    argv: tuple[str, ...]
+
+
+def session_leaders_with_env(name: str, proc: Path = PROC) -> list[Leader]:
+    """Every live session leader whose environment sets `name`, with its cwd and argv."""
+    prefix = f"{name}=".encode()
+    found = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = read_stat(int(entry.name), proc)
+        if stat is None or stat.session != stat.pid or not stat.alive:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        value = next((e[len(prefix) :] for e in environ if e.startswith(prefix)), None)
+        if value is None:
+            continue
+        try:
+            cwd: str | None = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = None
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            raw = b""
+        argv = tuple(w.decode(errors="surrogateescape") for w in raw.split(b"\0")[:-1])
+        found.append(Leader(stat, value.decode(errors="replace"), cwd, argv))
+    return found

@@ -12,13 +12,14 @@ from nodeplane.executor.agent.driver import (
     UNIT_SUFFIX,
     ActiveState,
     DriverError,
+    DriverProblem,
     UnitExit,
     UnitNotFound,
     UnitSpec,
     UnitStatus,
     check_unit_name,
 )
-from nodeplane.executor.agent.units import render_unit
+from nodeplane.executor.agent.units import parse_stamp, render_unit
 
 SHOW_PROPERTIES = (
     "LoadState",
@@ -31,6 +32,7 @@ SHOW_PROPERTIES = (
     "Result",
     "ExecMainCode",
     "ExecMainStatus",
+    "NeedDaemonReload",
 )
 # ExecMainCode= is a waitid() si_code: the main process exited, was killed, or dumped core.
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
@@ -170,6 +172,10 @@ class SystemdDriver:
 
     # ---- Driver -----------------------------------------------------------------------------
 
+    def definition_text(self, unit: UnitSpec) -> str:
+        """The unit file `install` writes."""
+        return render_unit(unit)
+
     async def install(self, unit: UnitSpec) -> bool:
         """Write the unit file if it differs; daemon-reload only when something changed."""
         text = render_unit(unit)
@@ -240,6 +246,11 @@ class SystemdDriver:
             stat = procfs.read_stat(main_pid, self.proc_dir)
             cpu_seconds = stat.cpu_seconds if stat is not None else None
         exit_code, exit_signal = main_exit(props)
+        stamp = parse_stamp(definition) if definition is not None else None
+        if props.get("NeedDaemonReload") == "yes" and definition is not None:
+            # The file was written but systemd has not read it (an agent killed before the
+            # reload): what runs is not what the file says, so nothing in it counts as applied.
+            definition, stamp = "", None
         return UnitStatus(
             exists=definition is not None,
             active_state=_active_state(props.get("ActiveState", "inactive")),
@@ -252,6 +263,7 @@ class SystemdDriver:
             definition=definition,
             exit_code=exit_code,
             exit_signal=exit_signal,
+            stamp=stamp,
         )
 
     async def list_units(self) -> list[str]:
@@ -278,4 +290,8 @@ class SystemdDriver:
 
     async def supervise(self) -> list[UnitExit]:
         """Nothing to do: systemd applies restart policies itself."""
+        return []
+
+    def drain_problems(self) -> list[DriverProblem]:
+        """None: systemd keeps its own state."""
         return []

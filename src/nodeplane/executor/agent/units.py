@@ -21,12 +21,17 @@ from pathlib import Path
 from nodeplane.executor.agent.driver import (
     CRASH_LOOP_BURST,
     DriverError,
+    Stamp,
     UnitSpec,
     check_unit_name,
 )
 from nodeplane.executor.agent.exits import EXIT_LINE_TEMPLATE
 from nodeplane.protocol import RestartPolicy
 
+# systemd ignores keys starting with X- in any section: the agent's stamp lives there.
+STAMP_REVISION = "X-Nodeplane-Revision"
+STAMP_RESTART_GENERATION = "X-Nodeplane-Restart-Generation"
+STAMP_PENDING_RESTART = "X-Nodeplane-Pending-Restart"
 # systemd reads at most LONG_LINE_MAX (1 MiB) per line; stay well clear of it.
 MAX_LINE_BYTES = 256 * 1024
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -198,12 +203,21 @@ def render_unit(unit: UnitSpec) -> str:
     # Room for CRASH_LOOP_BURST quick runs, each up to the stable window plus the restart delay:
     # a longer run between them is not a crash loop.
     start_limit = CRASH_LOOP_BURST * (unit.restart_delay_s + unit.stable_after_s)
+    stamp: list[str] = []
+    if unit.stamp is not None:
+        stamp = [
+            f"{STAMP_REVISION}={int(unit.stamp.revision)}",
+            f"{STAMP_RESTART_GENERATION}={int(unit.stamp.restart_generation)}",
+        ]
+        if unit.stamp.pending_restart:
+            stamp.append(f"{STAMP_PENDING_RESTART}=yes")
     lines = [
         "# Written by the nodeplane agent; changes here are overwritten.",
         "[Unit]",
         f"Description={description}",
         f"StartLimitIntervalSec={_seconds(start_limit)}",
         f"StartLimitBurst={CRASH_LOOP_BURST}",
+        *stamp,
         "",
         "[Service]",
         *service,
@@ -216,3 +230,20 @@ def render_unit(unit: UnitSpec) -> str:
     if any(len(line.encode()) > MAX_LINE_BYTES for line in lines):
         raise UnitRenderError(f"a line of the unit is longer than {MAX_LINE_BYTES} bytes")
     return text
+
+
+def parse_stamp(text: str) -> Stamp | None:
+    """The stamp in a unit file's text; None if it has none (or a garbled one)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key in (STAMP_REVISION, STAMP_RESTART_GENERATION, STAMP_PENDING_RESTART):
+            values[key] = value.strip()
+    try:
+        return Stamp(
+            revision=int(values[STAMP_REVISION]),
+            restart_generation=int(values[STAMP_RESTART_GENERATION]),
+            pending_restart=values.get(STAMP_PENDING_RESTART) == "yes",
+        )
+    except (KeyError, ValueError):
+        return None

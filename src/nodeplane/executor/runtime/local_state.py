@@ -3,7 +3,10 @@
 import json
 import os
 import tempfile
+import threading
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import structlog
@@ -37,27 +40,58 @@ class StateFile(BaseModel):
     nodes: dict[UUID, HeldNode] = Field(default_factory=dict)
 
 
+def _entries(raw: bytes) -> dict[str, Any]:
+    """The `nodes` object of a state file's bytes; ValueError saying why it is none."""
+    if not raw.strip():
+        raise ValueError("the file is empty")
+    try:
+        data = json.loads(raw.decode())
+    except UnicodeDecodeError:
+        raise ValueError("the file is not text (UTF-8)") from None
+    except ValueError as exc:
+        raise ValueError(f"the file is not JSON: {exc}") from None
+    entries = data.get("nodes") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError("not a state file (no 'nodes' object)")
+    return entries
+
+
 class LocalState:
     """The held specs, loaded at start and saved atomically after every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.nodes: dict[UUID, HeldNode] = {}
+        # What the file holds as far as we know (None: unknown, the next save writes).
+        self._saved: str | None = None
+        self._save_lock = threading.Lock()
 
-    def load(self) -> None:
+    def load(self) -> Path | None:
         """Read the state file if there is one (a missing file is an empty state).
 
         Each held node is validated on its own, like everything else the executor is given
         (DESIGN §7): an entry that is not a valid spec (a name that is no node name, an override
         with a newline, ...) is refused and dropped, and the control plane sends that node's spec
         again; one bad entry never keeps the executor, and every other node, down.
+
+        A file that cannot be read as a whole (emptied, truncated, random bytes, not a state
+        file) is moved aside to `<name>.corrupt-<UTC time>` and the executor starts with no
+        held specs: the control plane then sends every spec again, and the nodes, whose
+        processes outlive the executor, are adopted as they run. Returns where the file was
+        moved (None when nothing was moved aside).
         """
-        if not self.path.exists():
-            return
-        data = json.loads(self.path.read_text())
-        entries = data.get("nodes") if isinstance(data, dict) else None
-        if not isinstance(entries, dict):
-            raise ValueError(f"{self.path}: not a state file (no 'nodes' object)")
+        self.nodes = {}
+        self._saved = None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # a directory in its place, an unreadable disk block, ...
+            return self._move_aside(f"cannot read it: {exc}")
+        try:
+            entries = _entries(raw)
+        except ValueError as exc:
+            return self._move_aside(str(exc))
         nodes: dict[UUID, HeldNode] = {}
         for key, entry in entries.items():
             try:
@@ -70,22 +104,51 @@ class LocalState:
                 continue
             nodes[node_id] = held
         self.nodes = nodes
+        return None
 
-    def save(self) -> None:
-        """Write atomically: a crash leaves either the old file or the new one, never half."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = StateFile(nodes=self.nodes).model_dump_json(indent=2)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
+    def _move_aside(self, error: str) -> Path:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            os.replace(self.path, aside)
+        except OSError as exc:
+            # Still start: the next save replaces the unreadable file anyway.
+            log.error("state.move_aside_failed", path=str(self.path), error=str(exc))
+        log.error(
+            "state.unreadable",
+            path=str(self.path),
+            moved_to=str(aside),
+            error=error[:1000],
+            consequence="starting with no held specs; the control plane sends them again",
+        )
+        return aside
+
+    def save(self) -> bool:
+        """Write atomically if the content changed; True if it wrote.
+
+        A crash leaves either the old file or the new one, never half: the content goes to a
+        temporary file of a unique name (two writers never share one), is synced, then renamed
+        over the file. Saves are serialized, so concurrent callers (per-node reconcile tasks,
+        threads) never interleave and the file always holds one whole, latest state.
+        """
+        with self._save_lock:
+            data = StateFile(nodes=self.nodes).model_dump_json(indent=2)
+            if data == self._saved and self.path.exists():
+                return False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".state-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o600)
+                os.replace(tmp, self.path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self._saved = data
+            return True
 
     def known(self) -> list[KnownRevision]:
         """What to tell the spec poll we hold."""

@@ -1,24 +1,42 @@
-"""The executor's loops: spec long-poll, reconciler, reporter and heartbeat (DESIGN §5).
+"""The executor's loops: heartbeat, spec long-poll, per-node reconcile, supervision, reports.
 
-Each loop is convergent rather than transactional: a tick starts from what the world and the held
-specs say now, so a partial apply, a lost report or a restart of the executor heals on a later tick.
+Reconciling is per node, in the shape of controller-runtime (DESIGN §5): a node's id goes into a
+work queue when a spec for it arrives, on every periodic resync, and (with per-node exponential
+backoff) after a failure; each key taken from the queue is reconciled by a task of its own, and
+the queue never hands out a key that is being processed, so one node is never applied, torn
+down or re-applied concurrently with itself while any number of *different* nodes proceed side
+by side. A slow or stuck node (a stop waiting out a 600 s timeout) holds only its own key.
+
+The backend's housekeeping (the process driver's restart policies) runs in a loop of its own,
+never under a node's apply. Every loop is convergent rather than transactional: a pass starts
+from what the world and the held specs say now, so a partial apply, a lost report or a restart
+of the executor heals on a later pass.
+
+Failures are contained: any exception while applying, tearing down or observing one node becomes
+that node's `applyError` and one runtime event, and the node is retried with backoff; nothing a
+node does ends the executor.
 """
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-import httpx
 import structlog
 
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
+from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol import (
+    INSTANCE_CONFLICT_CODE,
+    AssignedNodeSpec,
     EventLevel,
     NodeObservation,
     ObservedNodeState,
+    ObservedProcess,
     RuntimeEvent,
     SyncExecutorRequest,
 )
@@ -29,18 +47,27 @@ from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
-_NETWORK_ERRORS = (httpx.HTTPError, ControlPlaneError, OSError)
-
 
 @dataclass(frozen=True)
 class Intervals:
-    """Loop cadences in seconds."""
+    """Loop cadences and retry bounds, in seconds."""
 
     heartbeat: float = 5.0
+    # How often every held node is reconciled again although nothing asked (the resync).
     reconcile: float = 5.0
     report: float = 10.0
     poll_wait: float = 25.0
+    # Calls to an unreachable control plane are retried after a jittered delay from `retry`
+    # doubling up to `outage_retry_cap` (None: four heartbeats).
     retry: float = 2.0
+    outage_retry_cap: float | None = None
+    # The backend's supervision (restart policies); None: as often as `reconcile`.
+    housekeeping: float | None = None
+    # A failed node is retried after node_retry_base, doubling up to node_retry_cap.
+    node_retry_base: float = 0.5
+    node_retry_cap: float = 30.0
+    # How long one node's observation may take before it counts as failed.
+    observe_timeout: float = 30.0
 
 
 class _Trigger:
@@ -59,8 +86,16 @@ class _Trigger:
         self._event.clear()
 
 
+def describe_error(exc: BaseException) -> str:
+    """What an exception says to an operator: an ApplyError's own words, else type and text."""
+    if isinstance(exc, ApplyError):
+        return str(exc)
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class ExecutorRuntime:
-    """Runs one executor: keeps held specs applied and the control plane informed."""
+    """Runs one executor: keeps held specs applied, supervised and the control plane informed."""
 
     def __init__(
         self,
@@ -71,45 +106,96 @@ class ExecutorRuntime:
         backend: Backend,
         state: LocalState,
         intervals: Intervals | None = None,
+        instance_id: UUID | None = None,
+        previous_instance_ids: Sequence[UUID] = (),
     ) -> None:
         self.name = name
+        # This process, and the ones before it on the same data directory (instance_lock.py).
+        self.instance_id = instance_id
+        self.previous_instance_ids = list(previous_instance_ids)
         self.version = version
         self.client = client
         self.backend = backend
         self.state = state
         self.intervals = intervals or Intervals()
+        self.queue: WorkQueue[UUID] = WorkQueue(
+            ExponentialBackoff(
+                base=self.intervals.node_retry_base, cap=self.intervals.node_retry_cap
+            )
+        )
+        outage_cap = self.intervals.outage_retry_cap or 4 * self.intervals.heartbeat
+        self.reachability = Reachability()
+        self._sync_backoff = JitteredBackoff(base=self.intervals.retry, cap=outage_cap)
+        self._poll_backoff = JitteredBackoff(base=self.intervals.retry, cap=outage_cap)
         self._registered = asyncio.Event()
-        self._reconcile_now = _Trigger()
         self._report_now = _Trigger()
         self._sync_now = _Trigger()
         self._observations: dict[UUID, ObservedNodeState] = {}
+        # Why observing a node failed (kept apart from apply errors, which a good apply clears).
+        self._observe_errors: dict[UUID, str] = {}
+        self._teardown_errors: dict[UUID, str] = {}
         self._pending_events: list[RuntimeEvent] = []
-        self._apply_lock = asyncio.Lock()
+        # Belt and braces beside the queue's guarantee: a node is never reconciled twice at once,
+        # even by a caller that does not go through the queue.
+        self._node_locks: dict[UUID, asyncio.Lock] = {}
+        self._housekeeping_error: str | None = None
+        self._save_error: str | None = None
+        self._request_error: str | None = None
+        # Why the control plane refuses this process (another instance of the executor is
+        # live); while set, nothing is applied or observed: what runs is left as it is.
+        self.refused: str | None = None
+        self._first_sync = asyncio.Event()
 
     async def run(self) -> None:
-        """Run every loop until cancelled."""
-        self.state.load()
+        """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
+        self.load_state()
         log.info("executor.starting", name=self.name, nodes=len(self.state.nodes))
-        loops = [
-            self._heartbeat_loop(),
-            self._poll_loop(),
-            self._reconcile_loop(),
-            self._report_loop(),
-        ]
-        async with asyncio.TaskGroup() as group:
-            for loop in loops:
-                group.create_task(loop)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._heartbeat_loop(), name="heartbeat")
+                group.create_task(self._poll_loop(), name="spec-poll")
+                group.create_task(self._resync_loop(), name="resync")
+                group.create_task(self._housekeeping_loop(), name="housekeeping")
+                group.create_task(self._report_loop(), name="report")
+                group.create_task(self._dispatch_loop(group), name="dispatch")
+        finally:
+            self.queue.shutdown()
+
+    def load_state(self) -> None:
+        """Load the held specs; an unreadable file is moved aside and reported as an event."""
+        moved_to = self.state.load()
+        if moved_to is None:
+            return
+        self.queue_event(
+            RuntimeEvent(
+                type=RuntimeEventType.EXECUTOR_STATE_REBUILT,
+                level=EventLevel.WARN,
+                message=storable_excerpt(
+                    f"{self.state.path} was unreadable and was moved to {moved_to.name}; "
+                    "every node's spec is fetched again and its running processes adopted",
+                    MAX_EVENT_MESSAGE_LENGTH,
+                ),
+                payload={"path": str(self.state.path), "movedTo": str(moved_to)},
+            )
+        )
 
     # ---- heartbeat --------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await self.sync_once()
-            await self._sync_now.wait(self.intervals.heartbeat)
+            ok = await self.sync_once()
+            self._first_sync.set()
+            if ok or self.refused is not None:
+                # A refusal is an answer: ask again at the normal cadence, not an outage's.
+                self._sync_backoff.reset()
+                await self._sync_now.wait(self.intervals.heartbeat)
+            else:
+                # Triggers (a report ready) do not shorten an outage's backoff.
+                await asyncio.sleep(self._sync_backoff.next_delay())
 
-    async def sync_once(self) -> bool:
-        """One syncExecutor call with the latest observations; then flush runtime events."""
-        request = SyncExecutorRequest(
+    async def _sync_request(self) -> SyncExecutorRequest:
+        """The syncExecutor input: who we are, what we offer, what we observe."""
+        return SyncExecutorRequest(
             name=self.name,
             kind=self.backend.kind,
             version=self.version,
@@ -121,12 +207,42 @@ class ExecutorRuntime:
                 for nid, obs in self._observations.items()
                 if nid in self.state.nodes
             ],
+            instance_id=self.instance_id,
+            previous_instance_ids=self.previous_instance_ids,
         )
+
+    async def sync_once(self) -> bool:
+        """One syncExecutor call with the latest observations; then flush runtime events.
+
+        False when the call failed (the failure is logged once per outage, not per attempt).
+        """
+        try:
+            request = await self._sync_request()
+        except Exception as exc:  # detecting capabilities or resources: tried again next time
+            if describe_error(exc) != self._request_error:
+                self._request_error = describe_error(exc)
+                log.exception("sync.request_failed")
+            return False
+        self._request_error = None
         try:
             result = await self.client.sync(request)
-        except _NETWORK_ERRORS as exc:
-            log.warning("sync.failed", error=str(exc))
+        except ControlPlaneError as exc:
+            if exc.code == INSTANCE_CONFLICT_CODE:
+                self.reachability.succeeded()
+                self._refuse(exc.message)
+            else:
+                self.reachability.failed("sync", describe_error(exc))
+                log.debug("sync.failed", error=describe_error(exc))
             return False
+        except Exception as exc:  # any failure of the call: retried, never the executor's end
+            self.reachability.failed("sync", describe_error(exc))
+            log.debug("sync.failed", error=describe_error(exc))
+            return False
+        self.reachability.succeeded()
+        if self.refused is not None:
+            log.info("executor.instance_accepted", instance_id=str(self.instance_id))
+            self.refused = None
+            self.resync()
         if not self._registered.is_set():
             log.info("executor.registered", executor_id=result["executor"]["id"])
             self._registered.set()
@@ -136,6 +252,16 @@ class ExecutorRuntime:
             )
         await self._flush_events()
         return True
+
+    def queue_event(self, event: RuntimeEvent) -> None:
+        """Send `event` with the next heartbeat."""
+        self._pending_events.append(event)
+
+    def _refuse(self, message: str) -> None:
+        """Another instance of this executor is live: stop applying, say so once."""
+        if self.refused is None:
+            log.error("executor.instance_refused", instance_id=str(self.instance_id), error=message)
+        self.refused = message
 
     async def _flush_events(self) -> None:
         self._pending_events += self.backend.drain_events()
@@ -150,10 +276,11 @@ class ExecutorRuntime:
                 # yet): sending it again would hold back every later event.
                 log.error("events.refused", error=str(exc), count=len(batch))
                 return
-            log.warning("events.report_failed", error=str(exc), count=len(batch))
+            self.reachability.failed("report_events", describe_error(exc))
             self._pending_events = batch + self._pending_events
-        except _NETWORK_ERRORS as exc:
-            log.warning("events.report_failed", error=str(exc), count=len(batch))
+        except Exception as exc:  # kept and sent with a later heartbeat
+            self.reachability.failed("report_events", describe_error(exc))
+            log.debug("events.report_failed", error=describe_error(exc), count=len(batch))
             self._pending_events = batch + self._pending_events
 
     # ---- spec long-poll ---------------------------------------------------------------------
@@ -163,122 +290,302 @@ class ExecutorRuntime:
         while True:
             try:
                 specs = await self.client.poll_specs(self.state.known(), self.intervals.poll_wait)
-            except _NETWORK_ERRORS as exc:
-                log.warning("poll.failed", error=str(exc))
-                await asyncio.sleep(self.intervals.retry)
+            except ControlPlaneError as exc:
+                if exc.code == INSTANCE_CONFLICT_CODE:
+                    self.reachability.succeeded()
+                    self._refuse(exc.message)
+                    await asyncio.sleep(self.intervals.heartbeat)
+                    continue
+                self.reachability.failed("poll", describe_error(exc))
+                log.debug("poll.failed", error=describe_error(exc))
+                await asyncio.sleep(self._poll_backoff.next_delay())
                 continue
+            except Exception as exc:  # any failure of the call: retried after a backoff
+                self.reachability.failed("poll", describe_error(exc))
+                log.debug("poll.failed", error=describe_error(exc))
+                await asyncio.sleep(self._poll_backoff.next_delay())
+                continue
+            self.reachability.succeeded()
+            self._poll_backoff.reset()
             if specs:
-                for spec in specs:
-                    log.info(
-                        "spec.received",
-                        node=spec.name,
-                        revision=spec.revision,
-                        deleted=spec.deleted,
-                    )
-                    self.state.receive(spec)
-                self.state.save()
-                self._reconcile_now.fire()
+                self.receive(specs)
 
-    # ---- reconciler -------------------------------------------------------------------------
+    def receive(self, specs: list[AssignedNodeSpec]) -> None:
+        """Hold the specs received and queue their nodes (a new spec gets a fresh backoff)."""
+        for spec in specs:
+            log.info("spec.received", node=spec.name, revision=spec.revision, deleted=spec.deleted)
+            self.state.receive(spec)
+        self._save_state()
+        for spec in specs:
+            if spec.node_id in self.state.nodes:
+                self.queue.forget(spec.node_id)
+                self.queue.add(spec.node_id)
 
-    async def _reconcile_loop(self) -> None:
+    # ---- per-node reconcile -----------------------------------------------------------------
+
+    async def _resync_loop(self) -> None:
+        """Queue every held node each `reconcile` interval (crashes, drift, lost work heal)."""
+        # Not before the control plane has had its say: a copy of this host (cloned disk, held
+        # specs and all) must learn it is refused before it starts or renders anything.
+        await self._first_sync.wait()
         while True:
-            await self.reconcile_once()
-            await self._reconcile_now.wait(self.intervals.reconcile)
+            self.resync()
+            await asyncio.sleep(self.intervals.reconcile)
 
-    async def reconcile_once(self) -> None:
-        """Converge every held node; deleted nodes are torn down and confirmed."""
-        async with self._apply_lock:
+    def resync(self) -> None:
+        """Queue every held node, except those waiting out a failure's backoff."""
+        for node_id in list(self.state.nodes):
+            # A failing node comes back on its own backoff; resyncing it would defeat that.
+            if self.queue.num_requeues(node_id) == 0:
+                self.queue.add(node_id)
+
+    async def _dispatch_loop(self, group: asyncio.TaskGroup) -> None:
+        """Hand each key the queue releases to a task of its own: nodes never wait on each other.
+
+        The queue never releases a key that is being processed, so there is at most one task per
+        node; their number is bounded by the number of held nodes.
+        """
+        while True:
             try:
-                await self.backend.housekeeping()
-            except Exception as exc:  # housekeeping must never stop the nodes from being applied
-                log.warning("housekeeping.failed", error=str(exc))
-            changed = False
-            for node_id, held in list(self.state.nodes.items()):
-                if held.assigned.deleted:
-                    changed |= await self._teardown(node_id, held)
-                else:
-                    changed |= await self._apply(held)
-            if changed:
-                self.state.save()
-                self._report_now.fire()
+                node_id = await self.queue.get()
+            except QueueShutDown:
+                return
+            group.create_task(self._process(node_id), name=f"reconcile-{node_id}")
+
+    async def _process(self, node_id: UUID) -> None:
+        try:
+            await self.reconcile_node(node_id)
+        except Exception:  # reconcile_node contains node errors; this is its own bug
+            log.exception("reconcile.crashed", node_id=str(node_id))
+            self.queue.add_rate_limited(node_id)
+        finally:
+            self.queue.done(node_id)
+
+    async def reconcile_node(self, node_id: UUID) -> None:
+        """Converge one node from what is held now: apply it, or tear it down if deleted.
+
+        A failure (any exception) is recorded on the node and the node is queued again after its
+        backoff; a success resets the backoff. Never raises for a node's failure.
+        """
+        if self.refused is not None:
+            return  # another instance of this executor is live: leave what runs as it is
+        lock = self._node_locks.setdefault(node_id, asyncio.Lock())
+        async with lock:
+            held = self.state.nodes.get(node_id)
+            if held is None:
+                self.queue.forget(node_id)
+                self._node_locks.pop(node_id, None)
+                return
+            if held.assigned.deleted:
+                ok = await self._teardown(node_id, held)
+            else:
+                ok = await self._apply(held)
+        if node_id not in self.state.nodes:
+            self._node_locks.pop(node_id, None)
+        if ok:
+            self.queue.forget(node_id)
+        else:
+            self.queue.add_rate_limited(node_id)
 
     async def _apply(self, held: HeldNode) -> bool:
+        """Apply the held spec; True when it applied."""
         spec = held.assigned
         try:
             await self.backend.apply(spec)
-        except ApplyError as exc:
-            message = str(exc)
+        except Exception as exc:  # contained: the node's applyError, never the executor's end
+            message = describe_error(exc)
             first_time = held.failed_revision != spec.revision or held.apply_error != message
-            held.failed_revision, held.apply_error = spec.revision, message
             if first_time:
-                log.error("apply.failed", node=spec.name, revision=spec.revision, error=message)
-                self._pending_events.append(
-                    RuntimeEvent(
-                        node_id=spec.node_id,
-                        type=RuntimeEventType.NODE_APPLY_FAILED,
-                        level=EventLevel.ERROR,
-                        message=storable_excerpt(
-                            f"{spec.name}: cannot apply revision {spec.revision}: {message}",
-                            MAX_EVENT_MESSAGE_LENGTH,
-                        ),
-                        payload={"revision": spec.revision},
+                held.failed_revision, held.apply_error = spec.revision, message
+                log.error(
+                    "apply.failed",
+                    node=spec.name,
+                    revision=spec.revision,
+                    error=message,
+                    # A traceback for the unexpected only: an ApplyError says all there is.
+                    exc_info=None if isinstance(exc, ApplyError) else exc,
+                )
+                self.queue_event(
+                    _node_event(
+                        spec,
+                        RuntimeEventType.NODE_APPLY_FAILED,
+                        f"cannot apply revision {spec.revision}: {message}",
                     )
                 )
-            return first_time
+                self._changed()
+            return False
         if held.applied_revision != spec.revision or held.apply_error is not None:
             log.info("apply.done", node=spec.name, revision=spec.revision)
             held.applied_revision = spec.revision
             held.failed_revision, held.apply_error = None, None
-            return True
-        return False
+            self._changed()
+        return True
 
     async def _teardown(self, node_id: UUID, held: HeldNode) -> bool:
+        """Tear the node down and confirm it; True when done (the node is no longer held)."""
         if not held.torn_down:
             try:
                 await self.backend.teardown(held.assigned)
-            except ApplyError as exc:
-                log.error("teardown.failed", node=held.name, error=str(exc))
+            except Exception as exc:  # contained, like an apply
+                message = describe_error(exc)
+                if self._teardown_errors.get(node_id) != message:
+                    self._teardown_errors[node_id] = message
+                    log.error(
+                        "teardown.failed",
+                        node=held.name,
+                        error=message,
+                        exc_info=None if isinstance(exc, ApplyError) else exc,
+                    )
+                    self.queue_event(
+                        _node_event(
+                            held.assigned,
+                            RuntimeEventType.NODE_TEARDOWN_FAILED,
+                            f"cannot tear down: {message}",
+                        )
+                    )
+                    self._report_now.fire()
                 return False
+            self._teardown_errors.pop(node_id, None)
             held.torn_down = True
             log.info("teardown.done", node=held.name, retain_data=held.assigned.retain_data)
-            self.state.save()
+            self._save_state()
         try:
             await self.client.confirm_teardown(node_id)
-        except _NETWORK_ERRORS as exc:
-            log.warning("teardown.confirm_failed", node=held.name, error=str(exc))
+        except Exception as exc:  # retried with the node's backoff
+            self.reachability.failed("confirm_teardown", describe_error(exc))
+            log.debug("teardown.confirm_failed", node=held.name, error=describe_error(exc))
             return False
-        del self.state.nodes[node_id]
+        self.state.nodes.pop(node_id, None)
         self._observations.pop(node_id, None)
+        self._observe_errors.pop(node_id, None)
+        self._changed()
         return True
+
+    def _changed(self) -> None:
+        """Held state changed: save it and report soon."""
+        self._save_state()
+        self._report_now.fire()
+
+    def _save_state(self) -> None:
+        """Save the held specs; a failure (a full disk) is logged once and retried next change.
+
+        The specs in memory stay right and the nodes keep being reconciled from them; only a
+        restart of the executor before a save succeeds would fetch them again.
+        """
+        try:
+            self.state.save()
+        except OSError as exc:
+            message = describe_error(exc)
+            if message != self._save_error:
+                self._save_error = message
+                log.error("state.save_failed", path=str(self.state.path), error=message)
+            return
+        if self._save_error is not None:
+            log.info("state.saved_again", path=str(self.state.path))
+            self._save_error = None
+
+    # ---- supervision ------------------------------------------------------------------------
+
+    async def _housekeeping_loop(self) -> None:
+        every = self.intervals.housekeeping or self.intervals.reconcile
+        while True:
+            await self.housekeeping_once()
+            await asyncio.sleep(every)
+
+    async def housekeeping_once(self) -> None:
+        """Let the backend supervise its processes; a failure is logged and reported once."""
+        try:
+            await self.backend.housekeeping()
+        except Exception as exc:  # supervision must outlive any one failure of it
+            message = describe_error(exc)
+            if message != self._housekeeping_error:
+                self._housekeeping_error = message
+                log.error("housekeeping.failed", error=message, exc_info=exc)
+                self.queue_event(
+                    RuntimeEvent(
+                        type=RuntimeEventType.EXECUTOR_HOUSEKEEPING_FAILED,
+                        level=EventLevel.ERROR,
+                        message=storable_excerpt(
+                            f"supervision failed: {message}", MAX_EVENT_MESSAGE_LENGTH
+                        ),
+                    )
+                )
+            return
+        if self._housekeeping_error is not None:
+            log.info("housekeeping.recovered")
+            self._housekeeping_error = None
 
     # ---- reporter ---------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
+        await self._first_sync.wait()
         while True:
             await self.report_once()
             self._sync_now.fire()
             await self._report_now.wait(self.intervals.report)
 
     async def report_once(self) -> None:
-        """Observe every live held node; the next heartbeat carries the result."""
-        observations: dict[UUID, ObservedNodeState] = {}
-        for node_id, held in list(self.state.nodes.items()):
-            if held.assigned.deleted:
-                continue
-            try:
+        """Observe every held node side by side; the next heartbeat carries the result (nothing
+        while refused: the control plane would not take it)."""
+        if self.refused is not None:
+            return
+        held = list(self.state.nodes.items())
+        states = await asyncio.gather(*(self._observe(nid, h) for nid, h in held))
+        self._observations = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
+
+    async def _observe(self, node_id: UUID, held: HeldNode) -> ObservedNodeState | None:
+        """One node's observed state; an observation that fails is reported as its error."""
+        if held.assigned.deleted:
+            # Only a teardown that fails has something to say about a deleted node.
+            error = self._teardown_errors.get(node_id)
+            if error is None:
+                return None
+            return self._state_of(held, [], f"cannot tear down: {error}")
+        try:
+            async with asyncio.timeout(self.intervals.observe_timeout):
                 processes = await self.backend.observe(held.assigned)
-            except Exception as exc:  # one node's probe must not stop the others' reports
-                log.warning("observe.failed", node=held.name, error=str(exc))
-                continue
-            failed = held.apply_error is not None and held.failed_revision is not None
-            observations[node_id] = ObservedNodeState(
-                revision=held.failed_revision
-                if failed and held.failed_revision
-                else held.applied_revision,
-                processes=processes,
-                apply_error=storable_excerpt(held.apply_error, MAX_APPLY_ERROR_LENGTH)
-                if held.apply_error is not None
-                else None,
+            observed = self._state_of(held, processes, None)  # refuses what the wire would
+        except Exception as exc:  # one node's probe must not stop the others' reports
+            message = (
+                f"observing took over {self.intervals.observe_timeout:g} s"
+                if isinstance(exc, TimeoutError)
+                else describe_error(exc)
             )
-        self._observations = observations
+            if self._observe_errors.get(node_id) != message:
+                self._observe_errors[node_id] = message
+                log.error("observe.failed", node=held.name, error=message, exc_info=exc)
+                self.queue_event(
+                    _node_event(
+                        held.assigned,
+                        RuntimeEventType.NODE_APPLY_FAILED,
+                        f"cannot observe: {message}",
+                    )
+                )
+            return self._state_of(held, [], f"cannot observe: {message}")
+        if self._observe_errors.pop(node_id, None) is not None:
+            log.info("observe.recovered", node=held.name)
+        return observed
+
+    @staticmethod
+    def _state_of(
+        held: HeldNode, processes: list[ObservedProcess], error: str | None
+    ) -> ObservedNodeState:
+        """What to report: the revision applied (or the one that failed, with why)."""
+        failed = held.apply_error is not None and held.failed_revision is not None
+        revision = held.failed_revision if failed and held.failed_revision else None
+        error = held.apply_error if held.apply_error is not None else error
+        return ObservedNodeState(
+            revision=revision or held.applied_revision,
+            processes=processes,
+            apply_error=storable_excerpt(error, MAX_APPLY_ERROR_LENGTH) if error else None,
+        )
+
+
+def _node_event(spec: AssignedNodeSpec, type_: RuntimeEventType, text: str) -> RuntimeEvent:
+    return RuntimeEvent(
+        node_id=spec.node_id,
+        type=type_,
+        level=EventLevel.ERROR,
+        message=storable_excerpt(f"{spec.name}: {text}", MAX_EVENT_MESSAGE_LENGTH),
+        payload={"revision": spec.revision},
+    )

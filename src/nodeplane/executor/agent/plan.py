@@ -1,0 +1,155 @@
+"""The agent's reconcile as a pure diff: what to do to a node, given what should be and what is.
+
+`plan(rendered, observed)` is a function of two values and does no I/O (DESIGN §9). `rendered` is
+what the node's revision asks for (directories, file digests, init steps, unit names, revision and
+restart generation); `observed` is what is materialized on the host now (which of those exist, the
+digests of the files on disk, each unit's state and the stamp in its installed definition).
+
+What was applied is stamped on the unit definition itself (`Stamp`), not kept in a side file: the
+revision (so a crashed unit stays down until a new revision asks again) and the restart generation
+(so a restart request is done once). A unit that is about to be (re)started for a change is first
+installed with a *pending* stamp, and the final stamp is installed only after the restart: an agent
+killed in between finds the pending stamp and does the restart again, never loses it.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from nodeplane.executor.agent.driver import Stamp
+from nodeplane.protocol import DesiredState
+
+PORTS_FILE = "ports.json"  # the agent's record of the node's ports, relative to its root
+
+
+class ActionKind(StrEnum):
+    """One step of the applier."""
+
+    CREATE_DIRECTORY = "create-directory"  # target: path relative to the node root
+    WRITE_FILE = "write-file"  # target: path relative to the node root
+    RUN_INIT_STEP = "run-init-step"  # target: the step's name
+    INSTALL = "install"  # target: unit name; `pending` says which stamp
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True)
+class Action:
+    """Do `kind` to `target`. For INSTALL, `pending` installs the pending stamp."""
+
+    kind: ActionKind
+    target: str
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    """What one revision of a node asks to be materialized (content as digests)."""
+
+    revision: int
+    restart_generation: int
+    desired: DesiredState
+    units: Sequence[str]
+    directories: Sequence[str] = ()
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> digest of its content
+    init_steps: Sequence[str] = ()
+
+    @property
+    def stamp(self) -> Stamp:
+        """The stamp a unit carries once this revision is applied."""
+        return Stamp(revision=self.revision, restart_generation=self.restart_generation)
+
+
+@dataclass(frozen=True)
+class ObservedUnit:
+    """An installed unit of the node as the driver reports it."""
+
+    running: bool = False  # active or activating (a scheduled restart counts)
+    crashed: bool = False  # down after a failure its restart policy did not (or no longer) heal
+    # The installed definition equals the rendered one, stamps aside.
+    definition_current: bool = True
+    stamp: Stamp | None = None
+
+
+@dataclass(frozen=True)
+class ObservedNode:
+    """What is on the host for the node now."""
+
+    units: Mapping[str, ObservedUnit] = field(default_factory=dict)  # every unit of the node
+    directories: frozenset[str] = frozenset()  # of the rendered ones, those that exist
+    files: Mapping[str, str] = field(default_factory=dict)  # path -> digest, for existing files
+    init_done: frozenset[str] = frozenset()  # init steps whose output exists
+    # What an agent of an older version recorded in applied.json, for its units without a stamp.
+    legacy: Stamp | None = None
+
+
+def plan(rendered: RenderedNode, observed: ObservedNode) -> list[Action]:
+    """The actions that converge `observed` to `rendered`, in the order they must run."""
+    final = rendered.stamp
+    changed_files = [p for p, digest in rendered.files.items() if observed.files.get(p) != digest]
+    # Only a change a process reads needs a restart; the ports file is the agent's own.
+    config_changed = any(p != PORTS_FILE for p in changed_files)
+    before: list[Action] = []  # pending stamps, before anything they announce is changed
+    runs: list[Action] = []  # stop, start, restart
+    after: list[Action] = []  # final stamps
+    for name in rendered.units:
+        unit = observed.units.get(name)
+        if unit is None:
+            if rendered.desired is DesiredState.RUNNING:
+                before.append(Action(ActionKind.INSTALL, name, pending=True))
+                runs.append(Action(ActionKind.START, name))
+            after.append(Action(ActionKind.INSTALL, name))
+            continue
+        # A unit an older agent installed has no stamp: what it recorded in applied.json stands.
+        stamp = unit.stamp or observed.legacy
+        up_to_date = unit.definition_current and unit.stamp == final
+        if rendered.desired is DesiredState.STOPPED:
+            if unit.running:
+                runs.append(Action(ActionKind.STOP, name))
+            if not up_to_date:
+                after.append(Action(ActionKind.INSTALL, name))
+            continue
+        changed = not unit.definition_current or config_changed
+        pending = stamp is not None and stamp.pending_restart
+        if unit.running:
+            restart_asked = (
+                stamp is not None and stamp.restart_generation < final.restart_generation
+            )
+            go = changed or pending or restart_asked
+            kind = ActionKind.RESTART
+        else:
+            # A crashed unit stays down (its restart policy decided) until a new revision asks.
+            asked = stamp is None or stamp.revision != final.revision
+            go = not unit.crashed or asked or changed or pending
+            kind = ActionKind.START
+        announce = go and (changed or stamp != final) and not (pending and unit.definition_current)
+        if announce:
+            before.append(Action(ActionKind.INSTALL, name, pending=True))
+        if go:
+            runs.append(Action(kind, name))
+        if announce or not up_to_date:
+            after.append(Action(ActionKind.INSTALL, name))
+    stray = [
+        Action(ActionKind.REMOVE, name)
+        for name in sorted(observed.units)
+        if name not in rendered.units
+    ]
+    return [
+        *(
+            Action(ActionKind.CREATE_DIRECTORY, d)
+            for d in rendered.directories
+            if d not in observed.directories
+        ),
+        *before,
+        *(Action(ActionKind.WRITE_FILE, p) for p in changed_files),
+        *(
+            Action(ActionKind.RUN_INIT_STEP, step)
+            for step in rendered.init_steps
+            if step not in observed.init_done
+        ),
+        *stray,
+        *runs,
+        *after,
+    ]

@@ -1,0 +1,99 @@
+"""Quiet outages: jittered exponential retries, and one log line per change of reachability."""
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
+from nodeplane.executor.runtime.runtime import Intervals
+from nodeplane.protocol import RuntimeEvent, RuntimeEventType
+from tests.executor.runtime_harness import ScriptedBackend, assigned, eventually, running
+
+
+def test_full_jitter_backoff_doubles_its_bound_up_to_the_cap_and_resets() -> None:
+    highest = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: 1.0)
+    assert [highest.next_delay() for _ in range(6)] == [2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+    highest.reset()
+    assert highest.next_delay() == 2.0
+
+    draws = iter([0.0, 0.5, 0.25])
+    jittered = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: next(draws))
+    assert [jittered.next_delay() for _ in range(3)] == [0.0, 2.0, 2.0]
+
+
+def test_backoff_survives_a_very_long_outage() -> None:
+    backoff = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: 1.0)
+    for _ in range(10_000):
+        delay = backoff.next_delay()
+    assert delay == 20.0
+
+
+def test_one_line_per_change_of_reachability() -> None:
+    now = [100.0]
+    link = Reachability(clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        link.succeeded()  # first contact: nothing to say (the executor logs its registration)
+        for _ in range(40):
+            link.failed("sync", "ConnectError: connection refused")
+            link.failed("poll", "ConnectError: connection refused")
+            now[0] += 0.5
+        link.succeeded()
+        link.succeeded()
+        link.failed("poll", "ReadTimeout")
+    assert [(r["event"], r["log_level"]) for r in logs] == [
+        ("controlplane.unreachable", "warning"),
+        ("controlplane.reachable", "info"),
+        ("controlplane.unreachable", "warning"),
+    ]
+    assert logs[0]["error"] == "ConnectError: connection refused" and logs[0]["call"] == "sync"
+    assert logs[1]["after_seconds"] == 20.0 and logs[1]["failed_calls"] == 80
+    assert link.reachable is False
+
+
+def test_first_contact_failing_is_logged_once() -> None:
+    link = Reachability()
+    with structlog.testing.capture_logs() as logs:
+        link.failed("sync", "ConnectError")
+        link.failed("sync", "ConnectError")
+    assert [r["event"] for r in logs] == ["controlplane.unreachable"]
+
+
+@pytest.mark.anyio
+async def test_an_outage_logs_two_lines_and_loses_no_event(tmp_path: Path) -> None:
+    """The runtime's calls all fail for a while: one warning when it starts, one line when it
+    ends, however many heartbeats, polls and event reports failed; events wait and get there."""
+    intervals = Intervals(
+        heartbeat=0.01,
+        reconcile=0.02,
+        report=0.01,
+        poll_wait=0.02,
+        retry=0.005,
+        outage_retry_cap=0.02,
+        housekeeping=0.01,
+    )
+    backend = ScriptedBackend()
+    with structlog.testing.capture_logs() as logs:
+        async with running(tmp_path, backend, intervals) as h:
+            h.push(assigned("n"))
+            await eventually(lambda: ("n", 1) in backend.applied)
+            calls = len(h.plane.syncs)
+            h.plane.down = httpx.ConnectError("connection refused")
+            backend.events.append(
+                RuntimeEvent(type=RuntimeEventType.NODE_SYNC_STALLED, message="while away")
+            )
+            await asyncio.sleep(0.5)  # dozens of heartbeats at this pace
+            assert h.runtime.reachability.reachable is False
+            assert h.runtime.reachability.failures >= 10
+            h.plane.down = None
+            await eventually(lambda: h.plane.events)
+            assert [e.message for e in h.plane.events] == ["while away"]
+            assert len(h.plane.syncs) > calls
+    lines = [r for r in logs if r["log_level"] in ("warning", "error", "info")]
+    outage = [r["event"] for r in lines if r["event"].startswith("controlplane.")]
+    assert outage == ["controlplane.unreachable", "controlplane.reachable"]
+    assert [r for r in lines if r["log_level"] != "info"] == [
+        r for r in lines if r["event"] == "controlplane.unreachable"
+    ]
