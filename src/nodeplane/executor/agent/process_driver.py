@@ -202,6 +202,8 @@ class ProcessDriver:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._problems: list[DriverProblem] = []
+        # Stops a killed agent left half done, finished in the background: one task per unit.
+        self._finishing: dict[str, asyncio.Task[None]] = {}
 
     # ---- state files ------------------------------------------------------------------------
 
@@ -589,8 +591,11 @@ class ProcessDriver:
         """Notice exits, finish stops a killed agent left half done, and restart units whose
         policy says so once their backoff has passed.
 
-        One unit's trouble (a state file that cannot be written, a log directory gone read-only)
-        is logged and kept for `drain_problems`; every other unit is still supervised.
+        Returns promptly: a half-done stop is finished by a background task of its unit (it may
+        wait out the unit's stop timeout, ten minutes for litecoind), never here, so one slow
+        stop never holds up another unit's crash restart. One unit's trouble (a state file that
+        cannot be written, a log directory gone read-only) is logged and kept for
+        `drain_problems`; every other unit is still supervised.
         """
         exits: list[UnitExit] = []
         for name in await self.list_units():
@@ -603,9 +608,41 @@ class ProcessDriver:
                 )
         return exits
 
+    def _finish_stop_in_background(self, name: str) -> None:
+        """Start the task that finishes the unit's half-done stop, unless one runs already."""
+        if name in self._finishing:
+            return
+        log.info("supervisor.finishing_stop", unit=name)
+        self._finishing[name] = asyncio.create_task(
+            self._finish_stop(name), name=f"finish-stop:{name}"
+        )
+
+    async def _finish_stop(self, name: str) -> None:
+        """Finish a stop a killed agent began (the lock is the unit's until it is done)."""
+        try:
+            async with self._lock(name):
+                record = self._load(name)
+                if record is None:
+                    return
+                changed = self._refresh(record)
+                rt = record.runtime
+                # A start or stop that took the lock first may have finished it already.
+                if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
+                    await self._terminate(record)
+                    changed = True
+                if changed:
+                    self._save(record)
+        except Exception as exc:
+            log.error("supervisor.finish_stop_failed", unit=name, error=str(exc))
+            self._problems.append(
+                DriverProblem(unit=name, message=f"{name}: finishing its stop failed: {exc}")
+            )
+        finally:
+            self._finishing.pop(name, None)
+
     async def _supervise_unit(self, name: str, exits: list[UnitExit]) -> None:
         lock = self._lock(name)
-        if lock.locked():
+        if lock.locked() or name in self._finishing:
             return  # being stopped or started right now; look again next tick
         async with lock:
             record = self._load(name)
@@ -616,8 +653,10 @@ class ProcessDriver:
             if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
                 # Nobody here is stopping it (the lock was free): an agent killed mid-stop
                 # left it. Finish the stop, as systemd finishes a stop job on its own.
-                await self._terminate(record)
-                changed = True
+                self._finish_stop_in_background(name)
+                if changed:
+                    self._save(record)
+                return
             if not rt.exit_reported:
                 rt.exit_reported, changed = True, True
                 exits.append(
