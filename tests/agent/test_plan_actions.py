@@ -103,19 +103,21 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
     ("converged running node: nothing", rendered(), Host(), NOTHING),
     ("converged stopped node: nothing", rendered(STOPPED), Host({UNIT: down()}), NOTHING),
     (
-        "fresh host: directories, files, init, unit installed then started",
+        # Stamped before it starts: a unit down without a crash is started by any agent that
+        # finds it so, and systemd needs no reload after the start (one would forget the starts
+        # its crash-loop limit counted).
+        "fresh host: directories, unit installed with its stamp, files, init, then started",
         rendered(),
         Host({}, conf=None, ports=None, directories=(), init_done=()),
         [
             act(K.CREATE_DIRECTORY, "."),
             act(K.CREATE_DIRECTORY, "config"),
             act(K.CREATE_DIRECTORY, "data"),
-            pending(),
+            install(),
             act(K.WRITE_FILE, CONF),
             act(K.WRITE_FILE, PORTS),
             act(K.RUN_INIT_STEP, "jwt"),
             act(K.START),
-            install(),
         ],
     ),
     (
@@ -169,10 +171,16 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
         [act(K.RESTART), install()],
     ),
     (
-        "pending on a stopped unit: started",
+        "pending on a stopped unit: stamped, then started",
         rendered(),
         Host({UNIT: down(PENDING)}),
-        [act(K.START), install()],
+        [install(), act(K.START)],
+    ),
+    (
+        "a new revision for a unit stopped cleanly: stamped before it starts",
+        rendered(revision=6),
+        Host({UNIT: down()}, conf="conf-v4"),
+        [install(), act(K.WRITE_FILE, CONF), act(K.START)],
     ),
     (
         "a crashed unit stays down: its restart policy decided",
