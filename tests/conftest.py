@@ -7,6 +7,7 @@ import pytest
 
 from tests.support.fleet import FakeExecutor, Org, make_org
 from tests.support.gql import Client
+from tests.support.markers import mark_items, purity_guard
 from tests.support.sandbox import systemd_sandbox
 from tests.support.server import (
     ADMIN_EMAIL,
@@ -17,6 +18,7 @@ from tests.support.server import (
 )
 
 BACKENDS = ["sqlite", "postgresql"]
+SHARED_MAX_POLL_WAIT = 5.0
 
 __all__ = ["systemd_sandbox"]  # one sandboxed systemd per session, shared by every test
 
@@ -48,7 +50,9 @@ def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     """One control-plane process per backend, shared; tests isolate themselves by organization."""
     workdir = tmp_path_factory.mktemp(f"server-{backend}")
     url = new_database_url(backend, workdir)
-    proc = ServerProcess(database_url=url, workdir=workdir)
+    # A short poll cap, so the test of the cap does not wait out the protocol's 30 s; polls held
+    # here for a commit are woken long before it.
+    proc = ServerProcess(database_url=url, workdir=workdir, max_poll_wait=SHARED_MAX_POLL_WAIT)
     proc.start()
     yield proc
     proc.stop()
@@ -78,3 +82,26 @@ def executor(org: Org, server: ServerProcess) -> FakeExecutor:
     ex = FakeExecutor(server.url, org.executor_key())
     ex.sync()
     return ex
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark what each test needs (server, systemd, chain, ...) and the rest `pure`."""
+    mark_items(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """Pure tests set up (fixtures of every scope) without child processes or databases."""
+    if item.get_closest_marker("pure") is None:
+        return (yield)
+    with purity_guard():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """Pure tests run without child processes, databases or the network."""
+    if item.get_closest_marker("pure") is None:
+        return (yield)
+    with purity_guard():
+        return (yield)

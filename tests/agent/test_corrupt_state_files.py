@@ -14,7 +14,7 @@ import pytest
 from nodeplane.protocol import RuntimeEventType
 from tests.agent.litecoin_host import LitecoinHost, litecoin_host, wait_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process, pytest.mark.chain]
 
 GARBAGE = {
     "empty": b"",

@@ -28,7 +28,8 @@ from tests.agent.harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.anyio
+# Every scenario runs real child processes under the process driver.
+pytestmark = [pytest.mark.anyio, pytest.mark.process]
 
 
 @pytest.fixture

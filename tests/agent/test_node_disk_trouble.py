@@ -21,7 +21,7 @@ from tests.agent.litecoin_host import (
     tmpfs,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process, pytest.mark.chain]
 
 
 @pytest.fixture

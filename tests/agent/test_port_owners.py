@@ -66,6 +66,7 @@ def holder() -> Iterator[tuple[subprocess.Popen[str], int, int]]:
     proc.wait(timeout=10)
 
 
+@pytest.mark.process
 def test_a_held_port_is_named_by_its_holder(holder: tuple[subprocess.Popen[str], int, int]) -> None:
     proc, pid, port = holder
     assert not bindable(port, public=False) and not bindable(port, public=True)
@@ -78,6 +79,7 @@ def test_a_held_port_is_named_by_its_holder(holder: tuple[subprocess.Popen[str],
     assert taken[0].describe() == f"port {port} (node.rpc) is held by {command} pid {pid}"
 
 
+@pytest.mark.process
 def test_a_port_the_nodes_own_process_holds_is_not_taken(tmp_path: Path) -> None:
     """A holder working in the node's directory is the node's own process (one whose unit
     record was lost, which the next start adopts), not another program."""

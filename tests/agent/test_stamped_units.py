@@ -22,7 +22,7 @@ from nodeplane.executor.agent.systemd import SystemdDriver
 from nodeplane.protocol import ProcessStatus
 from tests.agent.litecoin_host import LitecoinHost, litecoin_host, next_revision
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.process, pytest.mark.chain]
 
 NAME = "ltc-old"
 UNIT = unit_name(NAME, "node")

@@ -24,6 +24,7 @@ from nodeplane.chains.base import (
 )
 from nodeplane.chains.rpc import read_cookie
 from nodeplane.protocol import NodeSpec, ProcessStatus
+from tests.support.tls import TLS
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL_SCRIPT = REPO / "scripts" / "install-chain-clients.sh"
@@ -138,7 +139,7 @@ class LocalProcess:
             {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
             for i, (method, params) in enumerate(calls)
         ]
-        response = httpx.post(self.plan.rpc.url, json=body, auth=auth, timeout=60)
+        response = httpx.post(self.plan.rpc.url, json=body, auth=auth, timeout=60, verify=TLS)
         answers = sorted(response.json(), key=lambda a: a["id"])
         for (method, _), answer in zip(calls, answers, strict=True):
             if answer.get("error"):

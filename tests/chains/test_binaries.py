@@ -60,6 +60,7 @@ def fake_binary(path: Path, version: str, *, executable: bool = True) -> Path:
 FAKE = ClientDef(name="fake", binary="fakechaind", skip_scripts=False)
 
 
+@pytest.mark.process  # runs the found executables for their versions
 def test_search_order_data_dir_then_extra_dirs_then_path(tmp_path: Path) -> None:
     data = tmp_path / "data"
     own = fake_binary(data / "bin" / "fakechaind", "1.0.0")
@@ -86,6 +87,7 @@ def test_scripts_are_skipped_for_native_clients(tmp_path: Path) -> None:
     assert candidates(native, tmp_path / "data", str(tmp_path / "bin")) == []
 
 
+@pytest.mark.process  # runs the found executables for their versions
 def test_version_is_cached_per_file_and_refreshed_when_it_changes(tmp_path: Path) -> None:
     path = fake_binary(tmp_path / "fakechaind", "1.0.0")
     assert detect_version(path, FAKE) == "1.0.0"
@@ -130,6 +132,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.process  # runs the found executables for their versions
 def test_download_with_good_checksum_installs_an_executable(
     served: tuple[Path, _Server], tmp_path: Path
 ) -> None:

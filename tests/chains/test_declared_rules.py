@@ -193,6 +193,7 @@ def test_flags_only_clients_refuse_config_files_on_both_sides() -> None:
     assert executor_offenders(t, s) == control_plane_offenders(s) == ["files.execution.cache"]
 
 
+@pytest.mark.chain  # asks this host's installed clients for their versions
 def test_the_real_capabilities_and_the_test_fixture_pass_the_wire_rules() -> None:
     # What a real agent sends (with every version it can download) and what the test fleet sends.
     for caps in (build_capabilities(ROOT, adapters=ADAPTERS), CAPS, CAPABILITIES):

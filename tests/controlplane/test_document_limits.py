@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from graphql import get_introspection_query, parse
 
+from nodeplane.controlplane.api.document_guard import long_poll_seconds
 from nodeplane.controlplane.api.limits import (
     DocumentLimits,
     DocumentRefused,
@@ -15,8 +16,10 @@ from nodeplane.controlplane.api.limits import (
     measure_document,
 )
 from nodeplane.controlplane.api.schema import DOCUMENT_LIMITS, schema
+from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.web import pages
 from nodeplane.executor import controlplane_client
+from nodeplane.protocol import MAX_POLL_WAIT_SECONDS
 
 GRAPHQL_SCHEMA = schema._schema
 APP_JS = Path(pages.__file__).parent / "static" / "app.js"
@@ -84,6 +87,17 @@ def test_every_real_client_document_is_within_the_limits(name: str) -> None:
 def test_the_spec_long_poll_is_recognised() -> None:
     report = measure(controlplane_client._POLL)
     assert "executorSpecs" in next(iter(report.root_fields.values()))
+    # It may hold its request for the poll cap on top of the request's time budget.
+    assert long_poll_seconds(report) == MAX_POLL_WAIT_SECONDS == 30
+    assert long_poll_seconds(report, 2.5) == 2.5
+    assert long_poll_seconds(measure("{ me { id } }")) == 0
+
+
+def test_the_poll_cap_is_thirty_seconds_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NODEPLANE_MAX_POLL_WAIT", raising=False)
+    assert Settings().max_poll_wait == MAX_POLL_WAIT_SECONDS
+    monkeypatch.setenv("NODEPLANE_MAX_POLL_WAIT", "4.5")
+    assert Settings().max_poll_wait == 4.5
 
 
 def test_introspection_is_flagged_and_costs_a_flat_amount() -> None:

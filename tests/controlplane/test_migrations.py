@@ -46,6 +46,7 @@ def test_head_matches_the_models_and_every_step_goes_down_and_up(database: str) 
     assert schema_drift(database) == []
 
 
+@pytest.mark.server  # runs the upgraded control plane
 def test_0002_keeps_accounts_and_turns_lockouts_into_per_account_counts(
     database: str, tmp_path: Path
 ) -> None:
@@ -162,6 +163,7 @@ def test_0002_keeps_accounts_and_turns_lockouts_into_per_account_counts(
         server.stop()
 
 
+@pytest.mark.server  # runs the upgraded control plane
 def test_0003_keeps_executors_working_and_starts_recording_their_instance(
     database: str, tmp_path: Path
 ) -> None:

@@ -18,6 +18,10 @@ from tests.support.gql import Client
 from tests.support.healthz import HealthzSampler, HealthzSamples
 from tests.support.server import ServerProcess
 
+# Control-plane processes and PostgreSQL, started here rather than through fixtures.
+pytestmark = pytest.mark.server
+
+
 ANSWER_WITHIN_S = 2.0
 # /healthz must stay under 50 ms while hostile documents arrive: most calls well under, and none
 # slowed by a whole document's work (a noisy 2-core machine gets a little room on the slowest).

@@ -25,6 +25,9 @@ from tests.support.server import (
     drop_pg_database,
 )
 
+# Control-plane processes and PostgreSQL, started here rather than through fixtures.
+pytestmark = pytest.mark.server
+
 S = ProcessStatus
 LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
 NODES = """

@@ -27,6 +27,9 @@ from tests.support.server import (
     drop_pg_database,
 )
 
+# Control-plane processes and PostgreSQL, started here rather than through fixtures.
+pytestmark = pytest.mark.server
+
 LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
 ME = "{ me { email } }"
 MEMBER_PASSWORD = "member-password-1"  # what Org.add_member signs members up with

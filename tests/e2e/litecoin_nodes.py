@@ -19,6 +19,7 @@ from tests.e2e.conftest import wait_for
 from tests.e2e.test_agent_litecoin import executor_id, litecoin_spec, node
 from tests.support.agent import AgentProcess
 from tests.support.fleet import CREATE_NODE, EVENTS, LIFECYCLE, Org
+from tests.support.tls import TLS
 
 __all__ = ["executor_id", "litecoin_spec", "node"]
 
@@ -146,6 +147,7 @@ def block_count(agent: AgentProcess, name: str) -> int:
         json={"jsonrpc": "1.0", "id": "t", "method": "getblockcount", "params": []},
         auth=(user, password),
         timeout=5,
+        verify=TLS,
     )
     response.raise_for_status()
     height: int = response.json()["result"]

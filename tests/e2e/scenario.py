@@ -12,6 +12,7 @@ from nodeplane.chains.rpc import read_cookie
 from tests.e2e.conftest import wait_for
 from tests.support.agent import AgentProcess
 from tests.support.fleet import CREATE_NODE, EVENTS, LIFECYCLE, NODE, Org
+from tests.support.tls import TLS
 
 LITECOIND_VERSION = "0.21.2.1"
 # Mining goes to an anyone-can-spend script: no wallet needed.
@@ -174,7 +175,9 @@ class ChainRpc:
             {"jsonrpc": "2.0", "id": i, "method": method, "params": params}
             for i, (method, params) in enumerate(calls)
         ]
-        response = httpx.post(f"http://127.0.0.1:{self.port()}/", json=body, auth=auth, timeout=60)
+        response = httpx.post(
+            f"http://127.0.0.1:{self.port()}/", json=body, auth=auth, timeout=60, verify=TLS
+        )
         answers = sorted(response.json(), key=lambda a: a["id"])
         for (method, _), answer in zip(calls, answers, strict=True):
             if answer.get("error"):

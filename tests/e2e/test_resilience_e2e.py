@@ -261,6 +261,7 @@ class Host:
     up_starts: int = 0
 
 
+@pytest.mark.systemd  # both drivers when the sandbox can boot
 def test_control_plane_outage_of_a_minute(
     request: pytest.FixtureRequest, plane: Plane, tmp_path: Path
 ) -> None:

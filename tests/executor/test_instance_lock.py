@@ -22,6 +22,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.process  # the other holder is a real process
 def test_a_second_holder_is_refused_with_the_directory_and_pid(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     holder = subprocess.Popen(

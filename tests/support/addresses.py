@@ -6,16 +6,12 @@ that is how tests play an attacker at one address and the real user at another.
 """
 
 import random
-import ssl
 from typing import Any
 
 import httpx
 
 from tests.support.gql import Client
-
-# Made once: building a TLS context per client (httpx's default) costs tens of milliseconds of
-# CPU with the GIL held, which would show up as latency in whatever else the test measures.
-_TLS = ssl.create_default_context()
+from tests.support.tls import TLS
 
 
 def fresh_loopback_address() -> str:
@@ -39,7 +35,7 @@ class AddressedClient(Client):
         super().__init__(base_url, token)
         self.address = address
         self.headers = headers or {}
-        self._http = httpx.Client(transport=httpx.HTTPTransport(local_address=address, verify=_TLS))
+        self._http = httpx.Client(transport=httpx.HTTPTransport(local_address=address, verify=TLS))
 
     def raw(
         self, query: str, variables: dict[str, Any] | None = None, timeout: float = 30

@@ -22,6 +22,7 @@ from nodeplane.protocol import (
     SyncExecutorRequest,
 )
 from tests.support.gql import Client
+from tests.support.tls import TLS
 
 CAPABILITIES = ExecutorCapabilities(
     chains=[
@@ -187,7 +188,9 @@ class FakeExecutor:
 
     def _run(self, coro_fn: Any) -> Any:
         async def go() -> Any:
-            client = ControlPlaneClient(self.base_url, self.api_key, instance_id=self.instance_id)
+            client = ControlPlaneClient(
+                self.base_url, self.api_key, instance_id=self.instance_id, verify=TLS
+            )
             try:
                 return await coro_fn(client)
             finally:

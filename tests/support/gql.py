@@ -4,6 +4,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.tls import TLS
+
 
 class GraphQLError(Exception):
     """The API answered with errors; `code` is the first error's `extensions.code`."""
@@ -31,6 +33,7 @@ class Client:
             json={"query": query, "variables": variables or {}},
             headers=headers,
             timeout=timeout,
+            verify=TLS,
         )
 
     def __call__(

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from tests.support.tls import TLS
+
 ADMIN_EMAIL = "admin@example.test"
 ADMIN_PASSWORD = "admin-password-1"
 PG_ADMIN_URL = os.environ.get(
@@ -50,6 +52,8 @@ class ServerProcess:
     database_url: str
     workdir: Path
     heartbeat_timeout: float = 3.0
+    # The spec long-poll's cap (NODEPLANE_MAX_POLL_WAIT); None keeps the protocol's 30 s.
+    max_poll_wait: float | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     extra_args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
@@ -74,6 +78,11 @@ class ServerProcess:
             "NODEPLANE_SWEEP_INTERVAL": "0.5",
             # Tests age rows by hand and watch them go: sweep accounts often (default 60 s).
             "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "1",
+            **(
+                {"NODEPLANE_MAX_POLL_WAIT": str(self.max_poll_wait)}
+                if self.max_poll_wait is not None
+                else {}
+            ),
             **self.extra_env,
         }
         self.process = subprocess.Popen(
@@ -90,7 +99,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}; see {log.name}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=TLS).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

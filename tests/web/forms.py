@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE
+from tests.support.tls import TLS
 
 CSRF_COOKIE = "nodeplane_csrf"
 FOREIGN_ORIGIN = "http://attacker.example"
@@ -27,7 +28,7 @@ def form_token(html: str) -> str:
 def browser_session(base_url: str, session_token: str | None = None) -> httpx.Client:
     """A cookie-keeping client, signed in with `session_token` if given, never following
     redirects (the tests look at them)."""
-    client = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+    client = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30, verify=TLS)
     if session_token is not None:
         client.cookies.set(SESSION_COOKIE, session_token, domain=urlsplit(base_url).hostname)
     return client

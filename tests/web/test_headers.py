@@ -176,6 +176,7 @@ def production_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serv
     proc.stop()
 
 
+@pytest.mark.server
 def test_production_serves_no_graphiql(production_server: ServerProcess) -> None:
     response = httpx.get(f"{production_server.url}/graphql", headers={"accept": "text/html"})
     assert "graphiql" not in response.text.lower()

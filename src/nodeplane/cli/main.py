@@ -17,6 +17,7 @@ from nodeplane.cli.keys import keys_app
 from nodeplane.cli.login import login
 from nodeplane.cli.members import members_app
 from nodeplane.cli.nodes import nodes_app
+from nodeplane.cli.operator import operator_app
 from nodeplane.controlplane.config import Settings
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 
 
 app.add_typer(agent_app, name="agent")
+app.add_typer(operator_app, name="operator")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(executors_app, name="executors")
 app.add_typer(keys_app, name="keys")

@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nodeplane.protocol import MAX_POLL_WAIT_SECONDS
+
 
 def default_data_dir() -> Path:
     """Where nodeplane keeps its SQLite database by default (XDG data home)."""
@@ -98,6 +100,11 @@ class Settings:
     )
     sweep_interval: float = field(
         default_factory=lambda: _float_env("NODEPLANE_SWEEP_INTERVAL", 5.0)
+    )
+    # Longest an executor's spec long-poll is held (the protocol's cap; tests lower it so a poll
+    # that asks for more is seen capped in seconds, not half a minute).
+    max_poll_wait: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_MAX_POLL_WAIT", MAX_POLL_WAIT_SECONDS)
     )
     session_ttl_hours: float = field(
         default_factory=lambda: _float_env("NODEPLANE_SESSION_TTL_HOURS", 24.0 * 7)

@@ -1,5 +1,6 @@
 """The executor's client for the control plane's GraphQL API (DESIGN §4); outbound only."""
 
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -46,13 +47,25 @@ class ControlPlaneClient:
     """
 
     def __init__(
-        self, url: str, api_key: str, *, timeout: float = 10.0, instance_id: UUID | None = None
+        self,
+        url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        instance_id: UUID | None = None,
+        max_poll_wait: float = MAX_POLL_WAIT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         headers = {"authorization": f"Bearer {api_key}"}
         if instance_id is not None:
             headers[INSTANCE_HEADER] = str(instance_id)
-        self._http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        # `verify` takes a TLS context made once (httpx otherwise loads the CA bundle per client).
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), headers=headers, timeout=timeout, verify=verify
+        )
         self._timeout = timeout
+        # The longest wait a poll asks for (the protocol's cap unless a test lowers it).
+        self._max_poll_wait = max_poll_wait
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -86,7 +99,7 @@ class ControlPlaneClient:
         self, known: Sequence[KnownRevision], wait_seconds: float
     ) -> list[AssignedNodeSpec]:
         """Specs newer than `known`; the call is held up to `wait_seconds` for a change."""
-        wait = min(wait_seconds, MAX_POLL_WAIT_SECONDS)
+        wait = min(wait_seconds, self._max_poll_wait)
         data = await self._call(
             _POLL,
             {"known": [k.to_wire() for k in known], "wait": wait},

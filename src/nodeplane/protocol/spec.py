@@ -8,18 +8,22 @@ from nodeplane.protocol.enums import DesiredState, NodeType, RestartPolicy, Serv
 from nodeplane.protocol.wire import WireModel
 
 # Identifiers that executors turn into unit names, flags and paths: kept to a safe alphabet.
-Identifier = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+IDENTIFIER_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
 Version = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
 # Kubernetes-style quantities: "100Gi", "2", "500m", "1.5". Their size is bounded when a spec is
 # written (protocol.spec_bounds), not here, so specs stored before the bounds still load.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$"
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
-ConfigKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+CONFIG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+ConfigKey = Annotated[str, StringConstraints(pattern=CONFIG_KEY_PATTERN)]
 
 MAX_OVERRIDE_VALUE_LENGTH = 4096
 MAX_OVERRIDE_ARGS_PER_ROLE = 64
 MAX_OVERRIDE_KEYS_PER_ROLE = 256
+MAX_CLIENTS = 8
+MAX_RESTART_GENERATION = 2**31 - 1
 
 ConfigValue = str | int | float | bool
 _LINE_BREAKS = frozenset("\x85\u2028\u2029")
@@ -107,12 +111,12 @@ class NodeSpec(WireModel):
     chain: Identifier
     network: Identifier
     node_type: NodeType = NodeType.FULL
-    clients: dict[Identifier, ClientSelection] = Field(min_length=1, max_length=8)
+    clients: dict[Identifier, ClientSelection] = Field(min_length=1, max_length=MAX_CLIENTS)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     resources: ResourceSpec = Field(default_factory=ResourceSpec)
     overrides: Overrides = Field(default_factory=Overrides)
     desired_state: DesiredState = DesiredState.RUNNING
-    restart_generation: int = Field(default=0, ge=0, le=2**31 - 1)
+    restart_generation: int = Field(default=0, ge=0, le=MAX_RESTART_GENERATION)
     agent: AgentHints = Field(default_factory=AgentHints)
     operator: OperatorHints = Field(default_factory=OperatorHints)
 

@@ -192,9 +192,9 @@ class DocumentGuard(SchemaExtension):
         yield
 
 
-def long_poll_seconds(report: DocumentReport) -> float:
+def long_poll_seconds(report: DocumentReport, max_wait: float = MAX_POLL_WAIT_SECONDS) -> float:
     """Extra time a document may hold the request: the spec long-poll's longest wait."""
     for roots in report.root_fields.values():
         if roots & LONG_POLL_FIELDS:
-            return MAX_POLL_WAIT_SECONDS
+            return max_wait
     return 0.0

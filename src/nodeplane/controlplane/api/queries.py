@@ -168,6 +168,10 @@ class Query:
         async with executors.recording_refusals(ctx.db), ctx.db.read() as session:
             await executors.check_instance(session, ctx.principal, ctx.instance_id, ctx.heartbeat)
         pending = await executors.poll_specs(
-            info.context.db, info.context.principal, held, wait_seconds
+            info.context.db,
+            info.context.principal,
+            held,
+            wait_seconds,
+            max_wait=info.context.settings.max_poll_wait,
         )
         return [AssignedNodeSpec.from_model(m) for m in pending]

@@ -43,7 +43,7 @@ def _document_policy(context: object, report: DocumentReport) -> None:
         return
     if report.introspection and context.principal is None and context.settings.production:
         raise DomainError(ErrorCode.UNAUTHENTICATED, "sign in to read the schema")
-    extra = long_poll_seconds(report)
+    extra = long_poll_seconds(report, context.settings.max_poll_wait)
     if extra and context.deadline is not None and (when := context.deadline.when()) is not None:
         context.deadline.reschedule(when + extra)
 

@@ -606,14 +606,16 @@ async def poll_specs(
     principal: Principal | None,
     known: list[KnownRevision],
     wait_seconds: float,
+    max_wait: float = MAX_POLL_WAIT_SECONDS,
 ) -> list[AssignedNodeSpec]:
-    """Specs newer than what the executor holds; held up to `wait_seconds` until a commit."""
+    """Specs newer than what the executor holds; held up to `wait_seconds` (at most
+    `max_wait`) until a commit."""
     p = require_executor(principal)
     if p.executor_id is None:
         raise DomainError(
             ErrorCode.INVALID_ACTION, "call syncExecutor once before polling for specs"
         )
-    wait_seconds = max(0.0, min(wait_seconds, MAX_POLL_WAIT_SECONDS))
+    wait_seconds = max(0.0, min(wait_seconds, max_wait))
     deadline = time.monotonic() + wait_seconds
     held = {k.node_id: k for k in known}
     key = str(p.executor_id)

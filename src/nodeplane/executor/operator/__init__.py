@@ -1,0 +1,1 @@
+"""The Kubernetes backend: the BlockchainNode resource, its rendering into Kubernetes objects."""

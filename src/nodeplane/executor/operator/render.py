@@ -1,0 +1,473 @@
+"""Render one BlockchainNode into the Kubernetes objects that run it: pure functions, no I/O.
+
+From a node (NodeSpec, name, revision) and its chain adapter: a ConfigMap with the client config
+files, a StatefulSet of one replica (one container per role, init containers for one-time steps,
+a volume claim template for the data), a headless Service, and a NodePort or LoadBalancer Service
+for the public (P2P) ports when the spec asks. Every object is labelled `nodeplane.dev/node=<name>`
+and owned by the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are
+not owned, so they outlive the node unless deleted on purpose).
+
+In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
+shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
+from the ConfigMap. The containers share one network namespace, so each port keeps the adapter's
+default number; RPC stays on loopback, as the adapters render it.
+
+What the spec changes and the pod template does not show is stamped on the pod template: the
+restart generation (a bump is a rollout restart) and a hash of the config files (a changed file
+rolls the pod, since files mounted by subPath are never updated in place).
+"""
+
+import copy
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from nodeplane.chains.base import (
+    ChainAdapter,
+    InitStep,
+    NodeConfigError,
+    NodeLayout,
+    NodePlan,
+    PortDef,
+    ProcessPlan,
+    RenderContext,
+)
+from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
+from nodeplane.executor.operator.images import DEFAULT_IMAGES, UTILITY_IMAGE, ClientImage
+from nodeplane.executor.operator.resource import NodeResource
+from nodeplane.protocol.enums import DesiredState, ServiceType
+from nodeplane.protocol.quantities import quantity_value
+
+NODE_ROOT = PurePosixPath("/node")
+DATA_VOLUME = "data"
+CONFIG_VOLUME = "config"
+CONFIG_FILES_VOLUME = "config-files"
+# A StatefulSet's pods carry the label `controller-revision-hash: <name>-<hash>` (up to 63
+# characters, hash up to 10), so its name must stay within 52.
+MAX_STATEFULSET_NAME = 52
+RESTART_ANNOTATION = f"{GROUP}/restart-generation"
+CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
+# Kubernetes probes cannot reach loopback, so they check that the public (P2P) port listens; a
+# client that opens it late (a long block index load) gets up to an hour through the startup probe.
+PROBE_PERIOD_S = 10
+STARTUP_FAILURES = 360
+LIVENESS_FAILURES = 6
+# The init step that writes random bytes as hex, once: the path and byte count are arguments,
+# never part of the script, and come from the adapter, not from the spec.
+RANDOM_HEX_SCRIPT = (
+    '[ -s "$1" ] || { head -c "$2" /dev/urandom | od -An -v -tx1 | tr -d " \\n" > "$1.tmp" '
+    '&& chmod 0444 "$1.tmp" && mv "$1.tmp" "$1"; }'
+)
+_PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_CONFIG_KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
+
+
+class RenderError(NodeConfigError):
+    """A node the operator cannot render (no image for a client, clashing ports, ...)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The BlockchainNode that owns the rendered objects."""
+
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class RenderedNode:
+    """The objects of one node, as server-side apply bodies."""
+
+    config_map: dict[str, Any]
+    stateful_set: dict[str, Any]
+    headless_service: dict[str, Any]
+    public_service: dict[str, Any] | None
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object, in the order to apply them (config before the pods that mount it)."""
+        objects = [self.config_map, self.headless_service]
+        if self.public_service is not None:
+            objects.append(self.public_service)
+        objects.append(self.stateful_set)
+        return objects
+
+
+def child_name(node_name: str) -> str:
+    """The name of a node's StatefulSet and headless Service.
+
+    The node's own name when it fits (at most 52 characters and starting with a letter, as a
+    Service name must); else `bn-` + a prefix of it + a short hash, so distinct nodes never share.
+    """
+    if len(node_name) <= MAX_STATEFULSET_NAME and node_name[:1].isalpha():
+        return node_name
+    digest = hashlib.sha256(node_name.encode()).hexdigest()[:8]
+    prefix = node_name[: MAX_STATEFULSET_NAME - len("bn-") - 1 - len(digest)].rstrip("-")
+    return f"bn-{prefix}-{digest}"
+
+
+def config_map_name(node_name: str) -> str:
+    """The name of a node's ConfigMap."""
+    return f"{child_name(node_name)}-config"
+
+
+def public_service_name(node_name: str) -> str:
+    """The name of a node's NodePort or LoadBalancer Service."""
+    return f"{child_name(node_name)}-public"
+
+
+def pod_labels(node_name: str) -> dict[str, str]:
+    """The labels of every object of the node; the StatefulSet selects its pod by the first."""
+    return {
+        NODE_LABEL: node_name,
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+    }
+
+
+def _metadata(name: str, node: NodeResource, namespace: str, owner: Owner) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            **pod_labels(node.name),
+            "app.kubernetes.io/name": node.spec.chain,
+            "app.kubernetes.io/instance": node.name,
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def port_name(role: str, name: str) -> str:
+    """A container port name (an IANA service name: at most 15 characters): `<role>-<name>`,
+    with the role cut short when it does not fit."""
+    room = 15 - len(name) - 1
+    if room < 1:
+        raise RenderError(f"port name {name!r} of role {role!r} is too long for Kubernetes")
+    candidate = f"{role[:room].rstrip('-')}-{name}"
+    if not _PORT_NAME.fullmatch(candidate) or "--" in candidate:
+        raise RenderError(f"port {role}.{name} has no valid Kubernetes port name")
+    return candidate
+
+
+@dataclass(frozen=True)
+class _Port:
+    role: str
+    name: str
+    number: int
+    public: bool
+    k8s_name: str
+
+
+def _ports(defs: tuple[PortDef, ...]) -> list[_Port]:
+    ports = [_Port(d.role, d.name, d.default, d.public, port_name(d.role, d.name)) for d in defs]
+    for attr in ("number", "k8s_name"):
+        values = [getattr(p, attr) for p in ports]
+        clashing = sorted({str(v) for v in values if values.count(v) > 1})
+        if clashing:
+            raise RenderError(f"ports clash in the pod ({attr}): {', '.join(clashing)}")
+    return ports
+
+
+def _config_key(relative_path: str) -> str:
+    return _CONFIG_KEY_UNSAFE.sub("_", relative_path)
+
+
+def config_hash(files: Mapping[str, str]) -> str:
+    """A short, stable hash of the config files (key -> content)."""
+    encoded = json.dumps(dict(sorted(files.items())), ensure_ascii=False).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def _split(quantity: str | None, parts: int, *, cpu: bool) -> str | None:
+    """One container's share of a node-wide quantity, rounded up (so requests stay within
+    limits: both round the same way)."""
+    if quantity is None:
+        return None
+    if parts == 1:
+        return quantity
+    value = quantity_value(quantity)
+    if cpu:
+        return f"{math.ceil(value * 1000 / parts)}m"
+    return str(math.ceil(value / parts))
+
+
+def _resources(node: NodeResource, adapter: ChainAdapter, containers: int) -> dict[str, Any]:
+    spec = node.spec
+    defaults = adapter.resource_defaults(spec.network, spec.node_type)
+    r = spec.resources
+    requests = {
+        "cpu": _split(r.cpu_request or defaults.cpu_request, containers, cpu=True),
+        "memory": _split(r.memory_request or defaults.memory_request, containers, cpu=False),
+    }
+    limits = {
+        "cpu": _split(r.cpu_limit, containers, cpu=True),
+        "memory": _split(r.memory_limit, containers, cpu=False),
+    }
+    out: dict[str, Any] = {}
+    if present := {k: v for k, v in requests.items() if v is not None}:
+        out["requests"] = present
+    if present := {k: v for k, v in limits.items() if v is not None}:
+        out["limits"] = present
+    return out
+
+
+def _probes(ports: list[_Port]) -> dict[str, Any]:
+    public = next((p for p in ports if p.public), None)
+    if public is None:
+        return {}
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {
+            "tcpSocket": {"port": public.k8s_name},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "startupProbe": probe(PROBE_PERIOD_S, STARTUP_FAILURES),
+        "readinessProbe": probe(PROBE_PERIOD_S, 3),
+        "livenessProbe": probe(PROBE_PERIOD_S * 3, LIVENESS_FAILURES),
+    }
+
+
+def _image(process: ProcessPlan, images: Mapping[str, ClientImage]) -> ClientImage:
+    image = images.get(process.client)
+    if image is None:
+        raise RenderError(f"no container image known for client {process.client!r}")
+    return image
+
+
+def _container(
+    process: ProcessPlan,
+    image: ClientImage,
+    ports: list[_Port],
+    resources: dict[str, Any],
+    config_mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    argv = list(process.argv)
+    if image.command is not None:
+        argv[0] = image.command
+    own = [p for p in ports if p.role == process.role]
+    container: dict[str, Any] = {
+        "name": process.role,
+        "image": image.reference(process.version),
+        "command": argv,
+        "workingDir": str(process.working_dir),
+        "ports": [{"name": p.k8s_name, "containerPort": p.number, "protocol": "TCP"} for p in own],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
+            {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
+            *config_mounts,
+        ],
+        **_probes(own),
+    }
+    if process.env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(process.env.items())]
+    if resources:
+        container["resources"] = copy.deepcopy(resources)
+    return container
+
+
+def _inside_node(relative: str, what: str) -> PurePosixPath:
+    """`/node/<relative>`, which must lie in the config directory or on the data volume."""
+    target = NODE_ROOT / relative
+    if ".." in PurePosixPath(relative).parts or target.parts[:3] not in (
+        ("/", "node", "config"),
+        ("/", "node", "data"),
+    ):
+        raise RenderError(f"{what} is outside the node's config and data directories")
+    return target
+
+
+def _init_container(step: InitStep) -> dict[str, Any]:
+    if step.random_hex_bytes is None:
+        raise RenderError(f"init step {step.name!r} runs a command, which the operator cannot do")
+    target = _inside_node(step.creates, f"init step {step.name!r}")
+    return {
+        "name": f"init-{step.name}",
+        "image": UTILITY_IMAGE,
+        "command": [
+            "sh",
+            "-c",
+            RANDOM_HEX_SCRIPT,
+            step.name,
+            str(target),
+            str(step.random_hex_bytes),
+        ],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
+            {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
+        ],
+    }
+
+
+def _directories_container(directories: tuple[str, ...]) -> dict[str, Any]:
+    """Creates the directories the processes expect (`data/<role>`) on the volume, as the agent
+    does on the host; paths come from the adapter and stay under /node/config or /node/data."""
+    paths = [str(_inside_node(relative, f"directory {relative!r}")) for relative in directories]
+    return {
+        "name": "init-directories",
+        "image": UTILITY_IMAGE,
+        "command": ["mkdir", "-p", "--", *paths],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
+            {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
+        ],
+    }
+
+
+def _plan(node: NodeResource, adapter: ChainAdapter, ports: list[_Port]) -> NodePlan:
+    clients = adapter.client_defs(node.spec)
+    ctx = RenderContext(
+        node_name=node.name,
+        layout=NodeLayout(root=Path(str(NODE_ROOT))),
+        ports={f"{p.role}.{p.name}": p.number for p in ports},
+        # The image's PATH finds the client (or ClientImage.command replaces argv[0]).
+        binaries={role: Path(client.binary) for role, client in clients.items()},
+    )
+    return adapter.render(node.spec, ctx)
+
+
+def render_node(
+    node: NodeResource,
+    adapter: ChainAdapter,
+    owner: Owner,
+    namespace: str,
+    images: Mapping[str, ClientImage] = DEFAULT_IMAGES,
+) -> RenderedNode:
+    """Every Kubernetes object of `node`, owned by `owner`, in `namespace`.
+
+    Raises the adapter's NodeConfigError (UnsupportedNodeSpec, InvalidNodeConfig) or RenderError
+    for a spec that cannot run here.
+    """
+    spec = node.spec
+    # Checked first: an adapter's ports() assumes a network and clients it offers.
+    adapter.client_defs(spec)
+    ports = _ports(adapter.ports(spec))
+    plan = _plan(node, adapter, ports)
+    name = child_name(node.name)
+
+    files = {_config_key(f.relative_path): f for f in plan.files}
+    if len(files) != len(plan.files):
+        raise RenderError("two config files map to the same ConfigMap key")
+    config_data = {key: f.content for key, f in sorted(files.items())}
+    config_mounts = [
+        {
+            "name": CONFIG_FILES_VOLUME,
+            "mountPath": str(NODE_ROOT / "config" / f.relative_path),
+            "subPath": key,
+            "readOnly": True,
+        }
+        for key, f in sorted(files.items())
+    ]
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(config_map_name(node.name), node, namespace, owner),
+        "data": config_data,
+    }
+
+    resources = _resources(node, adapter, len(plan.processes))
+    containers = [
+        _container(p, _image(p, images), ports, resources, config_mounts) for p in plan.processes
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": CONFIG_VOLUME, "emptyDir": {}},
+        {
+            "name": CONFIG_FILES_VOLUME,
+            # World-readable in the pod: the files hold no secret (RPC uses cookie or JWT auth).
+            "configMap": {"name": config_map_name(node.name), "defaultMode": 0o444},
+        },
+    ]
+    grace = max((p.stop_timeout_s for p in plan.processes), default=30)
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage.size}},
+    }
+    if spec.storage.storage_class is not None:
+        claim["storageClassName"] = spec.storage.storage_class
+    stateful_set = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _metadata(name, node, namespace, owner),
+        "spec": {
+            "replicas": 1 if spec.desired_state == DesiredState.RUNNING else 0,
+            "serviceName": name,
+            "selector": {"matchLabels": {NODE_LABEL: node.name}},
+            "template": {
+                "metadata": {
+                    "labels": pod_labels(node.name),
+                    "annotations": {
+                        RESTART_ANNOTATION: str(spec.restart_generation),
+                        CONFIG_HASH_ANNOTATION: config_hash(config_data),
+                    },
+                },
+                "spec": {
+                    "terminationGracePeriodSeconds": grace,
+                    "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,
+                    "initContainers": [
+                        _directories_container(plan.directories),
+                        *(_init_container(s) for s in plan.init_steps),
+                    ],
+                    "containers": containers,
+                    "volumes": volumes,
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": DATA_VOLUME, "labels": pod_labels(node.name)},
+                    "spec": claim,
+                }
+            ],
+        },
+    }
+    headless_service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, node, namespace, owner),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {NODE_LABEL: node.name},
+            "ports": [
+                {"name": p.k8s_name, "port": p.number, "targetPort": p.k8s_name, "protocol": "TCP"}
+                for p in ports
+            ],
+        },
+    }
+    public = [p for p in ports if p.public]
+    public_service = None
+    if spec.operator.service_type != ServiceType.CLUSTER_IP and public:
+        public_service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _metadata(public_service_name(node.name), node, namespace, owner),
+            "spec": {
+                "type": spec.operator.service_type.value,
+                "selector": {NODE_LABEL: node.name},
+                "ports": [
+                    {
+                        "name": p.k8s_name,
+                        "port": p.number,
+                        "targetPort": p.k8s_name,
+                        "protocol": "TCP",
+                    }
+                    for p in public
+                ],
+            },
+        }
+    return RenderedNode(config_map, stateful_set, headless_service, public_service)

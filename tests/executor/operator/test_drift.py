@@ -1,0 +1,86 @@
+"""When the operator applies an object again: a new rendering, or a live object that lost a field."""
+
+import copy
+import uuid
+from typing import Any
+
+from nodeplane.chains.bitcoin_family import LITECOIN
+from nodeplane.executor.operator.drift import APPLIED_HASH_ANNOTATION, covers, needs_apply, stamped
+from nodeplane.executor.operator.render import Owner, render_node
+from nodeplane.executor.operator.resource import NodeResource
+from nodeplane.protocol import NodeSpec
+
+NODE = NodeResource(
+    uuid.uuid4(),
+    "ltc-1",
+    1,
+    NodeSpec.model_validate(
+        {
+            "chain": "litecoin",
+            "network": "regtest",
+            "clients": {"node": {"name": "litecoind", "version": "0.21.4"}},
+            "resources": {"memoryLimit": "4831838208"},
+        }
+    ),
+)
+
+
+def live_copy(body: dict[str, Any]) -> dict[str, Any]:
+    """What the API server gives back: the body plus defaults, status and canonical quantities."""
+    live = copy.deepcopy(body)
+    live["metadata"].update(uid="u", resourceVersion="7", managedFields=[{"manager": "x"}])
+    live["status"] = {"replicas": 1}
+    spec = live["spec"]
+    spec["podManagementPolicy"] = "OrderedReady"
+    container = spec["template"]["spec"]["containers"][0]
+    container["terminationMessagePath"] = "/dev/termination-log"
+    container["resources"]["limits"]["memory"] = "4608Mi"
+    return live
+
+
+def sts_body() -> dict[str, Any]:
+    rendered = render_node(NODE, LITECOIN, Owner("ltc-1", "uid-1"), "ns")
+    return stamped(rendered.stateful_set)
+
+
+def test_an_unchanged_object_is_not_applied_again() -> None:
+    body = sts_body()
+    assert not needs_apply(live_copy(body), body)
+
+
+def test_a_missing_object_or_a_new_rendering_is_applied() -> None:
+    body = sts_body()
+    assert needs_apply(None, body)
+    live = live_copy(body)
+    changed = copy.deepcopy(body)
+    del changed["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+    changed["spec"]["replicas"] = 0
+    assert needs_apply(live, stamped(changed))
+    # Even a rendering that only drops a field: the hash differs, so the apply removes it.
+    fewer = copy.deepcopy(body)
+    del fewer["metadata"]["annotations"][APPLIED_HASH_ANNOTATION]
+    del fewer["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert covers(live["spec"], stamped(fewer)["spec"])  # the live object holds it all...
+    assert needs_apply(live, stamped(fewer))
+
+
+def test_a_field_edited_by_hand_is_applied_again() -> None:
+    body = sts_body()
+    live = live_copy(body)
+    live["spec"]["replicas"] = 3
+    assert needs_apply(live, body)
+    live = live_copy(body)
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    assert needs_apply(live, body)
+    live = live_copy(body)
+    del live["metadata"]["labels"]["nodeplane.dev/node"]
+    assert needs_apply(live, body)
+
+
+def test_named_lists_match_by_name_and_order() -> None:
+    want = [{"name": "a", "x": 1}, {"name": "b"}]
+    assert covers([{"name": "a", "x": 1, "y": 2}, {"name": "sidecar"}, {"name": "b"}], want)
+    assert not covers([{"name": "b"}, {"name": "a", "x": 1}], want)
+    assert not covers([{"name": "a", "x": 2}, {"name": "b"}], want)
+    assert covers(["-a", "-b"], ["-a", "-b"]) and not covers(["-a"], ["-a", "-b"])
+    assert covers({"n": 1.0}, {"n": 1}) and not covers({"n": True}, {"n": 1})
