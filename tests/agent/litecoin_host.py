@@ -84,7 +84,7 @@ class LitecoinHost:
             return SystemdDriver(
                 self.sandbox.unit_dir, self.sandbox.prefix, proc_dir=self.sandbox.proc_dir
             )
-        return ProcessDriver(self.data_dir / "supervisor", stable_after_s=5.0)
+        return ProcessDriver(self.data_dir / "supervisor")
 
     def new_backend(self) -> AgentBackend:
         """A backend as a restarted agent builds it (same data dir, a new driver object)."""
@@ -95,6 +95,7 @@ class LitecoinHost:
             adapters=ADAPTERS,
             resolve_binary=binary_resolver(self.data_dir),
             capabilities=lambda: ExecutorCapabilities(chains=[]),
+            stable_after_s=5.0,
         )
 
     def restart_agent(self) -> None:

@@ -210,7 +210,10 @@ async def test_argv_env_and_paths_round_trip(harness: DriverHarness) -> None:
     await harness.driver.start(unit.name)
     status = await harness.wait(unit.name, lambda s: s.active_state is ActiveState.INACTIVE)
     assert status.result == "success", read(log)
-    seen = json.loads(read(log).splitlines()[-1])
+    *output, exit_line = read(log).splitlines()
+    # Each driver ends a run's output with its exit line (systemd: ExecStopPost=).
+    assert exit_line == "nodeplane: exit result=success code=exited status=0"
+    seen = json.loads(output[-1])
     assert seen == {"argv": HOSTILE_WORDS, "cwd": str(work), "env": env}
 
 

@@ -7,7 +7,10 @@ finish it for the next agent, or a stopped node keeps running and a restart is s
 (seen end to end in tests/e2e/test_resilience_e2e.py).
 """
 
+import asyncio
+import contextlib
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +19,14 @@ import pytest
 
 from nodeplane.executor.agent.driver import ActiveState, UnitSpec
 from nodeplane.executor.agent.process_driver import ProcessDriver
-from tests.agent.harness import DriverHarness, processes_with, running, wait_until
+from tests.agent.harness import (
+    PYTHON,
+    DriverHarness,
+    new_marker,
+    processes_with,
+    running,
+    wait_until,
+)
 
 # Every scenario runs real child processes under the process driver.
 pytestmark = [pytest.mark.anyio, pytest.mark.process]
@@ -31,10 +41,12 @@ def pd(tmp_path: Path) -> Iterator[DriverHarness]:
     h.cleanup()
 
 
-async def interrupted_stop(pd: DriverHarness) -> tuple[UnitSpec, int, ProcessDriver]:
+async def interrupted_stop(
+    pd: DriverHarness, unit: UnitSpec | None = None
+) -> tuple[UnitSpec, int, ProcessDriver]:
     """A running unit left exactly as an agent killed inside `stop()` leaves it; a new driver."""
     assert isinstance(pd.driver, ProcessDriver)
-    unit = pd.unit()
+    unit = unit or pd.unit()
     await pd.driver.install(unit)
     await pd.driver.start(unit.name)
     pid = (await pd.wait(unit.name, running)).main_pid
@@ -51,10 +63,11 @@ async def test_the_next_agent_finishes_an_interrupted_stop(pd: DriverHarness) ->
     marker = unit.process.argv[-1]
     assert processes_with(marker) == [pid]
 
+    pd.driver = again
     await again.supervise()  # every reconcile tick starts with this
-    assert processes_with(marker) == []
-    status = await again.status(unit.name)
-    assert status.active_state is ActiveState.INACTIVE and status.main_pid is None
+    await wait_until(lambda: processes_with(marker) == [])  # finished in the background
+    status = await pd.wait(unit.name, lambda s: s.active_state is ActiveState.INACTIVE)
+    assert status.main_pid is None
     await again.supervise()
     assert processes_with(marker) == [], "a stopped unit must not be restarted"
 
@@ -87,4 +100,57 @@ async def test_a_process_gone_during_an_interrupted_stop_was_stopped_not_crashed
     status = await again.status(unit.name)
     assert status.active_state is ActiveState.INACTIVE and status.result == "success"
     assert await again.supervise() == []
+    assert processes_with(marker) == []
+
+
+# Ignores SIGTERM (counting each one in its log), as a client busy flushing or a frozen one does.
+STUBBORN = (
+    "import signal, sys; "
+    "signal.signal(signal.SIGTERM, lambda *_: print('SIGTERM', flush=True)); "
+    "print('up', sys.argv[1], flush=True); "
+    "[signal.pause() for _ in iter(int, 1)]"
+)
+
+
+async def test_a_slow_interrupted_stop_never_holds_up_another_units_restart(
+    pd: DriverHarness,
+) -> None:
+    """The half-done stop waits out its unit's stop timeout (litecoind's is ten minutes) in a
+    task of its own; supervise() returns at once and restarts another unit's killed process."""
+    marker = new_marker()
+    slow = pd.unit(argv=(PYTHON, "-c", STUBBORN, marker), marker=marker, stop_timeout_s=600)
+    slow, slow_pid, again = await interrupted_stop(pd, slow)
+    pd.driver = again
+    try:
+        other = pd.unit()
+        await again.install(other)
+        await again.start(other.name)
+        other_pid = (await again.status(other.name)).main_pid
+        assert other_pid is not None
+        pd.kill(other_pid, signal.SIGKILL)
+        await wait_until(lambda: processes_with(other.process.argv[-1]) == [])
+
+        for _ in range(3):
+            # Promptly, every time: the stop goes on behind it.
+            await asyncio.wait_for(again.supervise(), timeout=5)
+        status = await pd.wait(other.name, lambda s: running(s) and s.main_pid != other_pid)
+        assert status.restarts == 1
+        assert processes_with(marker) == [slow_pid], "the stop goes on: SIGTERM is ignored"
+        assert (await again.status(slow.name)).active_state is ActiveState.DEACTIVATING
+        log_file = slow.log_file
+        assert log_file is not None
+        await wait_until(lambda: "SIGTERM" in log_file.read_text())
+        for _ in range(3):
+            await again.supervise()
+        await asyncio.sleep(0.3)
+        assert log_file.read_text().count("SIGTERM") == 1, "one stop per unit, never two"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(slow_pid, signal.SIGKILL)  # a failed test must not wait out 600 s
+
+    # Once the process goes, the stop is done: stopped, never restarted.
+    await wait_until(lambda: processes_with(marker) == [])
+    status = await pd.wait(slow.name, lambda s: s.active_state is ActiveState.INACTIVE)
+    assert status.main_pid is None
+    await again.supervise()
     assert processes_with(marker) == []

@@ -103,19 +103,21 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
     ("converged running node: nothing", rendered(), Host(), NOTHING),
     ("converged stopped node: nothing", rendered(STOPPED), Host({UNIT: down()}), NOTHING),
     (
-        "fresh host: directories, files, init, unit installed then started",
+        # Stamped before it starts: a unit down without a crash is started by any agent that
+        # finds it so, and systemd needs no reload after the start (one would forget the starts
+        # its crash-loop limit counted).
+        "fresh host: directories, unit installed with its stamp, files, init, then started",
         rendered(),
         Host({}, conf=None, ports=None, directories=(), init_done=()),
         [
             act(K.CREATE_DIRECTORY, "."),
             act(K.CREATE_DIRECTORY, "config"),
             act(K.CREATE_DIRECTORY, "data"),
-            pending(),
+            install(),
             act(K.WRITE_FILE, CONF),
             act(K.WRITE_FILE, PORTS),
             act(K.RUN_INIT_STEP, "jwt"),
             act(K.START),
-            install(),
         ],
     ),
     (
@@ -169,10 +171,16 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
         [act(K.RESTART), install()],
     ),
     (
-        "pending on a stopped unit: started",
+        "pending on a stopped unit: stamped, then started",
         rendered(),
         Host({UNIT: down(PENDING)}),
-        [act(K.START), install()],
+        [install(), act(K.START)],
+    ),
+    (
+        "a new revision for a unit stopped cleanly: stamped before it starts",
+        rendered(revision=6),
+        Host({UNIT: down()}, conf="conf-v4"),
+        [install(), act(K.WRITE_FILE, CONF), act(K.START)],
     ),
     (
         "a crashed unit stays down: its restart policy decided",
@@ -193,10 +201,36 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
         [pending(), act(K.START), install()],
     ),
     (
-        "a crashed unit is started when its definition changed",
+        "a crashed unit of the same stamp stays down when its definition renders differently",
         rendered(),
         Host({UNIT: crashed(definition_current=False)}),
-        [pending(), act(K.START), install()],
+        [install()],
+    ),
+    (
+        # An upgraded agent (new lines in every unit) or a changed [supervision] setting: the
+        # definition is installed and takes effect at the next start.
+        "a running unit of the same stamp whose definition renders differently: not restarted",
+        rendered(),
+        Host({UNIT: up(definition_current=False)}),
+        [install()],
+    ),
+    (
+        "a config file rewritten for the same stamp (edited by hand): written, not restarted",
+        rendered(),
+        Host(conf="conf-v4"),
+        [act(K.WRITE_FILE, CONF)],
+    ),
+    (
+        "a new revision restarts a unit whose definition and config both changed",
+        rendered(revision=6),
+        Host({UNIT: up(definition_current=False)}, conf="conf-v4"),
+        [pending(), act(K.WRITE_FILE, CONF), act(K.RESTART), install()],
+    ),
+    (
+        "a unit without stamp or record whose definition differs: restarted (what runs is unknown)",
+        rendered(),
+        Host({UNIT: up(None, definition_current=False)}),
+        [pending(), act(K.RESTART), install()],
     ),
     (
         "a unit stopped cleanly outside the agent is started again",
@@ -245,6 +279,12 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
         rendered(revision=6, restart_generation=3),
         Host({UNIT: up(None)}, legacy=APPLIED),
         [pending(), act(K.RESTART), install()],
+    ),
+    (
+        "adopting an older agent's running unit that renders differently now: not restarted",
+        rendered(),
+        Host({UNIT: up(None, definition_current=False)}, conf="conf-v4", legacy=APPLIED),
+        [act(K.WRITE_FILE, CONF), install()],
     ),
     (
         "adopting an older agent's crashed unit of the same revision: stays down, stamped",

@@ -3,10 +3,12 @@
 Real litecoind regtest, on the process driver and (where it is about units) a sandboxed systemd.
 """
 
+import asyncio
 import dataclasses
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -57,6 +59,72 @@ def as_an_older_agent_left_it(host: LitecoinHost, revision: int, restart_generat
     (host.node_dir(NAME) / "applied.json").write_text(
         json.dumps({"restartGeneration": restart_generation, "revision": revision})
     )
+
+
+# What crash-loop detection added to every unit: the previous agent version wrote none of it.
+NEW_UNIT_LINES = ("StartLimitIntervalSec=", "StartLimitBurst=", "ExecStopPost=")
+NEW_STATE_FIELDS = ("stable_after_s",)
+
+
+def as_the_previous_version_left_it(host: LitecoinHost) -> None:
+    """The unit as the agent before crash-loop detection wrote it: stamped, without the lines
+    and fields added since, and a config file it rendered differently."""
+    definition = host.state_file(NAME)
+    if isinstance(host.driver, SystemdDriver):
+        assert host.sandbox is not None
+        text = definition.read_text()
+        definition.write_text(
+            "".join(ln for ln in text.splitlines(True) if not ln.startswith(NEW_UNIT_LINES))
+        )
+        host.sandbox.systemctl("daemon-reload")
+    else:
+        record = json.loads(definition.read_text())
+        for key in NEW_STATE_FIELDS:
+            del record["definition"][key]
+        definition.write_text(json.dumps(record, indent=2))
+    conf = host.node_dir(NAME) / "config" / "litecoin.conf"
+    conf.write_text(conf.read_text() + "# rendered by the previous version\n")
+
+
+async def test_an_upgraded_agent_adopts_running_nodes_without_restarting_them(
+    host: LitecoinHost,
+) -> None:
+    """Same stamp, a definition and a config file the new version renders differently: the new
+    ones are installed (they take effect at the next start), nothing is restarted."""
+    node = host.node(NAME)
+    await host.backend.apply(node)
+    pid = await host.wait_pid(NAME)
+    main_pid = await host.main_pid(NAME)
+    current = (await host.driver.status(UNIT)).definition
+    as_the_previous_version_left_it(host)
+    old = await host.driver.status(UNIT)
+    assert old.stamp == Stamp(revision=1, restart_generation=0)
+    assert old.definition != current, "the previous version's definition differs"
+    host.restart_agent()  # the new version starts
+
+    for _ in range(3):
+        await host.backend.apply(node)
+        await host.backend.housekeeping()
+    assert host.pids(NAME) == [pid] and await host.main_pid(NAME) == main_pid
+    adopted = await host.driver.status(UNIT)
+    assert adopted.definition == current, "the new definition is installed"
+    assert adopted.stamp == Stamp(revision=1, restart_generation=0)
+    assert "previous version" not in host.conf(NAME), "the config file is rendered again"
+
+    # The new definition holds for the running process: its exit is written to its log
+    # (systemd's ExecStopPost= of the reloaded unit; the supervisor's own line, which cannot
+    # know the exit status of a process a previous agent started).
+    log_file = host.node_dir(NAME) / "logs" / "node.log"
+    os.kill(pid, signal.SIGKILL)
+    systemd = isinstance(host.driver, SystemdDriver)
+    line = (
+        "nodeplane: exit result=signal code=killed status=KILL" if systemd else "nodeplane: exit "
+    )
+    deadline = time.monotonic() + 30
+    while line not in log_file.read_text():
+        assert time.monotonic() < deadline, "no exit line"
+        await host.backend.housekeeping()  # the process driver notices exits here
+        await asyncio.sleep(0.1)
 
 
 async def test_a_node_an_older_agent_started_is_adopted_without_a_restart(

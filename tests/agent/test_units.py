@@ -140,6 +140,9 @@ def test_render_full_unit() -> None:
     )
     assert settings(text) == [
         "Description=nodeplane ltc node (litecoind 0.21)",
+        # Five quick runs of up to 30 s plus the 2.5 s restart delay: a crash loop, given up.
+        "StartLimitIntervalSec=162500ms",
+        "StartLimitBurst=5",
         "Type=simple",
         'ExecStart="/usr/bin/litecoind" "-datadir=/var/lib/nodeplane/nodes/ltc/data"',
         "WorkingDirectory=/var/lib/nodeplane/nodes/ltc/data",
@@ -149,6 +152,8 @@ def test_render_full_unit() -> None:
         "RestartSec=2500ms",
         "KillSignal=SIGINT",
         "TimeoutStopSec=600s",
+        'ExecStopPost=-/bin/echo "nodeplane: exit result=${SERVICE_RESULT} code=${EXIT_CODE} '
+        'status=${EXIT_STATUS}"',
         "CPUAccounting=yes",
         "MemoryAccounting=yes",
         "CPUQuota=150%",
@@ -172,6 +177,11 @@ def test_render_full_unit() -> None:
 )
 def test_restart_policy(policy: RestartPolicy, line: str) -> None:
     assert line in settings(render_unit(spec(restart_policy=policy)))
+
+
+def test_start_limit_follows_restart_delay_and_stable_window() -> None:
+    lines = settings(render_unit(spec(restart_delay_s=0.2, stable_after_s=1.0)))
+    assert "StartLimitIntervalSec=6s" in lines and "StartLimitBurst=5" in lines
 
 
 def test_journal_by_default_and_no_limits() -> None:

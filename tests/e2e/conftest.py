@@ -72,12 +72,15 @@ def agent(
     sandbox: SystemdSandbox | None = (
         request.getfixturevalue("systemd_sandbox") if driver == "systemd" else None
     )
+    # @pytest.mark.agent_supervision(restart_delay=0.5): shorter restart delays for this test.
+    marker = request.node.get_closest_marker("agent_supervision")
     proc = AgentProcess(
         workdir=tmp_path / "agent",
         server_url=e2e_server.url,
         api_key=e2e_org.executor_key(),
         driver="systemd" if driver == "systemd" else "process",
         sandbox=sandbox,
+        supervision=dict(marker.kwargs) if marker else {},
     )
     proc.start()
     try:

@@ -44,6 +44,11 @@ def test_killed_client_is_restarted_by_default(e2e_org: Org, agent: AgentProcess
     assert restarted["level"] == "WARN"
     assert restarted["payload"]["unit"] == "nodeplane-ltc-crash-node.service"
     assert restarted["payload"]["restarts"] >= 1
+    # The exit is named by its signal (systemd forgets it at the restart: read from the log).
+    assert restarted["message"] == (
+        "nodeplane-ltc-crash-node.service exited (killed by SIGKILL) and was restarted"
+    )
+    assert restarted["payload"]["exitSignal"] == 9
 
 
 def test_killed_client_without_restart_policy_is_an_error(

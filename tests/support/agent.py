@@ -34,6 +34,8 @@ class AgentProcess:
     name: str = field(default_factory=lambda: f"host-{uuid.uuid4().hex[:6]}")
     popen: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    # agent.toml's [supervision] (restart_delay, stable_after, max_backoff), when set.
+    supervision: dict[str, float] = field(default_factory=dict)
 
     @property
     def data_dir(self) -> Path:
@@ -79,6 +81,11 @@ poll_wait = 10
 level = "info"
 format = "json"
 """
+            + "".join(
+                ["\n[supervision]\n", *(f"{k} = {v}\n" for k, v in self.supervision.items())]
+                if self.supervision
+                else []
+            )
         )
         # Binaries come from the host's PATH or <data_dir>/bin: offer anvil the second way.
         bin_dir = self.data_dir / "bin"

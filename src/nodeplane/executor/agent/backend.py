@@ -1,7 +1,7 @@
 """The agent backend: plan a node's units from its spec, apply them through a driver, observe.
 
-`plan_actions` is the pure diff (desired spec vs. what the driver reports); `AgentBackend` is the
-thin shell that renders files, runs init steps, and performs the actions.
+`plan.plan` is the pure diff (what a revision asks for vs. what is materialized); `AgentBackend`
+is the thin shell that renders once per revision, observes, and performs the planned actions.
 """
 
 import asyncio
@@ -29,9 +29,11 @@ from nodeplane.chains.base import (
     NodeConfigError,
     NodeLayout,
     NodePlan,
+    PortDef,
     ProcessPlan,
     RenderContext,
 )
+from nodeplane.executor.agent import port_owners
 from nodeplane.executor.agent.driver import (
     UNIT_PREFIX,
     UNIT_SUFFIX,
@@ -42,6 +44,14 @@ from nodeplane.executor.agent.driver import (
     UnitSpec,
     UnitStatus,
     unit_name,
+)
+from nodeplane.executor.agent.exits import (
+    LastRun,
+    ProcessExit,
+    exit_text,
+    last_run,
+    output_excerpt,
+    read_tail,
 )
 from nodeplane.executor.agent.layout import UnsafePath, inside, node_layout, nodes_root
 from nodeplane.executor.agent.plan import (
@@ -157,6 +167,49 @@ def process_status(unit: UnitStatus, desired: DesiredState) -> ProcessStatus:
             )
 
 
+_AT_REST = (ActiveState.INACTIVE, ActiveState.FAILED)
+
+
+def waiting_to_restart(unit: UnitStatus) -> bool:
+    """Whether the unit's process ended and the driver will start it again after its delay."""
+    return unit.active_state is ActiveState.ACTIVATING and unit.sub_state == "auto-restart"
+
+
+def last_exit(unit: UnitStatus, run: LastRun | None) -> ProcessExit | None:
+    """How the unit's process last ended: from the driver while it knows, else from the log.
+
+    systemd forgets the exit status (and says Result=success) once it restarted the unit; the
+    exit line its ExecStopPost= appended to the log still tells.
+    """
+    if unit.exit_code is not None or unit.exit_signal is not None:
+        return ProcessExit(unit.result, unit.exit_code, unit.exit_signal)
+    if run is not None and run.exit is not None:
+        return run.exit
+    if unit.active_state is ActiveState.FAILED or waiting_to_restart(unit):
+        return ProcessExit(unit.result)
+    return None
+
+
+def exit_message(unit: UnitStatus, run: LastRun | None, taken: Sequence[str] = ()) -> str:
+    """Why a process is down, in words: its exit, whether it was given up, what it printed.
+
+    e.g. "exited with code 1; gave up after 4 restarts in a row (a crash loop): start or
+    restart the node to try again. Last output: Error: Disk space is too low!"
+    """
+    text = exit_text(last_exit(unit, run))
+    if unit.active_state is ActiveState.FAILED and unit.restarts > 0:
+        text += (
+            f"; gave up after {unit.restarts} restarts in a row (a crash loop): "
+            "start or restart the node to try again"
+        )
+    elif waiting_to_restart(unit):
+        text += "; restarting"
+    if taken:
+        text += "; " + "; ".join(taken)
+    excerpt = output_excerpt(run.output) if run is not None else ""
+    return f"{text}. Last output: {excerpt}" if excerpt else text
+
+
 class AgentBackend:
     """Runs nodes as units on this host under `<data_dir>/nodes/<name>/`."""
 
@@ -170,14 +223,19 @@ class AgentBackend:
         adapters: Sequence[ChainAdapter],
         resolve_binary: BinaryResolver,
         capabilities: Callable[[], ExecutorCapabilities],
+        restart_delay_s: float = 5.0,
+        stable_after_s: float = 30.0,
     ) -> None:
         self.data_dir = data_dir
+        self.restart_delay_s = restart_delay_s  # for every unit: see UnitSpec
+        self.stable_after_s = stable_after_s
         self.driver = driver
         self.adapters = {a.chain: a for a in adapters}
         self._resolve_binary = resolve_binary
         self._capabilities = capabilities
         self._events: list[RuntimeEvent] = []
         self._restarts_seen: dict[str, int] = {}
+        self._crash_seen: dict[str, bool] = {}  # a crash event was sent for the unit's current fall
         # Nodes are rendered side by side (per-node reconcile, in threads): choosing a node's
         # ports reads every other node's, so two choices must not interleave.
         self._ports_lock = threading.Lock()
@@ -342,6 +400,8 @@ class AgentBackend:
             if resources.memory_limit
             else None,
             log_file=layout.root / "logs" / f"{process.role}.log",
+            restart_delay_s=self.restart_delay_s,
+            stable_after_s=self.stable_after_s,
         )
 
     # ---- apply ------------------------------------------------------------------------------
@@ -389,9 +449,17 @@ class AgentBackend:
             self._driver_problems()
 
     async def _apply(self, node: AssignedNodeSpec) -> None:
+        assert node.spec is not None
+        if node.spec.desired_state is DesiredState.RUNNING and await self._move_taken_ports(node):
+            # Rendered again for the new ports, so the node's files (and client) get them.
+            self._rendered.pop(node.name, None)
         rendering = await asyncio.to_thread(self._rendering, node)
         observed = await self._observe_materialized(node.name, rendering)
         actions = plan(rendering.wanted(), observed)
+        # Before anything changes: a process about to start must find its ports free.
+        await self._check_ports(
+            node, [a.target for a in actions if a.kind in (ActionKind.START, ActionKind.RESTART)]
+        )
         root = rendering.layout.root
         for action in actions:
             log.info("node.action", node=node.name, action=action.kind.value, target=action.target)
@@ -524,9 +592,8 @@ class AgentBackend:
             name = unit_name(node.name, process.role)
             unit = await self.driver.status(name)
             status = process_status(unit, spec.desired_state)
-            self._note_restarts(node, name, unit)
+            message = await self._exit_report(node, name, process.role, unit, status)
             metrics: dict[str, object] = {}
-            message = None
             if status is ProcessStatus.RUNNING:
                 probe = await adapter.probe(process, self._http)
                 status = probe.status
@@ -562,11 +629,14 @@ class AgentBackend:
             unit = await self.driver.status(name)
             if not unit.exists:
                 continue
-            self._note_restarts(node, name, unit)
+            role = name.removeprefix(prefix).removesuffix(UNIT_SUFFIX)
+            status = process_status(unit, desired)
+            message = await self._exit_report(node, name, role, unit, status)
             observed.append(
                 ObservedProcess(
-                    role=name.removeprefix(prefix).removesuffix(UNIT_SUFFIX),
-                    status=process_status(unit, desired),
+                    role=role,
+                    status=status,
+                    message=storable_excerpt(message, MAX_MESSAGE_LENGTH) if message else None,
                     pid=unit.main_pid or None,
                     cpu_seconds=unit.cpu_seconds,
                     memory_bytes=unit.memory_bytes,
@@ -574,31 +644,164 @@ class AgentBackend:
             )
         return observed
 
-    def _note_restarts(self, node: AssignedNodeSpec, name: str, unit: UnitStatus) -> None:
+    async def _exit_report(
+        self,
+        node: AssignedNodeSpec,
+        name: str,
+        role: str,
+        unit: UnitStatus,
+        status: ProcessStatus,
+    ) -> str | None:
+        """Events for the unit's exits since the last look, and why it is down (None if up).
+
+        The last run's exit line and output are read from the unit's log only when there is
+        something to tell: the unit is down, was restarted, or crashed since the last look.
+        """
+        down = status is ProcessStatus.ERROR or waiting_to_restart(unit)
+        restarted = unit.restarts > self._restarts_seen.get(name, unit.restarts)
+        run = None
+        if down or restarted or (crashed(unit) and not self._crash_seen.get(name)):
+            log_file = self._layout(node.name).root / "logs" / f"{role}.log"
+            run = last_run(await asyncio.to_thread(read_tail, log_file))
+        self._note_restarts(node, name, unit, run)
+        if not down:
+            return None
+        taken: list[port_owners.TakenPort] = []
+        if status is ProcessStatus.ERROR:  # not while restarting: a bind test could race
+            taken = await asyncio.to_thread(self._taken_ports, node, {role})
+        return exit_message(unit, run, [t.describe() for t in taken])
+
+    def _note_restarts(
+        self, node: AssignedNodeSpec, name: str, unit: UnitStatus, run: LastRun | None
+    ) -> None:
+        """Events for a restart the driver made, and for a crash that left the unit down.
+
+        The exit is described from the driver while it remembers it, else from the exit line
+        in the log (`run`): "exited (killed by SIGKILL) and was restarted".
+        """
         seen = self._restarts_seen.get(name)
         self._restarts_seen[name] = unit.restarts
         down = crashed(unit)
-        if seen is not None and unit.restarts > seen:
-            self._events.append(
-                RuntimeEvent(
-                    node_id=node.node_id,
-                    type=RuntimeEventType.NODE_PROCESS_RESTARTED,
-                    level=EventLevel.WARN,
-                    message=f"{name} exited ({unit.result or 'unknown'}) and was restarted",
-                    payload={"unit": name, "restarts": unit.restarts, "result": unit.result},
-                )
-            )
-        elif down and self._restarts_seen.get(f"{name}:crash") != 1:
+        exit_ = last_exit(unit, run)
+        payload: dict[str, object] = {
+            "unit": name,
+            "result": exit_.result if exit_ is not None else unit.result,
+            "exitCode": exit_.exit_code if exit_ is not None else None,
+            "exitSignal": exit_.exit_signal if exit_ is not None else None,
+        }
+        # A crash that left the unit down first: systemd also counts the restart its start
+        # limit refused, and that is no restart.
+        if down and not self._crash_seen.get(name):
             self._events.append(
                 RuntimeEvent(
                     node_id=node.node_id,
                     type=RuntimeEventType.NODE_PROCESS_CRASHED,
                     level=EventLevel.ERROR,
-                    message=f"{name} stopped unexpectedly ({unit.result or 'unknown'})",
-                    payload={"unit": name, "result": unit.result},
+                    message=storable_excerpt(
+                        f"{name} {exit_message(unit, run)}", MAX_MESSAGE_LENGTH
+                    ),
+                    payload={**payload, "restarts": unit.restarts},
                 )
             )
-        self._restarts_seen[f"{name}:crash"] = 1 if down else 0
+        elif seen is not None and unit.restarts > seen and not down:
+            self._events.append(
+                RuntimeEvent(
+                    node_id=node.node_id,
+                    type=RuntimeEventType.NODE_PROCESS_RESTARTED,
+                    level=EventLevel.WARN,
+                    message=storable_excerpt(
+                        f"{name} {exit_text(exit_)} and was restarted", MAX_MESSAGE_LENGTH
+                    ),
+                    payload={**payload, "restarts": unit.restarts},
+                )
+            )
+        self._crash_seen[name] = down
+
+    def _taken_ports(self, node: AssignedNodeSpec, roles: set[str]) -> list[port_owners.TakenPort]:
+        """Ports of `roles` (allocated in ports.json) that another program holds now."""
+        assert node.spec is not None
+        if not roles:
+            return []
+        root = self._layout(node.name).root
+        try:
+            ports = read_ports(root / PORTS_FILE)
+            defs = [d for d in self._adapter(node.spec).ports(node.spec) if d.role in roles]
+        except (PortsFileError, ApplyError, NodeConfigError, KeyError):
+            return []  # unreadable (rebuilt by the next render), or the render says what is wrong
+        # The node's own process (its unit's record lost, adopted by the next start) is no
+        # other program.
+        return port_owners.taken_ports(ports or {}, defs, own_dir=root)
+
+    async def _down_units(
+        self, node: AssignedNodeSpec, names: Sequence[str]
+    ) -> dict[str, UnitStatus]:
+        """Those of the units `names` that are down and stay so until the agent starts them.
+
+        Not a unit waiting for its automatic restart: the driver may start it any moment, and
+        its own process binding its ports then is no other program. Keyed by role.
+        """
+        down = {}
+        for name in names:
+            unit = await self.driver.status(name)
+            if unit.main_pid is None and unit.active_state in _AT_REST:
+                role = name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(UNIT_SUFFIX)
+                down[role] = unit
+        return down
+
+    async def _move_taken_ports(self, node: AssignedNodeSpec) -> bool:
+        """Give the node new ports for those another program took while its process was down.
+
+        Only what `port_owners.movable` allows: loopback ports at once, public ones when the
+        user restarts the node (a unit's stamp is behind the spec's restart generation); before
+        the files are rendered, so the client gets the new ones. True if a port moved.
+        """
+        spec = node.spec
+        assert spec is not None
+        try:
+            defs = self._adapter(spec).ports(spec)
+        except (ApplyError, NodeConfigError, KeyError):
+            return False  # the render that follows says what is wrong
+        roles = {d.role for d in defs}
+        down = await self._down_units(node, [unit_name(node.name, r) for r in sorted(roles)])
+        taken = await asyncio.to_thread(self._taken_ports, node, set(down))
+        if not taken:
+            return False
+        legacy = legacy_stamp(self._layout(node.name).root / LEGACY_MARKER)
+        stamps = [u.stamp or legacy for u in down.values() if u.exists]
+        restart_requested = any(
+            s is not None and s.restart_generation < spec.restart_generation for s in stamps
+        )
+        moved = [t for t in taken if port_owners.movable(t, restart_requested=restart_requested)]
+        if not moved:
+            return False
+        ports = await asyncio.to_thread(self._reallocate_ports, node, defs, {t.port for t in moved})
+        for t in moved:
+            log.warning(
+                "ports.moved", node=node.name, key=t.key, old=t.port, new=ports.get(t.key),
+                reason=t.describe(),
+            )  # fmt: skip
+        return True
+
+    def _reallocate_ports(
+        self, node: AssignedNodeSpec, defs: Sequence[PortDef], avoid: set[int]
+    ) -> dict[str, int]:
+        """The node's ports again, none of `avoid`: the others stay as they are."""
+        ports_file = self._layout(node.name).root / PORTS_FILE
+        with self._ports_lock:
+            elsewhere = ports_in_use(nodes_root(self.data_dir), node.name) | avoid
+            return allocate_ports(ports_file, defs, elsewhere, current=read_ports(ports_file))
+
+    async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
+        """ApplyError naming port and holder if a unit about to start would find one taken."""
+        down = await self._down_units(node, names)
+        taken = await asyncio.to_thread(self._taken_ports, node, set(down))
+        if taken:
+            # Only public ports are left here: loopback ones were moved before rendering.
+            raise ApplyError(
+                "cannot start: "
+                + "; ".join(t.describe() for t in taken)
+                + " (a public port: free it, or restart the node to give it another port)"
+            )
 
     # ---- teardown ---------------------------------------------------------------------------
 

@@ -65,6 +65,17 @@ class IntervalsSection(_Section):
     poll_wait: float = Field(default=25.0, gt=0, le=30)
 
 
+class SupervisionSection(_Section):
+    """How node processes are restarted, and when a crash loop is given up (both drivers)."""
+
+    # Seconds before a process that ended is started again (systemd's RestartSec=); the built-in
+    # supervisor doubles it after each quick exit, up to max_backoff.
+    restart_delay: float = Field(default=5.0, gt=0, le=3600)
+    # A run shorter than this is a quick exit; 5 quick exits in a row give the process up.
+    stable_after: float = Field(default=30.0, gt=0, le=86400)
+    max_backoff: float = Field(default=60.0, gt=0, le=86400)
+
+
 class LoggingSection(_Section):
     """Log level and format."""
 
@@ -78,6 +89,7 @@ class AgentConfig(_Section):
     agent: AgentSection = Field(default_factory=AgentSection)
     control_plane: ControlPlaneSection
     intervals: IntervalsSection = Field(default_factory=IntervalsSection)
+    supervision: SupervisionSection = Field(default_factory=SupervisionSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
 

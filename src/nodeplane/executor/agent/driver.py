@@ -11,6 +11,11 @@ from nodeplane.protocol import RestartPolicy
 
 UNIT_PREFIX = "nodeplane-"
 UNIT_SUFFIX = ".service"
+# Crash loops (both drivers): a unit whose process ends CRASH_LOOP_BURST times in a row, each time
+# within its stable window (UnitSpec.stable_after_s) of starting, is given up: `failed`, no more
+# automatic restarts, until an explicit start or restart. systemd gets the same rule as
+# StartLimitBurst= and StartLimitIntervalSec= (units.py).
+CRASH_LOOP_BURST = 5
 # Unit names become file names: a safe alphabet, no '/', no leading dot, bounded length.
 _UNIT_NAME = re.compile(r"^nodeplane-[a-z0-9][a-z0-9-]{0,126}\.service$")
 
@@ -61,6 +66,8 @@ class UnitSpec:
     memory_limit_bytes: int | None = None
     log_file: Path | None = None  # None: the journal (systemd) or <working_dir>/../logs/<role>.log
     restart_delay_s: float = 5.0  # systemd's RestartSec=; the process driver's first backoff step
+    # A process that ran this long was not crash-looping: its exit starts the count afresh.
+    stable_after_s: float = 30.0
     stamp: Stamp | None = None  # None: a definition without a stamp (as older agents wrote)
 
 
@@ -89,6 +96,10 @@ class UnitStatus:
     result: str | None = None
     definition: str | None = None  # the installed definition (unit file text), for drift checks
     sub_state: str | None = None  # finer state: running, dead, auto-restart, ...
+    # How the main process last ended, when the driver knows: an exit code or a signal number
+    # (systemd's ExecMainCode/ExecMainStatus, which it forgets when the unit starts again).
+    exit_code: int | None = None
+    exit_signal: int | None = None
     stamp: Stamp | None = None  # the stamp in the installed definition
 
 

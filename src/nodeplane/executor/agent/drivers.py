@@ -27,8 +27,10 @@ def detect_driver_kind(configured: DriverChoice = "auto") -> DriverKind:
     return "systemd" if systemd_is_pid1() else "process"
 
 
-def make_driver(kind: DriverKind, *, data_dir: Path, unit_dir: Path | None = None) -> Driver:
+def make_driver(
+    kind: DriverKind, *, data_dir: Path, unit_dir: Path | None = None, max_backoff_s: float = 60.0
+) -> Driver:
     """The driver of `kind`: systemd units in `unit_dir`, or supervisor state under `data_dir`."""
     if kind == "systemd":
         return SystemdDriver(unit_dir or Path("/etc/systemd/system"))
-    return ProcessDriver(data_dir / "supervisor")
+    return ProcessDriver(data_dir / "supervisor", max_backoff_s=max_backoff_s)

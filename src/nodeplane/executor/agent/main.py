@@ -89,10 +89,17 @@ def build_runtime(
     log.info("agent.driver", driver=kind, data_dir=str(data_dir))
     backend = AgentBackend(
         data_dir=data_dir,
-        driver=make_driver(kind, data_dir=data_dir, unit_dir=config.agent.unit_dir),
+        driver=make_driver(
+            kind,
+            data_dir=data_dir,
+            unit_dir=config.agent.unit_dir,
+            max_backoff_s=config.supervision.max_backoff,
+        ),
         adapters=ADAPTERS,
         resolve_binary=binary_resolver(data_dir),
         capabilities=CachedCapabilities(data_dir),
+        restart_delay_s=config.supervision.restart_delay,
+        stable_after_s=config.supervision.stable_after,
     )
     intervals = Intervals(
         heartbeat=config.intervals.heartbeat,

@@ -9,7 +9,16 @@ What was applied is stamped on the unit definition itself (`Stamp`), not kept in
 revision (so a crashed unit stays down until a new revision asks again) and the restart generation
 (so a restart request is done once). A unit that is about to be (re)started for a change is first
 installed with a *pending* stamp, and the final stamp is installed only after the restart: an agent
-killed in between finds the pending stamp and does the restart again, never loses it.
+killed in between finds the pending stamp and does the restart again, never loses it. A unit that
+is down without having crashed needs no pending stamp (any agent that finds it so starts it): it
+gets its final stamp before it starts.
+
+A stamp that is already what the revision asks for means the revision was applied: its units are
+never restarted (nor a crashed one started) because their definition or files now render
+differently. That happens when the agent itself changes (an upgrade adds lines to every unit, a
+`[supervision]` setting changes) or someone edits a file by hand; the new definition and files are
+installed and take effect at the unit's next start. Only a new revision (or restart generation)
+restarts a running unit for a changed definition or config file.
 """
 
 from collections.abc import Mapping, Sequence
@@ -98,9 +107,11 @@ def plan(rendered: RenderedNode, observed: ObservedNode) -> list[Action]:
         unit = observed.units.get(name)
         if unit is None:
             if rendered.desired is DesiredState.RUNNING:
-                before.append(Action(ActionKind.INSTALL, name, pending=True))
+                # Final stamp first: see "down without a crash" below.
+                before.append(Action(ActionKind.INSTALL, name))
                 runs.append(Action(ActionKind.START, name))
-            after.append(Action(ActionKind.INSTALL, name))
+            else:
+                after.append(Action(ActionKind.INSTALL, name))
             continue
         # A unit an older agent installed has no stamp: what it recorded in applied.json stands.
         stamp = unit.stamp or observed.legacy
@@ -113,16 +124,27 @@ def plan(rendered: RenderedNode, observed: ObservedNode) -> list[Action]:
             continue
         changed = not unit.definition_current or config_changed
         pending = stamp is not None and stamp.pending_restart
+        # The revision is not applied yet (or nobody knows what was: no stamp, no applied.json).
+        asked = stamp is None or stamp.revision != final.revision
         if unit.running:
             restart_asked = (
                 stamp is not None and stamp.restart_generation < final.restart_generation
             )
-            go = changed or pending or restart_asked
+            # A change alone restarts only for a new revision: see the module's docstring.
+            go = (changed and asked) or pending or restart_asked
             kind = ActionKind.RESTART
+        elif not unit.crashed:
+            # Down without a crash: whichever agent finds it so starts it, so no pending stamp
+            # is needed, and the final one goes first. That spares systemd a daemon-reload right
+            # after the start: a reload forgets the starts its crash-loop limit (StartLimitBurst=)
+            # has counted, which would give a unit that crash-loops at once a run too many.
+            if not up_to_date:
+                before.append(Action(ActionKind.INSTALL, name))
+            runs.append(Action(ActionKind.START, name))
+            continue
         else:
             # A crashed unit stays down (its restart policy decided) until a new revision asks.
-            asked = stamp is None or stamp.revision != final.revision
-            go = not unit.crashed or asked or changed or pending
+            go = asked or pending
             kind = ActionKind.START
         announce = go and (changed or stamp != final) and not (pending and unit.definition_current)
         if announce:

@@ -5,10 +5,12 @@ definition and what runs it (pid plus the process's start time from /proc, so a 
 taken for ours); each process runs in a session of its own with stdout and stderr appended to its
 log file; stop sends the stop signal to the session's process group, waits up to the stop timeout,
 then SIGKILLs it; `supervise()`, called by the reconciler every tick, restarts exited units as
-their restart policy says, with a backoff. A new driver on the same `state_dir` (the agent
-restarted) adopts the processes that still run instead of starting duplicates. When the driver is
-the parent it reaps its children and knows how they exited; an adopted process that vanishes
-counts as a failure, since its exit status is lost.
+their restart policy says, with a backoff, and gives up on a unit that crash-loops
+(CRASH_LOOP_BURST quick exits in a row: `failed`, as systemd's start limit). A new driver on the
+same `state_dir` (the agent restarted) adopts the processes that still run instead of starting
+duplicates. When the driver is the parent it reaps its children and knows how they exited; an
+adopted process that vanishes counts as a failure, since its exit status is lost. Each exit is
+also written to the unit's log as the exit line systemd's `ExecStopPost=` writes (exits.py).
 """
 
 import asyncio
@@ -27,6 +29,7 @@ import structlog
 
 from nodeplane.executor.agent import procfs
 from nodeplane.executor.agent.driver import (
+    CRASH_LOOP_BURST,
     ActiveState,
     DriverError,
     DriverProblem,
@@ -37,6 +40,7 @@ from nodeplane.executor.agent.driver import (
     UnitStatus,
     check_unit_name,
 )
+from nodeplane.executor.agent.exits import exit_line
 from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
 from nodeplane.executor.agent.units import render_unit, signal_name
 from nodeplane.protocol import RestartPolicy
@@ -75,6 +79,7 @@ class Definition:
     log_file: str
     cpu_limit: float | None = None  # recorded; without cgroups the supervisor cannot enforce it
     memory_limit_bytes: int | None = None
+    stable_after_s: float = 30.0  # a run this long is not a quick exit (crash-loop count)
     # The agent's stamp (driver.Stamp); absent from state files older agents wrote.
     revision: int | None = None
     restart_generation: int | None = None
@@ -101,10 +106,11 @@ class Runtime:
     started_at: float | None = None  # wall clock, for the backoff
     restarts: int = 0
     result: str | None = None
-    exit_code: int | None = None
+    exit_code: int | None = None  # of the main process's last exit: kept across restarts
     exit_signal: int | None = None
     restart_at: float | None = None
-    quick_failures: int = 0  # consecutive exits soon after start: the backoff exponent
+    # Consecutive exits soon after start: the backoff exponent, and the crash-loop count.
+    quick_failures: int = 0
     exit_reported: bool = True
     invocation: str | None = None  # saved before each spawn, cleared once its process is gone
 
@@ -148,6 +154,7 @@ def definition_of(unit: UnitSpec) -> Definition:
         log_file=str(log_file),
         cpu_limit=unit.cpu_limit,
         memory_limit_bytes=unit.memory_limit_bytes,
+        stable_after_s=float(unit.stable_after_s),
         revision=unit.stamp.revision if unit.stamp else None,
         restart_generation=unit.stamp.restart_generation if unit.stamp else None,
         pending_restart=unit.stamp.pending_restart if unit.stamp else False,
@@ -160,7 +167,7 @@ def definition_text(definition: Definition) -> str:
 
 
 def exit_result(exit_code: int | None, exit_signal: int | None) -> str:
-    """systemd's Result= for an exit: success, exit-code, signal, or unknown."""
+    """systemd's Result= for an exit: success, exit-code, signal, or unknown (adopted, lost)."""
     if exit_signal is not None:
         return "success" if exit_signal in CLEAN_SIGNALS else "signal"
     if exit_code is None:
@@ -187,16 +194,16 @@ class ProcessDriver:
         state_dir: Path,
         *,
         max_backoff_s: float = 60.0,
-        stable_after_s: float = 30.0,
         proc_dir: Path = procfs.PROC,
     ) -> None:
         self.state_dir = state_dir
         self.max_backoff_s = max_backoff_s
-        self.stable_after_s = stable_after_s  # a process up this long resets the backoff
         self.proc_dir = proc_dir
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._problems: list[DriverProblem] = []
+        # Stops a killed agent left half done, finished in the background: one task per unit.
+        self._finishing: dict[str, asyncio.Task[None]] = {}
 
     # ---- state files ------------------------------------------------------------------------
 
@@ -274,7 +281,9 @@ class ProcessDriver:
         rt.invocation = uuid.uuid4().hex
         self._save(record)  # from here on, a restarted agent finds the process by its invocation
         rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
-        rt.result = rt.exit_code = rt.exit_signal = None
+        # Like systemd's Result=, reset for the new run; the last exit code and signal stay (for
+        # "exited ... and was restarted"), unlike systemd's ExecMainStatus.
+        rt.result = None
         with log.open("ab") as out:
             try:
                 child = subprocess.Popen(
@@ -290,6 +299,7 @@ class ProcessDriver:
             except OSError as exc:
                 # What systemd reports as 200/CHDIR or 203/EXEC: the unit fails like an exit.
                 out.write(f"nodeplane: cannot start {d.argv[0]}: {exc}\n".encode())
+                out.flush()  # before the exit line _note_exit appends
                 chdir = exc.filename == d.working_dir
                 self._note_exit(record, EXIT_CHDIR if chdir else EXIT_EXEC, None)
                 return
@@ -300,17 +310,35 @@ class ProcessDriver:
         rt.boot_id = procfs.boot_id(self.proc_dir)
         rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
 
+    @staticmethod
+    def _log_exit(d: Definition, result: str, code: int | None, sig: int | None) -> None:
+        """Append the exit line to the unit's log, as systemd's ExecStopPost= does."""
+        # A full disk or a removed log directory must not stop supervision.
+        with contextlib.suppress(OSError), open(d.log_file, "a") as out:
+            out.write(exit_line(result, code, sig) + "\n")
+
     def _note_exit(self, record: Record, code: int | None, sig: int | None) -> UnitExit:
-        """Record an exit the unit did not ask for; schedule a restart if its policy says so."""
+        """Record an exit the unit did not ask for; schedule a restart if its policy says so.
+
+        The CRASH_LOOP_BURST-th quick exit in a row (each within the unit's stable window of its
+        start) gives up instead: `failed`, as systemd's start limit leaves it. Its result stays
+        what the exit was (systemd keeps it too), `start-limit-hit` only for a clean exit.
+        """
         d, rt = record.definition, record.runtime
         now = time.time()
         result = exit_result(code, sig)
-        quick = rt.started_at is None or now - rt.started_at < self.stable_after_s
+        quick = rt.started_at is None or now - rt.started_at < d.stable_after_s
         rt.quick_failures = rt.quick_failures + 1 if quick else 0
         rt.pid = rt.start_time = rt.invocation = None
-        rt.result, rt.exit_code, rt.exit_signal = result, code, sig
+        rt.exit_code, rt.exit_signal = code, sig
         rt.exit_reported = False
+        self._log_exit(d, result, code, sig)
         restart = rt.wanted and should_restart(d.restart_policy, result)
+        if restart and rt.quick_failures >= CRASH_LOOP_BURST:
+            restart = False
+            if result == "success":
+                result = "start-limit-hit"
+        rt.result = result
         if restart:
             backoff = d.restart_delay_s * 2 ** min(max(rt.quick_failures - 1, 0), 10)
             rt.restart_at = now + min(backoff, self.max_backoff_s)
@@ -334,6 +362,7 @@ class ProcessDriver:
             # Gone while being stopped (a stop a killed agent began): a stop, not a crash.
             rt.pid = rt.start_time = rt.invocation = None
             rt.result, rt.exit_code, rt.exit_signal = "success", code, sig
+            self._log_exit(record.definition, "success", code, sig)
             rt.state, rt.sub_state = ActiveState.INACTIVE.value, "dead"
             return True
         self._note_exit(record, code, sig)
@@ -427,6 +456,7 @@ class ProcessDriver:
             result = exit_result(code, sig) if (code, sig) != (None, None) else "success"
         rt.pid = rt.start_time = rt.invocation = None
         rt.result, rt.exit_code, rt.exit_signal = result, code, sig
+        self._log_exit(d, result, code, sig)
         failed = result != "success"
         rt.state = (ActiveState.FAILED if failed else ActiveState.INACTIVE).value
         rt.sub_state = "failed" if failed else "dead"
@@ -541,6 +571,8 @@ class ProcessDriver:
             result=rt.result,
             definition=definition_text(record.definition),
             stamp=record.definition.stamp,
+            exit_code=rt.exit_code,
+            exit_signal=rt.exit_signal,
         )
 
     async def list_units(self) -> list[str]:
@@ -559,8 +591,11 @@ class ProcessDriver:
         """Notice exits, finish stops a killed agent left half done, and restart units whose
         policy says so once their backoff has passed.
 
-        One unit's trouble (a state file that cannot be written, a log directory gone read-only)
-        is logged and kept for `drain_problems`; every other unit is still supervised.
+        Returns promptly: a half-done stop is finished by a background task of its unit (it may
+        wait out the unit's stop timeout, ten minutes for litecoind), never here, so one slow
+        stop never holds up another unit's crash restart. One unit's trouble (a state file that
+        cannot be written, a log directory gone read-only) is logged and kept for
+        `drain_problems`; every other unit is still supervised.
         """
         exits: list[UnitExit] = []
         for name in await self.list_units():
@@ -573,9 +608,41 @@ class ProcessDriver:
                 )
         return exits
 
+    def _finish_stop_in_background(self, name: str) -> None:
+        """Start the task that finishes the unit's half-done stop, unless one runs already."""
+        if name in self._finishing:
+            return
+        log.info("supervisor.finishing_stop", unit=name)
+        self._finishing[name] = asyncio.create_task(
+            self._finish_stop(name), name=f"finish-stop:{name}"
+        )
+
+    async def _finish_stop(self, name: str) -> None:
+        """Finish a stop a killed agent began (the lock is the unit's until it is done)."""
+        try:
+            async with self._lock(name):
+                record = self._load(name)
+                if record is None:
+                    return
+                changed = self._refresh(record)
+                rt = record.runtime
+                # A start or stop that took the lock first may have finished it already.
+                if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
+                    await self._terminate(record)
+                    changed = True
+                if changed:
+                    self._save(record)
+        except Exception as exc:
+            log.error("supervisor.finish_stop_failed", unit=name, error=str(exc))
+            self._problems.append(
+                DriverProblem(unit=name, message=f"{name}: finishing its stop failed: {exc}")
+            )
+        finally:
+            self._finishing.pop(name, None)
+
     async def _supervise_unit(self, name: str, exits: list[UnitExit]) -> None:
         lock = self._lock(name)
-        if lock.locked():
+        if lock.locked() or name in self._finishing:
             return  # being stopped or started right now; look again next tick
         async with lock:
             record = self._load(name)
@@ -586,8 +653,10 @@ class ProcessDriver:
             if rt.pid is not None and rt.state == ActiveState.DEACTIVATING.value:
                 # Nobody here is stopping it (the lock was free): an agent killed mid-stop
                 # left it. Finish the stop, as systemd finishes a stop job on its own.
-                await self._terminate(record)
-                changed = True
+                self._finish_stop_in_background(name)
+                if changed:
+                    self._save(record)
+                return
             if not rt.exit_reported:
                 rt.exit_reported, changed = True, True
                 exits.append(

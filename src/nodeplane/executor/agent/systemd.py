@@ -30,8 +30,12 @@ SHOW_PROPERTIES = (
     "CPUUsageNSec",
     "MemoryCurrent",
     "Result",
+    "ExecMainCode",
+    "ExecMainStatus",
     "NeedDaemonReload",
 )
+# ExecMainCode= is a waitid() si_code: the main process exited, was killed, or dumped core.
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
 # systemctl's exit status for "no such unit" (LSB "program is not installed").
 EXIT_NO_SUCH_UNIT = 5
 _UNSET = ("", "[not set]", str(2**64 - 1))  # how `systemctl show` prints a missing number
@@ -65,6 +69,22 @@ def _active_state(value: str) -> ActiveState:
         return ActiveState(value)
     except ValueError:
         return _ACTIVE_STATES.get(value, ActiveState.INACTIVE)
+
+
+def main_exit(props: dict[str, str]) -> tuple[int | None, int | None]:
+    """(exit code, signal) of the main process's last exit from ExecMainCode/ExecMainStatus.
+
+    systemd resets both when the unit starts again: after an automatic restart the exit line
+    in the unit's log is what is left (exits.py).
+    """
+    code, status = _number(props.get("ExecMainCode")), _number(props.get("ExecMainStatus"))
+    if status is None:
+        return None, None
+    if code == CLD_EXITED:
+        return status, None
+    if code in (CLD_KILLED, CLD_DUMPED):
+        return None, status
+    return None, None
 
 
 def parse_show(text: str) -> dict[str, str]:
@@ -174,11 +194,20 @@ class SystemdDriver:
         await self._daemon_reload()
         return True
 
+    async def _reset_start_limit(self, name: str) -> None:
+        """Forget the unit's failed state and start-limit count: an explicit start is a new ask.
+
+        Without it, a unit given up for crash-looping refuses every start (start-limit-hit)
+        until its StartLimitIntervalSec= has passed.
+        """
+        await self.systemctl("reset-failed", "--", name, ok=(0, 1, EXIT_NO_SUCH_UNIT))
+
     async def start(self, name: str) -> None:
         """`systemctl start`: a no-op for a running unit."""
         check_unit_name(name)
         if self._read(name) is None:
             raise UnitNotFound(f"{name} is not installed")
+        await self._reset_start_limit(name)
         await self.systemctl("start", "--", name)
 
     async def stop(self, name: str) -> None:
@@ -191,6 +220,7 @@ class SystemdDriver:
         check_unit_name(name)
         if self._read(name) is None:
             raise UnitNotFound(f"{name} is not installed")
+        await self._reset_start_limit(name)
         await self.systemctl("restart", "--", name)
 
     async def remove(self, name: str) -> None:
@@ -215,6 +245,7 @@ class SystemdDriver:
             # cgroup v1 hosts often leave CPUUsageNSec unset: fall back to the main process.
             stat = procfs.read_stat(main_pid, self.proc_dir)
             cpu_seconds = stat.cpu_seconds if stat is not None else None
+        exit_code, exit_signal = main_exit(props)
         stamp = parse_stamp(definition) if definition is not None else None
         if props.get("NeedDaemonReload") == "yes" and definition is not None:
             # The file was written but systemd has not read it (an agent killed before the
@@ -230,6 +261,8 @@ class SystemdDriver:
             memory_bytes=_number(props.get("MemoryCurrent")),
             result=props.get("Result") or None,
             definition=definition,
+            exit_code=exit_code,
+            exit_signal=exit_signal,
             stamp=stamp,
         )
 

@@ -5,6 +5,10 @@ Everything that comes from a spec is quoted so systemd reads back exactly the wo
 `%` is doubled everywhere (systemd expands specifiers before it parses a line); `$` is doubled in
 `ExecStart=` only (systemd expands variables there, never in `Environment=`). Control characters
 and line breaks are refused outright: no value can start a new line or a new setting.
+
+Crash loops end in `failed` (StartLimitBurst=/StartLimitIntervalSec=, the rule in driver.py), and
+every end of the main process appends an exit line to the unit's log (`ExecStopPost=`, exits.py):
+systemd forgets the exit status once the unit restarts, the agent reads it there.
 """
 
 import math
@@ -14,7 +18,14 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
-from nodeplane.executor.agent.driver import DriverError, Stamp, UnitSpec, check_unit_name
+from nodeplane.executor.agent.driver import (
+    CRASH_LOOP_BURST,
+    DriverError,
+    Stamp,
+    UnitSpec,
+    check_unit_name,
+)
+from nodeplane.executor.agent.exits import EXIT_LINE_TEMPLATE
 from nodeplane.protocol import RestartPolicy
 
 # systemd ignores keys starting with X- in any section: the agent's stamp lives there.
@@ -28,6 +39,13 @@ _IDENTIFIER = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 # Paths in unquoted settings (WorkingDirectory=, StandardOutput=append:) under these directories
 # would be hidden from the service by PrivateTmp=yes.
 _TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
+# The exit line, filled in by systemd from what it gives ExecStopPost= (systemd.exec(5)); `-`:
+# a failing echo never fails the unit. A fixed text: `$` is left for systemd to expand here.
+EXIT_LINE_COMMAND = 'ExecStopPost=-/bin/echo "{}"'.format(
+    EXIT_LINE_TEMPLATE.format(
+        result="${SERVICE_RESULT}", kind="${EXIT_CODE}", status="${EXIT_STATUS}"
+    )
+)
 
 
 class UnitRenderError(DriverError, ValueError):
@@ -164,6 +182,7 @@ def render_unit(unit: UnitSpec) -> str:
         f"RestartSec={_seconds(unit.restart_delay_s)}",
         f"KillSignal={signal_name(plan.stop_signal)}",
         f"TimeoutStopSec={_seconds(plan.stop_timeout_s)}",
+        EXIT_LINE_COMMAND,
         # Accounting feeds status(): CPU and memory per unit.
         "CPUAccounting=yes",
         "MemoryAccounting=yes",
@@ -181,6 +200,9 @@ def render_unit(unit: UnitSpec) -> str:
         log = _path_value("log file", unit.log_file)
         service += [f"StandardOutput=append:{log}", f"StandardError=append:{log}"]
 
+    # Room for CRASH_LOOP_BURST quick runs, each up to the stable window plus the restart delay:
+    # a longer run between them is not a crash loop.
+    start_limit = CRASH_LOOP_BURST * (unit.restart_delay_s + unit.stable_after_s)
     stamp: list[str] = []
     if unit.stamp is not None:
         stamp = [
@@ -193,6 +215,8 @@ def render_unit(unit: UnitSpec) -> str:
         "# Written by the nodeplane agent; changes here are overwritten.",
         "[Unit]",
         f"Description={description}",
+        f"StartLimitIntervalSec={_seconds(start_limit)}",
+        f"StartLimitBurst={CRASH_LOOP_BURST}",
         *stamp,
         "",
         "[Service]",
