@@ -50,12 +50,15 @@ class KillPoint:
 
     event: str
     delay: float = 0.0
+    # For `node.action`: which of the applier's actions (file writes and installs come first).
+    actions: tuple[str, ...] = ()
 
 
+UNIT_ACTIONS = ("start", "stop", "restart")
 KILL_POINTS = [
     KillPoint("spec.received"),  # the revision is on disk, nothing applied yet
-    KillPoint("unit.action"),  # systemctl restart / the supervisor's stop under way
-    KillPoint("unit.action", delay=0.1),  # litecoind stopping or starting again
+    KillPoint("node.action", actions=UNIT_ACTIONS),  # systemctl restart / the supervisor's stop
+    KillPoint("node.action", delay=0.1, actions=UNIT_ACTIONS),  # litecoind stopping or starting
 ]
 
 
@@ -69,6 +72,7 @@ def _kill_when(
             record.get("event") == point.event
             and record.get("node") == node_name
             and record.get("revision", revision) == revision
+            and (not point.actions or record.get("action") in point.actions)
         )
 
     record = watcher.wait(matches, timeout=30)
@@ -147,7 +151,7 @@ def test_sigkilled_agent_converges_without_duplicates(e2e_org: Org, agent: Agent
     # A STOP interrupted by the kill: the node ends stopped and stays stopped.
     watcher = LogWatcher(agent)
     revision = lifecycle(e2e_org, mover, "STOP")
-    _kill_when(agent, watcher, KillPoint("unit.action"), "mover", revision)
+    _kill_when(agent, watcher, KillPoint("node.action", actions=UNIT_ACTIONS), "mover", revision)
     agent.start()
     wait_phase(e2e_org, mover, "STOPPED", revision=revision)
     stopped_starts = start_count(agent, "mover")
