@@ -78,8 +78,9 @@ async def test_lost_ports_that_no_file_names_are_allocated_afresh(host: Litecoin
     host.restart_agent()
     await host.backend.apply(a)
     ports = host.ports("ltc-a")
-    assert set(ports) == {"node.rpc", "node.p2p"}
+    assert set(ports) == {"node.rpc", "node.p2p", "node.onion"}
     assert ports["node.rpc"] == before["node.rpc"], "the RPC port was recovered"
+    assert ports["node.onion"] == before["node.onion"], "the Tor listener's port was recovered"
     assert f"port={ports['node.p2p']}" in host.conf("ltc-a")
 
 

@@ -111,6 +111,7 @@ def test_up_demo_runs_a_live_node_and_reuses_its_data(tmp_path: Path) -> None:
                 other.wait()
         said = (tmp_path / "up-3.log").read_text()
         assert str(data_dir / "agent") in said and f"pid {proc.pid}" in said, said
-        assert demo_node(client)["phase"] == "RUNNING"  # type: ignore[index]
+        node = demo_node(client)
+        assert node is not None and node["phase"] == "RUNNING", node
     finally:
         stop_up(proc, data_dir)

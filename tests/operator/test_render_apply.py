@@ -17,6 +17,7 @@ from nodeplane.chains.base import ChainAdapter
 from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
+from nodeplane.executor.operator.drift import needs_apply, stamped
 from nodeplane.executor.operator.render import (
     RESTART_ANNOTATION,
     Owner,
@@ -51,15 +52,27 @@ def litecoin_node(name: str, **changes: Any) -> NodeResource:
 def apply_node(
     kube: Client, node: NodeResource, adapter: ChainAdapter, namespace: str
 ) -> RenderedNode:
-    """Apply the BlockchainNode, then its rendered children, as the operator will."""
+    """Apply the BlockchainNode, then its rendered children, as the operator's controller does:
+    stamped with their hash and applied only when the live object differs (on 1.20 even an
+    unchanged server-side apply bumps the object once a second has passed)."""
     bn = kube.apply(
         BlockchainNode.from_dict(blockchain_node_body(node, namespace)),
         field_manager=FIELD_MANAGER,
         force=True,
     )
     rendered = render_node(node, adapter, Owner(bn.metadata.name, bn.metadata.uid), namespace)
-    for body in rendered.objects():
-        kube.apply(from_dict(body), field_manager=FIELD_MANAGER, force=True)
+    for rendered_body in rendered.objects():
+        body = stamped(rendered_body)
+        try:
+            live = kube.get(
+                KINDS[body["kind"]], body["metadata"]["name"], namespace=namespace
+            ).to_dict()
+        except ApiError as exc:
+            if exc.status.code != 404:
+                raise
+            live = None
+        if needs_apply(live, body):
+            kube.apply(from_dict(body), field_manager=FIELD_MANAGER, force=True)
     return rendered
 
 

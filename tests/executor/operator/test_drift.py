@@ -5,6 +5,7 @@ import uuid
 from typing import Any
 
 from nodeplane.chains.bitcoin_family import LITECOIN
+from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.drift import APPLIED_HASH_ANNOTATION, covers, needs_apply, stamped
 from nodeplane.executor.operator.render import Owner, render_node
 from nodeplane.executor.operator.resource import NodeResource
@@ -84,3 +85,31 @@ def test_named_lists_match_by_name_and_order() -> None:
     assert not covers([{"name": "a", "x": 2}, {"name": "b"}], want)
     assert covers(["-a", "-b"], ["-a", "-b"]) and not covers(["-a"], ["-a", "-b"])
     assert covers({"n": 1.0}, {"n": 1}) and not covers({"n": True}, {"n": 1})
+
+
+def test_an_empty_config_map_the_server_gave_back_without_data_is_not_applied_again() -> None:
+    """An Ethereum node has no config files: its ConfigMap renders `data: {}`, which the API
+    server drops; every resync re-applied it (and bumped it) before."""
+    ethereum = NodeResource(
+        uuid.uuid4(),
+        "eth-1",
+        1,
+        NodeSpec.model_validate(
+            {
+                "chain": "ethereum",
+                "network": "sepolia",
+                "clients": {
+                    "execution": {"name": "geth", "version": "1.14.12"},
+                    "consensus": {"name": "lighthouse", "version": "5.3.0"},
+                },
+            }
+        ),
+    )
+    body = stamped(render_node(ethereum, ETHEREUM, Owner("eth-1", "uid-1"), "ns").config_map)
+    assert body["data"] == {}
+    live = copy.deepcopy(body)
+    del live["data"]
+    live["metadata"].update(uid="u", resourceVersion="7")
+    assert not needs_apply(live, body)
+    # A map the rendering fills is still missed when the live object lacks it.
+    assert not covers({"metadata": {}}, {"metadata": {}, "data": {"a": "1"}})

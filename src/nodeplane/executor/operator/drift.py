@@ -64,10 +64,12 @@ def _named(items: list[Any]) -> dict[str, Any] | None:
 
 def covers(live: Any, want: Any) -> bool:
     """Whether `live` holds everything of `want` (dicts: a subset; named lists: by name; other
-    lists: element by element, same length)."""
+    lists: element by element, same length). An empty map or list that `live` lacks is held:
+    the API server drops them (a ConfigMap with no files comes back without `data`)."""
     if isinstance(want, dict):
         return isinstance(live, dict) and all(
-            key in live and covers(live[key], value) for key, value in want.items()
+            covers(live[key], value) if key in live else value in ({}, [])
+            for key, value in want.items()
         )
     if isinstance(want, list):
         if not isinstance(live, list):
