@@ -8,7 +8,7 @@ process driver, real litecoind regtest nodes, actions through the GraphQL API wi
 
 Reproducible from its seed: each run prints `NODEPLANE_FAULT_SEED=<seed>` and every failure
 carries it; setting it replays the same sequence of decisions (timing on a busy host may still
-differ). `NODEPLANE_FAULT_SECONDS` sets how long faults are injected (default 120 s). The run's
+differ). `NODEPLANE_FAULT_SECONDS` sets how long faults are injected (default 60 s). The run's
 timeline (every action, fault and violation, with times) is written to
 `test-artifacts/fault-test-<backend>-<seed>.log`.
 
@@ -64,7 +64,7 @@ from tests.support.server import (
 
 SECONDS_ENV = "NODEPLANE_FAULT_SECONDS"
 SEED_ENV = "NODEPLANE_FAULT_SEED"
-FAULT_SECONDS = float(os.environ.get(SECONDS_ENV, "120"))
+FAULT_SECONDS = float(os.environ.get(SECONDS_ENV, "60"))
 NODE_COUNT = 5
 # A client killed again and again backs off up to 60 s before its next restart (the process
 # driver's max backoff), and the agent may come back just before the quiet period.

@@ -84,6 +84,7 @@ def test_up_demo_runs_a_live_node_and_reuses_its_data(tmp_path: Path) -> None:
             what="blocks mined",
         )
         node_id = running["id"]
+        first_pid = running["observed"]["processes"][0]["pid"]
     finally:
         stop_up(proc, data_dir)
 
@@ -93,8 +94,15 @@ def test_up_demo_runs_a_live_node_and_reuses_its_data(tmp_path: Path) -> None:
         assert proc.stdout is not None
         proc.stdout.readline()
         assert "password:" not in (tmp_path / "up-2.log").read_text()
+        # Ctrl-C stopped the node (the process driver's children are `up`'s), so running again
+        # is a new litecoind: the last report of the first `up` still says the old one ran.
         again = wait_for(
-            lambda: (n := demo_node(client)) is not None and n["phase"] == "RUNNING" and n,
+            lambda: (
+                (n := demo_node(client)) is not None
+                and n["phase"] == "RUNNING"
+                and n["observed"]["processes"][0]["pid"] != first_pid
+                and n
+            ),
             timeout=60,
             what="demo node running again",
         )

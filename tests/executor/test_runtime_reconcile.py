@@ -240,3 +240,21 @@ async def test_an_unreadable_state_file_is_reported_once_and_the_specs_fetched_a
         await eventually(lambda: ("n", 7) in h.backend.applied)
         await asyncio.sleep(2 * FAST.heartbeat)
         assert len(h.plane.events) == 1
+
+
+async def test_a_node_is_reported_only_once_this_process_has_reconciled_it(
+    tmp_path: Path,
+) -> None:
+    """What an agent that just started sees of a node (its unit stopped by `up`'s Ctrl-C, say)
+    is about to change: reporting it before the first reconcile flashed the node through
+    `error`. Until then the control plane keeps the last observation."""
+    backend = ScriptedBackend(gates={"slow": asyncio.Event()})
+    slow, quick = assigned("slow"), assigned("quick")
+    async with running(tmp_path, backend) as h:
+        h.push(slow, quick)
+        await eventually(lambda: h.plane.observed(quick.node_id))
+        await asyncio.sleep(5 * FAST.report + 5 * FAST.heartbeat)
+        assert h.plane.observed(slow.node_id) is None, "reported before it was reconciled"
+        backend.gates["slow"].set()
+        observed = await eventually(lambda: h.plane.observed(slow.node_id))
+        assert observed.revision == 1

@@ -133,6 +133,10 @@ class ExecutorRuntime:
         self._observations: dict[UUID, ObservedNodeState] = {}
         # Why observing a node failed (kept apart from apply errors, which a good apply clears).
         self._observe_errors: dict[UUID, str] = {}
+        # Nodes this process has reconciled at least once. Until then a node is not reported:
+        # what an agent that just started sees (a unit stopped by `up`'s Ctrl-C, say) is about
+        # to change, and reporting it would flash the node through `error` in the feed.
+        self._reconciled: set[UUID] = set()
         self._teardown_errors: dict[UUID, str] = {}
         self._pending_events: list[RuntimeEvent] = []
         # Belt and braces beside the queue's guarantee: a node is never reconciled twice at once,
@@ -380,6 +384,7 @@ class ExecutorRuntime:
                 ok = await self._teardown(node_id, held)
             else:
                 ok = await self._apply(held)
+                self._reconciled.add(node_id)
         if node_id not in self.state.nodes:
             self._node_locks.pop(node_id, None)
         if ok:
@@ -457,6 +462,7 @@ class ExecutorRuntime:
             return False
         self.state.nodes.pop(node_id, None)
         self._observations.pop(node_id, None)
+        self._reconciled.discard(node_id)
         self._observe_errors.pop(node_id, None)
         self._changed()
         return True
@@ -541,6 +547,8 @@ class ExecutorRuntime:
             if error is None:
                 return None
             return self._state_of(held, [], f"cannot tear down: {error}")
+        if node_id not in self._reconciled:
+            return None  # the control plane keeps the last observation until then
         try:
             async with asyncio.timeout(self.intervals.observe_timeout):
                 processes = await self.backend.observe(held.assigned)
