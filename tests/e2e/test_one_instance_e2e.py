@@ -35,11 +35,8 @@ from tests.e2e.litecoin_nodes import (
     single_pid,
     wait_phase,
 )
-from tests.e2e.test_resilience_e2e import Plane, running_agent
+from tests.e2e.test_resilience_e2e import Plane, own_plane, running_agent
 from tests.support.agent import AgentProcess
-from tests.support.fleet import make_org
-from tests.support.gql import Client
-from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD, ServerProcess
 
 HEARTBEAT_TIMEOUT = 3.0
 SWEEP_INTERVAL = 0.5  # ServerProcess's NODEPLANE_SWEEP_INTERVAL
@@ -50,21 +47,8 @@ WATCH_SECONDS = 6.0
 @pytest.fixture
 def short_plane(tmp_path: Path) -> Iterator[Plane]:
     """A control plane on SQLite with a 3 s heartbeat timeout, that this test stops and starts."""
-    workdir = tmp_path / "plane"
-    server = ServerProcess(
-        database_url=f"sqlite:///{workdir / 'nodeplane.db'}",
-        workdir=workdir,
-        heartbeat_timeout=HEARTBEAT_TIMEOUT,
-    )
-    server.start()
-    try:
-        token = Client(server.url)(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
-            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
-        )["login"]["token"]
-        yield Plane(server, make_org(server.url, Client(server.url, token)))
-    finally:
-        server.stop()
+    with own_plane(tmp_path / "plane", heartbeat_timeout=HEARTBEAT_TIMEOUT) as plane:
+        yield plane
 
 
 @contextlib.contextmanager

@@ -204,12 +204,14 @@ class Plane:
         self.server.start()
 
 
-@pytest.fixture
-def plane(tmp_path: Path) -> Iterator[Plane]:
-    """A control plane on SQLite, heartbeat timeout 4 s, that this test alone stops and starts."""
-    workdir = tmp_path / "plane"
+@contextlib.contextmanager
+def own_plane(workdir: Path, heartbeat_timeout: float) -> Iterator[Plane]:
+    """A control plane on SQLite in `workdir`, with an organization, that one test alone stops
+    and starts."""
     server = ServerProcess(
-        database_url=f"sqlite:///{workdir / 'nodeplane.db'}", workdir=workdir, heartbeat_timeout=4
+        database_url=f"sqlite:///{workdir / 'nodeplane.db'}",
+        workdir=workdir,
+        heartbeat_timeout=heartbeat_timeout,
     )
     server.start()
     try:
@@ -220,6 +222,13 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         yield Plane(server, make_org(server.url, Client(server.url, token)))
     finally:
         server.stop()
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[Plane]:
+    """A control plane on SQLite, heartbeat timeout 4 s, that this test alone stops and starts."""
+    with own_plane(tmp_path / "plane", heartbeat_timeout=4) as plane:
+        yield plane
 
 
 @contextlib.contextmanager

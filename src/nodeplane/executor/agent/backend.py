@@ -14,7 +14,7 @@ import secrets
 import shutil
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -414,6 +414,19 @@ class AgentBackend:
         finally:
             self._driver_problems()
 
+    @contextlib.contextmanager
+    def _node_errors(self) -> Iterator[None]:
+        """Driver and OS failures of one node's apply or teardown as that node's ApplyError (a
+        full or read-only disk, say: never the agent's end); then the driver's own events."""
+        try:
+            yield
+        except DriverError as exc:
+            raise ApplyError(str(exc)) from None
+        except OSError as exc:
+            raise ApplyError(os_error_text(exc)) from None
+        finally:
+            self._driver_problems()
+
     def _driver_problems(self) -> None:
         """Events for what the driver handled on its own (a state file moved aside, ...)."""
         for problem in self.driver.drain_problems():
@@ -438,15 +451,8 @@ class AgentBackend:
     async def apply(self, node: AssignedNodeSpec) -> None:
         """Converge the node: files, init steps, units, then start/stop/restart as planned."""
         self._node_ids[node.name] = node.node_id
-        try:
+        with self._node_errors():
             await self._apply(node)
-        except DriverError as exc:
-            raise ApplyError(str(exc)) from None
-        except OSError as exc:
-            # A full or read-only disk, say: this node's error, never the agent's end.
-            raise ApplyError(os_error_text(exc)) from None
-        finally:
-            self._driver_problems()
 
     async def _apply(self, node: AssignedNodeSpec) -> None:
         assert node.spec is not None
@@ -807,14 +813,8 @@ class AgentBackend:
 
     async def teardown(self, node: AssignedNodeSpec) -> None:
         """Stop and remove the node's units; remove its directory unless data is retained."""
-        try:
+        with self._node_errors():
             await self._teardown(node)
-        except DriverError as exc:
-            raise ApplyError(str(exc)) from None
-        except OSError as exc:
-            raise ApplyError(os_error_text(exc)) from None
-        finally:
-            self._driver_problems()
 
     async def _teardown(self, node: AssignedNodeSpec) -> None:
         self._rendered.pop(node.name, None)

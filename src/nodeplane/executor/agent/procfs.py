@@ -83,20 +83,9 @@ def session_members(session: int, proc: Path = PROC) -> list[ProcStat]:
 
 def find_session_leader(env_entry: str, proc: Path = PROC) -> ProcStat | None:
     """The live session leader whose environment holds `env_entry` (`NAME=value`), if any."""
-    wanted = env_entry.encode()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        stat = read_stat(int(entry.name), proc)
-        if stat is None or stat.session != stat.pid or not stat.alive:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted in environ:
-            return stat
-    return None
+    name, _, value = env_entry.partition("=")
+    leaders = session_leaders_with_env(name, proc)
+    return next((leader.stat for leader in leaders if leader.env_value == value), None)
 
 
 def boot_id(proc: Path = PROC) -> str:
