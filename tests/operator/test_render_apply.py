@@ -155,6 +155,18 @@ def test_reapplying_the_same_render_changes_nothing(kube: Client, namespace: str
     # The operator restarted re-renders and re-applies everything: no object may change.
     apply_node(kube, node, ETHEREUM, namespace)
     assert versions(kube, rendered, namespace) == before
+    # P2P discovery over UDP beside TCP, and lighthouse's QUIC over UDP alone, as the API server
+    # keeps them (a NodePort Service may mix protocols on 1.20; a LoadBalancer may not before
+    # 1.24, see docs/operator.md).
+    public = kube.get(Service, f"{child_name(node.name)}-public", namespace=namespace)
+    assert {(p.port, p.protocol) for p in public.spec.ports} == {
+        (30303, "TCP"),
+        (30303, "UDP"),
+        (9000, "TCP"),
+        (9000, "UDP"),
+        (9001, "UDP"),
+    }
+    assert all(p.nodePort for p in public.spec.ports)
 
 
 def test_stop_scales_to_zero_and_keeps_the_claim(kube: Client, namespace: str) -> None:

@@ -275,7 +275,11 @@ def test_long_node_name_renders_valid_object_names() -> None:
 
 @pytest.mark.parametrize(
     ("role", "name", "expected"),
-    [("node", "p2p", "node-p2p"), ("execution", "metrics", "executi-metrics")],
+    [
+        ("node", "p2p", "node-p2p"),
+        ("execution", "metrics", "executi-metrics"),
+        ("execution", "p2p_alt", "executi-p2p-alt"),  # `_` is not allowed in a port name
+    ],
 )
 def test_port_names_fit(role: str, name: str, expected: str) -> None:
     assert port_name(role, name) == expected
@@ -290,3 +294,63 @@ def test_a_client_without_an_image_is_a_render_error() -> None:
 def test_the_adapter_refuses_what_it_cannot_run() -> None:
     with pytest.raises(UnsupportedNodeSpec):
         render_node(node(litecoin(network="testnet-x")), LITECOIN, OWNER, "ns")
+
+
+EXECUTION_CLIENTS = ("geth", "reth", "erigon", "nethermind")
+CONSENSUS_CLIENTS = ("lighthouse", "prysm", "lodestar")
+
+
+@pytest.mark.parametrize("execution", EXECUTION_CLIENTS)
+@pytest.mark.parametrize("consensus", CONSENSUS_CLIENTS)
+def test_every_ethereum_pair_renders_unique_port_names_with_udp(
+    execution: str, consensus: str
+) -> None:
+    spec = {
+        **ETHEREUM_SPEC,
+        "clients": {
+            "execution": {"name": execution, "version": "1.0.0"},
+            "consensus": {"name": consensus, "version": "1.0.0"},
+        },
+    }
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    ports = [p for c in pod_spec(r)["containers"] for p in c["ports"]]
+    names = [p["name"] for p in ports]
+    assert len(set(names)) == len(names) and all(len(n) <= 15 for n in names)
+    numbers = [(p["containerPort"], p["protocol"]) for p in ports]
+    assert len(set(numbers)) == len(numbers)
+    # Both P2P listeners discover peers over UDP on their own number.
+    for p2p in (30303, 9000):
+        assert {
+            (p["containerPort"], p["protocol"]) for p in ports if p["containerPort"] == p2p
+        } == {
+            (p2p, "TCP"),
+            (p2p, "UDP"),
+        }
+    # The headless Service names every container port, same name, number and protocol.
+    service = {(p["name"], p["port"], p["protocol"]) for p in r.headless_service["spec"]["ports"]}
+    assert service == {(p["name"], p["containerPort"], p["protocol"]) for p in ports}
+
+
+def test_udp_only_ports_and_the_probes_of_a_tcp_and_udp_port() -> None:
+    """Lighthouse's QUIC port is UDP alone; a probe only ever checks a TCP port."""
+    spec = {**ETHEREUM_SPEC, "operator": {"serviceType": "NodePort"}}
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    execution, consensus = pod_spec(r)["containers"]
+    quic = [p for p in consensus["ports"] if p["containerPort"] == 9001]
+    assert quic == [{"name": "consensus-quic", "containerPort": 9001, "protocol": "UDP"}]
+    tcp_names = {
+        p["name"] for c in (execution, consensus) for p in c["ports"] if p["protocol"] == "TCP"
+    }
+    for container in (execution, consensus):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["tcpSocket"]["port"] in tcp_names
+    assert execution["readinessProbe"]["tcpSocket"]["port"] == "execution-p2p"
+    assert r.public_service is not None
+    public = {(p["name"], p["port"], p["protocol"]) for p in r.public_service["spec"]["ports"]}
+    assert public == {
+        ("execution-p2p", 30303, "TCP"),
+        ("executi-p2p-udp", 30303, "UDP"),
+        ("consensus-p2p", 9000, "TCP"),
+        ("consens-p2p-udp", 9000, "UDP"),
+        ("consensus-quic", 9001, "UDP"),
+    }

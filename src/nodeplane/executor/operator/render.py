@@ -35,6 +35,7 @@ from nodeplane.chains.base import (
     NodePlan,
     PortDef,
     ProcessPlan,
+    Protocol,
     RenderContext,
 )
 from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
@@ -151,8 +152,9 @@ def _metadata(name: str, node: NodeResource, namespace: str, owner: Owner) -> di
 
 
 def port_name(role: str, name: str) -> str:
-    """A container port name (an IANA service name: at most 15 characters): `<role>-<name>`,
-    with the role cut short when it does not fit."""
+    """A container port name (an IANA service name: at most 15 characters of `a-z0-9-`):
+    `<role>-<name>`, `_` spelled `-`, with the role cut short when it does not fit."""
+    name = name.replace("_", "-")
     room = 15 - len(name) - 1
     if room < 1:
         raise RenderError(f"port name {name!r} of role {role!r} is too long for Kubernetes")
@@ -164,20 +166,43 @@ def port_name(role: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class _Port:
+    """One protocol of one port: a port that is TCP and UDP is two of these."""
+
     role: str
     name: str
     number: int
     public: bool
+    protocol: Protocol
     k8s_name: str
+
+    def service_port(self) -> dict[str, Any]:
+        """This port in a Service (the same number, to the container port of this name)."""
+        return {
+            "name": self.k8s_name,
+            "port": self.number,
+            "targetPort": self.k8s_name,
+            "protocol": self.protocol.value,
+        }
 
 
 def _ports(defs: tuple[PortDef, ...]) -> list[_Port]:
-    ports = [_Port(d.role, d.name, d.default, d.public, port_name(d.role, d.name)) for d in defs]
-    for attr in ("number", "k8s_name"):
-        values = [getattr(p, attr) for p in ports]
-        clashing = sorted({str(v) for v in values if values.count(v) > 1})
+    """Each protocol of each port, named uniquely: the TCP side (or a UDP-only port) as
+    `port_name` says, the UDP side of a TCP and UDP port with `-udp` after its name."""
+    ports = []
+    for d in defs:
+        for protocol in d.protocols:
+            name = f"{d.name}-udp" if protocol == Protocol.UDP and d.tcp else d.name
+            ports.append(
+                _Port(d.role, d.name, d.default, d.public, protocol, port_name(d.role, name))
+            )
+    for what, key in (
+        ("number", lambda p: f"{p.number}/{p.protocol}"),
+        ("k8s_name", lambda p: p.k8s_name),
+    ):
+        values = [key(p) for p in ports]
+        clashing = sorted({v for v in values if values.count(v) > 1})
         if clashing:
-            raise RenderError(f"ports clash in the pod ({attr}): {', '.join(clashing)}")
+            raise RenderError(f"ports clash in the pod ({what}): {', '.join(clashing)}")
     return ports
 
 
@@ -225,7 +250,7 @@ def _resources(node: NodeResource, adapter: ChainAdapter, containers: int) -> di
 
 
 def _probes(ports: list[_Port]) -> dict[str, Any]:
-    public = next((p for p in ports if p.public), None)
+    public = next((p for p in ports if p.public and p.protocol == Protocol.TCP), None)
     if public is None:
         return {}
 
@@ -266,7 +291,10 @@ def _container(
         "image": image.reference(process.version),
         "command": argv,
         "workingDir": str(process.working_dir),
-        "ports": [{"name": p.k8s_name, "containerPort": p.number, "protocol": "TCP"} for p in own],
+        "ports": [
+            {"name": p.k8s_name, "containerPort": p.number, "protocol": p.protocol.value}
+            for p in own
+        ],
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
@@ -334,7 +362,7 @@ def _plan(node: NodeResource, adapter: ChainAdapter, ports: list[_Port]) -> Node
     ctx = RenderContext(
         node_name=node.name,
         layout=NodeLayout(root=Path(str(NODE_ROOT))),
-        ports={f"{p.role}.{p.name}": p.number for p in ports},
+        ports={f"{p.role}.{p.name}": p.number for p in ports},  # one per port, either protocol
         # The image's PATH finds the client (or ClientImage.command replaces argv[0]).
         binaries={role: Path(client.binary) for role, client in clients.items()},
     )
@@ -443,10 +471,7 @@ def render_node(
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {NODE_LABEL: node.name},
-            "ports": [
-                {"name": p.k8s_name, "port": p.number, "targetPort": p.k8s_name, "protocol": "TCP"}
-                for p in ports
-            ],
+            "ports": [p.service_port() for p in ports],
         },
     }
     public = [p for p in ports if p.public]
@@ -459,15 +484,7 @@ def render_node(
             "spec": {
                 "type": spec.operator.service_type.value,
                 "selector": {NODE_LABEL: node.name},
-                "ports": [
-                    {
-                        "name": p.k8s_name,
-                        "port": p.number,
-                        "targetPort": p.k8s_name,
-                        "protocol": "TCP",
-                    }
-                    for p in public
-                ],
+                "ports": [p.service_port() for p in public],
             },
         }
     return RenderedNode(config_map, stateful_set, headless_service, public_service)
