@@ -52,10 +52,12 @@ def pod_spec(rendered: Any) -> dict[str, Any]:
     return spec
 
 
-def test_litecoin_node_renders_config_map_stateful_set_and_headless_service() -> None:
+def test_litecoin_node_renders_config_map_stateful_set_and_services() -> None:
     r = render_node(node(litecoin()), LITECOIN, OWNER, "nodes")
-    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "StatefulSet"]
-    assert r.public_service is None
+    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    # The default type: a ClusterIP Service of the P2P port beside the headless one.
+    assert r.public_service is not None
+    assert r.public_service["spec"]["type"] == "ClusterIP"
 
     assert r.config_map["metadata"]["name"] == "ltc-1-config"
     conf = r.config_map["data"]["litecoin.conf"]
@@ -126,20 +128,29 @@ def test_every_object_is_labelled_and_owned_by_the_blockchain_node() -> None:
     assert template_labels["nodeplane.dev/node"] == "ltc-1"
 
 
-@pytest.mark.parametrize(
-    ("service_type", "public"),
-    [("ClusterIP", None), ("NodePort", "NodePort"), ("LoadBalancer", "LoadBalancer")],
-)
-def test_public_service_only_when_the_spec_asks(service_type: str, public: str | None) -> None:
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort", "LoadBalancer"])
+def test_the_public_ports_service_has_the_type_the_spec_asks(service_type: str) -> None:
     r = render_node(node(litecoin(operator={"serviceType": service_type})), LITECOIN, OWNER, "ns")
-    if public is None:
-        assert r.public_service is None
-        return
     assert r.public_service is not None
     assert r.public_service["metadata"]["name"] == "ltc-1-public"
-    assert r.public_service["spec"]["type"] == public
+    assert r.public_service["spec"]["type"] == service_type
     # Only the public (P2P) port: RPC is never exposed.
     assert [p["name"] for p in r.public_service["spec"]["ports"]] == ["node-p2p"]
+    # Beside the headless Service of every port, which is always there.
+    assert r.headless_service["spec"]["clusterIP"] == "None"
+    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+
+
+def test_a_node_without_public_ports_has_no_public_service() -> None:
+    devnet = {
+        "chain": "ethereum",
+        "network": "devnet",
+        "clients": {"execution": {"name": "anvil", "version": "1.0.0"}},
+        "operator": {"serviceType": "LoadBalancer"},
+    }
+    r = render_node(node(devnet, "dev"), ETHEREUM, OWNER, "ns")
+    assert r.public_service is None
+    assert [p["name"] for p in r.headless_service["spec"]["ports"]] == ["execution-http"]
 
 
 @pytest.mark.parametrize(("desired", "replicas"), [("running", 1), ("stopped", 0)])

@@ -2,10 +2,11 @@
 
 From a node (NodeSpec, name, revision) and its chain adapter: a ConfigMap with the client config
 files, a StatefulSet of one replica (one container per role, init containers for one-time steps,
-a volume claim template for the data), a headless Service, and a NodePort or LoadBalancer Service
-for the public (P2P) ports when the spec asks. Every object is labelled `nodeplane.dev/node=<name>`
-and owned by the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are
-not owned, so they outlive the node unless deleted on purpose).
+a volume claim template for the data), a headless Service of every port (stable DNS for the pod),
+and a Service of the spec's type (`operator.serviceType`: ClusterIP, the default, NodePort or
+LoadBalancer) for the public (P2P) ports, when the node has any. Every object is labelled
+`nodeplane.dev/node=<name>` and owned by the BlockchainNode, so deleting it cascades (the PVCs made
+from the claim template are not owned, so they outlive the node unless deleted on purpose).
 
 In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
 shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
@@ -41,7 +42,7 @@ from nodeplane.chains.base import (
 from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
 from nodeplane.executor.operator.images import DEFAULT_IMAGES, UTILITY_IMAGE, ClientImage
 from nodeplane.executor.operator.resource import NodeResource
-from nodeplane.protocol.enums import DesiredState, ServiceType
+from nodeplane.protocol.enums import DesiredState
 from nodeplane.protocol.quantities import quantity_value
 
 NODE_ROOT = PurePosixPath("/node")
@@ -117,7 +118,7 @@ def config_map_name(node_name: str) -> str:
 
 
 def public_service_name(node_name: str) -> str:
-    """The name of a node's NodePort or LoadBalancer Service."""
+    """The name of a node's Service of its public ports (ClusterIP, NodePort or LoadBalancer)."""
     return f"{child_name(node_name)}-public"
 
 
@@ -476,7 +477,9 @@ def render_node(
     }
     public = [p for p in ports if p.public]
     public_service = None
-    if spec.operator.service_type != ServiceType.CLUSTER_IP and public:
+    # One Service whatever the type, so a change of type is an in-place update of it (the API
+    # server allocates and drops node ports itself), not a new Service and a deleted one.
+    if public:
         public_service = {
             "apiVersion": "v1",
             "kind": "Service",
