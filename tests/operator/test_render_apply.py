@@ -18,6 +18,7 @@ from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
 from nodeplane.executor.operator.drift import needs_apply, stamped
+from nodeplane.executor.operator.images import NODE_GROUP, NODE_USER
 from nodeplane.executor.operator.render import (
     RESTART_ANNOTATION,
     Owner,
@@ -121,6 +122,15 @@ def test_statefulset_makes_its_pod_and_claim(kube: Client, namespace: str) -> No
     assert container.command[0] == "litecoind"
     assert pod.spec.terminationGracePeriodSeconds == 600
     assert pod.metadata.annotations[RESTART_ANNOTATION] == "0"
+    # The pod's security settings as the API server kept them (a field it dropped, say a gated
+    # one, would also make every resync re-apply the StatefulSet).
+    security = pod.spec.securityContext
+    assert (security.fsGroup, security.fsGroupChangePolicy) == (NODE_GROUP, "OnRootMismatch")
+    assert security.seccompProfile.type == "RuntimeDefault" and security.runAsNonRoot
+    for c in (*pod.spec.initContainers, container):
+        assert c.securityContext.runAsUser == NODE_USER and c.securityContext.runAsNonRoot
+        assert c.securityContext.allowPrivilegeEscalation is False
+        assert c.securityContext.capabilities.drop == ["ALL"]
     pvc = wait_until(
         lambda: next(iter(kube.list(PersistentVolumeClaim, namespace=namespace)), None),
         timeout=30,

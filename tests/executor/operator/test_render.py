@@ -8,7 +8,7 @@ import pytest
 from nodeplane.chains.base import UnsupportedNodeSpec
 from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
-from nodeplane.executor.operator.images import DEFAULT_IMAGES
+from nodeplane.executor.operator.images import DEFAULT_IMAGES, NODE_GROUP, NODE_USER
 from nodeplane.executor.operator.render import (
     CONFIG_HASH_ANNOTATION,
     RESTART_ANNOTATION,
@@ -365,3 +365,50 @@ def test_udp_only_ports_and_the_probes_of_a_tcp_and_udp_port() -> None:
         ("consens-p2p-udp", 9000, "UDP"),
         ("consensus-quic", 9001, "UDP"),
     }
+
+
+LOCKED_DOWN = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_pods_run_non_root_with_the_volume_owned_by_their_group() -> None:
+    pod = pod_spec(render_node(node(ETHEREUM_SPEC, "eth"), ETHEREUM, OWNER, "ns"))
+    assert pod["securityContext"] == {
+        "fsGroup": NODE_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+    }
+    for container in (*pod["initContainers"], *pod["containers"]):
+        assert container["securityContext"] == {
+            **LOCKED_DOWN,
+            "runAsUser": NODE_USER,
+            "runAsGroup": NODE_GROUP,
+            "runAsNonRoot": True,
+        }
+    # The role directories are group-writable, for a client whose user differs from mkdir's.
+    (directories, _) = pod["initContainers"]
+    assert directories["command"][:5] == ["mkdir", "-p", "-m", "2775", "--"]
+
+
+def test_an_image_with_its_own_user_or_needing_root_keeps_it() -> None:
+    """Erigon's image has a non-root user of its own (1000); Nethermind's default image writes
+    into its root-owned install directory, so it runs as root, and the pod cannot insist on
+    non-root, yet still without capabilities or privilege escalation."""
+    spec = {
+        **ETHEREUM_SPEC,
+        "clients": {
+            "execution": {"name": "erigon", "version": "2.60.10"},
+            "consensus": {"name": "lighthouse", "version": "5.3.0"},
+        },
+    }
+    pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
+    erigon, _ = pod["containers"]
+    assert erigon["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    spec["clients"]["execution"] = {"name": "nethermind", "version": "1.29.1"}  # type: ignore[index]
+    pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
+    nethermind, lighthouse = pod["containers"]
+    assert nethermind["securityContext"] == LOCKED_DOWN
+    assert lighthouse["securityContext"]["runAsUser"] == NODE_USER
+    assert "runAsNonRoot" not in pod["securityContext"]
+    assert pod["securityContext"]["fsGroup"] == NODE_GROUP

@@ -40,7 +40,13 @@ from nodeplane.chains.base import (
     RenderContext,
 )
 from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
-from nodeplane.executor.operator.images import DEFAULT_IMAGES, UTILITY_IMAGE, ClientImage
+from nodeplane.executor.operator.images import (
+    DEFAULT_IMAGES,
+    NODE_GROUP,
+    NODE_USER,
+    UTILITY_IMAGE,
+    ClientImage,
+)
 from nodeplane.executor.operator.resource import NodeResource
 from nodeplane.protocol.enums import DesiredState
 from nodeplane.protocol.quantities import quantity_value
@@ -269,6 +275,33 @@ def _probes(ports: list[_Port]) -> dict[str, Any]:
     }
 
 
+def _security_context(user: int | None) -> dict[str, Any]:
+    """A container's: no privilege escalation, no capabilities (the clients bind ports above
+    1024 and need none), and a non-root user unless the image needs root (`user` None)."""
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if user is not None:
+        context.update(runAsUser=user, runAsGroup=NODE_GROUP, runAsNonRoot=True)
+    return context
+
+
+def _pod_security_context(users: list[int | None]) -> dict[str, Any]:
+    """The pod's: fsGroup owns the volume (the client's user can write it whichever it is),
+    changed only when the volume's root does not have it yet (a full walk of a multi-terabyte
+    chain on every start would take hours), the runtime's default seccomp profile, and
+    runAsNonRoot when no container needs root."""
+    context: dict[str, Any] = {
+        "fsGroup": NODE_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if None not in users:
+        context["runAsNonRoot"] = True
+    return context
+
+
 def _image(process: ProcessPlan, images: Mapping[str, ClientImage]) -> ClientImage:
     image = images.get(process.client)
     if image is None:
@@ -302,6 +335,7 @@ def _container(
             *config_mounts,
         ],
         **_probes(own),
+        "securityContext": _security_context(image.user),
     }
     if process.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(process.env.items())]
@@ -340,6 +374,7 @@ def _init_container(step: InitStep) -> dict[str, Any]:
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
         ],
+        "securityContext": _security_context(NODE_USER),
     }
 
 
@@ -350,11 +385,14 @@ def _directories_container(directories: tuple[str, ...]) -> dict[str, Any]:
     return {
         "name": "init-directories",
         "image": UTILITY_IMAGE,
-        "command": ["mkdir", "-p", "--", *paths],
+        # Group-writable (and setgid, from the fsGroup-owned volume): a client that runs as
+        # another user than this container, root without capabilities included, can write there.
+        "command": ["mkdir", "-p", "-m", "2775", "--", *paths],
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
         ],
+        "securityContext": _security_context(NODE_USER),
     }
 
 
@@ -410,8 +448,10 @@ def render_node(
     }
 
     resources = _resources(node, adapter, len(plan.processes))
+    process_images = [_image(p, images) for p in plan.processes]
     containers = [
-        _container(p, _image(p, images), ports, resources, config_mounts) for p in plan.processes
+        _container(p, image, ports, resources, config_mounts)
+        for p, image in zip(plan.processes, process_images, strict=True)
     ]
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "emptyDir": {}},
@@ -448,6 +488,7 @@ def render_node(
                     "terminationGracePeriodSeconds": grace,
                     "enableServiceLinks": False,
                     "automountServiceAccountToken": False,
+                    "securityContext": _pod_security_context([i.user for i in process_images]),
                     "initContainers": [
                         _directories_container(plan.directories),
                         *(_init_container(s) for s in plan.init_steps),
