@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeplane.chains.base import PortDef
+from nodeplane.chains.base import TCP_AND_UDP, UDP_ONLY, PortDef
 from nodeplane.executor.agent.port_owners import (
     PortHolder,
     TakenPort,
@@ -21,6 +21,12 @@ from nodeplane.executor.agent.port_owners import (
 )
 
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Binds a UDP socket on argv[1]:argv[2], prints its pid and port, exits when stdin closes.
+HOLD_UDP = (
+    "import os, socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    "s.bind((sys.argv[1], int(sys.argv[2]))); "
+    "print(os.getpid(), s.getsockname()[1], flush=True); sys.stdin.read()"
+)
 # Listens on argv[1]:argv[2] (port 0: any), prints its pid and port, exits when stdin closes.
 HOLD = (
     "import os, socket, sys; s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] "
@@ -92,6 +98,36 @@ def test_a_port_the_nodes_own_process_holds_is_not_taken(tmp_path: Path) -> None
         other.mkdir()
         taken = taken_ports({"node.rpc": port}, defs, own_dir=other)
         assert [(t.port, [h.pid for h in t.holders]) for t in taken] == [(port, [pid])]
+
+
+@pytest.mark.process
+def test_a_port_held_over_udp_is_taken_for_a_port_that_binds_udp() -> None:
+    """A P2P port's UDP side (discovery) held by another program is found and named; a port
+    the client binds over TCP alone is not taken by it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_UDP, "0.0.0.0", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        pid, port = (int(w) for w in proc.stdout.readline().split())
+        assert bindable(port, public=True)
+        assert not bindable(port, public=True, protocols=TCP_AND_UDP)
+        assert not bindable(port, public=False, protocols=UDP_ONLY)
+        defs = [
+            PortDef("consensus", "p2p", 1, public=True, protocols=TCP_AND_UDP),
+            PortDef("consensus", "quic", 2, public=True, protocols=UDP_ONLY),
+            PortDef("execution", "p2p", 3, public=True),
+        ]
+        ports = {"consensus.p2p": port, "consensus.quic": port, "execution.p2p": port}
+        taken = taken_ports(ports, defs)
+        assert [t.key for t in taken] == ["consensus.p2p", "consensus.quic"]
+        assert all([h.pid for h in t.holders] == [pid] for t in taken)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
 
 
 def test_free_ports_are_not_taken() -> None:

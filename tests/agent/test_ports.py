@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeplane.chains.base import PortDef
+from nodeplane.chains.base import TCP_AND_UDP, PortDef
 from nodeplane.executor.agent.ports import SEARCH_END, SEARCH_START, allocate_ports
 
 
@@ -45,3 +45,16 @@ def test_ports_held_by_other_nodes_are_never_reused(tmp_path: Path, busy_port: i
     taken = set(range(SEARCH_START, SEARCH_END - 1))
     wanted = [PortDef("node", "rpc", default=busy_port)]
     assert allocate_ports(tmp_path / "ports.json", wanted, taken) == {"node.rpc": SEARCH_END - 1}
+
+
+def test_a_default_taken_over_udp_is_not_given_to_a_tcp_and_udp_port(tmp_path: Path) -> None:
+    """P2P discovery binds UDP on the P2P number: a default free over TCP but held over UDP
+    would crash the client at start, so it is passed over; a TCP-only port may still have it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("0.0.0.0", 0))
+        held = udp.getsockname()[1]
+        both = [PortDef("node", "p2p", default=held, public=True, protocols=TCP_AND_UDP)]
+        chosen = allocate_ports(tmp_path / "both.json", both, set())["node.p2p"]
+        assert chosen != held and SEARCH_START <= chosen < SEARCH_END
+        tcp = [PortDef("node", "p2p", default=held, public=True)]
+        assert allocate_ports(tmp_path / "tcp.json", tcp, set()) == {"node.p2p": held}

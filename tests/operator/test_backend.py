@@ -17,7 +17,13 @@ from nodeplane.executor.operator.crd import NODE_LABEL
 from nodeplane.executor.operator.render import RESTART_ANNOTATION
 from nodeplane.executor.operator.resource import BlockchainNode
 from nodeplane.executor.runtime.backend import ApplyError
-from nodeplane.protocol import DesiredState, ExecutorKind, ProcessStatus, RuntimeEventType
+from nodeplane.protocol import (
+    DesiredState,
+    ExecutorKind,
+    NodeSpec,
+    ProcessStatus,
+    RuntimeEventType,
+)
 from nodeplane.protocol.enums import ServiceType
 from nodeplane.protocol.spec import OperatorHints
 from tests.operator.harness import (
@@ -198,16 +204,56 @@ def test_container_failures_and_restarts_are_runtime_events(
         assert op.backend.drain_events() == []
 
 
-def test_a_public_service_follows_the_spec(
+def test_the_public_service_follows_the_spec(
     kube: Client, kube_cluster: KubeTestCluster, namespace: str
 ) -> None:
+    """The public ports' Service takes the spec's type in place (the same object, node ports
+    allocated and dropped by the API server); the headless Service stays as it is."""
     with operator_loop(kube_cluster, namespace) as op:
-        node = litecoin_assigned("ltc-pub", operator={"serviceType": "NodePort"})
+        node = litecoin_assigned("ltc-pub")
         op.run(op.backend.apply(node))
         public = kube.get(Service, "ltc-pub-public", namespace=namespace)
-        assert public.spec.type == "NodePort"
-        assert node.spec is not None
-        plain = changed(node, operator=OperatorHints(service_type=ServiceType.CLUSTER_IP))
-        op.run(op.backend.apply(plain))
-        assert exists(kube, Service, "ltc-pub-public", namespace) is None
-        assert exists(kube, Service, "ltc-pub", namespace) is not None
+        assert public.spec.type == "ClusterIP" and public.spec.clusterIP not in (None, "None")
+        assert [(p.name, p.port, p.nodePort) for p in public.spec.ports] == [
+            ("node-p2p", 19444, None)
+        ]
+        headless = kube.get(Service, "ltc-pub", namespace=namespace)
+        assert headless.spec.clusterIP == "None"
+        for service_type in (ServiceType.NODE_PORT, ServiceType.LOAD_BALANCER):
+            node = changed(node, operator=OperatorHints(service_type=service_type))
+            op.run(op.backend.apply(node))
+            now = kube.get(Service, "ltc-pub-public", namespace=namespace)
+            assert now.spec.type == service_type.value
+            assert now.metadata.uid == public.metadata.uid
+            assert all(p.nodePort for p in now.spec.ports)
+        node = changed(node, operator=OperatorHints(service_type=ServiceType.CLUSTER_IP))
+        op.run(op.backend.apply(node))
+        back = kube.get(Service, "ltc-pub-public", namespace=namespace)
+        assert back.spec.type == "ClusterIP" and back.metadata.uid == public.metadata.uid
+        assert [p.nodePort for p in back.spec.ports] == [None]
+        assert kube.get(Service, "ltc-pub", namespace=namespace).metadata.resourceVersion == (
+            headless.metadata.resourceVersion
+        )
+
+
+def test_a_node_without_public_ports_has_no_public_service(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    """An anvil devnet listens on loopback only: a Service of its public ports would be empty,
+    so there is none, and one left from an earlier revision is deleted."""
+    with operator_loop(kube_cluster, namespace) as op:
+        node = litecoin_assigned("eth-dev", operator={"serviceType": "NodePort"})
+        op.run(op.backend.apply(node))
+        assert exists(kube, Service, "eth-dev-public", namespace) is not None
+        devnet = NodeSpec.model_validate(
+            {
+                "chain": "ethereum",
+                "network": "devnet",
+                "clients": {"execution": {"name": "anvil", "version": "1.0.0"}},
+                "storage": {"size": "1Gi"},
+                "operator": {"serviceType": "NodePort"},
+            }
+        )
+        op.run(op.backend.apply(node.model_copy(update={"revision": 2, "spec": devnet})))
+        assert exists(kube, Service, "eth-dev-public", namespace) is None
+        assert exists(kube, Service, "eth-dev", namespace) is not None

@@ -18,6 +18,7 @@ from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
 from nodeplane.executor.operator.drift import needs_apply, stamped
+from nodeplane.executor.operator.images import NODE_GROUP, NODE_USER
 from nodeplane.executor.operator.render import (
     RESTART_ANNOTATION,
     Owner,
@@ -121,6 +122,15 @@ def test_statefulset_makes_its_pod_and_claim(kube: Client, namespace: str) -> No
     assert container.command[0] == "litecoind"
     assert pod.spec.terminationGracePeriodSeconds == 600
     assert pod.metadata.annotations[RESTART_ANNOTATION] == "0"
+    # The pod's security settings as the API server kept them (a field it dropped, say a gated
+    # one, would also make every resync re-apply the StatefulSet).
+    security = pod.spec.securityContext
+    assert (security.fsGroup, security.fsGroupChangePolicy) == (NODE_GROUP, "OnRootMismatch")
+    assert security.seccompProfile.type == "RuntimeDefault" and security.runAsNonRoot
+    for c in (*pod.spec.initContainers, container):
+        assert c.securityContext.runAsUser == NODE_USER and c.securityContext.runAsNonRoot
+        assert c.securityContext.allowPrivilegeEscalation is False
+        assert c.securityContext.capabilities.drop == ["ALL"]
     pvc = wait_until(
         lambda: next(iter(kube.list(PersistentVolumeClaim, namespace=namespace)), None),
         timeout=30,
@@ -155,6 +165,18 @@ def test_reapplying_the_same_render_changes_nothing(kube: Client, namespace: str
     # The operator restarted re-renders and re-applies everything: no object may change.
     apply_node(kube, node, ETHEREUM, namespace)
     assert versions(kube, rendered, namespace) == before
+    # P2P discovery over UDP beside TCP, and lighthouse's QUIC over UDP alone, as the API server
+    # keeps them (a NodePort Service may mix protocols on 1.20; a LoadBalancer may not before
+    # 1.24, see docs/operator.md).
+    public = kube.get(Service, f"{child_name(node.name)}-public", namespace=namespace)
+    assert {(p.port, p.protocol) for p in public.spec.ports} == {
+        (30303, "TCP"),
+        (30303, "UDP"),
+        (9000, "TCP"),
+        (9000, "UDP"),
+        (9001, "UDP"),
+    }
+    assert all(p.nodePort for p in public.spec.ports)
 
 
 def test_stop_scales_to_zero_and_keeps_the_claim(kube: Client, namespace: str) -> None:

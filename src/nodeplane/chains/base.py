@@ -9,6 +9,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar
 
@@ -126,6 +127,18 @@ class RoleDef:
         return next((c for c in self.clients if c.name == name), None)
 
 
+class Protocol(StrEnum):
+    """A port's transport protocol, spelled as Kubernetes spells it."""
+
+    TCP = "TCP"
+    UDP = "UDP"
+
+
+TCP_ONLY = (Protocol.TCP,)
+TCP_AND_UDP = (Protocol.TCP, Protocol.UDP)
+UDP_ONLY = (Protocol.UDP,)
+
+
 @dataclass(frozen=True)
 class PortDef:
     """A port a role listens on; the executor allocates the concrete number per node."""
@@ -134,6 +147,23 @@ class PortDef:
     name: str
     default: int
     public: bool = False  # reachable from outside the host (P2P), else loopback only
+    # What the client listens with on this number: P2P discovery (discv4/discv5) is UDP beside
+    # the TCP listener, QUIC is UDP alone.
+    protocols: tuple[Protocol, ...] = TCP_ONLY
+
+    def __post_init__(self) -> None:
+        if not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"port {self.key}: protocols must be distinct and not empty")
+
+    @property
+    def tcp(self) -> bool:
+        """Whether the client listens on this port over TCP."""
+        return Protocol.TCP in self.protocols
+
+    @property
+    def udp(self) -> bool:
+        """Whether the client listens on this port over UDP."""
+        return Protocol.UDP in self.protocols
 
     @property
     def key(self) -> str:

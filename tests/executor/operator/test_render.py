@@ -8,7 +8,7 @@ import pytest
 from nodeplane.chains.base import UnsupportedNodeSpec
 from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
-from nodeplane.executor.operator.images import DEFAULT_IMAGES
+from nodeplane.executor.operator.images import DEFAULT_IMAGES, NODE_GROUP, NODE_USER
 from nodeplane.executor.operator.render import (
     CONFIG_HASH_ANNOTATION,
     RESTART_ANNOTATION,
@@ -52,10 +52,12 @@ def pod_spec(rendered: Any) -> dict[str, Any]:
     return spec
 
 
-def test_litecoin_node_renders_config_map_stateful_set_and_headless_service() -> None:
+def test_litecoin_node_renders_config_map_stateful_set_and_services() -> None:
     r = render_node(node(litecoin()), LITECOIN, OWNER, "nodes")
-    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "StatefulSet"]
-    assert r.public_service is None
+    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    # The default type: a ClusterIP Service of the P2P port beside the headless one.
+    assert r.public_service is not None
+    assert r.public_service["spec"]["type"] == "ClusterIP"
 
     assert r.config_map["metadata"]["name"] == "ltc-1-config"
     conf = r.config_map["data"]["litecoin.conf"]
@@ -126,20 +128,29 @@ def test_every_object_is_labelled_and_owned_by_the_blockchain_node() -> None:
     assert template_labels["nodeplane.dev/node"] == "ltc-1"
 
 
-@pytest.mark.parametrize(
-    ("service_type", "public"),
-    [("ClusterIP", None), ("NodePort", "NodePort"), ("LoadBalancer", "LoadBalancer")],
-)
-def test_public_service_only_when_the_spec_asks(service_type: str, public: str | None) -> None:
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort", "LoadBalancer"])
+def test_the_public_ports_service_has_the_type_the_spec_asks(service_type: str) -> None:
     r = render_node(node(litecoin(operator={"serviceType": service_type})), LITECOIN, OWNER, "ns")
-    if public is None:
-        assert r.public_service is None
-        return
     assert r.public_service is not None
     assert r.public_service["metadata"]["name"] == "ltc-1-public"
-    assert r.public_service["spec"]["type"] == public
+    assert r.public_service["spec"]["type"] == service_type
     # Only the public (P2P) port: RPC is never exposed.
     assert [p["name"] for p in r.public_service["spec"]["ports"]] == ["node-p2p"]
+    # Beside the headless Service of every port, which is always there.
+    assert r.headless_service["spec"]["clusterIP"] == "None"
+    assert [o["kind"] for o in r.objects()] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+
+
+def test_a_node_without_public_ports_has_no_public_service() -> None:
+    devnet = {
+        "chain": "ethereum",
+        "network": "devnet",
+        "clients": {"execution": {"name": "anvil", "version": "1.0.0"}},
+        "operator": {"serviceType": "LoadBalancer"},
+    }
+    r = render_node(node(devnet, "dev"), ETHEREUM, OWNER, "ns")
+    assert r.public_service is None
+    assert [p["name"] for p in r.headless_service["spec"]["ports"]] == ["execution-http"]
 
 
 @pytest.mark.parametrize(("desired", "replicas"), [("running", 1), ("stopped", 0)])
@@ -275,7 +286,11 @@ def test_long_node_name_renders_valid_object_names() -> None:
 
 @pytest.mark.parametrize(
     ("role", "name", "expected"),
-    [("node", "p2p", "node-p2p"), ("execution", "metrics", "executi-metrics")],
+    [
+        ("node", "p2p", "node-p2p"),
+        ("execution", "metrics", "executi-metrics"),
+        ("execution", "p2p_alt", "executi-p2p-alt"),  # `_` is not allowed in a port name
+    ],
 )
 def test_port_names_fit(role: str, name: str, expected: str) -> None:
     assert port_name(role, name) == expected
@@ -290,3 +305,110 @@ def test_a_client_without_an_image_is_a_render_error() -> None:
 def test_the_adapter_refuses_what_it_cannot_run() -> None:
     with pytest.raises(UnsupportedNodeSpec):
         render_node(node(litecoin(network="testnet-x")), LITECOIN, OWNER, "ns")
+
+
+EXECUTION_CLIENTS = ("geth", "reth", "erigon", "nethermind")
+CONSENSUS_CLIENTS = ("lighthouse", "prysm", "lodestar")
+
+
+@pytest.mark.parametrize("execution", EXECUTION_CLIENTS)
+@pytest.mark.parametrize("consensus", CONSENSUS_CLIENTS)
+def test_every_ethereum_pair_renders_unique_port_names_with_udp(
+    execution: str, consensus: str
+) -> None:
+    spec = {
+        **ETHEREUM_SPEC,
+        "clients": {
+            "execution": {"name": execution, "version": "1.0.0"},
+            "consensus": {"name": consensus, "version": "1.0.0"},
+        },
+    }
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    ports = [p for c in pod_spec(r)["containers"] for p in c["ports"]]
+    names = [p["name"] for p in ports]
+    assert len(set(names)) == len(names) and all(len(n) <= 15 for n in names)
+    numbers = [(p["containerPort"], p["protocol"]) for p in ports]
+    assert len(set(numbers)) == len(numbers)
+    # Both P2P listeners discover peers over UDP on their own number.
+    for p2p in (30303, 9000):
+        assert {
+            (p["containerPort"], p["protocol"]) for p in ports if p["containerPort"] == p2p
+        } == {
+            (p2p, "TCP"),
+            (p2p, "UDP"),
+        }
+    # The headless Service names every container port, same name, number and protocol.
+    service = {(p["name"], p["port"], p["protocol"]) for p in r.headless_service["spec"]["ports"]}
+    assert service == {(p["name"], p["containerPort"], p["protocol"]) for p in ports}
+
+
+def test_udp_only_ports_and_the_probes_of_a_tcp_and_udp_port() -> None:
+    """Lighthouse's QUIC port is UDP alone; a probe only ever checks a TCP port."""
+    spec = {**ETHEREUM_SPEC, "operator": {"serviceType": "NodePort"}}
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    execution, consensus = pod_spec(r)["containers"]
+    quic = [p for p in consensus["ports"] if p["containerPort"] == 9001]
+    assert quic == [{"name": "consensus-quic", "containerPort": 9001, "protocol": "UDP"}]
+    tcp_names = {
+        p["name"] for c in (execution, consensus) for p in c["ports"] if p["protocol"] == "TCP"
+    }
+    for container in (execution, consensus):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["tcpSocket"]["port"] in tcp_names
+    assert execution["readinessProbe"]["tcpSocket"]["port"] == "execution-p2p"
+    assert r.public_service is not None
+    public = {(p["name"], p["port"], p["protocol"]) for p in r.public_service["spec"]["ports"]}
+    assert public == {
+        ("execution-p2p", 30303, "TCP"),
+        ("executi-p2p-udp", 30303, "UDP"),
+        ("consensus-p2p", 9000, "TCP"),
+        ("consens-p2p-udp", 9000, "UDP"),
+        ("consensus-quic", 9001, "UDP"),
+    }
+
+
+LOCKED_DOWN = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def test_pods_run_non_root_with_the_volume_owned_by_their_group() -> None:
+    pod = pod_spec(render_node(node(ETHEREUM_SPEC, "eth"), ETHEREUM, OWNER, "ns"))
+    assert pod["securityContext"] == {
+        "fsGroup": NODE_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsNonRoot": True,
+    }
+    for container in (*pod["initContainers"], *pod["containers"]):
+        assert container["securityContext"] == {
+            **LOCKED_DOWN,
+            "runAsUser": NODE_USER,
+            "runAsGroup": NODE_GROUP,
+            "runAsNonRoot": True,
+        }
+    # The role directories are group-writable, for a client whose user differs from mkdir's.
+    (directories, _) = pod["initContainers"]
+    assert directories["command"][:5] == ["mkdir", "-p", "-m", "2775", "--"]
+
+
+def test_an_image_with_its_own_user_or_needing_root_keeps_it() -> None:
+    """Erigon's image has a non-root user of its own (1000); Nethermind's default image writes
+    into its root-owned install directory, so it runs as root, and the pod cannot insist on
+    non-root, yet still without capabilities or privilege escalation."""
+    spec = {
+        **ETHEREUM_SPEC,
+        "clients": {
+            "execution": {"name": "erigon", "version": "2.60.10"},
+            "consensus": {"name": "lighthouse", "version": "5.3.0"},
+        },
+    }
+    pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
+    erigon, _ = pod["containers"]
+    assert erigon["securityContext"]["runAsUser"] == 1000
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    spec["clients"]["execution"] = {"name": "nethermind", "version": "1.29.1"}  # type: ignore[index]
+    pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
+    nethermind, lighthouse = pod["containers"]
+    assert nethermind["securityContext"] == LOCKED_DOWN
+    assert lighthouse["securityContext"]["runAsUser"] == NODE_USER
+    assert "runAsNonRoot" not in pod["securityContext"]
+    assert pod["securityContext"]["fsGroup"] == NODE_GROUP

@@ -94,7 +94,9 @@ class EthereumAdapter(ChainAdapter):
     def ports(self, spec: NodeSpec) -> tuple[PortDef, ...]:
         """Each selected client's ports, keyed `<role>.<name>`."""
         return tuple(
-            PortDef(role=role, name=p.name, default=p.default, public=p.public)
+            PortDef(
+                role=role, name=p.name, default=p.default, public=p.public, protocols=p.protocols
+            )
             for role, recipe in self._recipes(spec).items()
             for p in recipe.ports
         )

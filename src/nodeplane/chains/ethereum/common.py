@@ -4,7 +4,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeplane.chains.base import ClientDef, IncompleteRenderContext
+from nodeplane.chains.base import (
+    TCP_AND_UDP,
+    TCP_ONLY,
+    ClientDef,
+    IncompleteRenderContext,
+    Protocol,
+)
 from nodeplane.protocol import NodeType
 
 EXECUTION = "execution"
@@ -24,24 +30,29 @@ CHECKPOINT_SYNC_URLS: Mapping[str, str] = {
 
 @dataclass(frozen=True)
 class PortSpec:
-    """A port a client listens on: `name` within its role, default number, public or loopback."""
+    """A port a client listens on: `name` within its role, default number, public or loopback,
+    and its protocols (TCP, UDP or both on the one number)."""
 
     name: str
     default: int
     public: bool = False
+    protocols: tuple[Protocol, ...] = TCP_ONLY
 
 
 # Ports every client of a role gets; clients add their own (QUIC, BitTorrent, gRPC, ...).
+# P2P is TCP plus UDP on the same number: execution clients' discv4/discv5 (geth and nethermind
+# default discovery to the P2P port, reth and erigon are told so), consensus clients' discv5
+# (lighthouse and lodestar get `--discovery-port` = P2P; prysm's QUIC shares the P2P number).
 EXECUTION_PORTS = (
     PortSpec("http", 8545),
     PortSpec("ws", 8546),
     PortSpec("engine", 8551),
-    PortSpec("p2p", 30303, public=True),
+    PortSpec("p2p", 30303, public=True, protocols=TCP_AND_UDP),
     PortSpec("metrics", 6060),
 )
 CONSENSUS_PORTS = (
     PortSpec("http", 5052),
-    PortSpec("p2p", 9000, public=True),
+    PortSpec("p2p", 9000, public=True, protocols=TCP_AND_UDP),
     PortSpec("metrics", 5054),
 )
 

@@ -1,6 +1,6 @@
 """Erigon, execution client (with an external consensus client, so Caplin is off)."""
 
-from nodeplane.chains.base import ClientDef
+from nodeplane.chains.base import TCP_AND_UDP, ClientDef
 from nodeplane.chains.ethereum.common import (
     EXECUTION,
     EXECUTION_PORTS,
@@ -52,11 +52,12 @@ CLIENT = ClientDef(
 )
 
 # Erigon opens a second P2P listener for the older eth protocol version, a BitTorrent port for
-# snapshot downloads and an internal gRPC API: all must differ between nodes on one host.
+# snapshot downloads and an internal gRPC API: all must differ between nodes on one host. Each P2P
+# listener discovers over UDP on its own number; BitTorrent uses UDP too (uTP, DHT).
 PORTS = (
     *EXECUTION_PORTS,
-    PortSpec("p2p_alt", 30304, public=True),
-    PortSpec("torrent", 42069, public=True),
+    PortSpec("p2p_alt", 30304, public=True, protocols=TCP_AND_UDP),
+    PortSpec("torrent", 42069, public=True, protocols=TCP_AND_UDP),
     PortSpec("private_api", 9090),
 )
 

@@ -1,6 +1,6 @@
 """Lighthouse (`lighthouse beacon_node`), consensus client."""
 
-from nodeplane.chains.base import ClientDef
+from nodeplane.chains.base import UDP_ONLY, ClientDef
 from nodeplane.chains.ethereum.common import (
     CONSENSUS,
     CONSENSUS_PORTS,
@@ -57,7 +57,8 @@ CLIENT = ClientDef(
     ),
 )
 
-PORTS = (*CONSENSUS_PORTS, PortSpec("quic", 9001, public=True))
+# QUIC is UDP alone.
+PORTS = (*CONSENSUS_PORTS, PortSpec("quic", 9001, public=True, protocols=UDP_ONLY))
 
 
 def arguments(env: ClientEnv) -> ClientArgs:

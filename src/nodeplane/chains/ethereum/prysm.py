@@ -1,6 +1,6 @@
 """Prysm (`beacon-chain`), consensus client."""
 
-from nodeplane.chains.base import ClientDef
+from nodeplane.chains.base import UDP_ONLY, ClientDef
 from nodeplane.chains.ethereum.common import (
     CONSENSUS,
     CONSENSUS_PORTS,
@@ -62,7 +62,7 @@ CLIENT = ClientDef(
 # gRPC API for validator clients listens on loopback.
 PORTS = (
     *CONSENSUS_PORTS,
-    PortSpec("discovery", 12000, public=True),
+    PortSpec("discovery", 12000, public=True, protocols=UDP_ONLY),
     PortSpec("grpc", 4000),
 )
 

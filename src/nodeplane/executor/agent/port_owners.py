@@ -3,9 +3,10 @@
 A node's ports are allocated once and kept (ports.py); another program may take one later, while
 the node is down. Its client then fails to start and crash-loops ("Unable to bind any endpoint
 for RPC server"). Before the agent starts a unit it checks the unit's ports here, and names the
-holder: the listening socket's inode from `/proc/net/tcp` and `/proc/net/tcp6`, then the process
-with that socket among its `/proc/<pid>/fd` links. Only TCP listeners are looked up; a holder in
-another pid namespace, or one the agent may not inspect, is "another program". A holder working in
+holder: the listening socket's inode from `/proc/net/tcp` and `/proc/net/tcp6` (for a port the
+client also binds over UDP, the bound socket's from `/proc/net/udp` and `/proc/net/udp6`), then
+the process with that socket among its `/proc/<pid>/fd` links. A holder in another pid namespace,
+or one the agent may not inspect, is "another program". A holder working in
 the node's own directory is the node's own process (one the driver lost track of, which the next
 start adopts): no other program.
 """
@@ -16,10 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nodeplane.chains.base import PortDef
+from nodeplane.chains.base import TCP_ONLY, PortDef, Protocol
 from nodeplane.executor.agent.procfs import PROC
 
-_TCP_LISTEN = "0A"  # st column of /proc/net/tcp: TCP_LISTEN
+# The st column of /proc/net/{tcp,udp}: a TCP socket listening (TCP_LISTEN), a UDP socket bound
+# and not connected (TCP_CLOSE, which is how the kernel shows an unconnected UDP socket).
+_HOLDING_STATE = {Protocol.TCP: "0A", Protocol.UDP: "07"}
+_TABLES = {Protocol.TCP: ("tcp", "tcp6"), Protocol.UDP: ("udp", "udp6")}
 
 
 @dataclass(frozen=True)
@@ -49,34 +53,43 @@ class TakenPort:
         return f"port {self.port} ({self.key}) is held by {who}"
 
 
-def bindable(port: int, public: bool) -> bool:
-    """Whether a listener could bind `port` now (all interfaces if public, else loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # Connections of an earlier run in TIME_WAIT do not keep a restarted client out.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0" if public else "127.0.0.1", port))
-        except OSError:
-            return False
+def bindable(port: int, public: bool, protocols: tuple[Protocol, ...] = TCP_ONLY) -> bool:
+    """Whether a client could bind `port` now with each of `protocols` (all interfaces if
+    public, else loopback)."""
+    for protocol in protocols:
+        kind = socket.SOCK_STREAM if protocol == Protocol.TCP else socket.SOCK_DGRAM
+        with socket.socket(socket.AF_INET, kind) as s:
+            if protocol == Protocol.TCP:
+                # Connections of an earlier run in TIME_WAIT do not keep a restarted client out.
+                # (Not for UDP, where SO_REUSEADDR would let two sockets share the port.)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("0.0.0.0" if public else "127.0.0.1", port))
+            except OSError:
+                return False
     return True
 
 
-def listening_inodes(port: int, proc: Path = PROC) -> set[int]:
-    """Inodes of the TCP sockets listening on `port` (any address, IPv4 or IPv6)."""
+def listening_inodes(
+    port: int, proc: Path = PROC, protocols: tuple[Protocol, ...] = TCP_ONLY
+) -> set[int]:
+    """Inodes of the sockets holding `port` (any address, IPv4 or IPv6): TCP ones listening,
+    UDP ones bound."""
     inodes: set[int] = set()
-    for table in ("tcp", "tcp6"):
-        try:
-            lines = (proc / "net" / table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
-            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+    for protocol in protocols:
+        for table in _TABLES[protocol]:
+            try:
+                lines = (proc / "net" / table).read_text().splitlines()[1:]
+            except OSError:
                 continue
-            with contextlib.suppress(ValueError):
-                if int(fields[1].rpartition(":")[2], 16) == port and int(fields[9]):
-                    inodes.add(int(fields[9]))
+            for line in lines:
+                fields = line.split()
+                # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...
+                if len(fields) < 10 or fields[3] != _HOLDING_STATE[protocol]:
+                    continue
+                with contextlib.suppress(ValueError):
+                    if int(fields[1].rpartition(":")[2], 16) == port and int(fields[9]):
+                        inodes.add(int(fields[9]))
     return inodes
 
 
@@ -126,9 +139,9 @@ def taken_ports(
     taken = []
     for d in defs:
         port = ports.get(d.key)
-        if port is None or bindable(port, d.public):
+        if port is None or bindable(port, d.public, d.protocols):
             continue
-        holders = tuple(socket_holders(listening_inodes(port, proc), proc))
+        holders = tuple(socket_holders(listening_inodes(port, proc, d.protocols), proc))
         if own_dir is not None and holders and all(_works_in(h, own_dir) for h in holders):
             continue
         taken.append(TakenPort(d.key, port, d.public, holders))

@@ -2,11 +2,11 @@
 
 import json
 import random
-import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
+from nodeplane.executor.agent.port_owners import bindable
 from nodeplane.executor.agent.statefile import make_directory, read_text, write_atomic
 
 # Where ports are searched when a client's default is taken (below Linux's ephemeral range),
@@ -14,16 +14,6 @@ from nodeplane.executor.agent.statefile import make_directory, read_text, write_
 # runs) then rarely race for the same free port between checking it and their client binding it.
 SEARCH_START = 20000
 SEARCH_END = 32000
-
-
-def _bindable(port: int, public: bool) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0" if public else "127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class PortsFileError(Exception):
@@ -84,7 +74,10 @@ def allocate_ports(
             continue
         first = random.randrange(SEARCH_START, SEARCH_END)
         candidates = [port.default, *range(first, SEARCH_END), *range(SEARCH_START, first)]
-        chosen = next(p for p in candidates if p not in used and _bindable(p, port.public))
+        # Free with every protocol the client binds (P2P: TCP and its UDP discovery).
+        chosen = next(
+            p for p in candidates if p not in used and bindable(p, port.public, port.protocols)
+        )
         result[port.key] = chosen
         used.add(chosen)
     make_directory(ports_file.parent)

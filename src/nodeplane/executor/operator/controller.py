@@ -11,9 +11,9 @@ Reconcile of one node:
 - it is being deleted: delete its children, wait until they (and its pods) are gone, delete its
   PVCs too when the delete asked to drop data, then release the finalizer `nodeplane.dev/teardown`;
 - else: make sure the finalizer is on it, render (render.py) and server-side apply every child
-  that differs from its rendering (drift.py: an unchanged child is never written), delete a
-  public Service the spec no longer asks for, and write `.status` from the StatefulSet and Pod
-  (status.py) when it changed.
+  that differs from its rendering (drift.py: an unchanged child is never written), delete the
+  public ports' Service of a node that has none (any more), and write `.status` from the
+  StatefulSet and Pod (status.py) when it changed.
 
 Each watch lists first, then watches from the list's resourceVersion; when the API server says
 that version is gone (410: compacted), or the connection breaks, it lists again.
@@ -301,7 +301,7 @@ class NodeController:
                     return f"the API server refused {kind} {child}: {exc.status.message}"
                 raise
         if rendered.public_service is None:
-            # The spec no longer asks for a NodePort or LoadBalancer Service.
+            # The node has no public port (any more): no Service of them.
             node = rendered.stateful_set["metadata"]["labels"][NODE_LABEL]
             await self._delete(Service, public_service_name(node))
         return None

@@ -2,10 +2,11 @@
 
 From a node (NodeSpec, name, revision) and its chain adapter: a ConfigMap with the client config
 files, a StatefulSet of one replica (one container per role, init containers for one-time steps,
-a volume claim template for the data), a headless Service, and a NodePort or LoadBalancer Service
-for the public (P2P) ports when the spec asks. Every object is labelled `nodeplane.dev/node=<name>`
-and owned by the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are
-not owned, so they outlive the node unless deleted on purpose).
+a volume claim template for the data), a headless Service of every port (stable DNS for the pod),
+and a Service of the spec's type (`operator.serviceType`: ClusterIP, the default, NodePort or
+LoadBalancer) for the public (P2P) ports, when the node has any. Every object is labelled
+`nodeplane.dev/node=<name>` and owned by the BlockchainNode, so deleting it cascades (the PVCs made
+from the claim template are not owned, so they outlive the node unless deleted on purpose).
 
 In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
 shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
@@ -35,12 +36,19 @@ from nodeplane.chains.base import (
     NodePlan,
     PortDef,
     ProcessPlan,
+    Protocol,
     RenderContext,
 )
 from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
-from nodeplane.executor.operator.images import DEFAULT_IMAGES, UTILITY_IMAGE, ClientImage
+from nodeplane.executor.operator.images import (
+    DEFAULT_IMAGES,
+    NODE_GROUP,
+    NODE_USER,
+    UTILITY_IMAGE,
+    ClientImage,
+)
 from nodeplane.executor.operator.resource import NodeResource
-from nodeplane.protocol.enums import DesiredState, ServiceType
+from nodeplane.protocol.enums import DesiredState
 from nodeplane.protocol.quantities import quantity_value
 
 NODE_ROOT = PurePosixPath("/node")
@@ -116,7 +124,7 @@ def config_map_name(node_name: str) -> str:
 
 
 def public_service_name(node_name: str) -> str:
-    """The name of a node's NodePort or LoadBalancer Service."""
+    """The name of a node's Service of its public ports (ClusterIP, NodePort or LoadBalancer)."""
     return f"{child_name(node_name)}-public"
 
 
@@ -151,8 +159,9 @@ def _metadata(name: str, node: NodeResource, namespace: str, owner: Owner) -> di
 
 
 def port_name(role: str, name: str) -> str:
-    """A container port name (an IANA service name: at most 15 characters): `<role>-<name>`,
-    with the role cut short when it does not fit."""
+    """A container port name (an IANA service name: at most 15 characters of `a-z0-9-`):
+    `<role>-<name>`, `_` spelled `-`, with the role cut short when it does not fit."""
+    name = name.replace("_", "-")
     room = 15 - len(name) - 1
     if room < 1:
         raise RenderError(f"port name {name!r} of role {role!r} is too long for Kubernetes")
@@ -164,20 +173,43 @@ def port_name(role: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class _Port:
+    """One protocol of one port: a port that is TCP and UDP is two of these."""
+
     role: str
     name: str
     number: int
     public: bool
+    protocol: Protocol
     k8s_name: str
+
+    def service_port(self) -> dict[str, Any]:
+        """This port in a Service (the same number, to the container port of this name)."""
+        return {
+            "name": self.k8s_name,
+            "port": self.number,
+            "targetPort": self.k8s_name,
+            "protocol": self.protocol.value,
+        }
 
 
 def _ports(defs: tuple[PortDef, ...]) -> list[_Port]:
-    ports = [_Port(d.role, d.name, d.default, d.public, port_name(d.role, d.name)) for d in defs]
-    for attr in ("number", "k8s_name"):
-        values = [getattr(p, attr) for p in ports]
-        clashing = sorted({str(v) for v in values if values.count(v) > 1})
+    """Each protocol of each port, named uniquely: the TCP side (or a UDP-only port) as
+    `port_name` says, the UDP side of a TCP and UDP port with `-udp` after its name."""
+    ports = []
+    for d in defs:
+        for protocol in d.protocols:
+            name = f"{d.name}-udp" if protocol == Protocol.UDP and d.tcp else d.name
+            ports.append(
+                _Port(d.role, d.name, d.default, d.public, protocol, port_name(d.role, name))
+            )
+    for what, key in (
+        ("number", lambda p: f"{p.number}/{p.protocol}"),
+        ("k8s_name", lambda p: p.k8s_name),
+    ):
+        values = [key(p) for p in ports]
+        clashing = sorted({v for v in values if values.count(v) > 1})
         if clashing:
-            raise RenderError(f"ports clash in the pod ({attr}): {', '.join(clashing)}")
+            raise RenderError(f"ports clash in the pod ({what}): {', '.join(clashing)}")
     return ports
 
 
@@ -225,7 +257,7 @@ def _resources(node: NodeResource, adapter: ChainAdapter, containers: int) -> di
 
 
 def _probes(ports: list[_Port]) -> dict[str, Any]:
-    public = next((p for p in ports if p.public), None)
+    public = next((p for p in ports if p.public and p.protocol == Protocol.TCP), None)
     if public is None:
         return {}
 
@@ -241,6 +273,33 @@ def _probes(ports: list[_Port]) -> dict[str, Any]:
         "readinessProbe": probe(PROBE_PERIOD_S, 3),
         "livenessProbe": probe(PROBE_PERIOD_S * 3, LIVENESS_FAILURES),
     }
+
+
+def _security_context(user: int | None) -> dict[str, Any]:
+    """A container's: no privilege escalation, no capabilities (the clients bind ports above
+    1024 and need none), and a non-root user unless the image needs root (`user` None)."""
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    if user is not None:
+        context.update(runAsUser=user, runAsGroup=NODE_GROUP, runAsNonRoot=True)
+    return context
+
+
+def _pod_security_context(users: list[int | None]) -> dict[str, Any]:
+    """The pod's: fsGroup owns the volume (the client's user can write it whichever it is),
+    changed only when the volume's root does not have it yet (a full walk of a multi-terabyte
+    chain on every start would take hours), the runtime's default seccomp profile, and
+    runAsNonRoot when no container needs root."""
+    context: dict[str, Any] = {
+        "fsGroup": NODE_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if None not in users:
+        context["runAsNonRoot"] = True
+    return context
 
 
 def _image(process: ProcessPlan, images: Mapping[str, ClientImage]) -> ClientImage:
@@ -266,13 +325,17 @@ def _container(
         "image": image.reference(process.version),
         "command": argv,
         "workingDir": str(process.working_dir),
-        "ports": [{"name": p.k8s_name, "containerPort": p.number, "protocol": "TCP"} for p in own],
+        "ports": [
+            {"name": p.k8s_name, "containerPort": p.number, "protocol": p.protocol.value}
+            for p in own
+        ],
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
             *config_mounts,
         ],
         **_probes(own),
+        "securityContext": _security_context(image.user),
     }
     if process.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(process.env.items())]
@@ -311,6 +374,7 @@ def _init_container(step: InitStep) -> dict[str, Any]:
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
         ],
+        "securityContext": _security_context(NODE_USER),
     }
 
 
@@ -321,11 +385,14 @@ def _directories_container(directories: tuple[str, ...]) -> dict[str, Any]:
     return {
         "name": "init-directories",
         "image": UTILITY_IMAGE,
-        "command": ["mkdir", "-p", "--", *paths],
+        # Group-writable (and setgid, from the fsGroup-owned volume): a client that runs as
+        # another user than this container, root without capabilities included, can write there.
+        "command": ["mkdir", "-p", "-m", "2775", "--", *paths],
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data")},
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
         ],
+        "securityContext": _security_context(NODE_USER),
     }
 
 
@@ -334,7 +401,7 @@ def _plan(node: NodeResource, adapter: ChainAdapter, ports: list[_Port]) -> Node
     ctx = RenderContext(
         node_name=node.name,
         layout=NodeLayout(root=Path(str(NODE_ROOT))),
-        ports={f"{p.role}.{p.name}": p.number for p in ports},
+        ports={f"{p.role}.{p.name}": p.number for p in ports},  # one per port, either protocol
         # The image's PATH finds the client (or ClientImage.command replaces argv[0]).
         binaries={role: Path(client.binary) for role, client in clients.items()},
     )
@@ -381,8 +448,10 @@ def render_node(
     }
 
     resources = _resources(node, adapter, len(plan.processes))
+    process_images = [_image(p, images) for p in plan.processes]
     containers = [
-        _container(p, _image(p, images), ports, resources, config_mounts) for p in plan.processes
+        _container(p, image, ports, resources, config_mounts)
+        for p, image in zip(plan.processes, process_images, strict=True)
     ]
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "emptyDir": {}},
@@ -419,6 +488,7 @@ def render_node(
                     "terminationGracePeriodSeconds": grace,
                     "enableServiceLinks": False,
                     "automountServiceAccountToken": False,
+                    "securityContext": _pod_security_context([i.user for i in process_images]),
                     "initContainers": [
                         _directories_container(plan.directories),
                         *(_init_container(s) for s in plan.init_steps),
@@ -443,15 +513,14 @@ def render_node(
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": {NODE_LABEL: node.name},
-            "ports": [
-                {"name": p.k8s_name, "port": p.number, "targetPort": p.k8s_name, "protocol": "TCP"}
-                for p in ports
-            ],
+            "ports": [p.service_port() for p in ports],
         },
     }
     public = [p for p in ports if p.public]
     public_service = None
-    if spec.operator.service_type != ServiceType.CLUSTER_IP and public:
+    # One Service whatever the type, so a change of type is an in-place update of it (the API
+    # server allocates and drops node ports itself), not a new Service and a deleted one.
+    if public:
         public_service = {
             "apiVersion": "v1",
             "kind": "Service",
@@ -459,15 +528,7 @@ def render_node(
             "spec": {
                 "type": spec.operator.service_type.value,
                 "selector": {NODE_LABEL: node.name},
-                "ports": [
-                    {
-                        "name": p.k8s_name,
-                        "port": p.number,
-                        "targetPort": p.k8s_name,
-                        "protocol": "TCP",
-                    }
-                    for p in public
-                ],
+                "ports": [p.service_port() for p in public],
             },
         }
     return RenderedNode(config_map, stateful_set, headless_service, public_service)
