@@ -38,7 +38,14 @@ from nodeplane.chains.base import (
     RenderContext,
 )
 from nodeplane.executor.operator.crd import API_VERSION, FIELD_MANAGER, GROUP, KIND, NODE_LABEL
-from nodeplane.executor.operator.images import DEFAULT_IMAGES, UTILITY_IMAGE, ClientImage
+from nodeplane.executor.operator.images import (
+    DEFAULT_IMAGES,
+    OPERATOR_IMAGE,
+    PROBE_PORT_DEFAULT,
+    UTILITY_IMAGE,
+    ClientImage,
+)
+from nodeplane.executor.operator.probe import PLAN_FILE, plan_json
 from nodeplane.executor.operator.resource import NodeResource
 from nodeplane.protocol.enums import DesiredState, ServiceType
 from nodeplane.protocol.quantities import quantity_value
@@ -63,6 +70,14 @@ RANDOM_HEX_SCRIPT = (
     '[ -s "$1" ] || { head -c "$2" /dev/urandom | od -An -v -tx1 | tr -d " \\n" > "$1.tmp" '
     '&& chmod 0444 "$1.tmp" && mv "$1.tmp" "$1"; }'
 )
+# The probe sidecar (probe.py, probe_server.py): its container, its port's name (no role's port
+# name, `<role>-<name>`, lacks a dash) and its small share of the node (Python, uvicorn, httpx).
+PROBE_CONTAINER = "nodeplane-probe"
+PROBE_PORT_NAME = "probe"
+PROBE_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "48Mi"},
+    "limits": {"cpu": "200m", "memory": "160Mi"},
+}
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _CONFIG_KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
 
@@ -77,6 +92,14 @@ class Owner:
 
     name: str
     uid: str
+
+
+@dataclass(frozen=True)
+class ProbeSidecar:
+    """The probe sidecar of every node's pod: its image and the port it serves on."""
+
+    image: str = OPERATOR_IMAGE
+    port: int = PROBE_PORT_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -224,10 +247,21 @@ def _resources(node: NodeResource, adapter: ChainAdapter, containers: int) -> di
     return out
 
 
-def _probes(ports: list[_Port]) -> dict[str, Any]:
+def _probes(role: str, ports: list[_Port], sidecar: ProbeSidecar) -> dict[str, Any]:
+    """Startup and liveness: the public (P2P) port accepts connections. Readiness: the probe
+    sidecar says this role answers RPC (running or syncing), which only a container of the pod
+    can ask."""
+    probes: dict[str, Any] = {
+        "readinessProbe": {
+            # The sidecar shares the pod's network: the kubelet reaches it on the pod IP.
+            "httpGet": {"path": f"/ready/{role}", "port": sidecar.port},
+            "periodSeconds": PROBE_PERIOD_S,
+            "failureThreshold": 3,
+        }
+    }
     public = next((p for p in ports if p.public), None)
     if public is None:
-        return {}
+        return probes
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
@@ -238,7 +272,7 @@ def _probes(ports: list[_Port]) -> dict[str, Any]:
 
     return {
         "startupProbe": probe(PROBE_PERIOD_S, STARTUP_FAILURES),
-        "readinessProbe": probe(PROBE_PERIOD_S, 3),
+        **probes,
         "livenessProbe": probe(PROBE_PERIOD_S * 3, LIVENESS_FAILURES),
     }
 
@@ -256,6 +290,7 @@ def _container(
     ports: list[_Port],
     resources: dict[str, Any],
     config_mounts: list[dict[str, Any]],
+    sidecar: ProbeSidecar,
 ) -> dict[str, Any]:
     argv = list(process.argv)
     if image.command is not None:
@@ -272,13 +307,39 @@ def _container(
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
             *config_mounts,
         ],
-        **_probes(own),
+        **_probes(process.role, own, sidecar),
     }
     if process.env:
         container["env"] = [{"name": k, "value": v} for k, v in sorted(process.env.items())]
     if resources:
         container["resources"] = copy.deepcopy(resources)
     return container
+
+
+def _probe_container(sidecar: ProbeSidecar, plan_mount: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar: `nodeplane operator probe` on the plan from the ConfigMap; it reads the
+    cookie (data volume) and the JWT (config directory), so both are mounted, read-only."""
+    return {
+        "name": PROBE_CONTAINER,
+        "image": sidecar.image,
+        "command": [
+            "nodeplane",
+            "operator",
+            "probe",
+            "--plan",
+            plan_mount["mountPath"],
+            "--listen",
+            f"0.0.0.0:{sidecar.port}",
+        ],
+        "ports": [{"name": PROBE_PORT_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data"), "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config"), "readOnly": True},
+            plan_mount,
+        ],
+        "resources": copy.deepcopy(PROBE_RESOURCES),
+        "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False},
+    }
 
 
 def _inside_node(relative: str, what: str) -> PurePosixPath:
@@ -347,8 +408,10 @@ def render_node(
     owner: Owner,
     namespace: str,
     images: Mapping[str, ClientImage] = DEFAULT_IMAGES,
+    sidecar: ProbeSidecar = ProbeSidecar(),
 ) -> RenderedNode:
-    """Every Kubernetes object of `node`, owned by `owner`, in `namespace`.
+    """Every Kubernetes object of `node`, owned by `owner`, in `namespace`, with the probe
+    sidecar `sidecar` in its pod.
 
     Raises the adapter's NodeConfigError (UnsupportedNodeSpec, InvalidNodeConfig) or RenderError
     for a spec that cannot run here.
@@ -357,6 +420,8 @@ def render_node(
     # Checked first: an adapter's ports() assumes a network and clients it offers.
     adapter.client_defs(spec)
     ports = _ports(adapter.ports(spec))
+    if clash := [p for p in ports if p.number == sidecar.port]:
+        raise RenderError(f"port {clash[0].role}.{clash[0].name} clashes with the probe sidecar's")
     plan = _plan(node, adapter, ports)
     name = child_name(node.name)
 
@@ -364,6 +429,16 @@ def render_node(
     if len(files) != len(plan.files):
         raise RenderError("two config files map to the same ConfigMap key")
     config_data = {key: f.content for key, f in sorted(files.items())}
+    if PLAN_FILE in config_data:
+        raise RenderError(f"a config file is named like the probe plan ({PLAN_FILE})")
+    # In the hash too: a new plan rolls the pod, as the sidecar reads it once at start.
+    config_data[PLAN_FILE] = plan_json(spec.chain, plan.processes)
+    plan_mount = {
+        "name": CONFIG_FILES_VOLUME,
+        "mountPath": str(NODE_ROOT / "config" / PLAN_FILE),
+        "subPath": PLAN_FILE,
+        "readOnly": True,
+    }
     config_mounts = [
         {
             "name": CONFIG_FILES_VOLUME,
@@ -382,8 +457,10 @@ def render_node(
 
     resources = _resources(node, adapter, len(plan.processes))
     containers = [
-        _container(p, _image(p, images), ports, resources, config_mounts) for p in plan.processes
+        _container(p, _image(p, images), ports, resources, config_mounts, sidecar)
+        for p in plan.processes
     ]
+    containers.append(_probe_container(sidecar, plan_mount))
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "emptyDir": {}},
         {
