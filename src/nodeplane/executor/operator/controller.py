@@ -143,8 +143,9 @@ class NodeController:
         self.images = images
         self.sidecar = sidecar
         self.probe_interval = probe_interval
-        # Never a proxy from the environment: pod IPs are reached directly.
-        self._http = httpx.AsyncClient(timeout=probe_timeout, trust_env=False)
+        self.probe_timeout = probe_timeout
+        # Open while `run` runs (a reconcile called on its own opens one for the call).
+        self._http: httpx.AsyncClient | None = None
         # Nodes whose pod ran at their last reconcile: refreshed every probe_interval.
         self._probed: set[str] = set()
         self.workers = workers
@@ -160,7 +161,7 @@ class NodeController:
         """Watch, resync and reconcile until cancelled."""
         log.info("controller.starting", namespace=self.namespace)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with self._probe_client() as self._http, asyncio.TaskGroup() as group:
                 group.create_task(self.watch(BlockchainNode), name="watch-blockchainnodes")
                 for kind in CHILD_KINDS:
                     group.create_task(self.watch(kind), name=f"watch-{kind.__name__}")
@@ -169,8 +170,12 @@ class NodeController:
                 for i in range(self.workers):
                     group.create_task(self._worker(), name=f"controller-worker-{i}")
         finally:
+            self._http = None
             self.queue.shutdown()
-            await asyncio.shield(self._http.aclose())
+
+    def _probe_client(self) -> httpx.AsyncClient:
+        # Never a proxy from the environment: pod IPs are reached directly.
+        return httpx.AsyncClient(timeout=self.probe_timeout, trust_env=False)
 
     # ---- watches ----------------------------------------------------------------------------
 
@@ -260,8 +265,13 @@ class NodeController:
         if not ip:
             return None, "the pod has no IP yet"
         host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{self.sidecar.port}/status"
         try:
-            response = await self._http.get(f"http://{host}:{self.sidecar.port}/status")
+            if self._http is not None:
+                response = await self._http.get(url)
+            else:
+                async with self._probe_client() as http:
+                    response = await http.get(url)
             payload = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             return None, f"no answer from {ip}:{self.sidecar.port} ({type(exc).__name__})"

@@ -1,8 +1,9 @@
 """Render one BlockchainNode into the Kubernetes objects that run it: pure functions, no I/O.
 
 From a node (NodeSpec, name, revision) and its chain adapter: a ConfigMap with the client config
-files, a StatefulSet of one replica (one container per role, init containers for one-time steps,
-a volume claim template for the data), a headless Service, and a NodePort or LoadBalancer Service
+files and the probe plan, a StatefulSet of one replica (one container per role plus the probe
+sidecar, init containers for one-time steps, a volume claim template for the data), a headless
+Service, and a NodePort or LoadBalancer Service
 for the public (P2P) ports when the spec asks. Every object is labelled `nodeplane.dev/node=<name>`
 and owned by the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are
 not owned, so they outlive the node unless deleted on purpose).
@@ -10,7 +11,9 @@ not owned, so they outlive the node unless deleted on purpose).
 In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
 shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
 from the ConfigMap. The containers share one network namespace, so each port keeps the adapter's
-default number; RPC stays on loopback, as the adapters render it.
+default number; RPC stays on loopback, as the adapters render it, and the probe sidecar
+(`nodeplane operator probe`, probe.py) asks it there and serves what it saw to the controller and
+to each client container's readiness probe.
 
 What the spec changes and the pod template does not show is stamped on the pod template: the
 restart generation (a bump is a rollout restart) and a hash of the config files (a changed file
