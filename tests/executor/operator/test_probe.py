@@ -242,3 +242,31 @@ def test_the_default_probe_image_is_the_image_the_operator_deployment_runs() -> 
     deployment = yaml.safe_load((ROOT / "deploy/kubernetes/operator/deployment.yaml").read_text())
     images = [c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]]
     assert images == [OPERATOR_IMAGE]
+
+
+@pytest.mark.parametrize(
+    ("args", "plan", "error"),
+    [
+        (["--listen", "9797"], None, "expected HOST:PORT"),
+        (["--listen", "0.0.0.0:70000"], None, "expected HOST:PORT"),
+        (["--interval", "0"], None, "must be positive"),
+        ([], "missing", "cannot read the probe plan"),
+        ([], '{"version": 1}', "no processes"),
+        ([], plan_json("dogecoin", [process("node")]), "no adapter for chain"),
+    ],
+)
+def test_the_probe_command_refuses_what_it_cannot_follow(
+    tmp_path: Path, args: list[str], plan: str | None, error: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from nodeplane.cli.main import app
+
+    path = tmp_path / "plan.json"
+    if plan is None:
+        path.write_text(plan_json("litecoin", [process("node")]))
+    elif plan != "missing":
+        path.write_text(plan)
+    result = CliRunner().invoke(app, ["operator", "probe", "--plan", str(path), *args])
+    assert result.exit_code == 2
+    assert error in " ".join(result.output.split())
