@@ -88,6 +88,9 @@ def test_renders_children_and_maps_pod_status_to_phase(
             "status": "running",
             "ready": True,
             "restartCount": 0,
+            # This stand-in kubelet gives the pod no IP, so the probe sidecar cannot be asked
+            # (test_probe_sidecar.py runs a real one): the kubelet's view stands, and says so.
+            "message": "probe sidecar: the pod has no IP yet",
         }
         ready = next(c for c in running["conditions"] if c["type"] == "Ready")
         assert ready["status"] == "True"

@@ -24,13 +24,16 @@ from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod, S
 
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
 from nodeplane.executor.operator.drift import stamped
-from nodeplane.executor.operator.render import RESTART_ANNOTATION, config_map_name
+from nodeplane.executor.operator.images import OPERATOR_IMAGE
+from nodeplane.executor.operator.render import PROBE_CONTAINER, RESTART_ANNOTATION, config_map_name
 from nodeplane.executor.operator.resource import (
     BlockchainNode,
     blockchain_node_body,
     node_resource_of,
 )
+from tests.chains.support import ensure_chain_clients
 from tests.operator.harness import exists, running_state, set_pod_status, waiting_state
+from tests.operator.kubelet import LocalKubelet
 from tests.support.calls import wait_until
 from tests.support.fleet import CREATE_NODE, LIFECYCLE, NODE, Org, make_org
 from tests.support.gql import Client as Gql
@@ -188,8 +191,9 @@ def test_lifecycle_through_the_control_plane(
     )
     assert "maxconnections=12" in next(iter(config.data.values()))
     sts = kube.get(StatefulSet, "ltc-a", namespace=namespace)
-    (container,) = sts.spec.template.spec.containers
+    container, sidecar = sts.spec.template.spec.containers
     assert container.image == f"docker.io/uphold/litecoin-core:{VERSION}"
+    assert (sidecar.name, sidecar.image) == (PROBE_CONTAINER, OPERATOR_IMAGE)
     assert sts.spec.replicas == 1
     assert kube.get(Service, "ltc-a", namespace=namespace).spec.clusterIP == "None"
 
@@ -398,3 +402,39 @@ def test_a_leader_that_loses_its_lease_exits(
     wait_until(lambda: not operator.running(), 30, what="the operator to exit")
     assert operator.popen is not None and operator.popen.returncode == 1
     assert "lost the lease" in operator.log()
+
+
+@pytest.mark.chain
+@pytest.mark.process
+def test_heights_reach_the_control_plane_through_the_probe_sidecar(
+    org: Org, operator: OperatorProcess, kube: Client, namespace: str, tmp_path: Path
+) -> None:
+    """The rendered pod run for real (tests/operator/kubelet.py): litecoind regtest and the probe
+    sidecar; the operator process reads the sidecar and the control plane shows the height."""
+    ensure_chain_clients()
+    node_id = deploy(org, "ltc-h")
+    wait_until(lambda: exists(kube, Pod, "ltc-h-0", namespace), 30, what="the pod")
+
+    def process() -> dict[str, Any]:
+        observed = (node(org, node_id) or {}).get("observed") or {}
+        found: dict[str, Any] = (observed.get("processes") or [{}])[0]
+        return found
+
+    with LocalKubelet(kube, namespace, "ltc-h-0", tmp_path / "pod") as kubelet:
+        wait_phase(org, node_id, "RUNNING", revision=1)
+        # The sidecar is read at once and then every 10 s (the operator's probe refresh).
+        seen = wait_until(lambda: process().get("height") == 0 and process(), 60, what="height 0")
+        assert seen["status"] == "running" and seen["peers"] == 0
+        kubelet.exec(
+            "node",
+            [
+                "litecoin-cli",
+                "-datadir=/node/data",
+                "-conf=/node/config/litecoin.conf",
+                "generatetodescriptor",
+                "3",
+                "raw(51)",
+            ],
+        )
+        wait_until(lambda: process().get("height") == 3, 60, what="the mined height")
+        assert (node(org, node_id) or {}).get("phase") == "RUNNING"

@@ -20,6 +20,7 @@ from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
 from nodeplane.executor.operator.drift import needs_apply, stamped
 from nodeplane.executor.operator.images import NODE_GROUP, NODE_USER
 from nodeplane.executor.operator.render import (
+    PROBE_CONTAINER,
     RESTART_ANNOTATION,
     Owner,
     RenderedNode,
@@ -117,8 +118,8 @@ def test_statefulset_makes_its_pod_and_claim(kube: Client, namespace: str) -> No
         what="the controller-manager to create the pod",
     )
     assert pod.metadata.name == f"{name}-0"
-    (container,) = pod.spec.containers
-    assert container.name == "node"
+    container, sidecar = pod.spec.containers
+    assert container.name == "node" and sidecar.name == PROBE_CONTAINER
     assert container.command[0] == "litecoind"
     assert pod.spec.terminationGracePeriodSeconds == 600
     assert pod.metadata.annotations[RESTART_ANNOTATION] == "0"

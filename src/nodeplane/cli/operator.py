@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nodeplane.executor.operator.images import OPERATOR_IMAGE, PROBE_PORT_DEFAULT
 from nodeplane.protocol import node_name_problem
 
 operator_app = typer.Typer(
@@ -85,6 +86,12 @@ def run(
     client_version: list[str] = typer.Option(
         [], "--client-version", help="Offer another image tag: CLIENT=VERSION (repeatable)."
     ),
+    probe_image: str = typer.Option(
+        OPERATOR_IMAGE,
+        "--probe-image",
+        envvar="NODEPLANE_PROBE_IMAGE",
+        help="Image of each node's probe sidecar (runs `nodeplane operator probe`).",
+    ),
     log_level: str = typer.Option("info", "--log-level"),
     log_format: str = typer.Option("auto", "--log-format", help="json, human or auto."),
 ) -> None:
@@ -119,6 +126,7 @@ def run(
         intervals=Intervals(heartbeat=heartbeat, reconcile=reconcile, report=report),
         resync=resync,
         extra_versions=_extra_versions(client_version),
+        probe_image=probe_image,
     )
     configure_logging(log_level, None if log_format == "auto" else log_format == "json")
 
@@ -138,6 +146,41 @@ def run(
     if lost is not None:
         # Exit, as client-go's leaders do: the Deployment starts it again as a candidate.
         raise _fail(f"lost the lease: {lost}", code=1)
+
+
+@operator_app.command()
+def probe(
+    plan: Path = typer.Option(..., "--plan", help="The probe plan (JSON, from the ConfigMap)."),
+    listen: str = typer.Option(
+        f"0.0.0.0:{PROBE_PORT_DEFAULT}", "--listen", help="HOST:PORT to serve /status, /ready on."
+    ),
+    interval: float = typer.Option(5.0, "--interval", help="Seconds between probes."),
+    log_level: str = typer.Option("info", "--log-level"),
+    log_format: str = typer.Option("json", "--log-format", help="json, human or auto."),
+) -> None:
+    """Run a node's probe sidecar: ask each role over loopback, serve what it saw (read-only)."""
+    from nodeplane.chains.installed import ADAPTERS
+    from nodeplane.controlplane.logging import configure_logging
+    from nodeplane.executor.operator.probe import ProbePlanError, parse_plan
+    from nodeplane.executor.operator.probe_server import serve_probe
+
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise _fail(f"--listen {listen!r}: expected HOST:PORT")
+    if interval <= 0:
+        raise _fail("--interval must be positive")
+    try:
+        probe_plan = parse_plan(plan.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _fail(f"cannot read the probe plan: {exc}") from None
+    except ProbePlanError as exc:
+        raise _fail(str(exc)) from None
+    adapter = next((a for a in ADAPTERS if a.chain == probe_plan.chain), None)
+    if adapter is None:
+        raise _fail(f"no adapter for chain {probe_plan.chain!r}")
+    configure_logging(log_level, None if log_format == "auto" else log_format == "json")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_probe(probe_plan, adapter, host.strip("[]"), int(port_text), interval))
 
 
 @operator_app.command()

@@ -7,6 +7,7 @@ from typing import Any
 from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.drift import APPLIED_HASH_ANNOTATION, covers, needs_apply, stamped
+from nodeplane.executor.operator.probe import PLAN_FILE
 from nodeplane.executor.operator.render import Owner, render_node
 from nodeplane.executor.operator.resource import NodeResource
 from nodeplane.protocol import NodeSpec
@@ -88,8 +89,9 @@ def test_named_lists_match_by_name_and_order() -> None:
 
 
 def test_an_empty_config_map_the_server_gave_back_without_data_is_not_applied_again() -> None:
-    """An Ethereum node has no config files: its ConfigMap renders `data: {}`, which the API
-    server drops; every resync re-applied it (and bumped it) before."""
+    """An Ethereum node has no config files: its ConfigMap rendered `data: {}`, which the API
+    server drops; every resync re-applied it (and bumped it) before. (Every ConfigMap now holds
+    the probe plan, so the map is emptied here to keep the rule tested.)"""
     ethereum = NodeResource(
         uuid.uuid4(),
         "eth-1",
@@ -105,8 +107,9 @@ def test_an_empty_config_map_the_server_gave_back_without_data_is_not_applied_ag
             }
         ),
     )
-    body = stamped(render_node(ethereum, ETHEREUM, Owner("eth-1", "uid-1"), "ns").config_map)
-    assert body["data"] == {}
+    rendered = render_node(ethereum, ETHEREUM, Owner("eth-1", "uid-1"), "ns").config_map
+    assert set(rendered["data"]) == {PLAN_FILE}
+    body = stamped({**rendered, "data": {}})
     live = copy.deepcopy(body)
     del live["data"]
     live["metadata"].update(uid="u", resourceVersion="7")

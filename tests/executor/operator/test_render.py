@@ -9,12 +9,17 @@ from nodeplane.chains.base import UnsupportedNodeSpec
 from nodeplane.chains.bitcoin_family import LITECOIN
 from nodeplane.chains.ethereum.adapter import ETHEREUM
 from nodeplane.executor.operator.images import DEFAULT_IMAGES, NODE_GROUP, NODE_USER
+from nodeplane.executor.operator.probe import PLAN_FILE, parse_plan
 from nodeplane.executor.operator.render import (
     CONFIG_HASH_ANNOTATION,
+    PROBE_CONTAINER,
+    PROBE_RESOURCES,
     RESTART_ANNOTATION,
     Owner,
+    ProbeSidecar,
     RenderError,
     child_name,
+    config_hash,
     port_name,
     render_node,
 )
@@ -47,6 +52,11 @@ def litecoin(**changes: Any) -> dict[str, Any]:
     return {**LITECOIN_SPEC, **changes}
 
 
+def client_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's containers that run the node's roles (every one but the probe sidecar)."""
+    return [c for c in pod["containers"] if c["name"] != PROBE_CONTAINER]
+
+
 def pod_spec(rendered: Any) -> dict[str, Any]:
     spec: dict[str, Any] = rendered.stateful_set["spec"]["template"]["spec"]
     return spec
@@ -68,8 +78,8 @@ def test_litecoin_node_renders_config_map_stateful_set_and_services() -> None:
     assert sts["spec"]["replicas"] == 1
     assert sts["spec"]["serviceName"] == "ltc-1"
     assert sts["spec"]["selector"] == {"matchLabels": {"nodeplane.dev/node": "ltc-1"}}
-    (container,) = pod_spec(r)["containers"]
-    assert container["name"] == "node"
+    container, sidecar = pod_spec(r)["containers"]
+    assert container["name"] == "node" and sidecar["name"] == PROBE_CONTAINER
     assert container["image"] == "docker.io/uphold/litecoin-core:0.21.4"
     assert container["command"][:3] == [
         "litecoind",
@@ -87,9 +97,11 @@ def test_litecoin_node_renders_config_map_stateful_set_and_services() -> None:
         "node-p2p": 19444,
         "node-onion": 19445,
     }
-    # Probes check the public port: Kubernetes cannot reach the loopback RPC.
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    # Startup and liveness check the public port (Kubernetes cannot reach the loopback RPC);
+    # readiness asks the probe sidecar whether the role answers RPC.
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["tcpSocket"] == {"port": "node-p2p"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready/node", "port": 9797}
     # Adapter defaults when the spec gives no resources; no limit unless the spec sets one.
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"}}
     # The client's stop timeout (litecoind flushes its cache) is the grace period.
@@ -217,17 +229,17 @@ def test_storage_size_and_class_make_the_claim_template() -> None:
 def test_ethereum_node_has_two_containers_sharing_one_jwt_secret() -> None:
     r = render_node(node(ETHEREUM_SPEC, "eth-1"), ETHEREUM, OWNER, "ns")
     pod = pod_spec(r)
-    assert [c["name"] for c in pod["containers"]] == ["execution", "consensus"]
+    assert [c["name"] for c in pod["containers"]] == ["execution", "consensus", PROBE_CONTAINER]
     init = {c["name"]: c for c in pod["initContainers"]}
     assert list(init) == ["init-directories", "init-jwt-secret"]
     assert "/node/data/execution" in init["init-directories"]["command"]
     jwt = init["init-jwt-secret"]["command"]
     assert jwt[:2] == ["sh", "-c"] and jwt[-2:] == ["/node/config/jwt.hex", "32"]
-    execution, consensus = pod["containers"]
+    execution, consensus, _ = pod["containers"]
     assert "--authrpc.jwtsecret=/node/config/jwt.hex" in execution["command"]
     assert "--execution-jwt=/node/config/jwt.hex" in consensus["command"]
     # Both read it from the pod's shared config directory, which the init container wrote.
-    for c in (*pod["containers"], init["init-jwt-secret"]):
+    for c in (execution, consensus, init["init-jwt-secret"]):
         assert {"name": "config", "mountPath": "/node/config"} in c["volumeMounts"]
     assert {"name": "config", "emptyDir": {}} in pod["volumes"]
     # The longest stop timeout of the pod's clients (geth: 300 s).
@@ -248,7 +260,8 @@ def test_node_resources_are_split_between_containers() -> None:
         },
     }
     pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
-    for container in pod["containers"]:
+    # The node's resources go to its clients; the probe sidecar has its own small share.
+    for container in pod["containers"][:-1]:
         assert container["resources"] == {
             "requests": {"cpu": "1500m", "memory": str(4 * 2**30)},
             "limits": {"cpu": "2000m", "memory": str(9 * 2**30 // 2)},
@@ -324,7 +337,7 @@ def test_every_ethereum_pair_renders_unique_port_names_with_udp(
         },
     }
     r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
-    ports = [p for c in pod_spec(r)["containers"] for p in c["ports"]]
+    ports = [p for c in client_containers(pod_spec(r)) for p in c["ports"]]
     names = [p["name"] for p in ports]
     assert len(set(names)) == len(names) and all(len(n) <= 15 for n in names)
     numbers = [(p["containerPort"], p["protocol"]) for p in ports]
@@ -343,19 +356,21 @@ def test_every_ethereum_pair_renders_unique_port_names_with_udp(
 
 
 def test_udp_only_ports_and_the_probes_of_a_tcp_and_udp_port() -> None:
-    """Lighthouse's QUIC port is UDP alone; a probe only ever checks a TCP port."""
+    """Lighthouse's QUIC port is UDP alone; a port probe only ever checks a TCP port (readiness
+    asks the probe sidecar)."""
     spec = {**ETHEREUM_SPEC, "operator": {"serviceType": "NodePort"}}
     r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
-    execution, consensus = pod_spec(r)["containers"]
+    execution, consensus = client_containers(pod_spec(r))
     quic = [p for p in consensus["ports"] if p["containerPort"] == 9001]
     assert quic == [{"name": "consensus-quic", "containerPort": 9001, "protocol": "UDP"}]
     tcp_names = {
         p["name"] for c in (execution, consensus) for p in c["ports"] if p["protocol"] == "TCP"
     }
     for container in (execution, consensus):
-        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "livenessProbe"):
             assert container[probe]["tcpSocket"]["port"] in tcp_names
-    assert execution["readinessProbe"]["tcpSocket"]["port"] == "execution-p2p"
+        assert container["readinessProbe"]["httpGet"]["path"] == f"/ready/{container['name']}"
+    assert execution["livenessProbe"]["tcpSocket"]["port"] == "execution-p2p"
     assert r.public_service is not None
     public = {(p["name"], p["port"], p["protocol"]) for p in r.public_service["spec"]["ports"]}
     assert public == {
@@ -384,6 +399,8 @@ def test_pods_run_non_root_with_the_volume_owned_by_their_group() -> None:
             "runAsUser": NODE_USER,
             "runAsGroup": NODE_GROUP,
             "runAsNonRoot": True,
+            # The sidecar writes nothing; the clients write their own files under /node.
+            **({"readOnlyRootFilesystem": True} if container["name"] == PROBE_CONTAINER else {}),
         }
     # The role directories are group-writable, for a client whose user differs from mkdir's.
     (directories, _) = pod["initContainers"]
@@ -402,13 +419,61 @@ def test_an_image_with_its_own_user_or_needing_root_keeps_it() -> None:
         },
     }
     pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
-    erigon, _ = pod["containers"]
+    erigon, _, sidecar = pod["containers"]
     assert erigon["securityContext"]["runAsUser"] == 1000
+    # The sidecar runs as the first client's user: it can read what that client wrote mode 0600.
+    assert sidecar["securityContext"]["runAsUser"] == 1000
     assert pod["securityContext"]["runAsNonRoot"] is True
     spec["clients"]["execution"] = {"name": "nethermind", "version": "1.29.1"}  # type: ignore[index]
     pod = pod_spec(render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns"))
-    nethermind, lighthouse = pod["containers"]
+    nethermind, lighthouse, sidecar = pod["containers"]
     assert nethermind["securityContext"] == LOCKED_DOWN
     assert lighthouse["securityContext"]["runAsUser"] == NODE_USER
+    assert sidecar["securityContext"]["runAsUser"] == NODE_USER
     assert "runAsNonRoot" not in pod["securityContext"]
     assert pod["securityContext"]["fsGroup"] == NODE_GROUP
+
+
+def test_the_probe_sidecar_reads_the_plan_from_the_config_map_and_mounts_data_read_only() -> None:
+    r = render_node(
+        node(litecoin()), LITECOIN, OWNER, "ns", sidecar=ProbeSidecar("registry.example/np:1", 9811)
+    )
+    sidecar = pod_spec(r)["containers"][-1]
+    assert sidecar["image"] == "registry.example/np:1"
+    assert sidecar["command"] == [
+        "nodeplane",
+        "operator",
+        "probe",
+        "--plan",
+        f"/node/config/{PLAN_FILE}",
+        "--listen",
+        "0.0.0.0:9811",
+    ]
+    assert sidecar["ports"] == [{"name": "probe", "containerPort": 9811, "protocol": "TCP"}]
+    assert sidecar["resources"] == PROBE_RESOURCES
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    assert mounts["/node/data"]["readOnly"] and mounts["/node/config"]["readOnly"]
+    assert mounts[f"/node/config/{PLAN_FILE}"]["subPath"] == PLAN_FILE
+    # The plan the ConfigMap holds is what the sidecar parses: the role's RPC and cookie.
+    plan = parse_plan(r.config_map["data"][PLAN_FILE])
+    (process,) = plan.processes
+    assert plan.chain == "litecoin" and process.role == "node" and process.network == "regtest"
+    assert process.rpc is not None and process.rpc.url == "http://127.0.0.1:19443/"
+    assert str(process.rpc.cookie_file) == "/node/data/regtest/.cookie"
+    # The client container's readiness asks the sidecar on its port.
+    assert pod_spec(r)["containers"][0]["readinessProbe"]["httpGet"]["port"] == 9811
+
+
+def test_a_client_port_on_the_sidecar_port_is_refused() -> None:
+    with pytest.raises(RenderError, match="probe sidecar"):
+        render_node(node(litecoin()), LITECOIN, OWNER, "ns", sidecar=ProbeSidecar(port=19444))
+
+
+def test_a_new_probe_plan_rolls_the_pod_through_the_config_hash() -> None:
+    # The sidecar reads its plan once: a changed plan (another RPC port) must restart the pod.
+    plain = render_node(node(litecoin()), LITECOIN, OWNER, "ns")
+    digest = plain.stateful_set["spec"]["template"]["metadata"]["annotations"]
+    data = dict(plain.config_map["data"])
+    data[PLAN_FILE] = data[PLAN_FILE].replace("19443", "19450")
+    assert config_hash(data) != digest[CONFIG_HASH_ANNOTATION]
+    assert config_hash(plain.config_map["data"]) == digest[CONFIG_HASH_ANNOTATION]

@@ -121,19 +121,27 @@ def rendered_generation(obj: Any) -> tuple[bool, str | None]:
     return True, None
 
 
+def _optional_int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
 def observed_processes(obj: Any) -> list[ObservedProcess]:
     """The node's processes as `.status.containers` describes them."""
     processes = []
     for entry in _status_of(obj).get("containers") or []:
         reason, message = entry.get("reason"), entry.get("message")
         text = message or reason
-        height = entry.get("height")
+        progress = entry.get("syncProgress")
         processes.append(
             ObservedProcess(
                 role=entry["role"],
                 status=ProcessStatus(entry["status"]),
                 message=storable_excerpt(text, MAX_MESSAGE_LENGTH) if text else None,
-                height=int(height) if height is not None else None,
+                # From the probe sidecar (the CRD's schema bounds them as the wire does).
+                height=_optional_int(entry.get("height")),
+                network_height=_optional_int(entry.get("networkHeight")),
+                peers=_optional_int(entry.get("peers")),
+                sync_progress=float(progress) if progress is not None else None,
             )
         )
     return processes

@@ -13,7 +13,12 @@ Reconcile of one node:
 - else: make sure the finalizer is on it, render (render.py) and server-side apply every child
   that differs from its rendering (drift.py: an unchanged child is never written), delete the
   public ports' Service of a node that has none (any more), and write `.status` from the
-  StatefulSet and Pod (status.py) when it changed.
+  StatefulSet and Pod (status.py), with what the pod's probe sidecar reports (height, peers,
+  syncing or running), when it changed.
+
+A node whose pod runs is queued again every `probe_interval` seconds, so heights and sync
+progress stay fresh between watch events; the sidecar is asked with a short timeout, and one that
+does not answer only leaves the kubelet's view with a message.
 
 Each watch lists first, then watches from the list's resourceVersion; when the API server says
 that version is gone (410: compacted), or the connection breaks, it lists again.
@@ -34,7 +39,7 @@ from lightkube.resources.apps_v1 import StatefulSet
 from lightkube.resources.core_v1 import ConfigMap, PersistentVolumeClaim, Pod, Service
 from lightkube.types import PatchType
 
-from nodeplane.chains.base import ChainAdapter, NodeConfigError
+from nodeplane.chains.base import ChainAdapter, NodeConfigError, ProbeResult
 from nodeplane.chains.installed import ADAPTERS
 from nodeplane.executor.operator.backend import (
     DROP_DATA_ANNOTATION,
@@ -52,8 +57,11 @@ from nodeplane.executor.operator.crd import (
 )
 from nodeplane.executor.operator.drift import needs_apply, stamped
 from nodeplane.executor.operator.images import DEFAULT_IMAGES, ClientImage
+from nodeplane.executor.operator.probe import report_of
 from nodeplane.executor.operator.render import (
+    PROBE_CONTAINER,
     Owner,
+    ProbeSidecar,
     RenderedNode,
     child_name,
     public_service_name,
@@ -65,7 +73,13 @@ from nodeplane.executor.operator.resource import (
     ResourceSpecError,
     node_resource_of,
 )
-from nodeplane.executor.operator.status import container_states, node_phase, status_body
+from nodeplane.executor.operator.status import (
+    container_states,
+    container_up,
+    node_phase,
+    status_body,
+    with_probes,
+)
 from nodeplane.executor.runtime.reachability import JitteredBackoff
 from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol.enums import DesiredState
@@ -119,11 +133,21 @@ class NodeController:
         retry_cap: float = 30.0,
         teardown_poll: float = 0.5,
         watch_timeout: int = 300,
+        sidecar: ProbeSidecar = ProbeSidecar(),
+        probe_interval: float = 10.0,
+        probe_timeout: float = 2.0,
     ) -> None:
         self.client = client
         self.namespace = namespace
         self.adapters = {a.chain: a for a in adapters}
         self.images = images
+        self.sidecar = sidecar
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        # Open while `run` runs (a reconcile called on its own opens one for the call).
+        self._http: httpx.AsyncClient | None = None
+        # Nodes whose pod ran at their last reconcile: refreshed every probe_interval.
+        self._probed: set[str] = set()
         self.workers = workers
         self.resync = resync
         self.teardown_poll = teardown_poll
@@ -137,15 +161,21 @@ class NodeController:
         """Watch, resync and reconcile until cancelled."""
         log.info("controller.starting", namespace=self.namespace)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with self._probe_client() as self._http, asyncio.TaskGroup() as group:
                 group.create_task(self.watch(BlockchainNode), name="watch-blockchainnodes")
                 for kind in CHILD_KINDS:
                     group.create_task(self.watch(kind), name=f"watch-{kind.__name__}")
                 group.create_task(self._resync_loop(), name="controller-resync")
+                group.create_task(self._probe_loop(), name="controller-probe-refresh")
                 for i in range(self.workers):
                     group.create_task(self._worker(), name=f"controller-worker-{i}")
         finally:
+            self._http = None
             self.queue.shutdown()
+
+    def _probe_client(self) -> httpx.AsyncClient:
+        # Never a proxy from the environment: pod IPs are reached directly.
+        return httpx.AsyncClient(timeout=self.probe_timeout, trust_env=False)
 
     # ---- watches ----------------------------------------------------------------------------
 
@@ -218,6 +248,39 @@ class NodeController:
             except (ApiError, httpx.HTTPError) as exc:
                 log.warning("controller.resync_failed", error=str(exc))
 
+    async def _probe_loop(self) -> None:
+        """Queue every node whose pod runs, so its sidecar's report reaches `.status`."""
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            for name in sorted(self._probed):
+                # A node in backoff keeps its backoff (as the resync does).
+                if self.queue.num_requeues(name) == 0:
+                    self.queue.add(name)
+
+    async def read_probe(
+        self, pod: dict[str, Any], roles: list[str]
+    ) -> tuple[dict[str, ProbeResult] | None, str | None]:
+        """(the sidecar's report of `roles`, or None and why) for a pod that runs."""
+        ip = (pod.get("status") or {}).get("podIP")
+        if not ip:
+            return None, "the pod has no IP yet"
+        host = f"[{ip}]" if ":" in ip else ip
+        url = f"http://{host}:{self.sidecar.port}/status"
+        try:
+            if self._http is not None:
+                response = await self._http.get(url)
+            else:
+                async with self._probe_client() as http:
+                    response = await http.get(url)
+            payload = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            return None, f"no answer from {ip}:{self.sidecar.port} ({type(exc).__name__})"
+        if response.status_code != 200:
+            return None, f"HTTP {response.status_code} from {ip}:{self.sidecar.port}"
+        if isinstance(payload, dict) and payload.get("fresh") is False:
+            return None, "its report is stale"
+        return report_of(payload, roles), None
+
     # ---- workers ----------------------------------------------------------------------------
 
     async def _worker(self) -> None:
@@ -255,6 +318,8 @@ class NodeController:
     async def reconcile(self, name: str) -> None:
         """Converge one node from what the API server says now (raises Requeue to wait)."""
         bn = await self._get(BlockchainNode, name)
+        if bn is None or bn.metadata.deletionTimestamp is not None:
+            self._probed.discard(name)
         if bn is None:
             return
         if bn.metadata.deletionTimestamp is not None:
@@ -273,7 +338,12 @@ class NodeController:
             if adapter is None:
                 raise ResourceSpecError(f"this operator has no adapter for chain {node.spec.chain}")
             rendered = render_node(
-                node, adapter, Owner(name, bn.metadata.uid), self.namespace, self.images
+                node,
+                adapter,
+                Owner(name, bn.metadata.uid),
+                self.namespace,
+                self.images,
+                self.sidecar,
             )
         except ResourceSpecError as exc:
             render_error, render_reason = str(exc), "InvalidSpec"
@@ -330,11 +400,17 @@ class NodeController:
         if rendered is not None and node is not None:
             desired = node.spec.desired_state
             template = rendered.stateful_set["spec"]["template"]["spec"]
-            roles = [c["name"] for c in template["containers"]]
+            roles = [c["name"] for c in template["containers"] if c["name"] != PROBE_CONTAINER]
             sts_name = child_name(node.name)
             stateful_set = _as_dict(await self._get(StatefulSet, sts_name))
             pod = _as_dict(await self._get(Pod, f"{sts_name}-0"))
         containers = container_states(roles, desired, pod)
+        if pod is not None and any(container_up(c) for c in containers):
+            self._probed.add(bn.metadata.name)
+            report, unreachable = await self.read_probe(pod, roles)
+            containers = with_probes(containers, report, unreachable)
+        else:
+            self._probed.discard(bn.metadata.name)
         phase, message = node_phase(desired, containers, stateful_set, pod, render_error)
         previous = bn.status if isinstance(bn.status, dict) else {}
         revision = node.revision if node is not None else spec.get("revision")

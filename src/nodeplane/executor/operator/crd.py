@@ -217,7 +217,11 @@ def status_schema() -> Schema:
             "restartCount": _integer(0, MAX_JSON_INTEGER),
             "reason": {"type": "string", "maxLength": 1024},
             "message": {"type": "string", "maxLength": MAX_MESSAGE_LENGTH},
+            # From the pod's probe sidecar (probe.py), once it has answered for the role.
             "height": _integer(0, MAX_JSON_INTEGER),
+            "networkHeight": _integer(0, MAX_JSON_INTEGER),
+            "peers": _integer(0, MAX_JSON_INTEGER),
+            "syncProgress": {"type": "number", "minimum": 0, "maximum": 1},
         },
         required=("role", "status"),
     )

@@ -70,6 +70,13 @@ OFFERED_VERSIONS: Mapping[str, tuple[str, ...]] = {
     "lighthouse": ("5.3.0",),
 }
 
+# nodeplane's own image: what deploy/kubernetes/operator/deployment.yaml runs, and by default each
+# node's probe sidecar (`nodeplane operator probe`; `operator run --probe-image` replaces it).
+# The tag is the project version; tests hold it equal to the Deployment and the Containerfile.
+OPERATOR_IMAGE = "ghcr.io/nodeplane/nodeplane:0.1.0"
+# The sidecar's HTTP port in the pod (no client's default port: the renderer checks for a clash).
+PROBE_PORT_DEFAULT = 9797
+
 # Runs the one-time init steps (a JWT secret): needs only sh, head, od and tr.
 UTILITY_IMAGE = "docker.io/library/busybox:1.36"
 
@@ -78,6 +85,8 @@ __all__ = [
     "NODE_GROUP",
     "NODE_USER",
     "OFFERED_VERSIONS",
+    "OPERATOR_IMAGE",
+    "PROBE_PORT_DEFAULT",
     "UTILITY_IMAGE",
     "VERSION_PATTERN",
     "ClientImage",

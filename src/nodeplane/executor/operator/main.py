@@ -20,8 +20,9 @@ from nodeplane.executor.controlplane_client import ControlPlaneClient
 from nodeplane.executor.operator.backend import OperatorBackend
 from nodeplane.executor.operator.controller import NodeController
 from nodeplane.executor.operator.crd import FIELD_MANAGER
-from nodeplane.executor.operator.images import OFFERED_VERSIONS
+from nodeplane.executor.operator.images import OFFERED_VERSIONS, OPERATOR_IMAGE
 from nodeplane.executor.operator.leader import LeaderElector, LeaseConfig
+from nodeplane.executor.operator.render import ProbeSidecar
 from nodeplane.executor.runtime.local_state import LocalState
 from nodeplane.executor.runtime.runtime import ExecutorRuntime, Intervals
 
@@ -43,6 +44,8 @@ class OperatorSettings:
     resync: float = 30.0
     # Client versions offered besides the defaults (client -> versions).
     extra_versions: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The image of each node's probe sidecar (nodeplane's own).
+    probe_image: str = OPERATOR_IMAGE
 
 
 def kube_config(kubeconfig: Path | None) -> KubeConfig:
@@ -108,7 +111,12 @@ async def run_operator(settings: OperatorSettings) -> None:
             instance_id=instance_id,
             previous_instance_ids=_instance_of(previous),
         )
-        controller = NodeController(client, namespace, resync=settings.resync)
+        controller = NodeController(
+            client,
+            namespace,
+            resync=settings.resync,
+            sidecar=ProbeSidecar(image=settings.probe_image),
+        )
         async with asyncio.TaskGroup() as group:
             group.create_task(elector.hold(), name="lease")
             group.create_task(controller.run(), name="controller")

@@ -1,17 +1,20 @@
 """Render one BlockchainNode into the Kubernetes objects that run it: pure functions, no I/O.
 
 From a node (NodeSpec, name, revision) and its chain adapter: a ConfigMap with the client config
-files, a StatefulSet of one replica (one container per role, init containers for one-time steps,
-a volume claim template for the data), a headless Service of every port (stable DNS for the pod),
-and a Service of the spec's type (`operator.serviceType`: ClusterIP, the default, NodePort or
-LoadBalancer) for the public (P2P) ports, when the node has any. Every object is labelled
-`nodeplane.dev/node=<name>` and owned by the BlockchainNode, so deleting it cascades (the PVCs made
-from the claim template are not owned, so they outlive the node unless deleted on purpose).
+files and the probe plan, a StatefulSet of one replica (one container per role plus the probe
+sidecar, init containers for one-time steps, a volume claim template for the data), a headless
+Service of every port (stable DNS for the pod), and a Service of the spec's type
+(`operator.serviceType`: ClusterIP, the default, NodePort or LoadBalancer) for the public (P2P)
+ports, when the node has any. Every object is labelled `nodeplane.dev/node=<name>` and owned by
+the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are not owned,
+so they outlive the node unless deleted on purpose).
 
 In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
 shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
 from the ConfigMap. The containers share one network namespace, so each port keeps the adapter's
-default number; RPC stays on loopback, as the adapters render it.
+default number; RPC stays on loopback, as the adapters render it, and the probe sidecar
+(`nodeplane operator probe`, probe.py) asks it there and serves what it saw to the controller and
+to each client container's readiness probe.
 
 What the spec changes and the pod template does not show is stamped on the pod template: the
 restart generation (a bump is a rollout restart) and a hash of the config files (a changed file
@@ -44,9 +47,12 @@ from nodeplane.executor.operator.images import (
     DEFAULT_IMAGES,
     NODE_GROUP,
     NODE_USER,
+    OPERATOR_IMAGE,
+    PROBE_PORT_DEFAULT,
     UTILITY_IMAGE,
     ClientImage,
 )
+from nodeplane.executor.operator.probe import PLAN_FILE, plan_json
 from nodeplane.executor.operator.resource import NodeResource
 from nodeplane.protocol.enums import DesiredState
 from nodeplane.protocol.quantities import quantity_value
@@ -71,6 +77,14 @@ RANDOM_HEX_SCRIPT = (
     '[ -s "$1" ] || { head -c "$2" /dev/urandom | od -An -v -tx1 | tr -d " \\n" > "$1.tmp" '
     '&& chmod 0444 "$1.tmp" && mv "$1.tmp" "$1"; }'
 )
+# The probe sidecar (probe.py, probe_server.py): its container, its port's name (no role's port
+# name, `<role>-<name>`, lacks a dash) and its small share of the node (Python, uvicorn, httpx).
+PROBE_CONTAINER = "nodeplane-probe"
+PROBE_PORT_NAME = "probe"
+PROBE_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "48Mi"},
+    "limits": {"cpu": "200m", "memory": "160Mi"},
+}
 _PORT_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _CONFIG_KEY_UNSAFE = re.compile(r"[^-._a-zA-Z0-9]")
 
@@ -85,6 +99,14 @@ class Owner:
 
     name: str
     uid: str
+
+
+@dataclass(frozen=True)
+class ProbeSidecar:
+    """The probe sidecar of every node's pod: its image and the port it serves on."""
+
+    image: str = OPERATOR_IMAGE
+    port: int = PROBE_PORT_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -256,10 +278,21 @@ def _resources(node: NodeResource, adapter: ChainAdapter, containers: int) -> di
     return out
 
 
-def _probes(ports: list[_Port]) -> dict[str, Any]:
+def _probes(role: str, ports: list[_Port], sidecar: ProbeSidecar) -> dict[str, Any]:
+    """Startup and liveness: the public (P2P) port accepts connections. Readiness: the probe
+    sidecar says this role answers RPC (running or syncing), which only a container of the pod
+    can ask."""
+    probes: dict[str, Any] = {
+        "readinessProbe": {
+            # The sidecar shares the pod's network: the kubelet reaches it on the pod IP.
+            "httpGet": {"path": f"/ready/{role}", "port": sidecar.port},
+            "periodSeconds": PROBE_PERIOD_S,
+            "failureThreshold": 3,
+        }
+    }
     public = next((p for p in ports if p.public and p.protocol == Protocol.TCP), None)
     if public is None:
-        return {}
+        return probes
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
@@ -270,7 +303,7 @@ def _probes(ports: list[_Port]) -> dict[str, Any]:
 
     return {
         "startupProbe": probe(PROBE_PERIOD_S, STARTUP_FAILURES),
-        "readinessProbe": probe(PROBE_PERIOD_S, 3),
+        **probes,
         "livenessProbe": probe(PROBE_PERIOD_S * 3, LIVENESS_FAILURES),
     }
 
@@ -315,6 +348,7 @@ def _container(
     ports: list[_Port],
     resources: dict[str, Any],
     config_mounts: list[dict[str, Any]],
+    sidecar: ProbeSidecar,
 ) -> dict[str, Any]:
     argv = list(process.argv)
     if image.command is not None:
@@ -334,7 +368,7 @@ def _container(
             {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config")},
             *config_mounts,
         ],
-        **_probes(own),
+        **_probes(process.role, own, sidecar),
         "securityContext": _security_context(image.user),
     }
     if process.env:
@@ -342,6 +376,41 @@ def _container(
     if resources:
         container["resources"] = copy.deepcopy(resources)
     return container
+
+
+def _probe_user(users: list[int | None]) -> int:
+    """The sidecar's user: the first client's, so it can read an RPC cookie that client wrote
+    mode 0600 (bitcoin-family); a client that runs as root (`None`) writes none the sidecar
+    needs, so the pod's default non-root user does."""
+    return next((u for u in users if u is not None), NODE_USER)
+
+
+def _probe_container(
+    sidecar: ProbeSidecar, plan_mount: dict[str, Any], user: int
+) -> dict[str, Any]:
+    """The sidecar: `nodeplane operator probe` on the plan from the ConfigMap; it reads the
+    cookie (data volume) and the JWT (config directory), so both are mounted, read-only."""
+    return {
+        "name": PROBE_CONTAINER,
+        "image": sidecar.image,
+        "command": [
+            "nodeplane",
+            "operator",
+            "probe",
+            "--plan",
+            plan_mount["mountPath"],
+            "--listen",
+            f"0.0.0.0:{sidecar.port}",
+        ],
+        "ports": [{"name": PROBE_PORT_NAME, "containerPort": sidecar.port, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": str(NODE_ROOT / "data"), "readOnly": True},
+            {"name": CONFIG_VOLUME, "mountPath": str(NODE_ROOT / "config"), "readOnly": True},
+            plan_mount,
+        ],
+        "resources": copy.deepcopy(PROBE_RESOURCES),
+        "securityContext": {**_security_context(user), "readOnlyRootFilesystem": True},
+    }
 
 
 def _inside_node(relative: str, what: str) -> PurePosixPath:
@@ -414,8 +483,10 @@ def render_node(
     owner: Owner,
     namespace: str,
     images: Mapping[str, ClientImage] = DEFAULT_IMAGES,
+    sidecar: ProbeSidecar = ProbeSidecar(),
 ) -> RenderedNode:
-    """Every Kubernetes object of `node`, owned by `owner`, in `namespace`.
+    """Every Kubernetes object of `node`, owned by `owner`, in `namespace`, with the probe
+    sidecar `sidecar` in its pod.
 
     Raises the adapter's NodeConfigError (UnsupportedNodeSpec, InvalidNodeConfig) or RenderError
     for a spec that cannot run here.
@@ -424,6 +495,8 @@ def render_node(
     # Checked first: an adapter's ports() assumes a network and clients it offers.
     adapter.client_defs(spec)
     ports = _ports(adapter.ports(spec))
+    if clash := [p for p in ports if p.number == sidecar.port]:
+        raise RenderError(f"port {clash[0].role}.{clash[0].name} clashes with the probe sidecar's")
     plan = _plan(node, adapter, ports)
     name = child_name(node.name)
 
@@ -431,6 +504,16 @@ def render_node(
     if len(files) != len(plan.files):
         raise RenderError("two config files map to the same ConfigMap key")
     config_data = {key: f.content for key, f in sorted(files.items())}
+    if PLAN_FILE in config_data:
+        raise RenderError(f"a config file is named like the probe plan ({PLAN_FILE})")
+    # In the hash too: a new plan rolls the pod, as the sidecar reads it once at start.
+    config_data[PLAN_FILE] = plan_json(spec.chain, plan.processes)
+    plan_mount = {
+        "name": CONFIG_FILES_VOLUME,
+        "mountPath": str(NODE_ROOT / "config" / PLAN_FILE),
+        "subPath": PLAN_FILE,
+        "readOnly": True,
+    }
     config_mounts = [
         {
             "name": CONFIG_FILES_VOLUME,
@@ -450,9 +533,12 @@ def render_node(
     resources = _resources(node, adapter, len(plan.processes))
     process_images = [_image(p, images) for p in plan.processes]
     containers = [
-        _container(p, image, ports, resources, config_mounts)
+        _container(p, image, ports, resources, config_mounts, sidecar)
         for p, image in zip(plan.processes, process_images, strict=True)
     ]
+    containers.append(
+        _probe_container(sidecar, plan_mount, _probe_user([i.user for i in process_images]))
+    )
     volumes: list[dict[str, Any]] = [
         {"name": CONFIG_VOLUME, "emptyDir": {}},
         {

@@ -9,14 +9,18 @@ the container's own reason (CrashLoopBackOff, ImagePullBackOff, OOMKilled, ...).
 Objects are plain dicts as the API server sends them (`obj.to_dict()`), so tables of tests need
 no client.
 
-Heights: a pod's RPC listens on loopback only (as the adapters render it), so neither Kubernetes
-probes nor the operator can ask the chain client; `height` stays empty on this backend for now.
+Heights and sync state: a pod's RPC listens on loopback only (as the adapters render it), so the
+pod's probe sidecar asks each role and the controller reads its report (probe.py); `with_probes`
+lets it decide the status of a running container (running, syncing or still starting), as the
+agent's probe decides for a running unit, and adds height, network height, peers and progress.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from nodeplane.chains.base import ProbeResult
 from nodeplane.executor.operator.crd import Phase
 from nodeplane.protocol.enums import DesiredState, ProcessStatus
 from nodeplane.protocol.observed import MAX_APPLY_ERROR_LENGTH, MAX_MESSAGE_LENGTH
@@ -53,6 +57,11 @@ class ContainerState:
     restart_count: int = 0
     reason: str | None = None
     message: str | None = None
+    # From the probe sidecar, when it answered for this role.
+    height: int | None = None
+    network_height: int | None = None
+    peers: int | None = None
+    sync_progress: float | None = None
 
     def to_status(self) -> dict[str, Any]:
         """The entry of `.status.containers`."""
@@ -67,7 +76,60 @@ class ContainerState:
             entry["reason"] = self.reason[:MAX_REASON_LENGTH]
         if self.message:
             entry["message"] = storable_excerpt(self.message, MAX_MESSAGE_LENGTH)
+        metrics = {
+            "height": self.height,
+            "networkHeight": self.network_height,
+            "peers": self.peers,
+            "syncProgress": self.sync_progress,
+        }
+        entry.update({k: v for k, v in metrics.items() if v is not None})
         return entry
+
+
+def container_up(container: ContainerState) -> bool:
+    """Whether the kubelet says the container runs (ready or not): then the probe decides."""
+    return container.status == ProcessStatus.RUNNING or (
+        container.status == ProcessStatus.STARTING and container.reason == "NotReady"
+    )
+
+
+def with_probes(
+    containers: list[ContainerState],
+    report: Mapping[str, ProbeResult] | None,
+    unreachable: str | None = None,
+) -> list[ContainerState]:
+    """The containers with what the probe sidecar saw of each running one.
+
+    A running container's status is the probe's (running, syncing, or starting while its RPC
+    does not answer yet), with its height, network height, peers and sync progress: the agent's
+    rule for a running unit. A container the kubelet reports otherwise (starting, stopping, in
+    error) keeps that status. Without a report (the sidecar did not answer: `unreachable` says
+    why) a running container keeps the kubelet's status, with that message.
+    """
+    out = []
+    for container in containers:
+        if not container_up(container):
+            out.append(container)
+            continue
+        seen = (report or {}).get(container.role)
+        if seen is None:
+            if unreachable is not None:
+                container = replace(container, message=f"probe sidecar: {unreachable}")
+            out.append(container)
+            continue
+        out.append(
+            replace(
+                container,
+                status=seen.status,
+                reason=container.reason if seen.status == ProcessStatus.STARTING else None,
+                message=seen.message,
+                height=seen.height,
+                network_height=seen.network_height,
+                peers=seen.peers,
+                sync_progress=seen.sync_progress,
+            )
+        )
+    return out
 
 
 def _statuses(pod: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -287,6 +349,10 @@ def status_body(
     }
     if revision is not None:
         body["revision"] = revision
+    # The printer column: the first role's height that is known (execution before consensus).
+    height = next((c.height for c in containers if c.height is not None), None)
+    if height is not None:
+        body["height"] = height
     if message:
         body["message"] = storable_excerpt(message, MAX_APPLY_ERROR_LENGTH)
     return body
