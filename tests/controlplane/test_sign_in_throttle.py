@@ -57,6 +57,7 @@ def email_of(client: Client) -> str:
 # ---- on the shared server, with the production defaults -------------------------------------
 
 
+@pytest.mark.latency
 def test_password_hashing_does_not_stall_the_event_loop(server: ServerProcess) -> None:
     """8 anonymous clients sending wrong passwords; /healthz must stay fast throughout."""
     stop = threading.Event()
