@@ -16,7 +16,7 @@ from lightkube.types import PatchType
 from nodeplane.executor.operator.backend import DROP_DATA_ANNOTATION
 from nodeplane.executor.operator.controller import FINALIZER
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
-from nodeplane.executor.operator.render import config_map_name
+from nodeplane.executor.operator.render import PROBE_CONTAINER, config_map_name
 from nodeplane.executor.operator.resource import BlockchainNode, NodeResource, blockchain_node_body
 from nodeplane.protocol.enums import ServiceType
 from nodeplane.protocol.spec import OperatorHints
@@ -80,7 +80,9 @@ def test_renders_children_and_maps_pod_status_to_phase(
         assert pending["observedGeneration"] == bn.metadata.generation
         assert pending["revision"] == 1
 
-        set_pod_status(kube, namespace, "ltc-a-0", {"node": running_state()})
+        set_pod_status(
+            kube, namespace, "ltc-a-0", {"node": running_state(), PROBE_CONTAINER: running_state()}
+        )
         running = wait_until(
             lambda: phase_is(kube, namespace, "ltc-a", "Running"), 30, what="phase Running"
         )
@@ -120,6 +122,39 @@ def test_crash_loop_is_an_error_with_its_reason(
         assert container["restartCount"] == 3
         assert "back-off 40s restarting" in container["message"]
         assert "CrashLoopBackOff" in error["message"]
+
+
+def test_a_sidecar_that_cannot_be_pulled_is_in_the_message_and_no_error(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    """The client runs, its readiness (asked of the sidecar) fails, and the sidecar's image
+    cannot be pulled: the node waits, saying why in the sidecar's own words."""
+    with operator_loop(kube_cluster, namespace):
+        apply_bn(kube, namespace, "ltc-side")
+        wait_until(lambda: exists(kube, Pod, "ltc-side-0", namespace), 30, what="the pod")
+        pull = 'Back-off pulling image "mirror.local/nodeplane:0.1.0"'
+        set_pod_status(
+            kube,
+            namespace,
+            "ltc-side-0",
+            {
+                "node": running_state(ready=False),
+                PROBE_CONTAINER: waiting_state("ImagePullBackOff", pull),
+            },
+        )
+        why = f"probe sidecar: ImagePullBackOff: {pull}"
+        pending = wait_until(
+            lambda: (
+                (current := phase_is(kube, namespace, "ltc-side", "Pending"))
+                and current.get("message") == f"node: {why}"
+                and current
+            ),
+            30,
+            what="the sidecar's reason in the node's message",
+        )
+        (container,) = pending["containers"]
+        assert (container["status"], container["reason"]) == ("starting", "NotReady")
+        assert container["message"] == why
 
 
 def test_a_child_deleted_or_edited_by_hand_is_put_back(

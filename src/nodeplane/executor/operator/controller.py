@@ -19,7 +19,8 @@ Reconcile of one node:
 
 A node whose pod runs is queued again every `probe_interval` seconds, so heights and sync
 progress stay fresh between watch events; the sidecar is asked with a short timeout, and one that
-does not answer only leaves the kubelet's view with a message.
+does not answer (or that the kubelet says is not running: its own waiting reason is the message)
+only leaves the kubelet's view with a message.
 
 Each watch lists first, then watches from the list's resourceVersion; when the API server says
 that version is gone (410: compacted), or the connection breaks, it lists again.
@@ -79,6 +80,7 @@ from nodeplane.executor.operator.status import (
     container_states,
     container_up,
     node_phase,
+    sidecar_down,
     status_body,
     with_probes,
 )
@@ -426,7 +428,12 @@ class NodeController:
         containers = container_states(roles, desired, pod)
         if pod is not None and any(container_up(c) for c in containers):
             self._probed.add(bn.metadata.name)
-            report, unreachable = await self.read_probe(pod, roles)
+            # A sidecar the kubelet says is not running cannot answer: say why (its image, its
+            # crash loop) rather than "no answer", and spare the request and its timeout.
+            report: dict[str, ProbeResult] | None = None
+            unreachable = sidecar_down(pod, PROBE_CONTAINER)
+            if unreachable is None:
+                report, unreachable = await self.read_probe(pod, roles)
             containers = with_probes(containers, report, unreachable)
         else:
             self._probed.discard(bn.metadata.name)
