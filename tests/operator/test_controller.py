@@ -16,9 +16,12 @@ from lightkube.types import PatchType
 from nodeplane.executor.operator.backend import DROP_DATA_ANNOTATION
 from nodeplane.executor.operator.controller import FINALIZER
 from nodeplane.executor.operator.crd import FIELD_MANAGER, NODE_LABEL
-from nodeplane.executor.operator.render import config_map_name
+from nodeplane.executor.operator.render import PROBE_CONTAINER, config_map_name
 from nodeplane.executor.operator.resource import BlockchainNode, NodeResource, blockchain_node_body
+from nodeplane.protocol.enums import ServiceType
+from nodeplane.protocol.spec import OperatorHints
 from tests.operator.harness import (
+    changed,
     exists,
     litecoin_assigned,
     operator_loop,
@@ -77,7 +80,9 @@ def test_renders_children_and_maps_pod_status_to_phase(
         assert pending["observedGeneration"] == bn.metadata.generation
         assert pending["revision"] == 1
 
-        set_pod_status(kube, namespace, "ltc-a-0", {"node": running_state()})
+        set_pod_status(
+            kube, namespace, "ltc-a-0", {"node": running_state(), PROBE_CONTAINER: running_state()}
+        )
         running = wait_until(
             lambda: phase_is(kube, namespace, "ltc-a", "Running"), 30, what="phase Running"
         )
@@ -119,6 +124,39 @@ def test_crash_loop_is_an_error_with_its_reason(
         assert "CrashLoopBackOff" in error["message"]
 
 
+def test_a_sidecar_that_cannot_be_pulled_is_in_the_message_and_no_error(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    """The client runs, its readiness (asked of the sidecar) fails, and the sidecar's image
+    cannot be pulled: the node waits, saying why in the sidecar's own words."""
+    with operator_loop(kube_cluster, namespace):
+        apply_bn(kube, namespace, "ltc-side")
+        wait_until(lambda: exists(kube, Pod, "ltc-side-0", namespace), 30, what="the pod")
+        pull = 'Back-off pulling image "mirror.local/nodeplane:0.1.0"'
+        set_pod_status(
+            kube,
+            namespace,
+            "ltc-side-0",
+            {
+                "node": running_state(ready=False),
+                PROBE_CONTAINER: waiting_state("ImagePullBackOff", pull),
+            },
+        )
+        why = f"probe sidecar: ImagePullBackOff: {pull}"
+        pending = wait_until(
+            lambda: (
+                (current := phase_is(kube, namespace, "ltc-side", "Pending"))
+                and current.get("message") == f"node: {why}"
+                and current
+            ),
+            30,
+            what="the sidecar's reason in the node's message",
+        )
+        (container,) = pending["containers"]
+        assert (container["status"], container["reason"]) == ("starting", "NotReady")
+        assert container["message"] == why
+
+
 def test_a_child_deleted_or_edited_by_hand_is_put_back(
     kube: Client, kube_cluster: KubeTestCluster, namespace: str
 ) -> None:
@@ -154,6 +192,59 @@ def test_a_child_deleted_or_edited_by_hand_is_put_back(
         )
         kube.delete(Service, "ltc-b", namespace=namespace)
         wait_until(lambda: exists(kube, Service, "ltc-b", namespace), 30, what="the Service back")
+
+
+def test_a_load_balancer_node_gets_a_udp_service_that_goes_with_the_type(
+    kube: Client, kube_cluster: KubeTestCluster, namespace: str
+) -> None:
+    """An Ethereum node (P2P over TCP and UDP, QUIC over UDP) asking for a LoadBalancer renders
+    on 1.20, whose API server refuses to create one mixing protocols: the UDP ports get a
+    LoadBalancer of their own. Back to NodePort, one Service mixes them and the other goes."""
+    ethereum = {
+        "chain": "ethereum",
+        "network": "sepolia",
+        "clients": {
+            "execution": {"name": "geth", "version": "1.14.12"},
+            "consensus": {"name": "lighthouse", "version": "5.3.0"},
+        },
+    }
+    with operator_loop(kube_cluster, namespace) as op:
+        node = litecoin_assigned("eth-lb", **ethereum, operator={"serviceType": "LoadBalancer"})
+        # The backend's apply returns once the controller rendered this generation, and raises
+        # ApplyError had the API server refused a child (ApplyFailed).
+        op.run(op.backend.apply(node))
+        rendered = next(
+            c for c in status(kube, namespace, "eth-lb")["conditions"] if c["type"] == "Rendered"
+        )
+        assert (rendered["status"], rendered["reason"]) == ("True", "Applied")
+        tcp = kube.get(Service, "eth-lb-public", namespace=namespace)
+        udp = kube.get(Service, "eth-lb-public-udp", namespace=namespace)
+        assert tcp.spec.type == udp.spec.type == "LoadBalancer"
+        assert {p.protocol for p in tcp.spec.ports} == {"TCP"}
+        assert {(p.port, p.protocol) for p in udp.spec.ports} == {
+            (30303, "UDP"),
+            (9000, "UDP"),
+            (9001, "UDP"),
+        }
+
+        node = changed(node, operator=OperatorHints(service_type=ServiceType.NODE_PORT))
+        op.run(op.backend.apply(node))
+        wait_until(
+            lambda: exists(kube, Service, "eth-lb-public-udp", namespace) is None,
+            30,
+            what="the UDP ports' Service to go",
+        )
+        public = kube.get(Service, "eth-lb-public", namespace=namespace)
+        assert public.spec.type == "NodePort"
+        assert public.metadata.uid == tcp.metadata.uid  # updated in place
+        assert {(p.port, p.protocol) for p in public.spec.ports} == {
+            (30303, "TCP"),
+            (30303, "UDP"),
+            (9000, "TCP"),
+            (9000, "UDP"),
+            (9001, "UDP"),
+        }
+        assert phase_is(kube, namespace, "eth-lb", "Error") is None
 
 
 @pytest.mark.parametrize("drop_data", [False, True])

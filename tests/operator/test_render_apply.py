@@ -4,6 +4,7 @@ deleting the BlockchainNode cascades to everything but the PVC.
 
 There is no kubelet or scheduler, so no container runs; the Pod object is what is checked."""
 
+import copy
 import uuid
 from typing import Any
 
@@ -167,8 +168,8 @@ def test_reapplying_the_same_render_changes_nothing(kube: Client, namespace: str
     apply_node(kube, node, ETHEREUM, namespace)
     assert versions(kube, rendered, namespace) == before
     # P2P discovery over UDP beside TCP, and lighthouse's QUIC over UDP alone, as the API server
-    # keeps them (a NodePort Service may mix protocols on 1.20; a LoadBalancer may not before
-    # 1.24, see docs/operator.md).
+    # keeps them (a NodePort Service may mix protocols on 1.20; a LoadBalancer is created with
+    # TCP or UDP alone before 1.24, see the test below).
     public = kube.get(Service, f"{child_name(node.name)}-public", namespace=namespace)
     assert {(p.port, p.protocol) for p in public.spec.ports} == {
         (30303, "TCP"),
@@ -178,6 +179,44 @@ def test_reapplying_the_same_render_changes_nothing(kube: Client, namespace: str
         (9001, "UDP"),
     }
     assert all(p.nodePort for p in public.spec.ports)
+
+
+def test_a_load_balancer_node_with_udp_ports_applies_on_1_20(kube: Client, namespace: str) -> None:
+    """An API server before 1.24 refuses to create a LoadBalancer mixing TCP and UDP: the
+    rendering splits the UDP ports into a second LoadBalancer, which it accepts."""
+    spec = {
+        "chain": "ethereum",
+        "network": "sepolia",
+        "clients": {
+            "execution": {"name": "geth", "version": "1.14.12"},
+            "consensus": {"name": "lighthouse", "version": "5.3.0"},
+        },
+        "operator": {"serviceType": "LoadBalancer"},
+    }
+    node = NodeResource(uuid.uuid4(), "eth-lb", 1, NodeSpec.model_validate(spec))
+    rendered = apply_node(kube, node, ETHEREUM, namespace)
+    assert rendered.public_service is not None and rendered.public_udp_service is not None
+    tcp = kube.get(Service, "eth-lb-public", namespace=namespace)
+    udp = kube.get(Service, "eth-lb-public-udp", namespace=namespace)
+    assert tcp.spec.type == udp.spec.type == "LoadBalancer"
+    assert {(p.port, p.protocol) for p in tcp.spec.ports} == {(30303, "TCP"), (9000, "TCP")}
+    assert {(p.port, p.protocol) for p in udp.spec.ports} == {
+        (30303, "UDP"),
+        (9000, "UDP"),
+        (9001, "UDP"),
+    }
+    assert all(p.nodePort for p in [*tcp.spec.ports, *udp.spec.ports])
+    assert udp.spec.selector == tcp.spec.selector == {NODE_LABEL: "eth-lb"}
+    # What the split avoids: the same ports in one LoadBalancer are refused at creation.
+    mixed = copy.deepcopy(rendered.public_service)
+    mixed["metadata"]["name"] = "eth-lb-both"
+    mixed["spec"]["ports"] += rendered.public_udp_service["spec"]["ports"]
+    with pytest.raises(ApiError) as refused:
+        kube.apply(from_dict(mixed), field_manager=FIELD_MANAGER, force=True)
+    assert refused.value.status.code == 422
+    assert "more than 1 protocol when type is 'LoadBalancer'" in (
+        refused.value.status.message or ""
+    )
 
 
 def test_stop_scales_to_zero_and_keeps_the_claim(kube: Client, namespace: str) -> None:

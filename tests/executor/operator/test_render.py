@@ -293,6 +293,11 @@ def test_long_node_name_renders_valid_object_names() -> None:
     r = render_node(node(litecoin(), name=name), LITECOIN, OWNER, "ns")
     assert len(r.stateful_set["metadata"]["name"]) <= 52
     assert len(r.config_map["metadata"]["name"]) <= 63
+    lb = {**ETHEREUM_SPEC, "operator": {"serviceType": "LoadBalancer"}}
+    services = render_node(node(lb, name=name), ETHEREUM, OWNER, "ns")
+    assert services.public_service is not None and services.public_udp_service is not None
+    for service in (services.public_service, services.public_udp_service):
+        assert len(service["metadata"]["name"]) <= 63  # a Service name's limit
     # The label keeps the node's full name: it is what selects the node's objects.
     assert r.stateful_set["spec"]["selector"]["matchLabels"]["nodeplane.dev/node"] == name
 
@@ -380,6 +385,66 @@ def test_udp_only_ports_and_the_probes_of_a_tcp_and_udp_port() -> None:
         ("consens-p2p-udp", 9000, "UDP"),
         ("consensus-quic", 9001, "UDP"),
     }
+    # NodePort (and ClusterIP) Services may mix protocols: no second one.
+    assert r.public_udp_service is None
+
+
+ETHEREUM_PUBLIC_TCP = {("execution-p2p", 30303, "TCP"), ("consensus-p2p", 9000, "TCP")}
+ETHEREUM_PUBLIC_UDP = {
+    ("executi-p2p-udp", 30303, "UDP"),
+    ("consens-p2p-udp", 9000, "UDP"),
+    ("consensus-quic", 9001, "UDP"),
+}
+
+
+def service_ports(service: dict[str, Any] | None) -> set[tuple[str, int, str]]:
+    assert service is not None
+    return {(p["name"], p["port"], p["protocol"]) for p in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("service_type", ["ClusterIP", "NodePort"])
+def test_one_public_service_mixes_protocols_unless_load_balancer(service_type: str) -> None:
+    spec = {**ETHEREUM_SPEC, "operator": {"serviceType": service_type}}
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    assert service_ports(r.public_service) == ETHEREUM_PUBLIC_TCP | ETHEREUM_PUBLIC_UDP
+    assert r.public_udp_service is None
+    assert [o["metadata"]["name"] for o in r.objects()] == [
+        "eth-config",
+        "eth",
+        "eth-public",
+        "eth",
+    ]
+
+
+def test_a_load_balancer_puts_the_udp_ports_in_a_service_of_their_own() -> None:
+    """An API server before 1.24 refuses to create a LoadBalancer of TCP and UDP ports."""
+    spec = {**ETHEREUM_SPEC, "operator": {"serviceType": "LoadBalancer"}}
+    r = render_node(node(spec, "eth"), ETHEREUM, OWNER, "ns")
+    tcp, udp = r.public_service, r.public_udp_service
+    assert tcp is not None and udp is not None
+    assert tcp["metadata"]["name"] == "eth-public"
+    assert udp["metadata"]["name"] == "eth-public-udp"
+    assert service_ports(tcp) == ETHEREUM_PUBLIC_TCP
+    assert service_ports(udp) == ETHEREUM_PUBLIC_UDP
+    # The same pod behind both, with the same labels and owner, and of the same type.
+    assert udp["spec"]["selector"] == tcp["spec"]["selector"] == {"nodeplane.dev/node": "eth"}
+    assert udp["spec"]["type"] == tcp["spec"]["type"] == "LoadBalancer"
+    for key in ("labels", "ownerReferences", "namespace"):
+        assert udp["metadata"][key] == tcp["metadata"][key]
+    # Both Services after the headless one, and before the pods that they route to.
+    assert [(o["kind"], o["metadata"]["name"]) for o in r.objects()] == [
+        ("ConfigMap", "eth-config"),
+        ("Service", "eth"),
+        ("Service", "eth-public"),
+        ("Service", "eth-public-udp"),
+        ("StatefulSet", "eth"),
+    ]
+
+
+def test_a_load_balancer_of_tcp_ports_alone_is_one_service() -> None:
+    r = render_node(node(litecoin(operator={"serviceType": "LoadBalancer"})), LITECOIN, OWNER, "ns")
+    assert service_ports(r.public_service) == {("node-p2p", 19444, "TCP")}
+    assert r.public_udp_service is None
 
 
 LOCKED_DOWN = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}

@@ -7,11 +7,14 @@ import pytest
 
 from nodeplane.executor.operator.backend import observed_processes, rendered_generation
 from nodeplane.executor.operator.crd import Phase
+from nodeplane.executor.operator.render import PROBE_CONTAINER
 from nodeplane.executor.operator.status import (
     ContainerState,
     container_states,
     node_phase,
+    sidecar_down,
     status_body,
+    with_probes,
 )
 from nodeplane.protocol import DesiredState, ProcessStatus
 
@@ -126,6 +129,83 @@ def test_crash_loop_message_names_the_last_exit() -> None:
     )
     assert state.restart_count == 7
     assert state.message == "CrashLoopBackOff: back-off 5m0s (last exit: Error, code 1)"
+
+
+PULL_BACKOFF = {
+    "waiting": {
+        "reason": "ImagePullBackOff",
+        "message": 'Back-off pulling image "mirror.local/nodeplane:0.1.0"',
+    }
+}
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "expected"),
+    [
+        (None, None),  # the kubelet said nothing of it yet: only asking it tells
+        (c(PROBE_CONTAINER, RUNNING, ready=True), None),
+        (c(PROBE_CONTAINER, {}), None),
+        (
+            c(PROBE_CONTAINER, PULL_BACKOFF),
+            'ImagePullBackOff: Back-off pulling image "mirror.local/nodeplane:0.1.0"',
+        ),
+        (
+            c(PROBE_CONTAINER, {"waiting": {"reason": "ErrImagePull", "message": "not found"}}),
+            "ErrImagePull: not found",
+        ),
+        (
+            c(
+                PROBE_CONTAINER,
+                {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                restarts=4,
+                lastState={"terminated": {"exitCode": 2, "reason": "Error"}},
+            ),
+            "CrashLoopBackOff: back-off 40s (last exit: Error, code 2)",
+        ),
+        (c(PROBE_CONTAINER, {"waiting": {"reason": "ContainerCreating"}}), "ContainerCreating"),
+        (
+            c(PROBE_CONTAINER, {"terminated": {"exitCode": 1, "reason": "Error"}}),
+            "Error (exit code 1)",
+        ),
+    ],
+)
+def test_sidecar_down(sidecar: dict[str, Any] | None, expected: str | None) -> None:
+    statuses = [c("node", RUNNING, ready=True)] + ([sidecar] if sidecar else [])
+    assert sidecar_down(pod(*statuses), PROBE_CONTAINER) == expected
+
+
+def test_sidecar_down_without_a_pod_or_for_another_container() -> None:
+    assert sidecar_down(None, PROBE_CONTAINER) is None
+    # Only the named container counts: a role in trouble is the roles' own business.
+    failing_role = pod(c("node", PULL_BACKOFF), c(PROBE_CONTAINER, RUNNING, ready=True))
+    assert sidecar_down(failing_role, PROBE_CONTAINER) is None
+
+
+@pytest.mark.parametrize("ready", [False, True])
+def test_a_sidecar_that_cannot_run_is_the_node_message_not_an_error(ready: bool) -> None:
+    """The clients run (not ready, as readiness asks the sidecar, or not yet marked so): they
+    stay starting or running with the sidecar's own reason as their message, never `error`."""
+    roles = ["execution", "consensus"]
+    the_pod = pod(
+        c("execution", RUNNING, ready=ready),
+        c("consensus", RUNNING, ready=ready),
+        c(PROBE_CONTAINER, PULL_BACKOFF),
+    )
+    containers = with_probes(
+        container_states(roles, RUN, the_pod), None, sidecar_down(the_pod, PROBE_CONTAINER)
+    )
+    why = 'probe sidecar: ImagePullBackOff: Back-off pulling image "mirror.local/nodeplane:0.1.0"'
+    expected = ProcessStatus.RUNNING if ready else ProcessStatus.STARTING
+    assert [(x.role, x.status, x.message) for x in containers] == [
+        ("execution", expected, why),
+        ("consensus", expected, why),
+    ]
+    phase, message = node_phase(RUN, containers, STS, the_pod)
+    if ready:
+        assert (phase, message) == (Phase.RUNNING, None)
+    else:
+        assert phase == Phase.PENDING
+        assert message == f"execution: {why}; consensus: {why}"
 
 
 def states(*pairs: tuple[str, ProcessStatus]) -> list[ContainerState]:

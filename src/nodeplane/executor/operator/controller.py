@@ -11,14 +11,16 @@ Reconcile of one node:
 - it is being deleted: delete its children, wait until they (and its pods) are gone, delete its
   PVCs too when the delete asked to drop data, then release the finalizer `nodeplane.dev/teardown`;
 - else: make sure the finalizer is on it, render (render.py) and server-side apply every child
-  that differs from its rendering (drift.py: an unchanged child is never written), delete the
-  public ports' Service of a node that has none (any more), and write `.status` from the
+  that differs from its rendering (drift.py: an unchanged child is never written), delete a
+  public ports' Service the node no longer asks for (it has no public port any more, or the
+  UDP ports' Service of a LoadBalancer node that changed type), and write `.status` from the
   StatefulSet and Pod (status.py), with what the pod's probe sidecar reports (height, peers,
   syncing or running), when it changed.
 
 A node whose pod runs is queued again every `probe_interval` seconds, so heights and sync
 progress stay fresh between watch events; the sidecar is asked with a short timeout, and one that
-does not answer only leaves the kubelet's view with a message.
+does not answer (or that the kubelet says is not running: its own waiting reason is the message)
+only leaves the kubelet's view with a message.
 
 Each watch lists first, then watches from the list's resourceVersion; when the API server says
 that version is gone (410: compacted), or the connection breaks, it lists again.
@@ -65,6 +67,7 @@ from nodeplane.executor.operator.render import (
     RenderedNode,
     child_name,
     public_service_name,
+    public_udp_service_name,
     render_node,
 )
 from nodeplane.executor.operator.resource import (
@@ -77,6 +80,7 @@ from nodeplane.executor.operator.status import (
     container_states,
     container_up,
     node_phase,
+    sidecar_down,
     status_body,
     with_probes,
 )
@@ -370,11 +374,28 @@ class NodeController:
                 if is_refusal(exc):
                     return f"the API server refused {kind} {child}: {exc.status.message}"
                 raise
-        if rendered.public_service is None:
-            # The node has no public port (any more): no Service of them.
-            node = rendered.stateful_set["metadata"]["labels"][NODE_LABEL]
-            await self._delete(Service, public_service_name(node))
+        node = rendered.stateful_set["metadata"]["labels"][NODE_LABEL]
+        # A Service of public ports the node no longer asks for: none at all (no public port any
+        # more), or the UDP ports' one of a node that is no LoadBalancer (any more), or that has
+        # no public UDP port.
+        for service, name in (
+            (rendered.public_service, public_service_name(node)),
+            (rendered.public_udp_service, public_udp_service_name(node)),
+        ):
+            if service is None:
+                await self._delete_child(Service, name, node)
         return None
+
+    async def _delete_child(self, kind: type[NamespacedResource], name: str, node: str) -> None:
+        """Delete the node's child `name` if it is there. Read first: a GET is what every
+        reconcile costs anyway, where a DELETE of what is not there would be a write attempt
+        each time; and an object of that name without the node's label is not the node's."""
+        live = await self._get(kind, name)
+        if live is None or live.metadata.deletionTimestamp is not None:
+            return
+        if (live.metadata.labels or {}).get(NODE_LABEL) != node:
+            return
+        await self._delete(kind, name)
 
     async def _delete(self, kind: type[NamespacedResource], name: str) -> None:
         try:
@@ -407,7 +428,12 @@ class NodeController:
         containers = container_states(roles, desired, pod)
         if pod is not None and any(container_up(c) for c in containers):
             self._probed.add(bn.metadata.name)
-            report, unreachable = await self.read_probe(pod, roles)
+            # A sidecar the kubelet says is not running cannot answer: say why (its image, its
+            # crash loop) rather than "no answer", and spare the request and its timeout.
+            report: dict[str, ProbeResult] | None = None
+            unreachable = sidecar_down(pod, PROBE_CONTAINER)
+            if unreachable is None:
+                report, unreachable = await self.read_probe(pod, roles)
             containers = with_probes(containers, report, unreachable)
         else:
             self._probed.discard(bn.metadata.name)

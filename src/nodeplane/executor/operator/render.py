@@ -5,9 +5,10 @@ files and the probe plan, a StatefulSet of one replica (one container per role p
 sidecar, init containers for one-time steps, a volume claim template for the data), a headless
 Service of every port (stable DNS for the pod), and a Service of the spec's type
 (`operator.serviceType`: ClusterIP, the default, NodePort or LoadBalancer) for the public (P2P)
-ports, when the node has any. Every object is labelled `nodeplane.dev/node=<name>` and owned by
-the BlockchainNode, so deleting it cascades (the PVCs made from the claim template are not owned,
-so they outlive the node unless deleted on purpose).
+ports, when the node has any; a LoadBalancer is two, the TCP ports' and the UDP ports', since an
+API server before 1.24 refuses to create a LoadBalancer that mixes them. Every object is labelled
+`nodeplane.dev/node=<name>` and owned by the BlockchainNode, so deleting it cascades (the PVCs
+made from the claim template are not owned, so they outlive the node unless deleted on purpose).
 
 In the pod the node's directory is `/node`: `/node/data` is the volume, `/node/config` a directory
 shared by the pod's containers (the JWT secret goes there) with each config file mounted into it
@@ -54,7 +55,7 @@ from nodeplane.executor.operator.images import (
 )
 from nodeplane.executor.operator.probe import PLAN_FILE, plan_json
 from nodeplane.executor.operator.resource import NodeResource
-from nodeplane.protocol.enums import DesiredState
+from nodeplane.protocol.enums import DesiredState, ServiceType
 from nodeplane.protocol.quantities import quantity_value
 
 NODE_ROOT = PurePosixPath("/node")
@@ -117,12 +118,16 @@ class RenderedNode:
     stateful_set: dict[str, Any]
     headless_service: dict[str, Any]
     public_service: dict[str, Any] | None
+    # A LoadBalancer's UDP ports (`<name>-public-udp`); None for the other types, whose one
+    # Service may mix protocols.
+    public_udp_service: dict[str, Any] | None = None
 
     def objects(self) -> list[dict[str, Any]]:
         """Every object, in the order to apply them (config before the pods that mount it)."""
         objects = [self.config_map, self.headless_service]
-        if self.public_service is not None:
-            objects.append(self.public_service)
+        for service in (self.public_service, self.public_udp_service):
+            if service is not None:
+                objects.append(service)
         objects.append(self.stateful_set)
         return objects
 
@@ -146,8 +151,15 @@ def config_map_name(node_name: str) -> str:
 
 
 def public_service_name(node_name: str) -> str:
-    """The name of a node's Service of its public ports (ClusterIP, NodePort or LoadBalancer)."""
+    """The name of a node's Service of its public ports (ClusterIP, NodePort or LoadBalancer;
+    a LoadBalancer's TCP ports only)."""
     return f"{child_name(node_name)}-public"
+
+
+def public_udp_service_name(node_name: str) -> str:
+    """The name of a LoadBalancer node's Service of its public UDP ports (at most 63 characters,
+    a Service name's limit, as child_name is at most 52)."""
+    return f"{child_name(node_name)}-public-udp"
 
 
 def pod_labels(node_name: str) -> dict[str, str]:
@@ -603,18 +615,35 @@ def render_node(
         },
     }
     public = [p for p in ports if p.public]
-    public_service = None
-    # One Service whatever the type, so a change of type is an in-place update of it (the API
-    # server allocates and drops node ports itself), not a new Service and a deleted one.
-    if public:
-        public_service = {
+    service_type = spec.operator.service_type
+    public_udp: list[_Port] = []
+    if service_type == ServiceType.LOAD_BALANCER:
+        # Before 1.24 (MixedProtocolLBService) an API server refuses to create a LoadBalancer
+        # with TCP and UDP ports: the UDP ones get a LoadBalancer of their own.
+        public_udp = [p for p in public if p.protocol == Protocol.UDP]
+        public = [p for p in public if p.protocol != Protocol.UDP]
+
+    def public_service(name: str, service_ports: list[_Port]) -> dict[str, Any] | None:
+        if not service_ports:
+            return None
+        return {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _metadata(public_service_name(node.name), node, namespace, owner),
+            "metadata": _metadata(name, node, namespace, owner),
             "spec": {
-                "type": spec.operator.service_type.value,
+                "type": service_type.value,
                 "selector": {NODE_LABEL: node.name},
-                "ports": [p.service_port() for p in public],
+                "ports": [p.service_port() for p in service_ports],
             },
         }
-    return RenderedNode(config_map, stateful_set, headless_service, public_service)
+
+    # One Service of the public ports whatever the type, so a change of type is an in-place
+    # update of it (the API server allocates and drops node ports itself), not a new Service and
+    # a deleted one; only a LoadBalancer's UDP ports move to (and back from) a second one.
+    return RenderedNode(
+        config_map,
+        stateful_set,
+        headless_service,
+        public_service(public_service_name(node.name), public),
+        public_service(public_udp_service_name(node.name), public_udp),
+    )

@@ -13,6 +13,8 @@ Heights and sync state: a pod's RPC listens on loopback only (as the adapters re
 pod's probe sidecar asks each role and the controller reads its report (probe.py); `with_probes`
 lets it decide the status of a running container (running, syncing or still starting), as the
 agent's probe decides for a running unit, and adds height, network height, peers and progress.
+When the kubelet says the sidecar itself does not run (an image that cannot be pulled, a crash
+loop), `sidecar_down` says why, and that is the message of the roles it cannot report on.
 """
 
 from collections.abc import Mapping
@@ -130,6 +132,27 @@ def with_probes(
             )
         )
     return out
+
+
+def sidecar_down(pod: dict[str, Any] | None, container: str) -> str | None:
+    """Why the pod's sidecar container `container` (the probe sidecar) cannot answer, as the
+    kubelet says: its waiting reason and message (with a crash loop's last exit) or how it
+    terminated, e.g. `ImagePullBackOff: Back-off pulling image "..."`. None when it runs, or
+    when the kubelet has said nothing of it yet (then only asking it tells).
+
+    The sidecar is no role: its trouble goes into the message of the roles it reports on
+    (through `with_probes`), never into their status, since the clients may run fine and only
+    heights and readiness are lost.
+    """
+    if pod is None:
+        return None
+    status = _statuses(pod, "containerStatuses").get(container)
+    if status is None:
+        return None
+    state = _running_container(container, status)
+    if container_up(state) or state.reason == "Unknown":
+        return None
+    return state.message or state.reason
 
 
 def _statuses(pod: dict[str, Any], key: str) -> dict[str, dict[str, Any]]:
