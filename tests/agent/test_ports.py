@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from nodeplane.chains.base import TCP_AND_UDP, PortDef
-from nodeplane.executor.agent.ports import SEARCH_END, SEARCH_START, allocate_ports
+from nodeplane.executor.agent.ports import (
+    DEFAULT_SEARCH,
+    NoFreePort,
+    PortRange,
+    allocate_ports,
+)
+
+SEARCH_START, SEARCH_END = DEFAULT_SEARCH.first, DEFAULT_SEARCH.last + 1
 
 
 @pytest.fixture
@@ -58,3 +65,50 @@ def test_a_default_taken_over_udp_is_not_given_to_a_tcp_and_udp_port(tmp_path: P
         assert chosen != held and SEARCH_START <= chosen < SEARCH_END
         tcp = [PortDef("node", "p2p", default=held, public=True)]
         assert allocate_ports(tmp_path / "tcp.json", tcp, set()) == {"node.p2p": held}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_a_port_range_confines_new_ports_and_skips_a_default_outside_it(tmp_path: Path) -> None:
+    """`[ports] first/last`: a host whose firewall opens only a range gets ports from it alone;
+    a client's default (free, but outside) is not used, one inside is."""
+    outside = _free_port()
+    window = PortRange(24100, 24139)
+    assert outside not in window
+    wanted = [
+        PortDef("node", "rpc", default=outside),
+        PortDef("node", "p2p", default=24120, public=True),
+    ]
+    ports = allocate_ports(tmp_path / "ports.json", wanted, set(), port_range=window)
+    assert ports["node.rpc"] in window and ports["node.rpc"] != outside
+    assert ports["node.p2p"] == 24120
+
+
+def test_a_narrowed_range_keeps_the_ports_a_node_already_has(tmp_path: Path) -> None:
+    had = _free_port()
+    wanted = [PortDef("node", "rpc", default=had)]
+    allocate_ports(tmp_path / "ports.json", wanted, set())
+    window = PortRange(24200, 24209)
+    assert allocate_ports(tmp_path / "ports.json", wanted, set(), port_range=window) == {
+        "node.rpc": had
+    }
+
+
+def test_a_full_range_is_a_typed_error_naming_the_port_and_the_range(tmp_path: Path) -> None:
+    window = PortRange(24300, 24303)
+    wanted = [PortDef("node", "rpc", default=8332)]
+    with pytest.raises(NoFreePort, match=r"node\.rpc: every port in 24300-24303 is taken"):
+        allocate_ports(
+            tmp_path / "ports.json", wanted, set(window_ports(window)), port_range=window
+        )
+    assert not (tmp_path / "ports.json").exists()
+
+
+def window_ports(window: PortRange) -> range:
+    """Every port of `window`."""
+    return range(window.first, window.last + 1)

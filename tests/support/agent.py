@@ -15,11 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from nodeplane.executor.agent.ports import DEFAULT_SEARCH
 from tests.support.sandbox import SystemdSandbox
 
 ANVIL = Path("/var/cache/nodeplane/bin/anvil")
 
 DriverKind = Literal["systemd", "process"]
+
+
+def worker_ports_section() -> str:
+    """Under pytest-xdist, each worker's agents take ports from a range of their own (the
+    agent's `[ports]`): clients' defaults (litecoin regtest's 19443/19444) are the same for
+    every worker, and an agent cannot see the ports another worker's stopped node holds.
+    Without workers, no section: the agent chooses as a user's would."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not worker.startswith("gw") or count < 2:
+        return ""
+    index = int(worker[2:])
+    size = (DEFAULT_SEARCH.last - DEFAULT_SEARCH.first + 1) // count
+    first = DEFAULT_SEARCH.first + index * size
+    return f"\n[ports]\nfirst = {first}\nlast = {first + size - 1}\n"
 
 
 @dataclass
@@ -81,6 +97,7 @@ poll_wait = 10
 level = "info"
 format = "json"
 """
+            + worker_ports_section()
             + "".join(
                 ["\n[supervision]\n", *(f"{k} = {v}\n" for k, v in self.supervision.items())]
                 if self.supervision

@@ -64,6 +64,8 @@ from nodeplane.executor.agent.plan import (
 )
 from nodeplane.executor.agent.port_recovery import recover_ports
 from nodeplane.executor.agent.ports import (
+    NoFreePort,
+    PortRange,
     PortsFileError,
     allocate_ports,
     ports_in_use,
@@ -225,8 +227,10 @@ class AgentBackend:
         capabilities: Callable[[], ExecutorCapabilities],
         restart_delay_s: float = 5.0,
         stable_after_s: float = 30.0,
+        port_range: PortRange | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.port_range = port_range  # the agent's [ports]: where new ports come from
         self.restart_delay_s = restart_delay_s  # for every unit: see UnitSpec
         self.stable_after_s = stable_after_s
         self.driver = driver
@@ -358,10 +362,11 @@ class AgentBackend:
                     wanted_ports,
                     ports_in_use(nodes_root(self.data_dir), node.name),
                     current=current,
+                    port_range=self.port_range,
                 )
             ctx = RenderContext(node_name=node.name, layout=layout, ports=ports, binaries=binaries)
             return layout, adapter.render(spec, ctx)
-        except NodeConfigError as exc:
+        except (NodeConfigError, NoFreePort) as exc:
             raise ApplyError(str(exc)) from None
 
     def _state_rebuilt(
@@ -795,7 +800,13 @@ class AgentBackend:
         ports_file = self._layout(node.name).root / PORTS_FILE
         with self._ports_lock:
             elsewhere = ports_in_use(nodes_root(self.data_dir), node.name) | avoid
-            return allocate_ports(ports_file, defs, elsewhere, current=read_ports(ports_file))
+            return allocate_ports(
+                ports_file,
+                defs,
+                elsewhere,
+                current=read_ports(ports_file),
+                port_range=self.port_range,
+            )
 
     async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
         """ApplyError naming port and holder if a unit about to start would find one taken."""

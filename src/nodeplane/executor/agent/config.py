@@ -5,8 +5,16 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from nodeplane.executor.agent.ports import PortRange
 from nodeplane.protocol import node_name_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/nodeplane/agent.toml")
@@ -76,6 +84,28 @@ class SupervisionSection(_Section):
     max_backoff: float = Field(default=60.0, gt=0, le=86400)
 
 
+class PortsSection(_Section):
+    """Where nodes' ports come from: `first` to `last` (both included), for a host whose firewall
+    opens only those; unset, a client's default port, else one in 20000-31999."""
+
+    first: int | None = Field(default=None, ge=1024, le=65535)
+    last: int | None = Field(default=None, ge=1024, le=65535)
+
+    @model_validator(mode="after")
+    def _both_in_order(self) -> "PortsSection":
+        if (self.first is None) != (self.last is None):
+            raise ValueError("first and last go together")
+        if self.first is not None and self.last is not None and self.first > self.last:
+            raise ValueError(f"first ({self.first}) is above last ({self.last})")
+        return self
+
+    def port_range(self) -> PortRange | None:
+        """The configured range, or None."""
+        if self.first is None or self.last is None:
+            return None
+        return PortRange(self.first, self.last)
+
+
 class LoggingSection(_Section):
     """Log level and format."""
 
@@ -90,6 +120,7 @@ class AgentConfig(_Section):
     control_plane: ControlPlaneSection
     intervals: IntervalsSection = Field(default_factory=IntervalsSection)
     supervision: SupervisionSection = Field(default_factory=SupervisionSection)
+    ports: PortsSection = Field(default_factory=PortsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
 
 

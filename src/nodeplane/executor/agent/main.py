@@ -100,6 +100,7 @@ def build_runtime(
         capabilities=CachedCapabilities(data_dir),
         restart_delay_s=config.supervision.restart_delay,
         stable_after_s=config.supervision.stable_after,
+        port_range=config.ports.port_range(),
     )
     intervals = Intervals(
         heartbeat=config.intervals.heartbeat,

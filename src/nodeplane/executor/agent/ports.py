@@ -3,17 +3,41 @@
 import json
 import random
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
 from nodeplane.executor.agent.port_owners import bindable
 from nodeplane.executor.agent.statefile import make_directory, read_text, write_atomic
 
-# Where ports are searched when a client's default is taken (below Linux's ephemeral range),
-# from a random point: agents sharing a host (a demo next to an installed agent, parallel test
-# runs) then rarely race for the same free port between checking it and their client binding it.
-SEARCH_START = 20000
-SEARCH_END = 32000
+
+@dataclass(frozen=True)
+class PortRange:
+    """Ports `first` to `last`, both included."""
+
+    first: int
+    last: int
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+    def from_random_point(self) -> list[int]:
+        """Every port of the range, from a random one round to the one before it: agents sharing
+        a host (a demo next to an installed agent) then rarely race for the same free port
+        between checking it and their client binding it."""
+        start = random.randint(self.first, self.last)
+        return [*range(start, self.last + 1), *range(self.first, start)]
+
+
+# Where ports are searched when a client's default is taken: below Linux's ephemeral range.
+DEFAULT_SEARCH = PortRange(20000, 31999)
+
+
+class NoFreePort(Exception):
+    """Every candidate port for one of a node's ports is taken."""
 
 
 class PortsFileError(Exception):
@@ -56,11 +80,15 @@ def allocate_ports(
     wanted: Iterable[PortDef],
     taken_elsewhere: set[int],
     current: Mapping[str, int] | None = None,
+    port_range: PortRange | None = None,
 ) -> dict[str, int]:
     """Ports for a node: the ones it had, else each client's default, else a free one.
 
     `current` (default: the ports file) is what the node had; the file is written only when its
-    content changes.
+    content changes. With `port_range` (the agent's `[ports]`, for a host whose firewall opens
+    only those) new ports come from that range alone, a client's default only when it lies in it;
+    ports a node already has are kept, so narrowing the range never moves a running node.
+    Raises NoFreePort when every candidate is taken.
     """
     if current is None:
         current = read_ports(ports_file) or {}
@@ -72,12 +100,17 @@ def allocate_ports(
             result[port.key] = previous
             used.add(previous)
             continue
-        first = random.randrange(SEARCH_START, SEARCH_END)
-        candidates = [port.default, *range(first, SEARCH_END), *range(SEARCH_START, first)]
+        search = port_range or DEFAULT_SEARCH
+        defaults = [port.default] if port_range is None or port.default in port_range else []
+        candidates = [*defaults, *search.from_random_point()]
         # Free with every protocol the client binds (P2P: TCP and its UDP discovery).
         chosen = next(
-            p for p in candidates if p not in used and bindable(p, port.public, port.protocols)
+            (p for p in candidates if p not in used and bindable(p, port.public, port.protocols)),
+            None,
         )
+        if chosen is None:
+            where = f"{search}" if port_range else f"{port.default} or {search}"
+            raise NoFreePort(f"no free port for {port.key}: every port in {where} is taken")
         result[port.key] = chosen
         used.add(chosen)
     make_directory(ports_file.parent)
