@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from tests.cli.conftest import Cli, deploy
 from tests.support.fleet import FakeExecutor, Org
 from tests.support.server import free_port
@@ -127,3 +129,16 @@ def test_usage_errors_exit_2(cli: Cli, executor: FakeExecutor, tmp_path: Path) -
     assert cli("nodes", "deploy", "x", "--spec-file", str(spec)).code == 2
 
     assert cli("nodes", "list", "--output", "yaml").code == 2
+
+
+@pytest.mark.process
+def test_an_agent_error_naming_a_long_path_is_one_line_and_not_markup(
+    bare_cli: Cli, tmp_path: Path
+) -> None:
+    """Found when the suite ran in xdist workers (longer temp paths): the agent's errors were
+    wrapped at 80 columns, cutting the data directory's path in two, and `[...]` in a path
+    would have been taken for Rich markup."""
+    config = tmp_path / ("a-long-directory-name-" * 4 + "[red]kept[/red]") / "agent.toml"
+    result = bare_cli("agent", "run", "--config", str(config))
+    assert result.code == 2
+    assert result.stderr == f"error: {config}: no such file\n"

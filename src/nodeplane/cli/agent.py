@@ -17,6 +17,7 @@ from rich.table import Table
 
 from nodeplane import __version__
 from nodeplane.chains.base import ProcessPlan
+from nodeplane.cli.common import print_error
 from nodeplane.executor.agent.config import (
     DEFAULT_CONFIG_PATH,
     AgentConfig,
@@ -41,7 +42,7 @@ def _load(path: Path) -> AgentConfig:
     try:
         return load_config(path)
     except (ConfigError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
 
 
@@ -59,7 +60,7 @@ def run(config: Path = ConfigOption) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_with_task_dump(run_agent(cfg)))
     except DataDirLocked as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(1) from None
 
 

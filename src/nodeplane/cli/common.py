@@ -89,6 +89,12 @@ out = _stdout_console()
 err = Console(stderr=True)
 
 
+def print_error(message: str) -> None:
+    """`error: message` on stderr as one line: never wrapped at the terminal's width (a path
+    cut in two cannot be copied) and never read as markup (a `[...]` in a path is text)."""
+    typer.echo(f"error: {message}", err=True)
+
+
 def fail(message: str, exit_code: ExitCode = ExitCode.USAGE) -> NoReturn:
     """Stop the command with `error: message` on stderr."""
     raise CliFailure(exit_code, message)

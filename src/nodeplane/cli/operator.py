@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nodeplane.cli.common import print_error
 from nodeplane.executor.operator.images import OPERATOR_IMAGE, PROBE_PORT_DEFAULT
 from nodeplane.protocol import node_name_problem
 
@@ -37,7 +38,7 @@ _CLIENT_VERSION = re.compile(r"^([a-z0-9][a-z0-9-]{0,31})=(.+)$")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    print_error(message)
     return typer.Exit(code)
 
 
