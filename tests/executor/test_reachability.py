@@ -53,6 +53,24 @@ def test_one_line_per_change_of_reachability() -> None:
     assert link.reachable is False
 
 
+def test_an_answer_to_a_call_sent_before_the_outage_was_noticed_ends_nothing() -> None:
+    """Found in the suite: a control plane shutting down answered a sync it already had 10 ms
+    after refusing a poll, and the agent logged unreachable, reachable, unreachable."""
+    now = [100.0]
+    link = Reachability(clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        link.succeeded(started=now[0])
+        sync_sent = now[0]
+        now[0] += 0.1
+        link.failed("poll", "ConnectError: connection refused")
+        now[0] += 0.01
+        link.succeeded(started=sync_sent)  # the in-flight sync's answer
+        now[0] += 5
+        link.succeeded(started=now[0] - 0.01)  # a call sent after: the control plane is back
+    assert [r["event"] for r in logs] == ["controlplane.unreachable", "controlplane.reachable"]
+    assert logs[1]["after_seconds"] == 5.0
+
+
 def test_first_contact_failing_is_logged_once() -> None:
     link = Reachability()
     with structlog.testing.capture_logs() as logs:

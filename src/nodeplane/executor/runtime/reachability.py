@@ -60,8 +60,20 @@ class Reachability:
         self.reachable, self.since = False, self.clock()
         log.warning("controlplane.unreachable", call=call, error=error)
 
-    def succeeded(self) -> None:
-        """A call got an answer."""
+    def succeeded(self, started: float | None = None) -> None:
+        """A call got an answer; `started` is when it was sent (this object's clock).
+
+        An answer to a call sent before the outage was noticed says nothing about now: a control
+        plane shutting down answers the requests it already had while refusing new ones, and
+        counting such an answer would log the outage twice within milliseconds.
+        """
+        if (
+            self.reachable is False
+            and started is not None
+            and self.since is not None
+            and started < self.since
+        ):
+            return
         if self.reachable is False:
             away = self.clock() - (self.since if self.since is not None else self.clock())
             log.info(

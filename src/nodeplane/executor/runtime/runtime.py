@@ -228,11 +228,12 @@ class ExecutorRuntime:
                 log.exception("sync.request_failed")
             return False
         self._request_error = None
+        started = self.reachability.clock()
         try:
             result = await self.client.sync(request)
         except ControlPlaneError as exc:
             if exc.code == INSTANCE_CONFLICT_CODE:
-                self.reachability.succeeded()
+                self.reachability.succeeded(started)
                 self._refuse(exc.message)
             else:
                 self.reachability.failed("sync", describe_error(exc))
@@ -242,7 +243,7 @@ class ExecutorRuntime:
             self.reachability.failed("sync", describe_error(exc))
             log.debug("sync.failed", error=describe_error(exc))
             return False
-        self.reachability.succeeded()
+        self.reachability.succeeded(started)
         if self.refused is not None:
             log.info("executor.instance_accepted", instance_id=str(self.instance_id))
             self.refused = None
@@ -292,11 +293,12 @@ class ExecutorRuntime:
     async def _poll_loop(self) -> None:
         await self._registered.wait()
         while True:
+            started = self.reachability.clock()
             try:
                 specs = await self.client.poll_specs(self.state.known(), self.intervals.poll_wait)
             except ControlPlaneError as exc:
                 if exc.code == INSTANCE_CONFLICT_CODE:
-                    self.reachability.succeeded()
+                    self.reachability.succeeded(started)
                     self._refuse(exc.message)
                     await asyncio.sleep(self.intervals.heartbeat)
                     continue
@@ -309,7 +311,7 @@ class ExecutorRuntime:
                 log.debug("poll.failed", error=describe_error(exc))
                 await asyncio.sleep(self._poll_backoff.next_delay())
                 continue
-            self.reachability.succeeded()
+            self.reachability.succeeded(started)
             self._poll_backoff.reset()
             if specs:
                 self.receive(specs)
