@@ -217,6 +217,19 @@ def test_a_load_balancer_node_gets_a_udp_service_that_goes_with_the_type(
             c for c in status(kube, namespace, "eth-lb")["conditions"] if c["type"] == "Rendered"
         )
         assert (rendered["status"], rendered["reason"]) == ("True", "Applied")
+        # Execution and consensus share one JWT secret, as the API server keeps the pod: an
+        # init container writes it once into the pod's config directory, both clients read it.
+        pod = kube.get(StatefulSet, "eth-lb", namespace=namespace).spec.template.spec
+        (init_jwt,) = [c for c in pod.initContainers if c.name == "init-jwt-secret"]
+        assert init_jwt.command[-2:] == ["/node/config/jwt.hex", "32"]
+        execution, consensus, sidecar = pod.containers
+        assert sidecar.name == PROBE_CONTAINER
+        assert "--authrpc.jwtsecret=/node/config/jwt.hex" in execution.command
+        assert "--execution-jwt=/node/config/jwt.hex" in consensus.command
+        for c in (init_jwt, execution, consensus):
+            assert any(m.name == "config" and m.mountPath == "/node/config" for m in c.volumeMounts)
+        (config,) = [v for v in pod.volumes if v.name == "config"]
+        assert config.emptyDir is not None
         tcp = kube.get(Service, "eth-lb-public", namespace=namespace)
         udp = kube.get(Service, "eth-lb-public-udp", namespace=namespace)
         assert tcp.spec.type == udp.spec.type == "LoadBalancer"
