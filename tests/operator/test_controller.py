@@ -222,8 +222,10 @@ def test_a_load_balancer_node_gets_a_udp_service_that_goes_with_the_type(
         pod = kube.get(StatefulSet, "eth-lb", namespace=namespace).spec.template.spec
         (init_jwt,) = [c for c in pod.initContainers if c.name == "init-jwt-secret"]
         assert init_jwt.command[-2:] == ["/node/config/jwt.hex", "32"]
-        execution, consensus, sidecar = pod.containers
-        assert sidecar.name == PROBE_CONTAINER
+        # Server-side apply merges containers by name; their order is not the render's.
+        by_name = {c.name: c for c in pod.containers}
+        assert set(by_name) == {"execution", "consensus", PROBE_CONTAINER}
+        execution, consensus = by_name["execution"], by_name["consensus"]
         assert "--authrpc.jwtsecret=/node/config/jwt.hex" in execution.command
         assert "--execution-jwt=/node/config/jwt.hex" in consensus.command
         for c in (init_jwt, execution, consensus):
