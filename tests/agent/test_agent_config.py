@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from nodeplane.executor.agent.config import ConfigError, load_config
-from nodeplane.executor.agent.ports import PortRange
+from nodeplane.executor.agent.port_range import PortRange
 
 BASE = '[control_plane]\nurl = "http://127.0.0.1:8080"\napi_key = "k"\n'
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from nodeplane.chains.base import TCP_AND_UDP, PortDef
+from nodeplane.executor.agent.port_range import PortRange
 from nodeplane.executor.agent.ports import (
     DEFAULT_SEARCH,
     NoFreePort,
-    PortRange,
     allocate_ports,
 )
 

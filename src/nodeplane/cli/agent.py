@@ -8,25 +8,21 @@ import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from nodeplane import __version__
-from nodeplane.chains.base import ProcessPlan
 from nodeplane.cli.common import print_error
-from nodeplane.executor.agent.config import (
-    DEFAULT_CONFIG_PATH,
-    AgentConfig,
-    ConfigError,
-    load_config,
-)
-from nodeplane.executor.agent.driver import UnitSpec
-from nodeplane.executor.agent.units import render_unit
-from nodeplane.protocol import RestartPolicy
+from nodeplane.executor.agent.paths import DEFAULT_CONFIG_PATH
+
+if TYPE_CHECKING:
+    from nodeplane.executor.agent.config import AgentConfig
+
+# The agent's own modules (config models, unit rendering, the runtime) are imported by the
+# commands that use them: every `nodeplane` command loads this module, and `nodeplane nodes list`
+# should not pay for the agent's imports.
 
 AGENT_UNIT = "nodeplane-agent.service"
 
@@ -38,7 +34,9 @@ console = Console(stderr=True)
 ConfigOption = typer.Option(DEFAULT_CONFIG_PATH, "--config", "-c", help="Path of agent.toml.")
 
 
-def _load(path: Path) -> AgentConfig:
+def _load(path: Path) -> "AgentConfig":
+    from nodeplane.executor.agent.config import ConfigError, load_config
+
     try:
         return load_config(path)
     except (ConfigError, ValueError) as exc:
@@ -75,8 +73,14 @@ async def _run_with_task_dump(main: Coroutine[Any, Any, None]) -> None:
     await main
 
 
-def agent_unit_text(config_path: Path, cfg: AgentConfig) -> str:
+def agent_unit_text(config_path: Path, cfg: "AgentConfig") -> str:
     """The systemd unit that runs this agent, restarting it on failure."""
+    from nodeplane import __version__
+    from nodeplane.chains.base import ProcessPlan
+    from nodeplane.executor.agent.driver import UnitSpec
+    from nodeplane.executor.agent.units import render_unit
+    from nodeplane.protocol import RestartPolicy
+
     process = ProcessPlan(
         role="service",
         client="nodeplane",
@@ -131,6 +135,8 @@ def uninstall(config: Path = ConfigOption) -> None:
 @agent_app.command()
 def status(config: Path = ConfigOption) -> None:
     """Show the agent's service, its control plane and the nodes it holds."""
+    import httpx
+
     from nodeplane.executor.agent.main import state_path
     from nodeplane.executor.runtime.local_state import LocalState
 

@@ -1,15 +1,10 @@
 """Entry point of the `nodeplane` command."""
 
-import asyncio
-import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 import typer
-import uvicorn
 
 from nodeplane.cli.agent import agent_app
 from nodeplane.cli.executors import executors_app
@@ -18,7 +13,6 @@ from nodeplane.cli.login import login
 from nodeplane.cli.members import members_app
 from nodeplane.cli.nodes import nodes_app
 from nodeplane.cli.operator import operator_app
-from nodeplane.controlplane.config import Settings
 
 app = typer.Typer(
     help="nodeplane: a self-hosted control plane for blockchain nodes.", no_args_is_help=True
@@ -37,20 +31,6 @@ app.command()(login)
 @app.callback()
 def main() -> None:
     """nodeplane: declare nodes once, run them on your own hosts and clusters."""
-
-
-class _GracefulServer(uvicorn.Server):
-    """Uvicorn server that lets held long-polls answer as soon as a shutdown is asked for."""
-
-    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_exit = on_exit
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Runs in a signal handler: hand the wake-up to the event loop rather than run it here.
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().call_soon_threadsafe(self._on_exit)
-        super().handle_exit(sig, frame)
 
 
 @app.command()
@@ -74,7 +54,8 @@ def server(
 ) -> None:
     """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
     from nodeplane.controlplane.app import create_app
-    from nodeplane.controlplane.http_server import uvicorn_config
+    from nodeplane.controlplane.config import Settings
+    from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
 
     configure_logging(log_level, json_logs)
@@ -92,7 +73,7 @@ def server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
-    _GracefulServer(config, control_plane.begin_shutdown).run()
+    GracefulServer(config, control_plane.begin_shutdown).run()
 
 
 @app.command()
@@ -104,6 +85,8 @@ def up(
     driver: str = typer.Option("auto", help="Agent driver: auto, systemd or process."),
 ) -> None:
     """Run the control plane on SQLite and a local agent, on this machine, until Ctrl-C."""
+    import asyncio
+
     from nodeplane.cli.up import default_up_dir, run_up
     from nodeplane.controlplane.logging import configure_logging
 

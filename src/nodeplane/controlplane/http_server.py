@@ -1,5 +1,9 @@
 """How the control plane is served over HTTP: one uvicorn configuration for `server` and `up`."""
 
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -24,3 +28,17 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         **options,
     )
+
+
+class GracefulServer(uvicorn.Server):
+    """Uvicorn server that lets held long-polls answer as soon as a shutdown is asked for."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs in a signal handler: hand the wake-up to the event loop rather than run it here.
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon_threadsafe(self._on_exit)
+        super().handle_exit(sig, frame)

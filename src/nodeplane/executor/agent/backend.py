@@ -62,10 +62,10 @@ from nodeplane.executor.agent.plan import (
     RenderedNode,
     plan,
 )
+from nodeplane.executor.agent.port_range import PortRange
 from nodeplane.executor.agent.port_recovery import recover_ports
 from nodeplane.executor.agent.ports import (
     NoFreePort,
-    PortRange,
     PortsFileError,
     allocate_ports,
     ports_in_use,

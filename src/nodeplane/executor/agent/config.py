@@ -14,11 +14,9 @@ from pydantic import (
     model_validator,
 )
 
-from nodeplane.executor.agent.ports import PortRange
+from nodeplane.executor.agent.paths import DEFAULT_DATA_DIR
+from nodeplane.executor.agent.port_range import PortRange
 from nodeplane.protocol import node_name_problem
-
-DEFAULT_CONFIG_PATH = Path("/etc/nodeplane/agent.toml")
-DEFAULT_DATA_DIR = Path("/var/lib/nodeplane")
 
 
 class _Section(BaseModel):

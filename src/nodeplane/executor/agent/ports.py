@@ -1,36 +1,13 @@
 """Host port allocation per node, kept stable across restarts in the node's directory."""
 
 import json
-import random
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from nodeplane.chains.base import PortDef
 from nodeplane.executor.agent.port_owners import bindable
+from nodeplane.executor.agent.port_range import PortRange
 from nodeplane.executor.agent.statefile import make_directory, read_text, write_atomic
-
-
-@dataclass(frozen=True)
-class PortRange:
-    """Ports `first` to `last`, both included."""
-
-    first: int
-    last: int
-
-    def __contains__(self, port: object) -> bool:
-        return isinstance(port, int) and self.first <= port <= self.last
-
-    def __str__(self) -> str:
-        return f"{self.first}-{self.last}"
-
-    def from_random_point(self) -> list[int]:
-        """Every port of the range, from a random one round to the one before it: agents sharing
-        a host (a demo next to an installed agent) then rarely race for the same free port
-        between checking it and their client binding it."""
-        start = random.randint(self.first, self.last)
-        return [*range(start, self.last + 1), *range(self.first, start)]
-
 
 # Where ports are searched when a client's default is taken: below Linux's ephemeral range.
 DEFAULT_SEARCH = PortRange(20000, 31999)
