@@ -76,6 +76,7 @@ def server(
     from nodeplane.controlplane.app import create_app
     from nodeplane.controlplane.http_server import uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
+    from nodeplane.controlplane.profiling import profiled
 
     configure_logging(log_level, json_logs)
     settings = Settings()
@@ -92,7 +93,8 @@ def server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
-    _GracefulServer(config, control_plane.begin_shutdown).run()
+    with profiled():  # only when NODEPLANE_PROFILE is set (benchmarks)
+        _GracefulServer(config, control_plane.begin_shutdown).run()
 
 
 @app.command()
