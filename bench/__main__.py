@@ -223,6 +223,9 @@ def main() -> None:
     parser.add_argument("--ramp", help="P3 executor counts, comma-separated (default by mode)")
     parser.add_argument("--held-polls", type=int, help="P4 held polls (default by mode)")
     parser.add_argument(
+        "--window", type=float, help="seconds measured per P3 step (default by mode)"
+    )
+    parser.add_argument(
         "--profile-executors", type=int, help="executors during the profile (default by mode)"
     )
     parser.add_argument("--profile-seconds", type=float, default=30.0)
@@ -232,6 +235,8 @@ def main() -> None:
     sizes = loadgen_scenarios.QUICK if args.quick else loadgen_scenarios.FULL
     if args.ramp:
         sizes = dataclasses.replace(sizes, ramp=tuple(int(x) for x in args.ramp.split(",")))
+    if args.window:
+        sizes = dataclasses.replace(sizes, window=args.window)
     if args.held_polls:
         sizes = dataclasses.replace(sizes, held_polls=args.held_polls)
 

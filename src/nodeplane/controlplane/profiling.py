@@ -8,8 +8,10 @@ their own. Work in other threads (aiosqlite runs SQLite in one) appears only as 
 
 import cProfile
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 PROFILE_ENV = "NODEPLANE_PROFILE"
 
@@ -21,6 +23,9 @@ def profiled() -> Iterator[None]:
     if not path:
         yield
         return
+    # Uvicorn re-raises the SIGTERM that stopped it once it has shut down, under the handler
+    # found at start; the default one would end the process before the stats are written.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     profile = cProfile.Profile()
     profile.enable()
     try:
@@ -28,3 +33,8 @@ def profiled() -> Iterator[None]:
     finally:
         profile.disable()
         profile.dump_stats(path)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
