@@ -1,11 +1,15 @@
 """Control-plane benchmarks against real server processes: `./dev bench`.
 
 Measures request latency of the operations users and executors repeat most, and how fast a held
-spec poll wakes after a commit, on SQLite and PostgreSQL; writes a Markdown table to
-docs/benchmarks.md. It reuses the test harness to start servers.
+spec poll wakes after a commit, on SQLite and PostgreSQL; then the load scenarios of issue 8
+(bench/loadgen/: many simulated executors on one server) and a profile of the server under that
+load. Each part rewrites its own section of docs/benchmarks.md (`--only` runs some parts and
+keeps the others' sections; `--quick` runs in seconds). It reuses the test harness to start
+servers.
 """
 
 import argparse
+import dataclasses
 import platform
 import statistics
 import tempfile
@@ -29,6 +33,9 @@ from tests.support.server import (
 )
 
 from bench import agent_convergence
+from bench.loadgen import scenarios as loadgen_scenarios
+from bench.loadgen import suite as loadgen_suite
+from bench.report import machine_facts, replace_section
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -150,6 +157,50 @@ def run_backend(backend: str, n: int) -> list[Result]:
             drop_pg_database(url)
 
 
+LATENCY_NOTE = """\
+## Request latency, one request at a time
+
+Produced by `./dev bench` (bench/__main__.py): one real `nodeplane server` process per
+backend on loopback, requests sent one at a time over HTTP by the benchmark, end-to-end
+latency as the client sees it (each request opens a new connection: a kept connection, as
+agents use, answers in a few ms; the load rows below use kept connections). The poll row is
+the time from sending a lifecycle mutation to a spec poll, already held on the server,
+returning with the new revision. The agent rows (bench/agent_convergence.py) time a request
+until the API shows the target phase, with a real agent on the process driver running
+litecoind regtest.
+"""
+
+LOAD_NOTE = """\
+## Load: many executors on one server (issue 8)
+
+Produced by `./dev bench` (bench/loadgen/): simulated executors speak the real protocol over
+kept HTTP connections from worker processes of their own (never the server's event loop), each
+with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered starts),
+each observation at exactly the revision its spec poll last returned, and one `executorSpecs`
+poll held and re-issued as soon as it returns. P3 ramps the executor count until syncExecutor
+p99 reaches 100 ms; P1 flips random nodes (STOP/START) at a few per second during each P3
+window and times the action's request to its executor's poll returning the new revision; P4
+holds one poll per executor with no syncs. Server CPU per sync is the server process's CPU time
+in the window (all its work: syncs, polls, actions, sweeps) over the syncs answered; on
+PostgreSQL the database backends' CPU is given beside it. Latencies of syncs still unanswered
+when a step stopped count as lower bounds.
+"""
+
+
+def _load_section(rows: list[loadgen_scenarios.Row], quick: bool) -> str:
+    return "\n".join(
+        [
+            LOAD_NOTE,
+            f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}; "
+            f"{machine_facts()}.",
+            "",
+            "| goal | backend | load | goal | measured | met |",
+            "|---|---|---|---|---|---|",
+            *[r.markdown() for r in rows],
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=200, help="samples per operation")
@@ -158,36 +209,77 @@ def main() -> None:
     parser.add_argument(
         "--agent-rounds", type=int, default=5, help="lifecycle rounds with an agent"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small counts and short windows: seconds, for development",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["latency", "load", "profile"],
+        action="append",
+        help="run only these parts (repeatable); the others' sections in the docs are kept",
+    )
+    parser.add_argument("--ramp", help="P3 executor counts, comma-separated (default by mode)")
+    parser.add_argument("--held-polls", type=int, help="P4 held polls (default by mode)")
+    parser.add_argument(
+        "--window", type=float, help="seconds measured per P3 step (default by mode)"
+    )
+    parser.add_argument(
+        "--profile-executors", type=int, help="executors during the profile (default by mode)"
+    )
+    parser.add_argument("--profile-seconds", type=float, default=30.0)
     args = parser.parse_args()
+    parts = set(args.only or ["latency", "load", "profile"])
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    results = [r for b in backends for r in run_backend(b, args.n)]
-    if args.agent_rounds:
-        converged = agent_convergence.run(args.agent_rounds)
-        results += [Result("sqlite + agent", name, values) for name, values in converged.items()]
-    table = [
-        "| backend | operation | samples | p50 ms | p95 ms | max ms |",
-        "|---|---|---:|---:|---:|---:|",
-        *[r.row() for r in results],
-    ]
-    header = [
-        "# Benchmarks",
-        "",
-        "Produced by `./dev bench` (bench/__main__.py): one real `nodeplane server` process per",
-        "backend on loopback, requests sent one at a time over HTTP by the benchmark, end-to-end",
-        "latency as the client sees it. The poll row is the time from sending a lifecycle mutation",
-        "to a spec poll, already held on the server, returning with the new revision.",
-        "The agent rows (bench/agent_convergence.py) time a request until the API shows the target",
-        "phase, with a real agent on the process driver running litecoind regtest.",
-        "",
-        f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
-        f"Python {platform.python_version()}, run id {uuid.uuid4().hex[:6]}.",
-        "",
-    ]
-    text = "\n".join([*header, *table, ""])
-    print(text)
+    sizes = loadgen_scenarios.QUICK if args.quick else loadgen_scenarios.FULL
+    if args.ramp:
+        sizes = dataclasses.replace(sizes, ramp=tuple(int(x) for x in args.ramp.split(",")))
+    if args.window:
+        sizes = dataclasses.replace(sizes, window=args.window)
+    if args.held_polls:
+        sizes = dataclasses.replace(sizes, held_polls=args.held_polls)
+
+    document = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+    if "latency" in parts:
+        n = min(args.n, 20) if args.quick else args.n
+        results = [r for b in backends for r in run_backend(b, n)]
+        rounds = min(args.agent_rounds, 1) if args.quick else args.agent_rounds
+        if rounds:
+            converged = agent_convergence.run(rounds)
+            results += [
+                Result("sqlite + agent", name, values) for name, values in converged.items()
+            ]
+        table = [
+            LATENCY_NOTE,
+            f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
+            f"Python {platform.python_version()}, run id {uuid.uuid4().hex[:6]}.",
+            "",
+            "| backend | operation | samples | p50 ms | p95 ms | max ms |",
+            "|---|---|---:|---:|---:|---:|",
+            *[r.row() for r in results],
+        ]
+        document = replace_section(document, "latency", "\n".join(table))
+    if "load" in parts:
+        rows = loadgen_suite.run_scenarios(backends, sizes)
+        document = replace_section(document, "load", _load_section(rows, args.quick))
+    if "profile" in parts:
+        executors = args.profile_executors or (50 if args.quick else 300)
+        seconds = min(args.profile_seconds, 10.0) if args.quick else args.profile_seconds
+        profiles = [loadgen_suite.profile_sync_load(b, executors, seconds) for b in backends]
+        document = replace_section(
+            document,
+            "profile",
+            "## Profile of the server under sync load\n\n"
+            "cProfile of the server's main thread (NODEPLANE_PROFILE, see "
+            "src/nodeplane/controlplane/profiling.py) during a steady sync load; cProfile "
+            "slows Python calls, so these runs are not the ones measured above.\n\n"
+            + "\n\n".join(profiles),
+        )
+    print(document)
     if not args.no_write:
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(text)
+        RESULTS.write_text(document)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ def server(
     from nodeplane.controlplane.config import Settings
     from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
+    from nodeplane.controlplane.profiling import profiled
 
     configure_logging(log_level, json_logs)
     settings = Settings()
@@ -73,7 +74,8 @@ def server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
-    GracefulServer(config, control_plane.begin_shutdown).run()
+    with profiled():  # only when NODEPLANE_PROFILE is set (benchmarks)
+        GracefulServer(config, control_plane.begin_shutdown).run()
 
 
 @app.command()

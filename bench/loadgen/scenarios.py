@@ -1,0 +1,196 @@
+"""The issue's load goals as scenarios; each returns rows of goal beside measured (issue 8)."""
+
+import time
+from dataclasses import dataclass
+
+from bench.loadgen.procstat import rss_bytes
+from bench.loadgen.run import LoadRun, lifecycle_actions, measured, summary
+from bench.loadgen.stats import WorkerReport, percentile
+from bench.loadgen.target import Target
+from bench.loadgen.worker import LoadOptions
+
+P99_GOAL = 0.100
+NODES_PER_EXECUTOR = 10
+SYNC_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table."""
+
+    goal_id: str
+    backend: str
+    load: str
+    goal: str
+    measured: str
+    met: bool | None = None
+
+    def markdown(self) -> str:
+        """The row as a Markdown table line."""
+        verdict = {True: "yes", False: "**no**", None: "-"}[self.met]
+        return (
+            f"| {self.goal_id} | {self.backend} | {self.load} | {self.goal} | {self.measured} "
+            f"| {verdict} |"
+        )
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and long the scenarios are (`QUICK` for development, `FULL` for the record)."""
+
+    ramp: tuple[int, ...]
+    warmup: float
+    window: float
+    action_rate: float
+    held_polls: int
+    hold: float
+
+
+QUICK = Sizes(ramp=(50, 100), warmup=6.0, window=5.0, action_rate=4.0, held_polls=300, hold=4.0)
+FULL = Sizes(
+    ramp=(200, 400, 600, 800, 1000, 1500, 2000),
+    warmup=7.0,
+    window=20.0,
+    action_rate=4.0,
+    held_polls=10_000,
+    hold=10.0,
+)
+
+
+def _errors(report: WorkerReport, action_errors: int = 0, missing: int = 0) -> str:
+    counts = dict(report.errors)
+    if action_errors:
+        counts["lifecycle action failed"] = action_errors
+    if missing:
+        counts["action never picked up"] = missing
+    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
+
+
+def capacity(t: Target, sizes: Sizes) -> list[Row]:
+    """P3 (syncExecutor p99 as executors ramp up) and P1 (pickup under that load), per step.
+
+    Each step runs `count` executors x 10 nodes at a 5 s cadence, waits until every executor
+    has polled and synced, then measures a window while lifecycle actions flip random nodes.
+    The ramp stops at the first step that misses the goal: larger fleets only do worse.
+    """
+    rows: list[Row] = []
+    held: int | None = None
+    cpu_per_sync = ""
+    for count in sizes.ramp:
+        specs = t.fleet("lg", count, NODES_PER_EXECUTOR)
+        run = LoadRun(t.server.url, specs, LoadOptions(sync_interval=SYNC_INTERVAL))
+        run.start()
+        try:
+            time.sleep(sizes.warmup)
+            node_ids = [n for s in specs for n in s.node_ids]
+            with (
+                measured(t.pid, t.database_pids) as window,
+                lifecycle_actions(
+                    t.server.url, t.token, node_ids, sizes.action_rate, t.stopped
+                ) as actions,
+            ):
+                time.sleep(sizes.window)
+            time.sleep(2.0)  # syncs and pickups from the window's end still answer
+        finally:
+            report = run.stop()
+        latencies = window.syncs(report)
+        answered = window.answered(report)
+        unfinished = len(latencies) - answered
+        seconds = window.ended - window.began
+        pickups, missing = actions.pickup_seconds(report)
+        errors = sum(report.errors.values()) + actions.errors + missing
+        ok = percentile(latencies, 99) < P99_GOAL and errors == 0 and unfinished == 0
+        per_sync = window.server_cpu * 1000 / max(answered, 1)
+        database = (
+            f" + database {window.database_cpu * 1000 / max(answered, 1):.1f}"
+            if t.backend == "postgresql"
+            else ""
+        )
+        load = f"{count} x {NODES_PER_EXECUTOR} ({count / SYNC_INTERVAL:.0f} syncs/s)"
+        rows.append(
+            Row(
+                "P3",
+                t.backend,
+                load,
+                "syncExecutor p99 < 100 ms, no errors",
+                f"p50 / p99 {summary(latencies)} ({len(latencies)} syncs"
+                + (f", {unfinished} unanswered at stop" if unfinished else "")
+                + f"); {answered / seconds:.0f} syncs/s answered; server CPU {per_sync:.1f} ms"
+                f"/sync{database} ({window.server_cpu / seconds:.0%} of a core); load generator "
+                f"{report.cpu_seconds / (time.monotonic() - run.started_at):.0%} of a core; "
+                f"errors: {_errors(report)}",
+                ok,
+            )
+        )
+        rows.append(
+            Row(
+                "P1",
+                t.backend,
+                load,
+                "action → held poll returns it, p99 < 100 ms",
+                f"p50 / p99 {summary(pickups)} ({len(pickups)} actions); errors: "
+                f"{_errors(WorkerReport(), actions.errors, missing)}",
+                bool(pickups) and percentile(pickups, 99) < P99_GOAL and missing == 0,
+            )
+        )
+        if not ok:
+            break
+        held, cpu_per_sync = count, f"{per_sync:.1f}"
+    rows.append(
+        Row(
+            "P3",
+            t.backend,
+            f"ramp {', '.join(map(str, sizes.ramp))}",
+            "2,000 executors hold p99 < 100 ms",
+            f"largest count holding it: {held if held is not None else 'none'}"
+            + (f" (server CPU {cpu_per_sync} ms/sync there)" if held is not None else ""),
+            held is not None and held >= 2000,
+        )
+    )
+    return rows
+
+
+def held_polls(t: Target, sizes: Sizes) -> list[Row]:
+    """P4: `held_polls` executors (one node each) hold a spec poll; server memory per held
+    poll from its RSS before and after, and how fast a commit wakes one."""
+    count = sizes.held_polls
+    specs = t.fleet("hp", count, nodes=1)
+    time.sleep(1.0)
+    rss_before = rss_bytes(t.pid)
+    spread = 5.0
+    run = LoadRun(
+        t.server.url, specs, LoadOptions(sync_interval=None, spread=spread), per_worker=2500
+    )
+    run.start()
+    try:
+        time.sleep(spread + 3.0)  # every executor has had its first answer and holds its poll
+        rss_held = rss_bytes(t.pid)
+        node_ids = [n for s in specs for n in s.node_ids]
+        with lifecycle_actions(
+            t.server.url, t.token, node_ids, sizes.action_rate, t.stopped
+        ) as actions:
+            time.sleep(sizes.hold)
+        time.sleep(1.0)
+    finally:
+        report = run.stop()
+    wakes, missing = actions.pickup_seconds(report)
+    per_poll = (rss_held - rss_before) / count
+    return [
+        Row(
+            "P4",
+            t.backend,
+            f"{count} held polls",
+            "< 50 KB server memory per held poll",
+            f"{per_poll / 1024:.1f} KB (RSS {rss_before / 2**20:.0f} → {rss_held / 2**20:.0f} MiB)",
+            per_poll < 50 * 1024,
+        ),
+        Row(
+            "P4",
+            t.backend,
+            f"{count} held polls",
+            "wake p99 < 100 ms",
+            f"p50 / p99 {summary(wakes)} ({len(wakes)} actions); errors: "
+            f"{_errors(report, actions.errors, missing)}",
+            bool(wakes) and percentile(wakes, 99) < P99_GOAL and missing == 0,
+        ),
+    ]

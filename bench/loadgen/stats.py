@@ -1,0 +1,53 @@
+"""Percentiles and the small records workers send back to the orchestrator."""
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank; NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass
+class WorkerReport:
+    """What one worker process measured.
+
+    Times are `time.monotonic()` seconds, which on Linux is one clock for every process on the
+    machine, so the orchestrator can compare them with its own.
+    """
+
+    # (sent at, seconds) for every syncExecutor that was answered without error.
+    syncs: list[tuple[float, float]] = field(default_factory=list)
+    # (sent at, seconds so far) for syncs still unanswered when the run stopped: lower bounds,
+    # kept so an overloaded server's slowest syncs are not silently dropped from the percentiles.
+    unfinished: list[tuple[float, float]] = field(default_factory=list)
+    # Errors by type: "http 503", "graphql executor_instance_conflict", "ReadTimeout", ...
+    errors: Counter[str] = field(default_factory=Counter)
+    # (node id, revision) -> when a spec poll first returned that revision to the executor.
+    pickups: dict[tuple[str, int], float] = field(default_factory=dict)
+    # node id -> the revision the executor reported in its last answered sync.
+    reported: dict[str, int] = field(default_factory=dict)
+    # How many spec polls returned (with or without changes) and how many failed.
+    polls: int = 0
+    # The worker process's own CPU seconds over its run: the load generator's cost.
+    cpu_seconds: float = 0.0
+
+
+def merge(reports: list[WorkerReport]) -> WorkerReport:
+    """One report for all workers."""
+    out = WorkerReport()
+    for r in reports:
+        out.syncs.extend(r.syncs)
+        out.unfinished.extend(r.unfinished)
+        out.errors.update(r.errors)
+        out.pickups.update(r.pickups)
+        out.reported.update(r.reported)
+        out.polls += r.polls
+        out.cpu_seconds += r.cpu_seconds
+    return out

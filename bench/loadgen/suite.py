@@ -1,0 +1,68 @@
+"""Every load scenario on the chosen databases, and a profile of the server under sync load."""
+
+import io
+import pstats
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.loadgen.run import LoadRun
+from bench.loadgen.scenarios import (
+    NODES_PER_EXECUTOR,
+    SYNC_INTERVAL,
+    Row,
+    Sizes,
+    capacity,
+    held_polls,
+)
+from bench.loadgen.target import target
+from bench.loadgen.worker import LoadOptions
+
+
+def run_scenarios(backends: list[str], sizes: Sizes) -> list[Row]:
+    """P3 and P1 on one fresh server per backend, P4 on another (so no poll of the first
+    lingers in the memory it measures)."""
+    rows: list[Row] = []
+    for backend in backends:
+        with target(backend) as t:
+            rows += capacity(t, sizes)
+        with target(backend) as t:
+            rows += held_polls(t, sizes)
+    return rows
+
+
+def profile_sync_load(backend: str, executors: int, seconds: float, top: int = 30) -> str:
+    """cProfile the server while `executors` x 10 nodes sync every 5 s; the top of the
+    profile by own time and by cumulative time, as Markdown."""
+    path = Path(tempfile.mkdtemp(prefix="nodeplane-profile-")) / "server.pstats"
+    with target(backend, profile=path) as t:
+        specs = t.fleet("lg", executors, NODES_PER_EXECUTOR)
+        run = LoadRun(t.server.url, specs, LoadOptions(sync_interval=SYNC_INTERVAL))
+        run.start()
+        time.sleep(seconds)
+        report = run.stop()
+    # The server wrote the profile as it stopped (it covers setup too; the load dominates).
+    stats = pstats.Stats(str(path))
+    text = []
+    for order in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(str(path), stream=buf).sort_stats(order).print_stats(top)
+        text.append(f"Sorted by {order}:\n\n```\n{_shorten(buf.getvalue())}\n```")
+    total = getattr(stats, "total_tt", 0.0)
+    return (
+        f"{backend}, {executors} executors x {NODES_PER_EXECUTOR} nodes for {seconds:.0f} s "
+        f"({len(report.syncs)} syncs answered, {report.polls} polls returned, errors: "
+        f"{dict(report.errors) or 'none'}); {total:.1f} s of profiled time in the server's "
+        f"main thread.\n\n" + "\n\n".join(text)
+    )
+
+
+def _shorten(text: str) -> str:
+    """pstats output without its header noise and with short paths."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("   Random")]
+    out = "\n".join(lines)
+    out = re.sub(r"\S*/site-packages/", "", out)
+    out = re.sub(r"\S*/src/nodeplane/", "nodeplane/", out)
+    return out.replace(sys.prefix, "")

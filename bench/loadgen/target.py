@@ -1,0 +1,99 @@
+"""A server under load: the process, its database, an owner's token and the executors made."""
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+from tests.support.gql import Client
+from tests.support.server import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    PG_ADMIN_URL,
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+)
+
+from bench.loadgen.provision import SimulatedExecutorSpec, provision
+from nodeplane.controlplane.profiling import PROFILE_ENV
+
+# Production cadences for the server's sweeps (the test harness makes them fast), and a long
+# heartbeat timeout, so executors idle between scenarios are not marked offline mid-run.
+SERVER_ENV = {
+    "NODEPLANE_SWEEP_INTERVAL": "5",
+    "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "60",
+}
+HEARTBEAT_TIMEOUT = 600.0
+
+
+@dataclass
+class Target:
+    """A running server and the simulated executors provisioned on it so far."""
+
+    backend: str
+    database_url: str
+    server: ServerProcess
+    token: str
+    fleets: dict[str, list[SimulatedExecutorSpec]] = field(default_factory=dict)
+    # Nodes that lifecycle actions left stopped (bench/loadgen/run.py, lifecycle_actions).
+    stopped: set[str] = field(default_factory=set)
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.server.process is not None
+        return self.server.process.pid
+
+    def fleet(self, prefix: str, count: int, nodes: int = 10) -> list[SimulatedExecutorSpec]:
+        """The first `count` executors named `prefix-…`, provisioning the ones missing."""
+        have = self.fleets.setdefault(prefix, [])
+        if len(have) < count:
+            have += provision(
+                self.database_url,
+                self.token,
+                prefix=prefix,
+                start=len(have),
+                count=count - len(have),
+                nodes=nodes,
+            )
+        return have[:count]
+
+    def database_pids(self) -> list[int]:
+        """The PostgreSQL backends serving this server's database (none on SQLite)."""
+        if self.backend != "postgresql":
+            return []
+        name = self.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
+
+@contextmanager
+def target(
+    backend: str, profile: Path | None = None, workdir: Path | None = None
+) -> Iterator[Target]:
+    """A fresh server on an empty `backend` database, with the first admin signed in; its log
+    (and SQLite file) in `workdir`, a new temporary directory by default."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix=f"nodeplane-load-{backend}-"))
+    url = f"sqlite:///{workdir / 'load.db'}" if backend == "sqlite" else create_pg_database()
+    env = {**SERVER_ENV, **({PROFILE_ENV: str(profile)} if profile else {})}
+    server = ServerProcess(
+        database_url=url, workdir=workdir, heartbeat_timeout=HEARTBEAT_TIMEOUT, extra_env=env
+    )
+    server.start()
+    try:
+        token = Client(server.url)(
+            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
+        )["login"]["token"]
+        yield Target(backend, url, server, token)
+    finally:
+        server.stop()
+        if backend == "postgresql":
+            drop_pg_database(url)

@@ -1,0 +1,126 @@
+"""A worker process: a share of the simulated executors on an event loop of its own.
+
+The load generator runs in processes of its own so that its work never shares the server's
+event loop (or this orchestrator's). Within a worker, every executor shares one httpx pool whose
+connections are kept alive and never capped: each executor has at most one sync and one held poll
+in flight, so the server sees as many kept connections as agents with a client each would open,
+while the generator spends far less CPU and memory than thousands of separate clients would
+on a machine whose cores the server needs.
+"""
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+
+import httpx
+
+from bench.loadgen.procstat import cpu_seconds
+from bench.loadgen.provision import SimulatedExecutorSpec
+from bench.loadgen.simulated import PollError, SimulatedExecutor
+from bench.loadgen.stats import WorkerReport
+
+# Executors of one worker catching up at once at the end of a run (LoadOptions.final_sync).
+FINISH_CONCURRENCY = 10
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the simulated executors behave."""
+
+    # Seconds between syncs; None: the executors only hold spec polls (P4).
+    sync_interval: float | None = 5.0
+    # The wait each spec poll asks for (the server caps it at NODEPLANE_MAX_POLL_WAIT).
+    poll_wait: float = 30.0
+    # Seconds a sync (or a poll, beyond its wait) may take before it counts as an error.
+    request_timeout: float = 10.0
+    # Executors start over this many seconds (default: one sync interval), spread at random.
+    spread: float | None = None
+    # At stop, every executor catches up with one poll and reports with one last sync, so the
+    # server's observed revisions can be checked against what the executors hold.
+    final_sync: bool = False
+
+
+def worker_main(
+    base_url: str,
+    specs: list[SimulatedExecutorSpec],
+    options: LoadOptions,
+    ready: "Queue[object]",
+    start: Event,
+    stop: Event,
+    results: "Queue[object]",
+) -> None:
+    """Process entry: say ready, run the executors from `start` until `stop`, send the report."""
+    report = asyncio.run(_run(base_url, specs, options, ready, start, stop))
+    results.put(report)
+
+
+async def _run(
+    base_url: str,
+    specs: list[SimulatedExecutorSpec],
+    options: LoadOptions,
+    ready: "Queue[object]",
+    start: Event,
+    stop: Event,
+) -> WorkerReport:
+    report = WorkerReport()
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=2 * len(specs) + 8, keepalive_expiry=300
+    )
+    async with httpx.AsyncClient(base_url=base_url, limits=limits) as http:
+        executors = [
+            SimulatedExecutor(
+                spec,
+                http,
+                report,
+                sync_interval=options.sync_interval,
+                poll_wait=options.poll_wait,
+                request_timeout=options.request_timeout,
+            )
+            for spec in specs
+        ]
+        loop = asyncio.get_running_loop()
+        ready.put(os.getpid())
+        await loop.run_in_executor(None, start.wait)
+        cpu_before = cpu_seconds(os.getpid())
+        began = time.monotonic()
+        spread = options.spread if options.spread is not None else (options.sync_interval or 5.0)
+        rng = random.Random(os.getpid())
+        tasks: list[asyncio.Task[None]] = []
+        for ex in executors:
+            # Jittered: a fleet's agents started at different times, so their syncs do not all
+            # fire at once. The poll goes first so the first sync already knows revisions.
+            at = began + rng.uniform(0, spread)
+            tasks.append(asyncio.create_task(ex.poll_forever(at)))
+            if options.sync_interval is not None:
+                tasks.append(asyncio.create_task(ex.sync_forever(at + 0.5)))
+        await loop.run_in_executor(None, stop.wait)
+        stopped = time.monotonic()
+        report.unfinished.extend(
+            (ex.sync_in_flight, stopped - ex.sync_in_flight)
+            for ex in executors
+            if ex.sync_in_flight is not None
+        )
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if options.final_sync:
+            # A few at a time: the check after a run is not a stampede test.
+            gate = asyncio.Semaphore(FINISH_CONCURRENCY)
+            await asyncio.gather(*(_finish(ex, report, gate) for ex in executors))
+        report.cpu_seconds = cpu_seconds(os.getpid()) - cpu_before
+    return report
+
+
+async def _finish(ex: SimulatedExecutor, report: WorkerReport, gate: asyncio.Semaphore) -> None:
+    """Catch up on specs without waiting, then report them in one last sync."""
+    async with gate:
+        try:
+            await ex.poll_once(0)
+        except (httpx.HTTPError, PollError) as exc:  # counted: the check that follows sees it
+            report.errors[f"final poll {type(exc).__name__}"] += 1
+            return
+        await ex.sync_once()
