@@ -32,7 +32,7 @@ RETRY_DELAY = 1.0
 
 
 class SimulatedExecutor:
-    """Plays one executor against the server through a shared, kept-alive connection pool."""
+    """Plays one executor against the server through its own kept-alive HTTP client."""
 
     def __init__(
         self,
@@ -68,6 +68,12 @@ class SimulatedExecutor:
         self._observations: dict[tuple[str, int, bool], dict[str, object]] = {}
         # When the sync in flight was sent (None when none is), so a stop can count it.
         self.sync_in_flight: float | None = None
+
+    def assume_known(self, revision: int) -> None:
+        """Hold every node at `revision` (running) before the first poll."""
+        for node_id in self.spec.node_ids:
+            self.known[node_id] = revision
+            self._running[node_id] = True
 
     # ---- sync ----------------------------------------------------------------------------
 

@@ -45,7 +45,11 @@ def profile_sync_load(backend: str, executors: int, seconds: float, top: int = 3
         report = run.stop()
     # The server wrote the profile as it stopped (it covers setup too; the load dominates).
     stats = pstats.Stats(str(path))
-    text = []
+    text = [
+        "Own time by package (cProfile counts each resumption of a coroutine as a call and "
+        "its waits in cumulative time, so own time is the measure to trust):\n\n"
+        f"```\n{by_package(stats)}\n```"
+    ]
     for order in ("tottime", "cumulative"):
         buf = io.StringIO()
         pstats.Stats(str(path), stream=buf).sort_stats(order).print_stats(top)
@@ -59,10 +63,42 @@ def profile_sync_load(backend: str, executors: int, seconds: float, top: int = 3
     )
 
 
+def _package(filename: str, function: str) -> str:
+    """Which package a profiled function belongs to (C functions by name)."""
+    if filename == "~":
+        if "epoll" in function:
+            return "(idle: waiting for I/O in epoll)"
+        if "put_nowait" in function:
+            return "aiosqlite hand-off to its thread (SimpleQueue.put_nowait)"
+        return "C: " + re.sub(r"[<>{}]", "", function)[:50]
+    if m := re.search(r"site-packages/([^/]+)", filename):
+        return m.group(1).split(".")[0]
+    if m := re.search(r"/nodeplane/([^/]+)(?:/([^/.]+))?", filename):
+        return "nodeplane." + m.group(1) + ("." + m.group(2) if m.group(2) else "")
+    if m := re.search(r"python3\.\d+/([^/]+)", filename):
+        return "stdlib " + m.group(1).removesuffix(".py")
+    return filename
+
+
+def by_package(stats: pstats.Stats, top: int = 20) -> str:
+    """Own time summed by package, as a share of the time the main thread was not idle."""
+    totals: dict[str, float] = {}
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = stats.stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, _nc, own, _cum, _callers) in raw.items():
+        key = _package(filename, function)
+        totals[key] = totals.get(key, 0.0) + own
+    idle = totals.pop("(idle: waiting for I/O in epoll)", 0.0)
+    busy = sum(totals.values())
+    lines = [f"busy {busy:.1f} s, idle {idle:.1f} s"]
+    for key, own in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{own:7.2f} s {own / busy:6.1%}  {key}")
+    return "\n".join(lines)
+
+
 def _shorten(text: str) -> str:
     """pstats output without its header noise and with short paths."""
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("   Random")]
     out = "\n".join(lines)
     out = re.sub(r"\S*/site-packages/", "", out)
     out = re.sub(r"\S*/src/nodeplane/", "nodeplane/", out)
-    return out.replace(sys.prefix, "")
+    return out.replace(sys.prefix, "").replace(sys.base_prefix, "")
