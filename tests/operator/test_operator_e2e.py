@@ -190,7 +190,11 @@ def test_lifecycle_through_the_control_plane(
         lambda: exists(kube, ConfigMap, config_map_name("ltc-a"), namespace), 30, what="the cm"
     )
     assert "maxconnections=12" in next(iter(config.data.values()))
-    sts = kube.get(StatefulSet, "ltc-a", namespace=namespace)
+    # The controller applies the StatefulSet after the ConfigMap and Services (what its pod
+    # mounts comes first): on a busy machine it may not be there yet.
+    sts = wait_until(
+        lambda: exists(kube, StatefulSet, "ltc-a", namespace), 30, what="the StatefulSet"
+    )
     container, sidecar = sts.spec.template.spec.containers
     assert container.image == f"docker.io/uphold/litecoin-core:{VERSION}"
     assert (sidecar.name, sidecar.image) == (PROBE_CONTAINER, OPERATOR_IMAGE)
