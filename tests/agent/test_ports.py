@@ -1,8 +1,10 @@
 """Port allocation: stable per node, the client's default first, else a free port."""
 
 import json
+import random
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,12 +56,33 @@ def test_ports_held_by_other_nodes_are_never_reused(tmp_path: Path, busy_port: i
     assert allocate_ports(tmp_path / "ports.json", wanted, taken) == {"node.rpc": SEARCH_END - 1}
 
 
+@contextmanager
+def _udp_held_port_free_over_tcp() -> Iterator[int]:
+    """A port held over UDP and free over TCP. Not an ephemeral one (found in the parallel
+    suite: the number the kernel gives a UDP socket may be some process's outgoing TCP port)
+    and not in the allocator's search range: a random one below both, checked over TCP."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(12000, 19000)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+            yield port
+            return
+    raise AssertionError("no port free over both TCP and UDP in 12000-18999")
+
+
 def test_a_default_taken_over_udp_is_not_given_to_a_tcp_and_udp_port(tmp_path: Path) -> None:
     """P2P discovery binds UDP on the P2P number: a default free over TCP but held over UDP
     would crash the client at start, so it is passed over; a TCP-only port may still have it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("0.0.0.0", 0))
-        held = udp.getsockname()[1]
+    with _udp_held_port_free_over_tcp() as held:
         both = [PortDef("node", "p2p", default=held, public=True, protocols=TCP_AND_UDP)]
         chosen = allocate_ports(tmp_path / "both.json", both, set())["node.p2p"]
         assert chosen != held and SEARCH_START <= chosen < SEARCH_END
