@@ -25,9 +25,8 @@ from pathlib import Path
 from tests.support.fleet import CREATE_NODE, LIFECYCLE, LITECOIN_SPEC, NODE, FakeExecutor, make_org
 from tests.support.gql import Client
 from tests.support.server import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
     ServerProcess,
+    admin_token,
     create_pg_database,
     drop_pg_database,
 )
@@ -69,11 +68,8 @@ def run_backend(backend: str, n: int) -> list[Result]:
     server = ServerProcess(database_url=url, workdir=workdir, heartbeat_timeout=60)
     server.start()
     try:
-        admin_token = Client(server.url)(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
-            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
-        )["login"]["token"]
-        org = make_org(server.url, Client(server.url, admin_token))
+        token = admin_token(server.url)
+        org = make_org(server.url, Client(server.url, token))
         executor = FakeExecutor(server.url, org.executor_key())
         executor.sync()
         results: list[Result] = []

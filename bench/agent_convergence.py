@@ -14,7 +14,7 @@ from typing import Any
 from tests.support.agent import AgentProcess
 from tests.support.fleet import CREATE_NODE, LIFECYCLE, NODE, make_org
 from tests.support.gql import Client
-from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD, ServerProcess
+from tests.support.server import ServerProcess, admin_token
 
 LITECOIN = {
     "chain": "litecoin",
@@ -42,10 +42,7 @@ def run(rounds: int) -> dict[str, list[float]]:
     server.start()
     agent: AgentProcess | None = None
     try:
-        token = Client(server.url)(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
-            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
-        )["login"]["token"]
+        token = admin_token(server.url)
         org = make_org(server.url, Client(server.url, token))
         agent = AgentProcess(
             workdir=workdir / "agent",

@@ -21,6 +21,12 @@ if ! command -v kubectl >/dev/null 2>&1; then
   fi
 fi
 
+# The operator tests' stand-in kubelet gives each pod its own network namespace (`ip netns`, veth).
+if ! command -v ip >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2
+fi
+
 as_root env KUBE_TESTCLUSTER_CACHE="$KUBE_TESTCLUSTER_CACHE" ./kube-testcluster build
 
 echo "kube-apiserver: $KUBE_TESTCLUSTER_CACHE/kube-apiserver"

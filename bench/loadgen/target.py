@@ -7,12 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from tests.support.gql import Client
 from tests.support.server import (
-    ADMIN_EMAIL,
-    ADMIN_PASSWORD,
     PG_ADMIN_URL,
     ServerProcess,
+    admin_token,
     create_pg_database,
     drop_pg_database,
 )
@@ -88,10 +86,7 @@ def target(
     )
     server.start()
     try:
-        token = Client(server.url)(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
-            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
-        )["login"]["token"]
+        token = admin_token(server.url)
         yield Target(backend, url, server, token)
     finally:
         server.stop()

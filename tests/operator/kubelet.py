@@ -195,28 +195,23 @@ class LocalKubelet:
         root.mkdir(parents=True, exist_ok=True)
         env = {**self.env, **{e.name: e.value for e in container.env or []}}
         log = (self.workdir / f"{container.name}.log").open("ab")
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.netns,
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            SANDBOX,
-            "sandbox",
-            str(root),
-            str(self.node_dir),
-            container.workingDir or "/",
-            *container.command,
-            *(container.args or []),
-        ]
+        argv = self._in_pod(
+            root, container.workingDir, [*container.command, *(container.args or [])]
+        )
         return subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
+
+    def _in_pod(self, root: Path, working_dir: str | None, argv: list[str]) -> list[str]:
+        """`argv` run in the pod's network namespace and a private mount namespace rooted at
+        `root`, with the node's directory at /node (SANDBOX)."""
+        return [
+            *("ip", "netns", "exec", self.netns),
+            *("unshare", "-m", "--propagation", "private"),
+            *("sh", "-c", SANDBOX, "sandbox", str(root), str(self.node_dir)),
+            working_dir or "/",
+            *argv,
+        ]
 
     # ---- what a test does to the pod ----------------------------------------------------------
 
@@ -239,24 +234,7 @@ class LocalKubelet:
         root = self.workdir / "roots" / f"exec-{uuid.uuid4().hex[:6]}"
         root.mkdir(parents=True)
         done = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                self.netns,
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                SANDBOX,
-                "sandbox",
-                str(root),
-                str(self.node_dir),
-                spec.workingDir or "/",
-                *argv,
-            ],
+            self._in_pod(root, spec.workingDir, argv),
             env=self.env,
             capture_output=True,
             text=True,

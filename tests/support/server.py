@@ -30,6 +30,17 @@ def free_port() -> int:
         return port
 
 
+def admin_token(server_url: str) -> str:
+    """A session token of the first admin (ADMIN_EMAIL) of the server at `server_url`."""
+    from tests.support.gql import Client
+
+    token: str = Client(server_url)(
+        "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
+        {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
+    )["login"]["token"]
+    return token
+
+
 def create_pg_database() -> str:
     """A fresh, empty PostgreSQL database; returns its URL."""
     name = f"nodeplane_test_{uuid.uuid4().hex[:12]}"
