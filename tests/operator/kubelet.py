@@ -41,12 +41,22 @@ from lightkube.types import PatchType
 
 import nodeplane
 
-# Host directories a container sees (its "image"): system files, the venv, the code under test
-# and the Python the venv links to (pyenv puts it under /root).
-SYSTEM_DIRS = (
-    *("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var"),
-    *("work", "root", "home"),
-)
+# Host directories a container sees (its "image"): system files, then the venv, the Python it
+# links to and the code under test, bound at their own paths wherever the checkout lives.
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var")
+
+
+def _code_paths() -> tuple[str, ...]:
+    """The venv (as named and as resolved), its base Python and the checkout's src directory."""
+    paths = (
+        Path(sys.prefix),
+        Path(sys.prefix).resolve(),
+        Path(sys.base_prefix).resolve(),
+        Path(nodeplane.__file__).resolve().parents[1],
+    )
+    return tuple(dict.fromkeys(str(p) for p in paths))
+
+
 DAEMON_DIRS = ("/usr/lib/litecoin",)
 # Mount the container's root, then exec its command in it: $1 root, $2 node dir, $3 working
 # directory, the rest the command. Symlinked top-level dirs (merged /usr) are recreated as links.
@@ -65,6 +75,9 @@ mount --rbind /proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=1777 tmp "$root/tmp"
 mount --bind "$node" "$root/node"
+for p in $CODE_PATHS; do
+  mkdir -p "$root$p"; mount --rbind "$p" "$root$p"
+done
 exec chroot "$root" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$workdir" "$@"
 """
 
@@ -122,6 +135,7 @@ class LocalKubelet:
             "PYTHONPATH": str(Path(nodeplane.__file__).resolve().parents[1]),
             "PYTHONUNBUFFERED": "1",
             "SYSTEM_DIRS": " ".join(SYSTEM_DIRS),
+            "CODE_PATHS": " ".join(_code_paths()),
         }
         self._http = httpx.Client(timeout=1.0, trust_env=False)
 
