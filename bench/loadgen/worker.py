@@ -23,6 +23,7 @@ from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.simulated import PollError, SimulatedExecutor
 from bench.loadgen.stats import WorkerReport
+from nodeplane.executor.controlplane_client import CONNECTION_LIMITS
 
 # Executors of one worker catching up at once at the end of a run (LoadOptions.final_sync).
 FINISH_CONCURRENCY = 10
@@ -72,7 +73,9 @@ async def _run(
 ) -> WorkerReport:
     report = WorkerReport()
     # Plain HTTP on loopback: no TLS context to load for each of thousands of clients.
-    clients = [httpx.AsyncClient(base_url=base_url, verify=False) for _ in specs]
+    clients = [
+        httpx.AsyncClient(base_url=base_url, verify=False, limits=CONNECTION_LIMITS) for _ in specs
+    ]
     try:
         executors = [
             SimulatedExecutor(

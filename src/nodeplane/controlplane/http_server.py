@@ -15,6 +15,12 @@ import uvicorn
 # 400 for over-long values) so that the page, not the parser, decides.
 MAX_REQUEST_HEAD_BYTES = 256 * 1024
 
+# How long an idle kept-alive connection stays open. Executors call every few seconds; uvicorn's
+# 5 s default closed their connections just as the next call went out, so each heartbeat paid a
+# new connection and some met a connection the server was closing. Clients keep theirs for less
+# (executor/controlplane_client.py), so it is always the client that closes an idle one.
+KEEP_ALIVE_SECONDS = 75
+
 
 def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
     """The uvicorn configuration the control plane runs under; `options` add to it."""
@@ -25,6 +31,7 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
         **options,
     )

@@ -39,6 +39,12 @@ class ControlPlaneError(Exception):
         self.message = message
 
 
+# Idle connections are kept for a minute: longer than the heartbeat interval, so each sync reuses
+# one, and shorter than the control plane's keep-alive (75 s), so the client closes them first
+# rather than sending on a connection the server is closing.
+CONNECTION_LIMITS = httpx.Limits(max_keepalive_connections=20, keepalive_expiry=60.0)
+
+
 class ControlPlaneClient:
     """Async client authenticated with an executor API key.
 
@@ -61,7 +67,11 @@ class ControlPlaneClient:
             headers[INSTANCE_HEADER] = str(instance_id)
         # `verify` takes a TLS context made once (httpx otherwise loads the CA bundle per client).
         self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), headers=headers, timeout=timeout, verify=verify
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=timeout,
+            verify=verify,
+            limits=CONNECTION_LIMITS,
         )
         self._timeout = timeout
         # The longest wait a poll asks for (the protocol's cap unless a test lowers it).

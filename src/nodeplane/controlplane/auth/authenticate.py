@@ -33,7 +33,7 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
             ).first()
             if row is None:
                 return None
-            sess, user = row.tuple()
+            sess, user = row
             role = await _role(session, sess.organization_id, user.id)
             return Principal(
                 kind="user",
@@ -44,16 +44,26 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
                 is_system_admin=user.is_system_admin,
                 session_id=sess.id,
             )
-        key = await session.scalar(select(ApiKey).where(ApiKey.token_hash == digest))
-        if key is None or not key.enabled or (key.expires_at is not None and key.expires_at <= now):
+        # The key and the name of the executor it is bound to in one round trip: executors
+        # authenticate every few seconds each.
+        found = (
+            await session.execute(
+                select(ApiKey, Executor.name)
+                .outerjoin(Executor, Executor.id == ApiKey.executor_id)
+                .where(ApiKey.token_hash == digest)
+            )
+        ).first()
+        if found is None:
+            return None
+        key, executor_name = found
+        if not key.enabled or (key.expires_at is not None and key.expires_at <= now):
             return None
         principal: Principal | None
         if key.kind == ApiKeyKind.EXECUTOR.value:
-            executor = await session.get(Executor, key.executor_id) if key.executor_id else None
             principal = Principal(
                 kind="executor",
                 organization_id=key.organization_id,
-                label=f"executor:{executor.name}" if executor else f"key:{key.name}",
+                label=f"executor:{executor_name}" if executor_name else f"key:{key.name}",
                 api_key_id=key.id,
                 executor_id=key.executor_id,
             )

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -249,7 +250,12 @@ async def sync_executor(
     shows."""
     p = require_executor(principal)
     session = uow.session
-    executor = await _bind_executor(uow, p, request)
+    now = utcnow()
+    # Raising below rolls the transaction back, the steady claim's UPDATE included.
+    steady = await _steady_claim(session, p, request, now)
+    executor = steady or await _bind_executor(uow, p, request)
+    if steady is not None and executor.name != request.name:
+        raise forbidden(f"this key belongs to executor {executor.name!r}")
     if executor.kind != request.kind.value:
         raise DomainError(
             ErrorCode.INVALID_INPUT,
@@ -257,8 +263,8 @@ async def sync_executor(
             field="kind",
         )
     actor = _executor_actor(executor)
-    now = utcnow()
-    await _claim_instance(session, executor, request, heartbeat, now)
+    if steady is None:
+        await _claim_instance(session, executor, request, heartbeat, now)
     if not executor.connected:
         executor.connected = True
         await record_event(
@@ -269,39 +275,84 @@ async def sync_executor(
             actor=actor,
             executor_id=executor.id,
         )
+    # Assigning an equal value writes nothing (the ORM compares), so an agent that resends the
+    # same capabilities every few seconds costs no row update for them.
     executor.version = request.version
     executor.capabilities = request.capabilities.to_wire()
     executor.resources = request.resources.to_wire()
-    executor.last_sync_at = now
+    if request.instance_id is None:
+        executor.last_sync_at = now  # else written by the instance claim's UPDATE
 
     result = SyncResult(executor)
     if request.nodes:
-        ids = sorted({obs.node_id for obs in request.nodes})
+        await _store_observations(session, executor, request, actor, now, result)
+    return result
+
+
+async def _store_observations(
+    session: AsyncSession,
+    executor: Executor,
+    request: SyncExecutorRequest,
+    actor: Actor,
+    now: datetime,
+    result: SyncResult,
+) -> None:
+    """Store each accepted observation with its time; record phase changes.
+
+    The steady state of a fleet is a heartbeat that repeats what it said last time: those nodes
+    only get their report time moved, in one statement, without loading their specs. The rows are
+    locked either way (in id order, as every writer of nodes locks them), so an observation is
+    checked against the revision a concurrent lifecycle action is writing, not a stale one.
+    """
+    ids = sorted({obs.node_id for obs in request.nodes})
+    current = {
+        row.id: (row.revision, row.observed)
+        for row in await session.execute(
+            select(Node.id, Node.revision, Node.observed)
+            .where(Node.id.in_(ids), Node.executor_id == executor.id)
+            .order_by(Node.id)
+            .with_for_update()
+        )
+    }
+    repeats = Counter(obs.node_id for obs in request.nodes)
+    unchanged: list[UUID] = []
+    changed: list[tuple[UUID, dict[str, Any]]] = []
+    for obs in request.nodes:
+        found = current.get(obs.node_id)
+        if found is None:
+            result.rejected[obs.node_id] = "not a node of this executor"
+            continue
+        revision, stored = found
+        if obs.observed.revision > revision:
+            result.rejected[obs.node_id] = (
+                f"observed revision {obs.observed.revision} is newer than the spec's {revision}"
+            )
+            continue
+        wire = obs.observed.to_wire()
+        if wire == stored and repeats[obs.node_id] == 1:
+            unchanged.append(obs.node_id)
+        else:
+            changed.append((obs.node_id, wire))
+    if unchanged:
+        await session.execute(
+            update(Node)
+            .where(Node.id.in_(unchanged))
+            .values(observed_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if changed:
         nodes = {
             n.id: n
             for n in await session.scalars(
-                select(Node)
-                .where(Node.id.in_(ids), Node.executor_id == executor.id)
-                .order_by(Node.id)
-                .with_for_update()
+                select(Node).where(Node.id.in_({node_id for node_id, _ in changed}))
             )
         }
-        for obs in request.nodes:
-            node = nodes.get(obs.node_id)
-            if node is None:
-                result.rejected[obs.node_id] = "not a node of this executor"
-                continue
-            if obs.observed.revision > node.revision:
-                result.rejected[obs.node_id] = (
-                    f"observed revision {obs.observed.revision} is newer than the spec's "
-                    f"{node.revision}"
-                )
-                continue
+        for node_id, wire in changed:
+            node = nodes[node_id]
             before = phase_of(node)
-            node.observed = obs.observed.to_wire()
+            node.observed = wire
             node.observed_at = now
             await record_phase_change(session, node, before, actor)
-    return result
 
 
 # ---- one live instance per executor ----------------------------------------------------------
@@ -354,6 +405,27 @@ def _instance_live(executor: Executor, heartbeat: Heartbeat, now: datetime) -> b
     return executor.instance_seen_at is not None and executor.instance_seen_at >= cutoff
 
 
+async def _steady_claim(
+    session: AsyncSession, p: Principal, request: SyncExecutorRequest, now: datetime
+) -> Executor | None:
+    """The common heartbeat in one statement: the executor's live instance syncing again.
+
+    Locks and refreshes the executor row and returns it when the key is bound to an executor
+    whose recorded instance is the caller's; None otherwise (first sync, another instance,
+    no instance id), and the caller takes the general path (`_bind_executor`, `_claim_instance`).
+    """
+    if p.executor_id is None or request.instance_id is None:
+        return None
+    claimed: Executor | None = await session.scalar(
+        update(Executor)
+        .where(Executor.id == p.executor_id, Executor.instance_id == request.instance_id)
+        .values(instance_seen_at=now, last_sync_at=now)
+        .returning(Executor)
+        .execution_options(populate_existing=True)
+    )
+    return claimed
+
+
 async def _claim_instance(
     session: AsyncSession,
     executor: Executor,
@@ -391,7 +463,8 @@ async def _claim_instance(
     claimed = await session.execute(
         update(Executor)
         .where(Executor.id == executor.id, condition)
-        .values(instance_id=mine, instance_seen_at=now)
+        # The sync's time rides on the same statement (one UPDATE per heartbeat).
+        .values(instance_id=mine, instance_seen_at=now, last_sync_at=now)
         .returning(Executor.id)
         .execution_options(synchronize_session=False)
     )
@@ -402,6 +475,7 @@ async def _claim_instance(
     before_seen = executor.instance_seen_at
     set_committed_value(executor, "instance_id", mine)
     set_committed_value(executor, "instance_seen_at", now)
+    set_committed_value(executor, "last_sync_at", now)
     if recorded == mine:
         return
     # A new live instance: refusals recorded against the previous one are news again.

@@ -1,0 +1,159 @@
+"""What one unchanged sync costs the server: `python -m bench.sync_cost [--backend B] [-n N]`.
+
+One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
+observing every node at the revision it already reported (the steady state of a fleet). The
+server's CPU time over the syncs is a ratio that stays put on a noisy machine, unlike latency;
+on PostgreSQL the database's transaction and row counters are read around the run as well.
+"""
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from tests.support.server import PG_ADMIN_URL
+
+from bench.loadgen.procstat import cpu_seconds
+from bench.loadgen.provision import SimulatedExecutorSpec
+from bench.loadgen.simulated import SimulatedExecutor
+from bench.loadgen.stats import WorkerReport
+from bench.loadgen.target import Target, target
+
+_PG_COUNTERS = (
+    "xact_commit + xact_rollback",
+    "tup_updated + tup_inserted + tup_deleted",
+    "tup_fetched",
+)
+
+
+@dataclass
+class SyncCost:
+    """Per-sync averages of one run."""
+
+    backend: str
+    syncs: int
+    server_cpu_ms: float
+    database_cpu_ms: float | None
+    wall_ms: float
+    transactions: float | None
+    rows_written: float | None
+    rows_fetched: float | None
+
+    def line(self) -> str:
+        """A human-readable summary."""
+        db = (
+            f"; database {self.database_cpu_ms:.2f} ms CPU, {self.transactions:.1f} transactions, "
+            f"{self.rows_written:.1f} rows written, {self.rows_fetched:.1f} rows fetched"
+            if self.database_cpu_ms is not None
+            else ""
+        )
+        return (
+            f"{self.backend}: {self.syncs} syncs of 10 unchanged observations: server "
+            f"{self.server_cpu_ms:.2f} ms CPU/sync, {self.wall_ms:.2f} ms wall/sync{db}"
+        )
+
+
+def _pg_counters(t: Target) -> tuple[int, ...]:
+    name = t.database_url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(
+            f"SELECT {', '.join(_PG_COUNTERS)} FROM pg_stat_database WHERE datname = %s",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return tuple(int(v) for v in row)
+
+
+async def _syncs(
+    t: Target, spec: SimulatedExecutorSpec, n: int, py_spy: Path | None
+) -> tuple[float, float, float, tuple[int, ...] | None]:
+    report = WorkerReport()
+    async with httpx.AsyncClient(base_url=t.server.url, timeout=30) as http:
+        executor = SimulatedExecutor(
+            spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
+        )
+        executor.assume_known(1)
+        for _ in range(20):  # warm up: caches, prepared statements, the first writes
+            await executor.sync_once()
+        # PostgreSQL publishes its counters at most every 0.5 s (stats_fetch_consistency).
+        await asyncio.sleep(1.1)
+        before_pg = _pg_counters(t) if t.backend == "postgresql" else None
+        db_pids = t.database_pids()
+        db_before = sum(cpu_seconds(p) for p in db_pids)
+        spy = _start_py_spy(t.pid, py_spy) if py_spy else None
+        cpu_before = cpu_seconds(t.pid)
+        started = time.monotonic()
+        for _ in range(n):
+            await executor.sync_once()
+        wall = time.monotonic() - started
+        cpu = cpu_seconds(t.pid) - cpu_before
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+        db_cpu = sum(cpu_seconds(p) for p in db_pids) - db_before
+        await asyncio.sleep(1.1)
+        after_pg = _pg_counters(t) if t.backend == "postgresql" else None
+    assert not report.errors, dict(report.errors)
+    delta = (
+        tuple(a - b for a, b in zip(after_pg, before_pg, strict=True))
+        if after_pg is not None and before_pg is not None
+        else None
+    )
+    return cpu, db_cpu, wall, delta
+
+
+def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server (collapsed stacks in `out`), started before the syncs."""
+    spy = subprocess.Popen(
+        [
+            *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "500"),
+            *("--output", str(out), "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the first measured sync
+    return spy
+
+
+def measure(backend: str, n: int, py_spy: Path | None = None) -> SyncCost:
+    """Run `n` unchanged syncs against a fresh server on `backend`; with `py_spy`, sample the
+    server's stacks during them into that file (needs py-spy on PATH; costs some CPU)."""
+    with target(backend) as t:
+        spec = t.fleet("cost", 1)[0]
+        cpu, db_cpu, wall, pg = asyncio.run(_syncs(t, spec, n, py_spy))
+    per = 1000 / n
+    return SyncCost(
+        backend=backend,
+        syncs=n,
+        server_cpu_ms=cpu * per,
+        database_cpu_ms=db_cpu * per if pg is not None else None,
+        wall_ms=wall * per,
+        transactions=pg[0] / n if pg else None,
+        rows_written=pg[1] / n if pg else None,
+        rows_fetched=pg[2] / n if pg else None,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("-n", type=int, default=300)
+    parser.add_argument(
+        "--py-spy", type=Path, help="sample the server with py-spy into FILE.<backend>.txt"
+    )
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        out = args.py_spy.with_suffix(f".{backend}.txt") if args.py_spy else None
+        print(measure(backend, args.n, out).line(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
