@@ -200,14 +200,17 @@ class FakeExecutor:
 
     def sync(self, observations: dict[str, ObservedNodeState] | None = None) -> dict[str, Any]:
         """One heartbeat carrying `observations` (node id → observed state)."""
+        return self.sync_pairs(list((observations or {}).items()))
+
+    def sync_pairs(self, observations: list[tuple[str, ObservedNodeState]]) -> dict[str, Any]:
+        """One heartbeat carrying `observations` in this order (a node may appear twice)."""
         request = SyncExecutorRequest(
             name=self.name,
             kind=self.kind,
             version="0.1.0-test",
             capabilities=self.capabilities,
             nodes=[
-                NodeObservation(node_id=uuid.UUID(nid), observed=obs)
-                for nid, obs in (observations or {}).items()
+                NodeObservation(node_id=uuid.UUID(nid), observed=obs) for nid, obs in observations
             ],
             instance_id=self.instance_id,
             previous_instance_ids=self.previous_instance_ids,

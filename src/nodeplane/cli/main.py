@@ -51,8 +51,17 @@ def server(
         help="Comma-separated proxy addresses (or networks, or *) whose X-Forwarded-For and "
         "X-Forwarded-Proto are trusted for the client address; '' trusts none.",
     ),
+    workers: int = typer.Option(
+        1,
+        envvar="NODEPLANE_WORKERS",
+        help="Server processes sharing the port, one core each (PostgreSQL only).",
+    ),
 ) -> None:
     """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
+    from sqlalchemy.engine import make_url
+
+    from nodeplane.cli.common import print_error
+    from nodeplane.controlplane import worker_processes
     from nodeplane.controlplane.app import create_app
     from nodeplane.controlplane.config import Settings
     from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
@@ -63,8 +72,29 @@ def server(
     settings = Settings()
     if database_url:
         settings = dataclasses.replace(settings, database_url=database_url)
+    worker_index = os.environ.get(worker_processes.WORKER_ENV)
+    if worker_index is None and workers != 1:
+        try:
+            worker_processes.check_workers(
+                workers, make_url(settings.database_url).get_backend_name()
+            )
+        except ValueError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+        typer.echo(
+            f"nodeplane control plane on http://{host}:{port} ({workers} workers, supervisor "
+            f"pid {os.getpid()})",
+            err=True,
+        )
+        argv = [
+            *("--host", host, "--port", str(port), "--log-level", log_level),
+            *("--forwarded-allow-ips", forwarded_allow_ips),
+            *(("--database-url", settings.database_url) if database_url else ()),
+            *(() if json_logs is None else ("--json-logs" if json_logs else "--human-logs",)),
+        ]
+        raise typer.Exit(worker_processes.supervise(argv, workers))
     typer.echo(f"nodeplane control plane on http://{host}:{port} (pid {os.getpid()})", err=True)
-    control_plane = create_app(settings)
+    control_plane = create_app(settings, manage_gc=True)
     config = uvicorn_config(
         control_plane,
         host,
@@ -74,8 +104,10 @@ def server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
+    # A worker binds the port beside its siblings; a lone server lets uvicorn bind it.
+    sockets = [worker_processes.reuse_port_socket(host, port)] if worker_index else None
     with profiled():  # only when NODEPLANE_PROFILE is set (benchmarks)
-        GracefulServer(config, control_plane.begin_shutdown).run()
+        GracefulServer(config, control_plane.begin_shutdown).run(sockets=sockets)
 
 
 @app.command()

@@ -211,7 +211,7 @@ async def _run_up(
     password = (admin.generated_password if admin else None) or settings.admin_password
 
     url = f"http://{host}:{port}"
-    control_plane = create_app(settings)
+    control_plane = create_app(settings, manage_gc=True)
     server = _EmbeddedServer(uvicorn_config(control_plane, host, port))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import ErrorCode
+from nodeplane.controlplane.gc_policy import FullCollections, settle_after_startup
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
@@ -196,9 +197,13 @@ class AccessLog:
             )
 
 
-async def _sweep_forever(db: Database, settings: Settings, heartbeat: Heartbeat) -> None:
+async def _sweep_forever(
+    db: Database, settings: Settings, heartbeat: Heartbeat, full_collections: FullCollections | None
+) -> None:
     next_account_sweep = 0.0
     while True:
+        if full_collections is not None and (freed := full_collections.maybe_collect()) is not None:
+            log.debug("gc.full_collection", freed=freed)
         try:
             await sweep_offline_executors(db, heartbeat)
         except Exception:
@@ -228,8 +233,11 @@ class ControlPlaneApp:
         self._db.notifier.close_all()
 
 
-def create_app(settings: Settings | None = None) -> ControlPlaneApp:
-    """Build the application; the database is migrated and the first admin created on start."""
+def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> ControlPlaneApp:
+    """Build the application; the database is migrated and the first admin created on start.
+
+    `manage_gc`: the process is the server's own (not a test or an embedding program), so the
+    application may decide when the garbage collector runs (gc_policy.py)."""
     settings = settings or Settings()
     # Documents are parsed and passwords hashed on worker threads; a short switch interval hands
     # the interpreter back to the event loop within a millisecond, so they never hold it long.
@@ -257,8 +265,12 @@ def create_app(settings: Settings | None = None) -> ControlPlaneApp:
                     flush=True,
                 )
         await db.start()
+        full_collections = None
+        if manage_gc:
+            settle_after_startup()
+            full_collections = FullCollections()
         sweeper = asyncio.create_task(
-            _sweep_forever(db, settings, heartbeat), name="nodeplane-sweeper"
+            _sweep_forever(db, settings, heartbeat, full_collections), name="nodeplane-sweeper"
         )
         log.info("controlplane.started", database=db.dialect, production=settings.production)
         try:

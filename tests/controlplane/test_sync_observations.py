@@ -1,0 +1,84 @@
+"""How a heartbeat's observations are stored: a repeated one only moves the report time, a changed
+one records its phase change, and every check still applies (services/executors.py)."""
+
+import time
+import uuid
+from typing import Any
+
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
+from tests.support.calls import all_events, deploy
+from tests.support.fleet import FakeExecutor, Org
+from tests.support.gql import Client
+
+OBSERVED_AT = "query($id: UUID!) { node(id: $id) { phase observedRevision observedAt observed } }"
+
+
+def _node(client: Client, node_id: str) -> dict[str, Any]:
+    node: dict[str, Any] = client(OBSERVED_AT, {"id": node_id})["node"]
+    return node
+
+
+def _state(revision: int, status: ProcessStatus, height: int | None = None) -> ObservedNodeState:
+    return ObservedNodeState(
+        revision=revision, processes=[ObservedProcess(role="node", status=status, height=height)]
+    )
+
+
+def _transitions(org: Org, node_id: str) -> list[dict[str, Any]]:
+    return all_events(org.owner, nodeId=node_id, type="node.lifecycle.transition")
+
+
+def test_a_repeated_observation_moves_only_the_report_time(
+    org: Org, executor: FakeExecutor
+) -> None:
+    node_id = deploy(org.owner, executor, "steady")["id"]
+    executor.sync({node_id: _state(1, ProcessStatus.RUNNING, height=5)})
+    first = _node(org.owner, node_id)
+    assert first["phase"] == "RUNNING"
+    events = _transitions(org, node_id)
+    time.sleep(0.05)
+    executor.sync({node_id: _state(1, ProcessStatus.RUNNING, height=5)})
+    again = _node(org.owner, node_id)
+    assert again["observedAt"] > first["observedAt"]
+    assert again["observed"] == first["observed"] and again["phase"] == "RUNNING"
+    assert _transitions(org, node_id) == events
+
+    # A new height is a change: stored, though the phase stays.
+    executor.sync({node_id: _state(1, ProcessStatus.RUNNING, height=6)})
+    assert _node(org.owner, node_id)["observed"]["processes"][0]["height"] == 6
+    # A stopped process is a change of phase: recorded.
+    executor.sync({node_id: _state(1, ProcessStatus.STOPPED, height=6)})
+    assert _node(org.owner, node_id)["phase"] != "RUNNING"
+    latest = _transitions(org, node_id)
+    assert len(latest) == len(events) + 1
+    assert latest[0]["payload"]["from"] == "running"
+
+
+def test_the_same_node_twice_in_one_heartbeat_ends_at_the_last(
+    org: Org, executor: FakeExecutor
+) -> None:
+    node_id = deploy(org.owner, executor, "twice")["id"]
+    executor.sync({node_id: _state(1, ProcessStatus.RUNNING)})
+    before = _transitions(org, node_id)
+    request_nodes = [
+        (node_id, _state(1, ProcessStatus.RUNNING)),  # repeats what is stored...
+        (node_id, _state(1, ProcessStatus.STOPPED)),  # ...then changes it
+    ]
+    executor.sync_pairs(request_nodes)
+    node = _node(org.owner, node_id)
+    assert node["observed"]["processes"][0]["status"] == "stopped"
+    assert len(_transitions(org, node_id)) == len(before) + 1
+
+
+def test_rejected_observations_leave_the_node_as_it_was(org: Org, executor: FakeExecutor) -> None:
+    node_id = deploy(org.owner, executor, "ahead")["id"]
+    executor.sync({node_id: _state(1, ProcessStatus.RUNNING)})
+    stored = _node(org.owner, node_id)
+    stranger = str(uuid.uuid4())
+    result = executor.sync(
+        {node_id: _state(2, ProcessStatus.RUNNING), stranger: _state(1, ProcessStatus.RUNNING)}
+    )
+    reasons = {r["nodeId"]: r["reason"] for r in result["rejected"]}
+    assert "newer than the spec's 1" in reasons[node_id]
+    assert reasons[stranger] == "not a node of this executor"
+    assert _node(org.owner, node_id) == stored

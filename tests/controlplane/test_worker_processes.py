@@ -1,0 +1,152 @@
+"""`nodeplane server --workers N`: N server processes on one port over one PostgreSQL database."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.calls import act, deploy, wait_until
+from tests.support.fleet import FakeExecutor, Org, make_org
+from tests.support.gql import Client
+from tests.support.server import (
+    ServerProcess,
+    admin_token,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+)
+
+pytestmark = pytest.mark.server
+
+
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def listening(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening socket on `port` (from /proc/net/tcp)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+            inodes.add(parts[9])
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    url = create_pg_database()
+    server = ServerProcess(
+        database_url=url,
+        workdir=tmp_path_factory.mktemp("workers"),
+        extra_args=["--workers", "2"],
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        drop_pg_database(url)
+
+
+def test_two_workers_listen_on_the_one_port(workers: ServerProcess) -> None:
+    assert workers.process is not None
+    supervisor = workers.process.pid
+    pids = wait_until(
+        lambda: len(found := children(supervisor)) == 2 and found, 30, what="two workers"
+    )
+    for pid in pids:
+        wait_until(lambda pid=pid: listening(pid, workers.port), 30, what=f"{pid} listening")
+    # The supervisor itself only supervises.
+    assert not listening(supervisor, workers.port)
+
+
+def test_the_fleet_protocol_works_across_the_workers(workers: ServerProcess) -> None:
+    """Executors, users and held polls land on either worker (one connection each); a lifecycle
+    action through one process wakes polls held by the other (LISTEN/NOTIFY)."""
+    org: Org = make_org(workers.url, Client(workers.url, admin_token(workers.url)))
+    executor = FakeExecutor(workers.url, org.executor_key())
+    executor.sync()
+    node_id = deploy(org.owner, executor, "w-node")["id"]
+    known = {node_id: executor.poll()[0].revision}
+    # Held polls on fresh connections each: with two workers, the kernel puts them on both.
+    with ThreadPoolExecutor(6) as pool:
+        held = [pool.submit(executor.poll, known, 20.0) for _ in range(6)]
+        time.sleep(1.5)
+        act(org.owner, node_id, "STOP")
+        woken = [f.result(timeout=30) for f in held]
+    assert all(len(w) == 1 and w[0].revision == known[node_id] + 1 for w in woken), woken
+
+
+def test_a_dead_worker_is_replaced_and_a_stopped_supervisor_takes_its_workers_along(
+    tmp_path: Path,
+) -> None:
+    url = create_pg_database()
+    server = ServerProcess(database_url=url, workdir=tmp_path, extra_args=["--workers", "2"])
+    try:
+        server.start()
+        assert server.process is not None
+        supervisor = server.process.pid
+        first = wait_until(lambda: len(now := children(supervisor)) == 2 and now, 30)
+        os.kill(first[0], signal.SIGKILL)
+        replaced = wait_until(
+            lambda: len(now := children(supervisor)) == 2 and first[0] not in now and now,
+            30,
+            what="the killed worker replaced",
+        )
+        assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        # Killing the supervisor outright (no chance to pass a signal on) still stops them.
+        server.kill()
+        wait_until(
+            lambda: not any(Path(f"/proc/{p}").exists() for p in replaced),
+            30,
+            what="the workers to exit with their supervisor",
+        )
+    finally:
+        server.stop()
+        drop_pg_database(url)
+
+
+def test_several_workers_on_sqlite_are_refused_with_a_reason(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "nodeplane", "server", "--port", str(free_port())),
+            *("--workers", "2", "--database-url", f"sqlite:///{tmp_path / 'x.db'}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--workers above 1 needs PostgreSQL" in done.stderr
+    assert not (tmp_path / "x.db").exists()
