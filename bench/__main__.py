@@ -10,6 +10,7 @@ servers.
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
 import tempfile
@@ -225,6 +226,11 @@ def main() -> None:
         "--profile-executors", type=int, help="executors during the profile (default by mode)"
     )
     parser.add_argument("--profile-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--workers",
+        default=f"1,{os.cpu_count() or 1}",
+        help="server processes on PostgreSQL for P3/P1, comma-separated (default: 1 and cores)",
+    )
     args = parser.parse_args()
     parts = set(args.only or ["latency", "load", "profile"])
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -257,7 +263,8 @@ def main() -> None:
         ]
         document = replace_section(document, "latency", "\n".join(table))
     if "load" in parts:
-        rows = loadgen_suite.run_scenarios(backends, sizes)
+        pg_workers = sorted({int(x) for x in args.workers.split(",")})
+        rows = loadgen_suite.run_scenarios(backends, sizes, pg_workers)
         document = replace_section(document, "load", _load_section(rows, args.quick))
     if "profile" in parts:
         executors = args.profile_executors or (50 if args.quick else 300)

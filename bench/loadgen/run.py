@@ -171,15 +171,18 @@ class Window:
 
 
 @contextmanager
-def measured(server_pid: int, database_pids: Callable[[], list[int]]) -> Iterator[Window]:
-    """Time and CPU spent inside the block by the server and by the database backends that
-    `database_pids()` names (a backend first seen at the end started inside the block)."""
+def measured(
+    server_cpu: Callable[[], float], database_pids: Callable[[], list[int]]
+) -> Iterator[Window]:
+    """Time and CPU spent inside the block by the server (`server_cpu()`: its CPU seconds so
+    far, workers included) and by the database backends that `database_pids()` names (a backend
+    first seen at the end started inside the block)."""
     window = Window(time.monotonic())
-    server_before = cpu_seconds(server_pid)
+    server_before = server_cpu()
     database_before = {p: _cpu_or_zero(p) for p in database_pids()}
     yield window
     window.ended = time.monotonic()
-    window.server_cpu = cpu_seconds(server_pid) - server_before
+    window.server_cpu = server_cpu() - server_before
     window.database_cpu = sum(
         _cpu_or_zero(p) - database_before.get(p, 0.0) for p in database_pids()
     )

@@ -3,7 +3,6 @@
 import time
 from dataclasses import dataclass
 
-from bench.loadgen.procstat import rss_bytes
 from bench.loadgen.run import LoadRun, lifecycle_actions, measured, summary
 from bench.loadgen.stats import WorkerReport, percentile
 from bench.loadgen.target import Target
@@ -84,7 +83,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
             time.sleep(sizes.warmup)
             node_ids = [n for s in specs for n in s.node_ids]
             with (
-                measured(t.pid, t.database_pids) as window,
+                measured(t.cpu_seconds, t.database_pids) as window,
                 lifecycle_actions(
                     t.server.url, t.token, node_ids, sizes.action_rate, t.stopped
                 ) as actions,
@@ -110,7 +109,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
         rows.append(
             Row(
                 "P3",
-                t.backend,
+                t.label,
                 load,
                 "syncExecutor p99 < 100 ms, no errors",
                 f"p50 / p99 {summary(latencies)} ({len(latencies)} syncs"
@@ -125,7 +124,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
         rows.append(
             Row(
                 "P1",
-                t.backend,
+                t.label,
                 load,
                 "action → held poll returns it, p99 < 100 ms",
                 f"p50 / p99 {summary(pickups)} ({len(pickups)} actions); errors: "
@@ -139,7 +138,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
     rows.append(
         Row(
             "P3",
-            t.backend,
+            t.label,
             f"ramp {', '.join(map(str, sizes.ramp))}",
             "2,000 executors hold p99 < 100 ms",
             f"largest count holding it: {held if held is not None else 'none'}"
@@ -156,7 +155,7 @@ def held_polls(t: Target, sizes: Sizes) -> list[Row]:
     count = sizes.held_polls
     specs = t.fleet("hp", count, nodes=1)
     time.sleep(1.0)
-    rss_before = rss_bytes(t.pid)
+    rss_before = t.rss_bytes()
     # The server takes in some tens of new polls a second (each authenticates, and a key's
     # first use is a write): connect them over a spread it can
     # follow, so the memory is measured with every poll held rather than queued.
@@ -166,7 +165,7 @@ def held_polls(t: Target, sizes: Sizes) -> list[Row]:
     run.start()
     try:
         time.sleep(spread + 3.0)  # every executor holds its poll
-        rss_held = rss_bytes(t.pid)
+        rss_held = t.rss_bytes()
         node_ids = [n for s in specs for n in s.node_ids]
         with lifecycle_actions(
             t.server.url, t.token, node_ids, sizes.action_rate, t.stopped
@@ -180,7 +179,7 @@ def held_polls(t: Target, sizes: Sizes) -> list[Row]:
     return [
         Row(
             "P4",
-            t.backend,
+            t.label,
             f"{count} held polls",
             "< 50 KB server memory per held poll",
             f"{per_poll / 1024:.1f} KB (RSS {rss_before / 2**20:.0f} → {rss_held / 2**20:.0f} MiB)",
@@ -188,7 +187,7 @@ def held_polls(t: Target, sizes: Sizes) -> list[Row]:
         ),
         Row(
             "P4",
-            t.backend,
+            t.label,
             f"{count} held polls",
             "wake p99 < 100 ms",
             f"p50 / p99 {summary(wakes)} ({len(wakes)} actions); errors: "

@@ -21,13 +21,14 @@ from bench.loadgen.target import target
 from bench.loadgen.worker import LoadOptions
 
 
-def run_scenarios(backends: list[str], sizes: Sizes) -> list[Row]:
-    """P3 and P1 on one fresh server per backend, P4 on another (so no poll of the first
-    lingers in the memory it measures)."""
+def run_scenarios(backends: list[str], sizes: Sizes, pg_workers: list[int]) -> list[Row]:
+    """P3 and P1 on one fresh server per backend (per worker count on PostgreSQL), P4 on
+    another (so no poll of the first lingers in the memory it measures)."""
     rows: list[Row] = []
     for backend in backends:
-        with target(backend) as t:
-            rows += capacity(t, sizes)
+        for workers in pg_workers if backend == "postgresql" else [1]:
+            with target(backend, workers=workers) as t:
+                rows += capacity(t, sizes)
         with target(backend) as t:
             rows += held_polls(t, sizes)
     return rows

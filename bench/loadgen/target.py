@@ -15,6 +15,7 @@ from tests.support.server import (
     drop_pg_database,
 )
 
+from bench.loadgen.procstat import tree_cpu_seconds, tree_rss_bytes
 from bench.loadgen.provision import SimulatedExecutorSpec, provision
 from nodeplane.controlplane.profiling import PROFILE_ENV
 
@@ -35,6 +36,7 @@ class Target:
     database_url: str
     server: ServerProcess
     token: str
+    workers: int = 1
     fleets: dict[str, list[SimulatedExecutorSpec]] = field(default_factory=dict)
     # Nodes that lifecycle actions left stopped (bench/loadgen/run.py, lifecycle_actions).
     stopped: set[str] = field(default_factory=set)
@@ -44,6 +46,19 @@ class Target:
         """The server's process id."""
         assert self.server.process is not None
         return self.server.process.pid
+
+    @property
+    def label(self) -> str:
+        """The backend, with the worker count when there are several."""
+        return self.backend if self.workers == 1 else f"{self.backend}, {self.workers} workers"
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server has used so far, its worker processes included."""
+        return tree_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        """The server's resident memory now, its worker processes included."""
+        return tree_rss_bytes(self.pid)
 
     def fleet(self, prefix: str, count: int, nodes: int = 10) -> list[SimulatedExecutorSpec]:
         """The first `count` executors named `prefix-…`, provisioning the ones missing."""
@@ -74,20 +89,25 @@ class Target:
 
 @contextmanager
 def target(
-    backend: str, profile: Path | None = None, workdir: Path | None = None
+    backend: str, profile: Path | None = None, workdir: Path | None = None, workers: int = 1
 ) -> Iterator[Target]:
     """A fresh server on an empty `backend` database, with the first admin signed in; its log
-    (and SQLite file) in `workdir`, a new temporary directory by default."""
+    (and SQLite file) in `workdir`, a new temporary directory by default; `workers` server
+    processes (PostgreSQL only)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix=f"nodeplane-load-{backend}-"))
     url = f"sqlite:///{workdir / 'load.db'}" if backend == "sqlite" else create_pg_database()
     env = {**SERVER_ENV, **({PROFILE_ENV: str(profile)} if profile else {})}
     server = ServerProcess(
-        database_url=url, workdir=workdir, heartbeat_timeout=HEARTBEAT_TIMEOUT, extra_env=env
+        database_url=url,
+        workdir=workdir,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
+        extra_env=env,
+        extra_args=["--workers", str(workers)] if workers > 1 else [],
     )
     server.start()
     try:
         token = admin_token(server.url)
-        yield Target(backend, url, server, token)
+        yield Target(backend, url, server, token, workers)
     finally:
         server.stop()
         if backend == "postgresql":

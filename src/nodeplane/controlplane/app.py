@@ -51,6 +51,17 @@ def _error_body(code: ErrorCode, message: str) -> dict[str, Any]:
 _NUL_ESCAPE = re.compile(r"\\u(?:0000|\{0+\})")
 
 
+# In a JSON body, a NUL or a lone surrogate can only arrive escaped (\u0000, \ud800-\udfff) or,
+# for a surrogate, as raw non-ASCII bytes that Python's decoder lets through: an ASCII body with
+# neither escape holds no such string, and the walk over every value is skipped.
+_RISKY_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _plainly_storable(body: bytes) -> bool:
+    """True when no string in the JSON `body` can hold NUL or an unpaired surrogate."""
+    return body.isascii() and b"\x00" not in body and _RISKY_ESCAPE.search(body) is None
+
+
 def _unstorable_text(value: Any) -> bool:
     """True if a string anywhere in a parsed JSON value holds NUL or an unpaired surrogate."""
     pending = [value]
@@ -81,7 +92,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _request_problem(parsed: Any) -> str | None:
+def _request_problem(parsed: Any, body: bytes) -> str | None:
     """Why a parsed body is not a GraphQL request the API can serve, or None."""
     if (
         not isinstance(parsed, dict)
@@ -93,7 +104,9 @@ def _request_problem(parsed: Any) -> str | None:
         return "variables must be an object"
     if parsed.get("operationName") is not None and not isinstance(parsed["operationName"], str):
         return "operationName must be a string"
-    if _unstorable_text(parsed) or _NUL_ESCAPE.search(parsed["query"]):
+    if (not _plainly_storable(body) and _unstorable_text(parsed)) or _NUL_ESCAPE.search(
+        parsed["query"]
+    ):
         return "text must not contain NUL characters or unpaired surrogates"
     return None
 
@@ -147,7 +160,7 @@ class GraphQLBodyGuard:
                 scope, receive, send, 400, ErrorCode.BAD_REQUEST, "body is not valid JSON"
             )
             return
-        if problem := _request_problem(parsed):
+        if problem := _request_problem(parsed, body):
             await self._reject(scope, receive, send, 400, ErrorCode.BAD_REQUEST, problem)
             return
 

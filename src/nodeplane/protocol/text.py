@@ -13,6 +13,8 @@ def unstorable_text_problem(value: str) -> str | None:
     """
     if "\x00" in value:
         return "must not contain NUL characters"
+    if value.isascii():  # no surrogates, and no copy to find that out
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
