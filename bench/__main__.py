@@ -13,6 +13,8 @@ import dataclasses
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -63,6 +65,16 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def _cli_nodes_list(url: str, token: str | None) -> None:
+    """`nodeplane nodes list` as a user runs it: a new process, the table on its stdout."""
+    subprocess.run(
+        [str(Path(sys.executable).parent / "nodeplane"), "nodes", "list"],
+        env={**os.environ, "NODEPLANE_URL": url, "NODEPLANE_TOKEN": token or ""},
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def run_backend(backend: str, n: int) -> list[Result]:
     workdir = Path(tempfile.mkdtemp(prefix=f"nodeplane-bench-{backend}-"))
     url = f"sqlite:///{workdir / 'bench.db'}" if backend == "sqlite" else create_pg_database()
@@ -103,6 +115,13 @@ def run_backend(backend: str, n: int) -> list[Result]:
                     timed(lambda: org.owner("{ nodes(first: 50) { items { id phase } } }"))
                     for _ in range(n // 4)
                 ],
+            )
+        )
+        results.append(
+            Result(
+                backend,
+                f"CLI `nodeplane nodes list` ({len(ids)} nodes), whole process",
+                [timed(partial(_cli_nodes_list, server.url, org.owner.token)) for _ in range(10)],
             )
         )
         results.append(

@@ -111,6 +111,9 @@ class NodeplaneClient:
             base_url=self.url,
             headers=headers,
             timeout=httpx.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT)),
+            # A plain-HTTP URL never uses TLS (the client follows no redirects), so it need not
+            # load the CA bundle: a third of a short command's time. https:// verifies as ever.
+            verify=not self.url.startswith("http://"),
         )
 
     def close(self) -> None:
