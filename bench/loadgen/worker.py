@@ -23,6 +23,7 @@ from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.simulated import PollError, SimulatedExecutor
 from bench.loadgen.stats import WorkerReport
+from nodeplane.controlplane.gc_policy import settle_after_startup
 from nodeplane.executor.controlplane_client import CONNECTION_LIMITS
 
 # Executors of one worker catching up at once at the end of a run (LoadOptions.final_sync).
@@ -88,6 +89,9 @@ async def _run(
             )
             for spec, http in zip(specs, clients, strict=True)
         ]
+        # The generator's own collector pauses would count as server latency: the same policy
+        # as the server's (full passes on a timer the run never reaches).
+        settle_after_startup()
         loop = asyncio.get_running_loop()
         ready.put(os.getpid())
         await loop.run_in_executor(None, start.wait)

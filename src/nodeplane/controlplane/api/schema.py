@@ -14,7 +14,8 @@ from graphql.type.definition import GraphQLResolveInfoHelpers
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
@@ -207,6 +208,20 @@ class GraphQLApp(GraphQL[Context, None]):
         self.db = db
         self.settings = settings
         self.heartbeat = heartbeat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except (PoolTimeoutError, OperationalError) as exc:
+            # Raised before execution began (signing the caller in, in get_context), so nothing
+            # has been sent: answer as execution does for the same errors (_format_error).
+            log.warning("graphql.database_busy_at_sign_in", error=str(exc)[:200])
+            body = _error_body(
+                ErrorCode.UNAVAILABLE, "the server is busy; retry in a moment", retryAfterSeconds=1
+            )
+            await JSONResponse(body, status_code=503, headers={"retry-after": "1"})(
+                scope, receive, send
+            )
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
