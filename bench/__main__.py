@@ -242,6 +242,9 @@ def main() -> None:
         "--window", type=float, help="seconds measured per P3 step (default by mode)"
     )
     parser.add_argument(
+        "--warmup", type=float, help="seconds before each P3 window (default by mode)"
+    )
+    parser.add_argument(
         "--profile-executors", type=int, help="executors during the profile (default by mode)"
     )
     parser.add_argument("--profile-seconds", type=float, default=30.0)
@@ -258,6 +261,8 @@ def main() -> None:
         sizes = dataclasses.replace(sizes, ramp=tuple(int(x) for x in args.ramp.split(",")))
     if args.window:
         sizes = dataclasses.replace(sizes, window=args.window)
+    if args.warmup:
+        sizes = dataclasses.replace(sizes, warmup=args.warmup)
     if args.held_polls:
         sizes = dataclasses.replace(sizes, held_polls=args.held_polls)
 

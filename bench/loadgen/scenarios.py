@@ -48,7 +48,7 @@ class Sizes:
 QUICK = Sizes(ramp=(50, 100), warmup=6.0, window=5.0, action_rate=1.0, held_polls=300, hold=4.0)
 FULL = Sizes(
     ramp=(200, 400, 600, 800, 1000, 1500, 2000),
-    warmup=7.0,
+    warmup=25.0,
     window=20.0,
     action_rate=1.0,
     held_polls=10_000,

@@ -19,6 +19,13 @@ from sqlalchemy.ext.asyncio import (
 
 from nodeplane.controlplane.store.notify import SPEC_CHANNEL, ChangeNotifier
 
+# Connections kept open, and opened beyond that under a burst (closed again when returned).
+# With SQLAlchemy's default (5, and 10 more in a burst), a fleet of a few hundred executors
+# starting at once had all fifteen checked out and calls queued for a connection for seconds
+# (docs/benchmarks.md); PostgreSQL's default of 100 connections leaves room for two workers.
+POOL_SIZE = 20
+POOL_OVERFLOW = 20
+
 # How long a statement waits for SQLite's one write lock (held by another process) by default.
 SQLITE_BUSY_TIMEOUT_MS = 10000
 
@@ -83,7 +90,10 @@ class Database:
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.engine: AsyncEngine = create_async_engine(
-            _driver_url(url, asynchronous=True), pool_pre_ping=self.dialect == "postgresql"
+            _driver_url(url, asynchronous=True),
+            pool_pre_ping=self.dialect == "postgresql",
+            pool_size=POOL_SIZE,
+            max_overflow=POOL_OVERFLOW,
         )
         if self.dialect == "sqlite":
             event.listen(
