@@ -1,7 +1,10 @@
-"""What one unchanged sync costs the server: `python -m bench.sync_cost [--backend B] [-n N]`.
+"""What one unchanged sync or poll costs the server:
+`python -m bench.sync_cost [--backend B] [-n N] [--call sync|poll]`.
 
 One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
-observing every node at the revision it already reported (the steady state of a fleet). The
+observing every node at the revision it already reported (the steady state of a fleet); with
+`--call poll`, N spec polls that find nothing new and do not wait (a held poll's renewal,
+without the hold). The
 server's CPU time over the syncs is a ratio that stays put on a noisy machine, unlike latency;
 on PostgreSQL the database's transaction and row counters are read around the run as well.
 """
@@ -29,6 +32,10 @@ _PG_COUNTERS = (
     "tup_updated + tup_inserted + tup_deleted",
     "tup_fetched",
 )
+_WHAT = {
+    "sync": "syncs of 10 unchanged observations",
+    "poll": "spec polls finding nothing new (no wait)",
+}
 
 
 @dataclass
@@ -36,6 +43,7 @@ class SyncCost:
     """Per-sync averages of one run."""
 
     backend: str
+    call: str
     syncs: int
     server_cpu_ms: float
     database_cpu_ms: float | None
@@ -53,8 +61,9 @@ class SyncCost:
             else ""
         )
         return (
-            f"{self.backend}: {self.syncs} syncs of 10 unchanged observations: server "
-            f"{self.server_cpu_ms:.2f} ms CPU/sync, {self.wall_ms:.2f} ms wall/sync{db}"
+            f"{self.backend}: {self.syncs} {_WHAT[self.call]}: server "
+            f"{self.server_cpu_ms:.2f} ms CPU/{self.call}, {self.wall_ms:.2f} ms wall/{self.call}"
+            f"{db}"
         )
 
 
@@ -70,8 +79,8 @@ def _pg_counters(t: Target) -> tuple[int, ...]:
     return tuple(int(v) for v in row)
 
 
-async def _syncs(
-    t: Target, spec: SimulatedExecutorSpec, n: int, py_spy: Path | None
+async def _calls(
+    t: Target, spec: SimulatedExecutorSpec, n: int, call: str, py_spy: Path | None
 ) -> tuple[float, float, float, tuple[int, ...] | None]:
     report = WorkerReport()
     async with httpx.AsyncClient(base_url=t.server.url, timeout=30) as http:
@@ -79,8 +88,10 @@ async def _syncs(
             spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
         )
         executor.assume_known(1)
+        once = executor.sync_once if call == "sync" else lambda: executor.poll_once(0)
         for _ in range(20):  # warm up: caches, prepared statements, the first writes
             await executor.sync_once()
+            await once()
         # PostgreSQL publishes its counters at most every 0.5 s (stats_fetch_consistency).
         await asyncio.sleep(1.1)
         before_pg = _pg_counters(t) if t.backend == "postgresql" else None
@@ -90,7 +101,7 @@ async def _syncs(
         cpu_before = cpu_seconds(t.pid)
         started = time.monotonic()
         for _ in range(n):
-            await executor.sync_once()
+            await once()
         wall = time.monotonic() - started
         cpu = cpu_seconds(t.pid) - cpu_before
         if spy is not None:
@@ -122,15 +133,17 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return spy
 
 
-def measure(backend: str, n: int, py_spy: Path | None = None) -> SyncCost:
-    """Run `n` unchanged syncs against a fresh server on `backend`; with `py_spy`, sample the
-    server's stacks during them into that file (needs py-spy on PATH; costs some CPU)."""
+def measure(backend: str, n: int, call: str = "sync", py_spy: Path | None = None) -> SyncCost:
+    """Run `n` unchanged syncs (or empty polls) against a fresh server on `backend`; with
+    `py_spy`, sample the server's stacks during them into that file (needs py-spy on PATH;
+    costs some CPU)."""
     with target(backend) as t:
         spec = t.fleet("cost", 1)[0]
-        cpu, db_cpu, wall, pg = asyncio.run(_syncs(t, spec, n, py_spy))
+        cpu, db_cpu, wall, pg = asyncio.run(_calls(t, spec, n, call, py_spy))
     per = 1000 / n
     return SyncCost(
         backend=backend,
+        call=call,
         syncs=n,
         server_cpu_ms=cpu * per,
         database_cpu_ms=db_cpu * per if pg is not None else None,
@@ -145,6 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("-n", type=int, default=300)
+    parser.add_argument("--call", choices=["sync", "poll"], default="sync")
     parser.add_argument(
         "--py-spy", type=Path, help="sample the server with py-spy into FILE.<backend>.txt"
     )
@@ -152,7 +166,7 @@ def main() -> None:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
         out = args.py_spy.with_suffix(f".{backend}.txt") if args.py_spy else None
-        print(measure(backend, args.n, out).line(), flush=True)
+        print(measure(backend, args.n, args.call, out).line(), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
 """Engines, sessions and units of work over SQLite (default) or PostgreSQL."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -25,6 +26,12 @@ from nodeplane.controlplane.store.notify import SPEC_CHANNEL, ChangeNotifier
 # (docs/benchmarks.md); PostgreSQL's default of 100 connections leaves room for two workers.
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+
+# A pooled PostgreSQL connection idle longer than this is pinged before use. Pinging every
+# checkout (pool_pre_ping) cost a round trip per session, a quarter of a spec poll's CPU; a
+# connection used moments ago is alive, or the failure that killed it also failed the request
+# using it, and SQLAlchemy then renews every pooled connection (docs/benchmarks.md).
+IDLE_PING_SECONDS = 2.0
 
 # How long a statement waits for SQLite's one write lock (held by another process) by default.
 SQLITE_BUSY_TIMEOUT_MS = 10000
@@ -69,6 +76,29 @@ def dialect_insert(session: AsyncSession, model: type[Any]) -> postgresql.Insert
     return sqlite.insert(model)
 
 
+def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Before a pooled connection is used, ping it if it sat idle over `idle_seconds`; a dead
+    one is replaced (the pool retries the checkout on DisconnectionError)."""
+    dialect = engine.sync_engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return  # just connected, or used moments ago
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
+        if not alive:
+            raise exc.DisconnectionError("pooled connection failed its ping")
+
+    event.listen(engine.sync_engine, "checkin", checkin)
+    event.listen(engine.sync_engine, "checkout", checkout)
+
+
 @dataclass
 class UnitOfWork:
     """One write transaction plus the executors whose spec polls must be woken after it commits."""
@@ -91,10 +121,11 @@ class Database:
         self.dialect = make_url(url).get_backend_name()
         self.engine: AsyncEngine = create_async_engine(
             _driver_url(url, asynchronous=True),
-            pool_pre_ping=self.dialect == "postgresql",
             pool_size=POOL_SIZE,
             max_overflow=POOL_OVERFLOW,
         )
+        if self.dialect == "postgresql":
+            ping_when_idle(self.engine, IDLE_PING_SECONDS)
         if self.dialect == "sqlite":
             event.listen(
                 self.engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms)
