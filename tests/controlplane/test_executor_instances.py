@@ -71,6 +71,8 @@ def test_second_instance_is_refused_until_the_first_is_silent(
     assert str(first.instance_id) in err.message and "last synced at" in err.message
     assert str(clone.instance_id) in err.message
     for _ in range(3):
+        # When the live one last synced, taken before sending: the server's record is later.
+        last_sync = time.monotonic()
         first.sync({nid: running})  # the live one goes on as before
         refused(lambda: clone.sync({nid: empty}))
     refused(lambda: clone.poll())
@@ -91,7 +93,6 @@ def test_second_instance_is_refused_until_the_first_is_silent(
     assert len(instance_events(org, first.id, "refused")) == 2
 
     # The first goes silent: after the heartbeat timeout (not before) the clone takes over.
-    last_sync = time.monotonic()
 
     def clone_accepted() -> bool:
         try:

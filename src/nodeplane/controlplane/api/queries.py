@@ -165,13 +165,14 @@ class Query:
         held = [
             parse_wire(KnownRevision, item, field="known") for item in json_list(known, "known")
         ]
-        async with executors.recording_refusals(ctx.db), ctx.db.read() as session:
-            await executors.check_instance(session, ctx.principal, ctx.instance_id, ctx.heartbeat)
-        pending = await executors.poll_specs(
-            info.context.db,
-            info.context.principal,
-            held,
-            wait_seconds,
-            max_wait=info.context.settings.max_poll_wait,
-        )
+        async with executors.recording_refusals(ctx.db):
+            pending = await executors.poll_specs(
+                ctx.db,
+                ctx.principal,
+                held,
+                wait_seconds,
+                max_wait=ctx.settings.max_poll_wait,
+                instance=ctx.instance_id,
+                heartbeat=ctx.heartbeat,
+            )
         return [AssignedNodeSpec.from_model(m) for m in pending]

@@ -3,7 +3,7 @@
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -645,33 +645,56 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
 # ---- spec long-poll ------------------------------------------------------------------------
 
 
-def _pending_specs(nodes: list[Node], known: dict[UUID, KnownRevision]) -> list[AssignedNodeSpec]:
-    """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone."""
-    out: list[AssignedNodeSpec] = []
+def _assigned(node: Node) -> AssignedNodeSpec:
+    return AssignedNodeSpec(
+        node_id=node.id,
+        name=node.name,
+        revision=node.revision,
+        spec=NodeSpec.model_validate(node.spec),
+        deleted=node.deleted_at is not None,
+        retain_data=node.retain_data,
+    )
+
+
+def _stale(
+    current: Sequence[tuple[UUID, int, bool]], known: dict[UUID, KnownRevision]
+) -> tuple[list[UUID], list[KnownRevision]]:
+    """From (node id, revision, deleted) of the executor's nodes: the nodes whose spec the
+    executor lacks (new, newer, or deleted since), and the known nodes that are gone."""
+    newer: list[UUID] = []
     present = set()
-    for node in nodes:
-        present.add(node.id)
-        held = known.get(node.id)
-        deleted = node.deleted_at is not None
-        if held is not None and held.revision >= node.revision and held.deleted == deleted:
-            continue
-        out.append(
-            AssignedNodeSpec(
-                node_id=node.id,
-                name=node.name,
-                revision=node.revision,
-                spec=NodeSpec.model_validate(node.spec),
-                deleted=deleted,
-                retain_data=node.retain_data,
+    for node_id, revision, deleted in current:
+        present.add(node_id)
+        held = known.get(node_id)
+        if held is None or held.revision < revision or held.deleted != bool(deleted):
+            newer.append(node_id)
+    gone = [k for node_id, k in known.items() if node_id not in present and not k.deleted]
+    return newer, gone
+
+
+async def _pending_specs(
+    session: AsyncSession, executor_id: UUID, known: dict[UUID, KnownRevision]
+) -> list[AssignedNodeSpec]:
+    """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone.
+
+    Most polls find nothing: revisions are read first, and specs only of the nodes that changed.
+    """
+    current = (
+        await session.execute(
+            select(Node.id, Node.revision, Node.deleted_at.is_not(None)).where(
+                Node.executor_id == executor_id
             )
         )
-    for node_id, held in known.items():
-        if node_id not in present and not held.deleted:
-            out.append(
-                AssignedNodeSpec(
-                    node_id=node_id, name="", revision=held.revision, spec=None, deleted=True
-                )
-            )
+    ).tuples()
+    newer, gone = _stale(list(current), known)
+    out: list[AssignedNodeSpec] = []
+    if newer:
+        nodes = await session.scalars(select(Node).where(Node.id.in_(newer)).order_by(Node.id))
+        out += [_assigned(node) for node in nodes]
+    out += [
+        AssignedNodeSpec(node_id=k.node_id, name="", revision=k.revision, spec=None, deleted=True)
+        for k in gone
+    ]
     return out
 
 
@@ -681,28 +704,31 @@ async def poll_specs(
     known: list[KnownRevision],
     wait_seconds: float,
     max_wait: float = MAX_POLL_WAIT_SECONDS,
+    instance: UUID | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> list[AssignedNodeSpec]:
     """Specs newer than what the executor holds; held up to `wait_seconds` (at most
-    `max_wait`) until a commit."""
+    `max_wait`) until a commit. With `instance` and `heartbeat`, first refuses a process that
+    is not the executor's live instance (InstanceConflict), in the same read."""
     p = require_executor(principal)
     if p.executor_id is None:
         raise DomainError(
             ErrorCode.INVALID_ACTION, "call syncExecutor once before polling for specs"
         )
+    executor_id = p.executor_id
     wait_seconds = max(0.0, min(wait_seconds, max_wait))
     deadline = time.monotonic() + wait_seconds
     held = {k.node_id: k for k in known}
-    key = str(p.executor_id)
+    key = str(executor_id)
+    first = True
     while True:
         waiter = db.notifier.subscribe(key)
         try:
             async with db.read() as session:
-                nodes = list(
-                    (
-                        await session.scalars(select(Node).where(Node.executor_id == p.executor_id))
-                    ).all()
-                )
-            pending = _pending_specs(nodes, held)
+                if first and heartbeat is not None:
+                    await check_instance(session, principal, instance, heartbeat)
+                first = False
+                pending = await _pending_specs(session, executor_id, held)
             remaining = deadline - time.monotonic()
             if pending or remaining <= 0 or db.notifier.closing:
                 return pending
