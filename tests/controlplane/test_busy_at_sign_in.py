@@ -2,6 +2,9 @@
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +33,21 @@ async def _gql(
     return response
 
 
-async def _scenario(database: Path) -> httpx.Response:
-    settings = Settings(
-        database_url=f"sqlite:///{database}",
-        admin_email=ADMIN[0],
-        admin_password=ADMIN[1],
-        request_time_budget=0.5,  # also how long SQLite waits for its write lock
-    )
+@asynccontextmanager
+async def _serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     starlette = _starlette(app)
     async with (
         starlette.router.lifespan_context(starlette),
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://cp") as http,
     ):
+        yield http
+
+
+async def _executor_key(settings: Settings) -> str:
+    """An organization and an executor key, made with the default request budget (password
+    hashing alone can take longer than the short budget below on a loaded machine)."""
+    async with _serving(settings) as http:
         login = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
         admin = (await _gql(http, login, e=ADMIN[0], p=ADMIN[1])).json()["data"]["login"]["token"]
         made = (
@@ -57,13 +62,23 @@ async def _scenario(database: Path) -> httpx.Response:
         accepted = (await _gql(http, accept, t=made["inviteToken"])).json()
         assert accepted.get("data"), accepted
         owner = accepted["data"]["acceptInvite"]
-        key = (
+        key: str = (
             await _gql(
                 http,
                 'mutation { createApiKey(name: "k", kind: EXECUTOR) { secret } }',
                 owner["token"],
             )
         ).json()["data"]["createApiKey"]["secret"]
+        return key
+
+
+async def _scenario(database: Path) -> httpx.Response:
+    settings = Settings(
+        database_url=f"sqlite:///{database}", admin_email=ADMIN[0], admin_password=ADMIN[1]
+    )
+    key = await _executor_key(settings)
+    # Also how long SQLite waits for its write lock.
+    async with _serving(replace(settings, request_time_budget=0.5)) as http:
         # Another program holds SQLite's write lock: the key's first use (which records when it
         # was last used) cannot be written within the budget.
         blocker = sqlite3.connect(database, isolation_level=None, timeout=0)

@@ -22,7 +22,8 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
         return None
     digest = token_digest(token)
     now = utcnow()
-    async with db.read() as session:
+    # One statement for a key (and one more for a user's role): no snapshot to share.
+    async with db.quick_read() as session:
         if token.startswith("nps_"):
             row = (
                 await session.execute(

@@ -724,7 +724,10 @@ async def poll_specs(
     while True:
         waiter = db.notifier.subscribe(key)
         try:
-            async with db.read() as session:
+            # Each statement may see a later commit than the one before; the specs loaded are
+            # the ones the revisions said changed, or newer still, and a node gone in between
+            # is simply not returned (the next poll reports it).
+            async with db.quick_read() as session:
                 if first and heartbeat is not None:
                     await check_instance(session, principal, instance, heartbeat)
                 first = False
