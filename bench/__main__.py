@@ -225,8 +225,9 @@ Produced by `./dev bench --only agent` (bench/agent_overhead.py): a control plan
 reports 10 s, 25 s spec polls), N litecoind regtest nodes deployed through the API. The window
 opens once every node is RUNNING and 20 s have passed. Only the agent process is measured: its
 VmRSS sampled every 2 s, and its utime + stime over the window's wall time, plus the CPU of
-short-lived helpers it ran and reaped (`litecoind --version`); the clients are the agent's
-children, but neither figure includes theirs (no client exited in the window).
+short-lived helpers it ran and reaped (`litecoind --version`). The clients are the agent's
+children, but neither figure includes theirs (a client that exited in the window would be counted
+with the helpers: the run line says how many did). Profile: see the notes below the table.
 """
 
 
@@ -236,7 +237,8 @@ def _agent_section(result: agent_overhead.Overhead, quick: bool) -> str:
             AGENT_NOTE,
             f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}; "
             f"{machine_facts()}. {result.running} of {result.nodes} nodes RUNNING when the "
-            f"window closed; {result.client_exits} clients exited in it.",
+            f"window closed; {result.client_exits} clients exited in it; the clients were the "
+            f"agent's children: {'yes' if result.clients_are_children else 'no'}.",
             "",
             "| goal | backend | load | goal | measured | met |",
             "|---|---|---|---|---|---|",
