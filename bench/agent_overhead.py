@@ -17,6 +17,7 @@ when the window opens (for py-spy).
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import statistics
 import sys
@@ -248,6 +249,8 @@ def run(
             agent.stop()
         server.stop()
         _end_clients(workdir)
+        # 50 regtest data directories: a few hundred MB a run.
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
