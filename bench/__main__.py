@@ -34,7 +34,7 @@ from tests.support.server import (
     drop_pg_database,
 )
 
-from bench import agent_convergence
+from bench import agent_convergence, agent_overhead
 from bench.loadgen import scenarios as loadgen_scenarios
 from bench.loadgen import suite as loadgen_suite
 from bench.report import machine_facts, replace_section
@@ -217,6 +217,36 @@ def _load_section(rows: list[loadgen_scenarios.Row], quick: bool) -> str:
     )
 
 
+AGENT_NOTE = """\
+## Agent overhead: one agent holding many litecoind nodes (issue 8, P5)
+
+Produced by `./dev bench --only agent` (bench/agent_overhead.py): a control plane on SQLite, one
+`nodeplane agent` on the process driver with the default intervals (heartbeat and resync 5 s,
+reports 10 s, 25 s spec polls), N litecoind regtest nodes deployed through the API. The window
+opens once every node is RUNNING and 20 s have passed. Only the agent process is measured: its
+VmRSS sampled every 2 s, and its utime + stime over the window's wall time, plus the CPU of
+short-lived helpers it ran and reaped (`litecoind --version`). The clients are the agent's
+children, but neither figure includes theirs (a client that exited in the window would be counted
+with the helpers: the run line says how many did). Profile: see the notes below the table.
+"""
+
+
+def _agent_section(result: agent_overhead.Overhead, quick: bool) -> str:
+    return "\n".join(
+        [
+            AGENT_NOTE,
+            f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{' (--quick)' if quick else ''}; "
+            f"{machine_facts()}. {result.running} of {result.nodes} nodes RUNNING when the "
+            f"window closed; {result.client_exits} clients exited in it; the clients were the "
+            f"agent's children: {'yes' if result.clients_are_children else 'no'}.",
+            "",
+            "| goal | backend | load | goal | measured | met |",
+            "|---|---|---|---|---|---|",
+            *[r.markdown() for r in result.rows()],
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=200, help="samples per operation")
@@ -232,7 +262,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["latency", "load", "profile"],
+        choices=["latency", "load", "profile", "agent"],
         action="append",
         help="run only these parts (repeatable); the others' sections in the docs are kept",
     )
@@ -249,12 +279,16 @@ def main() -> None:
     )
     parser.add_argument("--profile-seconds", type=float, default=30.0)
     parser.add_argument(
+        "--agent-nodes", type=int, help="P5 litecoind nodes on one agent (default by mode)"
+    )
+    parser.add_argument("--agent-seconds", type=float, help="P5 seconds measured (default by mode)")
+    parser.add_argument(
         "--workers",
         default=f"1,{os.cpu_count() or 1}",
         help="server processes on PostgreSQL for P3/P1, comma-separated (default: 1 and cores)",
     )
     args = parser.parse_args()
-    parts = set(args.only or ["latency", "load", "profile"])
+    parts = set(args.only or ["latency", "load", "profile", "agent"])
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     sizes = loadgen_scenarios.QUICK if args.quick else loadgen_scenarios.FULL
     if args.ramp:
@@ -303,6 +337,12 @@ def main() -> None:
             "slows Python calls, so these runs are not the ones measured above.\n\n"
             + "\n\n".join(profiles),
         )
+    if "agent" in parts:
+        overhead = agent_overhead.run(
+            args.agent_nodes or (5 if args.quick else 50),
+            args.agent_seconds or (30.0 if args.quick else 300.0),
+        )
+        document = replace_section(document, "agent", _agent_section(overhead, args.quick))
     print(document)
     if not args.no_write:
         RESULTS.parent.mkdir(exist_ok=True)

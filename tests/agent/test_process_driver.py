@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from nodeplane.executor.agent import procfs
 from nodeplane.executor.agent.driver import ActiveState, UnitExit
 from nodeplane.executor.agent.process_driver import (
     INVOCATION_ENV,
@@ -216,6 +217,39 @@ async def test_an_interrupted_spawn_that_never_ran_is_forgotten(pd: DriverHarnes
     status = await pd.driver.status(unit.name)
     assert status.active_state is ActiveState.INACTIVE and status.main_pid is None
     assert Record.from_json(path.read_text()).runtime.invocation is None
+
+
+async def test_status_of_many_units_reads_proc_once(
+    pd: DriverHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A status per unit per reconcile used to scan all of /proc each time (nodes x processes
+    stat reads: most of an agent's CPU with 50 nodes); one scan serves a burst of them. A
+    process spawned after the scan is still seen at once."""
+    units = [pd.unit() for _ in range(3)]
+    for unit in units:
+        await pd.driver.install(unit)
+        await pd.driver.start(unit.name)
+    for unit in units:
+        await pd.wait(unit.name, running)
+    reads = 0
+    read_stat = procfs.read_stat
+
+    def counted(pid: int, proc: Path = procfs.PROC) -> procfs.ProcStat | None:
+        nonlocal reads
+        reads += 1
+        return read_stat(pid, proc)
+
+    monkeypatch.setattr(procfs, "read_stat", counted)
+    processes = sum(1 for e in os.listdir("/proc") if e.isdigit())
+    statuses = [await pd.driver.status(u.name) for u in units for _ in range(3)]
+    assert all(s.memory_bytes and s.cpu_seconds is not None for s in statuses)
+    assert reads < 2 * processes, (reads, processes)
+
+    late = pd.unit()
+    await pd.driver.install(late)
+    await pd.driver.start(late.name)
+    status = await pd.driver.status(late.name)
+    assert running(status) and status.memory_bytes, status
 
 
 async def test_a_reused_pid_is_never_taken_for_ours(pd: DriverHarness, stranger: Sleeper) -> None:

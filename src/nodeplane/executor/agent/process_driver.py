@@ -59,6 +59,10 @@ EXIT_EXEC = 203
 INVOCATION_ENV = "NODEPLANE_INVOCATION_ID"
 STATE_SUFFIX = ".json"
 POLL_S = 0.1
+# How long one scan of /proc answers `status()`'s CPU and memory: every reconcile and report asks
+# for each unit's status, and a scan per call (it reads every process's stat) made the agent's
+# CPU grow as units x processes on the host, most of its cost with 50 nodes.
+USAGE_SCAN_MAX_AGE_S = 1.0
 KILL_WAIT_S = 10.0  # how long SIGKILLed processes may take to go before stop gives up
 
 
@@ -204,6 +208,8 @@ class ProcessDriver:
         self._problems: list[DriverProblem] = []
         # Stops a killed agent left half done, finished in the background: one task per unit.
         self._finishing: dict[str, asyncio.Task[None]] = {}
+        self._sessions: dict[int, list[procfs.ProcStat]] = {}
+        self._sessions_at = -USAGE_SCAN_MAX_AGE_S
 
     # ---- state files ------------------------------------------------------------------------
 
@@ -556,7 +562,7 @@ class ProcessDriver:
         rt = record.runtime
         cpu = memory = None
         if rt.pid is not None:
-            members = procfs.session_members(rt.pid, self.proc_dir)
+            members = self._session_usage(rt.pid)
             if members:
                 cpu = sum(p.cpu_seconds for p in members)
                 memory = sum(p.rss_bytes for p in members)
@@ -574,6 +580,16 @@ class ProcessDriver:
             exit_code=rt.exit_code,
             exit_signal=rt.exit_signal,
         )
+
+    def _session_usage(self, session: int) -> list[procfs.ProcStat]:
+        """The session's live processes for a status report, from a scan at most
+        USAGE_SCAN_MAX_AGE_S old; scanned again for a session the last scan did not see (a
+        process just spawned). Stopping never uses this: it needs /proc as it is now."""
+        now = time.monotonic()
+        if now - self._sessions_at > USAGE_SCAN_MAX_AGE_S or session not in self._sessions:
+            self._sessions = procfs.sessions(self.proc_dir)
+            self._sessions_at = now
+        return self._sessions.get(session, [])
 
     async def list_units(self) -> list[str]:
         """Every unit with a state file."""

@@ -71,14 +71,19 @@ def read_stat(pid: int, proc: Path = PROC) -> ProcStat | None:
 
 def session_members(session: int, proc: Path = PROC) -> list[ProcStat]:
     """Every live process of a session (a supervised unit is one session: setsid at spawn)."""
-    members = []
+    return sessions(proc).get(session, [])
+
+
+def sessions(proc: Path = PROC) -> dict[int, list[ProcStat]]:
+    """Every live process, by session: one pass over /proc answers for every unit."""
+    found: dict[int, list[ProcStat]] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         stat = read_stat(int(entry.name), proc)
-        if stat is not None and stat.session == session and stat.alive:
-            members.append(stat)
-    return members
+        if stat is not None and stat.alive:
+            found.setdefault(stat.session, []).append(stat)
+    return found
 
 
 def find_session_leader(env_entry: str, proc: Path = PROC) -> ProcStat | None:
