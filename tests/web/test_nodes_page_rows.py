@@ -1,8 +1,8 @@
-"""The nodes page reads its rows from the service layer, not through the GraphQL executor (which
-cost three quarters of a 1,000-node page's CPU, issue 8): its rows must stay exactly what the API
-answers for the same caller and filter, page by page, in a number of SQL statements set by the
-pages of rows and not by the nodes on them. In-process against a real server's database, SQLite
-and PostgreSQL."""
+"""The nodes page reads its rows and executors from the service layer, not through the GraphQL
+executor (which cost three quarters of a 1,000-node page's CPU, issue 8): they must stay exactly
+what the API answers for the same caller and filter, page by page, in a number of SQL statements
+set by the pages of rows and not by the nodes on them. In-process against a real server's
+database, SQLite and PostgreSQL."""
 
 import asyncio
 from typing import Any
@@ -63,42 +63,54 @@ def fleet(org: Org, executor: FakeExecutor) -> dict[str, str]:
     return ids
 
 
+def _in_process(token: str, server: ServerProcess, fn: Any) -> Any:
+    """`fn(db, settings, principal, query)` against the server's database as `token`'s user."""
+
+    async def go() -> Any:
+        db = Database(server.database_url)
+        settings = Settings(database_url=server.database_url, heartbeat_timeout=60)
+        try:
+            principal = await authenticate(db, token)
+            assert principal is not None
+            return await fn(
+                db, settings, principal, PageQuery(db, settings, principal, Request(SCOPE))
+            )
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
 def _compare(
     server: ServerProcess, token: str, flt: dict[str, Any], max_page: int | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     """(the page's rows, the API's items, the statements the page's rows took) for `flt`; the
     page reads `max_page` rows at a time when given."""
 
-    async def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
-        db = Database(server.database_url)
-        settings = Settings(database_url=server.database_url, heartbeat_timeout=60)
-        try:
-            principal = await authenticate(db, token)
-            assert principal is not None
-            query = PageQuery(db, settings, principal, Request(SCOPE))
-            api = (await query(pages.NODES, {"filter": flt, "after": None}))["nodes"]["items"]
-            statements: list[str] = []
+    async def both(db: Database, settings: Settings, principal: Any, query: PageQuery) -> Any:
+        api = (await query(pages.NODES, {"filter": flt, "after": None}))["nodes"]["items"]
+        statements: list[str] = []
 
-            def record(*args: Any) -> None:
-                statements.append(args[2])
+        def record(*args: Any) -> None:
+            statements.append(args[2])
 
-            event.listen(db.engine.sync_engine, "before_cursor_execute", record)
-            service_filter = node_service.NodeFilter(
-                name=flt.get("name"),
-                chain=flt.get("chain"),
-                phase=NodePhase(flt["phase"].lower()) if flt.get("phase") else None,
-                executor_id=UUID(flt["executorId"]) if flt.get("executorId") else None,
-            )
-            with pytest.MonkeyPatch.context() as mp:
-                if max_page is not None:
-                    mp.setattr(node_service, "MAX_PAGE", max_page)
-                rows = await pages.node_rows(db, settings, principal, service_filter)
-            event.remove(db.engine.sync_engine, "before_cursor_execute", record)
-            return rows, api, statements
-        finally:
-            await db.close()
+        service_filter = node_service.NodeFilter(
+            name=flt.get("name"),
+            chain=flt.get("chain"),
+            phase=NodePhase(flt["phase"].lower()) if flt.get("phase") else None,
+            executor_id=UUID(flt["executorId"]) if flt.get("executorId") else None,
+        )
+        event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+        with pytest.MonkeyPatch.context() as mp:
+            if max_page is not None:
+                mp.setattr(node_service, "MAX_PAGE", max_page)
+            rows = await pages.node_rows(db, settings, principal, service_filter)
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        return rows, api, statements
 
-    return asyncio.run(go())
+    result: tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]
+    result = _in_process(token, server, both)
+    return result
 
 
 @pytest.mark.parametrize(
@@ -144,3 +156,19 @@ def test_rows_are_read_a_page_at_a_time_in_few_statements(
     node_reads = [s for s in statements if "FROM nodes" in s]
     assert len(node_reads) == 3, statements
     assert len(statements) == 4, statements
+
+
+def test_the_pages_executors_are_the_apis(
+    server: ServerProcess, org: Org, executor: FakeExecutor
+) -> None:
+    other = FakeExecutor(server.url, org.executor_key("other"), name="aaa-" + executor.name)
+    other.sync()
+
+    async def both(db: Database, settings: Settings, principal: Any, query: PageQuery) -> Any:
+        api = (await query("{ executors { id name capabilities } }"))["executors"]
+        return await pages.executor_choices(db, principal), api
+
+    assert org.owner.token is not None
+    choices, api = _in_process(org.owner.token, server, both)
+    assert choices == api
+    assert [e["name"] for e in choices] == [other.name, executor.name]
