@@ -343,12 +343,12 @@ UI_NOTE = """\
 Produced by `./dev bench --only ui` (bench/ui.py): one server per backend with 100 executors x
 10 nodes, each node observed once through the real protocol (phase, height, peers, disk). The
 page row times GET /nodes with an admin's session cookie over one kept connection (after 3
-warm-up loads), with the server's CPU time per page beside it (steadier on a busy machine). The live
-row opens 50 simulated nodes pages, each doing every 2 s what app.js does (its poll query, read
-from app.js; a GET of the page when the nodes returned are not the rows shown), starts spread
-over one period, and divides the server's CPU seconds over the window by the window's wall
-seconds; nothing else loads the server meanwhile (its idle share, the sweeps, is given beside
-it). CPU ms per refresh is that CPU over the refreshes answered.
+warm-up loads), with the server's CPU time per page beside it (steadier on a busy machine). The
+live row opens 50 simulated nodes pages, each doing every 2 s what app.js does (its poll query,
+read from app.js; a GET of the page when the nodes returned are not the rows shown), starts
+spread over one period, and divides the server's CPU seconds over the window by the window's
+wall seconds; nothing else loads the server meanwhile (its idle share, the sweeps, is given
+beside it). CPU ms per refresh is that CPU over the refreshes answered.
 """
 
 
