@@ -34,7 +34,7 @@ from tests.support.server import (
     drop_pg_database,
 )
 
-from bench import agent_convergence, agent_overhead
+from bench import agent_convergence, agent_overhead, ui
 from bench.loadgen import scenarios as loadgen_scenarios
 from bench.loadgen import suite as loadgen_suite
 from bench.report import machine_facts, replace_section
@@ -262,7 +262,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["latency", "load", "profile", "agent"],
+        choices=["latency", "load", "profile", "agent", "ui"],
         action="append",
         help="run only these parts (repeatable); the others' sections in the docs are kept",
     )
@@ -288,7 +288,7 @@ def main() -> None:
         help="server processes on PostgreSQL for P3/P1, comma-separated (default: 1 and cores)",
     )
     args = parser.parse_args()
-    parts = set(args.only or ["latency", "load", "profile", "agent"])
+    parts = set(args.only or ["latency", "load", "profile", "agent", "ui"])
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     sizes = loadgen_scenarios.QUICK if args.quick else loadgen_scenarios.FULL
     if args.ramp:
@@ -343,6 +343,9 @@ def main() -> None:
             args.agent_seconds or (30.0 if args.quick else 300.0),
         )
         document = replace_section(document, "agent", _agent_section(overhead, args.quick))
+    if "ui" in parts:
+        rows = ui.run(backends, ui.QUICK if args.quick else ui.FULL)
+        document = replace_section(document, "ui", ui.section(rows, args.quick))
     print(document)
     if not args.no_write:
         RESULTS.parent.mkdir(exist_ok=True)

@@ -153,6 +153,30 @@ def test_nodes_search_filters_and_sorting(page: Page, e2e_server: ServerProcess,
     expect(node_names(page)).to_have_text(["ltc-charlie", "ltc-bravo", "ltc-alpha"])
 
 
+def test_a_long_nodes_list_follows_changes_without_a_poll_it_cannot_use(
+    page: Page, e2e_server: ServerProcess, org: Org
+) -> None:
+    """With more rows than one answer of the nodes poll (200), app.js takes the page whole every
+    tick without the GraphQL poll first (its answer could never match the rows: it was asked and
+    thrown away), and a row past the first 200 by name still follows its node (issue 8)."""
+    base = e2e_server.url
+    executor = fake_executor(org, "long")
+    ids = [create_node(org, executor, f"n-{i:03d}", LITECOIN_SPEC) for i in range(201)]
+    sign_in_as(page, base, org.owner)
+    polls: list[str] = []
+    page.on("request", lambda r: polls.append(r.url) if r.url.endswith("/graphql") else None)
+
+    page.goto(f"{base}/nodes")
+    expect(node_names(page)).to_have_count(201)
+    page.evaluate("window.__noReload = true")
+    last = page.locator('tr[data-node-name="n-200"] [data-phase]')
+    expect(last).to_have_text("provisioning")
+    executor.observe(ids[-1], 1, ProcessStatus.RUNNING)
+    expect(last).to_have_text("running", timeout=15_000)
+    assert page.evaluate("window.__noReload === true"), "the page was reloaded"
+    assert polls == []
+
+
 def test_node_revision_history_and_diff(page: Page, e2e_server: ServerProcess, org: Org) -> None:
     base = e2e_server.url
     executor = fake_executor(org, "host")

@@ -1,6 +1,11 @@
-"""The UI's pages: each handler queries the GraphQL API in-process and renders a template."""
+"""The UI's pages: each handler queries the GraphQL API in-process and renders a template; the
+nodes page alone reads its rows and executors from the service layer the API's resolvers call
+(node_rows, executor_choices), in the API's shape: through the GraphQL executor a page of 1,000
+nodes cost ~0.6 s of CPU, three quarters of it resolving ~20,000 fields one by one."""
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -11,13 +16,18 @@ from starlette.responses import RedirectResponse, Response
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services import executors as executor_service
+from nodeplane.controlplane.services import nodes as node_service
+from nodeplane.controlplane.store import models
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.web.params import read_params
 from nodeplane.controlplane.web.session import PageQuery, current_user
 from nodeplane.controlplane.web.templating import templates
-from nodeplane.protocol import NodePhase
+from nodeplane.protocol import DesiredState, NodePhase, derive_node_phase
 
 PHASES = [p.value for p in NodePhase]
+# The nodes page shows at most this many rows (five of the API's pages of 200).
+MAX_NODE_ROWS = 1000
 SORT_KEYS = ("name", "chain", "phase", "executor", "updated")
 
 NODE_FIELDS = """id name chain network phase desiredState revision observedRevision pendingChange
@@ -82,6 +92,102 @@ def _uuid_or_none(value: str | None) -> str | None:
         return None
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _row(row: models.Node, executor: models.Executor | None, online: bool) -> dict[str, Any]:
+    """`row` in the shape the API returns for NODE_FIELDS (the templates and the sort read it),
+    derived as Node.from_row derives it but validating the observation once, not twice, and
+    without building the API object (together a fifth of a 1,000-node page's CPU)."""
+    observed = node_service.observed_of(row)
+    observed_revision = observed.revision if observed else None
+    desired = DesiredState(row.spec.get("desiredState", DesiredState.RUNNING))
+    phase = derive_node_phase(
+        desired_state=desired,
+        revision=row.revision,
+        deleted=row.deleted_at is not None,
+        observed=observed,
+    )
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "chain": row.chain,
+        "network": row.network,
+        "phase": phase.name,
+        "desiredState": desired.name,
+        "revision": row.revision,
+        "observedRevision": observed_revision,
+        "pendingChange": observed_revision is None or observed_revision < row.revision,
+        "stale": not online,
+        "observed": row.observed,
+        "observedAt": _iso(row.observed_at),
+        "deletedAt": _iso(row.deleted_at),
+        "updatedAt": _iso(row.updated_at),
+        "executorId": str(row.executor_id),
+        "executor": (
+            {
+                "id": str(executor.id),
+                "name": executor.name,
+                "status": "ONLINE" if online else "OFFLINE",
+            }
+            if executor is not None
+            else None
+        ),
+    }
+
+
+def _attributes(row: dict[str, Any]) -> SimpleNamespace:
+    """`row` with its keys as attributes, for the template: Jinja looks `n.name` up with getattr
+    first and tries `n["name"]` only after an AttributeError, so on a dict each of a row's ~15
+    lookups raised one (a quarter of a 1,000-row page's template time)."""
+    executor = row["executor"]
+    return SimpleNamespace(
+        **{**row, "executor": SimpleNamespace(**executor) if executor is not None else None}
+    )
+
+
+async def executor_choices(db: Database, principal: Principal) -> list[dict[str, Any]]:
+    """The executors `principal` may see, by name, as the API's `executors { id name
+    capabilities }` returns them: what the nodes page's filters offer."""
+    async with db.read() as session:
+        rows = await executor_service.list_executors(session, principal)
+    return [{"id": str(e.id), "name": e.name, "capabilities": e.capabilities} for e in rows]
+
+
+async def node_rows(
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    flt: node_service.NodeFilter,
+    limit: int = MAX_NODE_ROWS,
+) -> list[dict[str, Any]]:
+    """The first `limit` nodes `principal` may see through `flt`, by name, each as the API's
+    `nodes { items { NODE_FIELDS } }` returns it, from the service calls its resolvers make, in
+    one read session."""
+    rows: list[models.Node] = []
+    async with db.read() as session:
+        after = None
+        while len(rows) < limit:
+            page = await node_service.list_nodes(
+                session,
+                principal,
+                flt,
+                first=min(node_service.MAX_PAGE, limit - len(rows)),
+                after=after,
+            )
+            rows += page.items
+            if not page.has_next_page:
+                break
+            after = page.end_cursor
+        executors = await executor_service.get_executors(
+            session, principal, list({r.executor_id for r in rows})
+        )
+    timeout = settings.heartbeat_timeout
+    online = {e.id: executor_service.is_online(e, timeout) for e in executors.values()}
+    return [_row(r, executors.get(r.executor_id), online.get(r.executor_id, False)) for r in rows]
+
+
 class Pages:
     """The page handlers, bound to the database and settings of the app."""
 
@@ -131,17 +237,6 @@ class Pages:
             status_code=status_code,
         )
 
-    async def _all_nodes(self, query: PageQuery, flt: dict[str, Any]) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        after = None
-        for _ in range(5):
-            page = (await query(NODES, {"filter": flt, "after": after}))["nodes"]
-            items += page["items"]
-            if not page["pageInfo"]["hasNextPage"]:
-                break
-            after = page["pageInfo"]["endCursor"]
-        return items
-
     async def nodes(self, request: Request, query: PageQuery, principal: Principal) -> Response:
         params, problems = read_params(
             request.query_params, ("q", "chain", "phase", "executor", "sort", "dir")
@@ -164,7 +259,17 @@ class Pages:
         items: list[dict[str, Any]] = []
         if error is None:
             try:
-                items = await self._all_nodes(query, flt)
+                items = await node_rows(
+                    self.db,
+                    self.settings,
+                    principal,
+                    node_service.NodeFilter(
+                        name=search or None,
+                        chain=chain,
+                        phase=NodePhase(phase) if phase else None,
+                        executor_id=UUID(executor_id) if executor_id else None,
+                    ),
+                )
             except DomainError as exc:
                 error, status = exc.message, status_for(exc)
         sort_key: dict[str, Callable[[dict[str, Any]], Any]] = {
@@ -175,7 +280,7 @@ class Pages:
             "updated": lambda n: n["updatedAt"],
         }
         items.sort(key=sort_key[sort], reverse=descending)
-        executors = (await query(EXECUTORS))["executors"]
+        executors = await executor_choices(self.db, principal)
         executor_names = {e["id"]: e["name"] for e in executors}
         current = {
             k: v
@@ -212,7 +317,7 @@ class Pages:
             "nodes.html",
             principal,
             status_code=status,
-            nodes=items,
+            nodes=[_attributes(n) for n in items],
             search=search,
             chain=chain,
             phase=phase,
