@@ -267,7 +267,9 @@ def main() -> None:
         help="run only these parts (repeatable); the others' sections in the docs are kept",
     )
     parser.add_argument("--ramp", help="P3 executor counts, comma-separated (default by mode)")
-    parser.add_argument("--held-polls", type=int, help="P4 held polls (default by mode)")
+    parser.add_argument(
+        "--held-polls", help="P4 held-poll counts, comma-separated (default by mode)"
+    )
     parser.add_argument(
         "--window", type=float, help="seconds measured per P3 step (default by mode)"
     )
@@ -298,7 +300,9 @@ def main() -> None:
     if args.warmup:
         sizes = dataclasses.replace(sizes, warmup=args.warmup)
     if args.held_polls:
-        sizes = dataclasses.replace(sizes, held_polls=args.held_polls)
+        sizes = dataclasses.replace(
+            sizes, held_polls=tuple(int(x) for x in args.held_polls.split(","))
+        )
 
     document = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
     if "latency" in parts:

@@ -39,7 +39,7 @@ class LoadRun:
     ) -> None:
         self.base_url = base_url
         self.options = options
-        self._ready: multiprocessing.Queue[object] = _CTX.Queue()
+        self._ready: multiprocessing.Queue[int] = _CTX.Queue()
         self._results: multiprocessing.Queue[object] = _CTX.Queue()
         self._start = _CTX.Event()
         self._stop = _CTX.Event()
@@ -67,7 +67,7 @@ class LoadRun:
         """Start the workers and, once all are ready, the load (at `started_at`)."""
         for w in self._workers:
             w.start()
-        self.worker_pids = [int(self._ready.get(timeout=timeout)) for _ in self._workers]
+        self.worker_pids = [self._ready.get(timeout=timeout) for _ in self._workers]
         self.started_at = time.monotonic()
         self._start.set()
 

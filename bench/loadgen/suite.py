@@ -16,21 +16,27 @@ from bench.loadgen.scenarios import (
     Sizes,
     capacity,
     held_polls,
+    held_polls_summary,
 )
 from bench.loadgen.target import target
 from bench.loadgen.worker import LoadOptions
 
 
 def run_scenarios(backends: list[str], sizes: Sizes, pg_workers: list[int]) -> list[Row]:
-    """P3 and P1 on one fresh server per backend (per worker count on PostgreSQL), P4 on
-    another (so no poll of the first lingers in the memory it measures)."""
+    """P3 and P1 on one fresh server per backend (per worker count on PostgreSQL), each P4
+    count on another (so no poll of an earlier step lingers in the memory it measures)."""
     rows: list[Row] = []
     for backend in backends:
         for workers in pg_workers if backend == "postgresql" else [1]:
             with target(backend, workers=workers) as t:
                 rows += capacity(t, sizes)
-        with target(backend) as t:
-            rows += held_polls(t, sizes)
+        # Each count on a fresh server: memory a larger step measures is not hidden by what an
+        # earlier step's polls left in the allocator.
+        polls: list[Row] = []
+        for count in sizes.held_polls:
+            with target(backend) as t:
+                polls += held_polls(t, sizes, count)
+        rows += [*polls, held_polls_summary(backend, polls, sizes.held_polls)]
     return rows
 
 

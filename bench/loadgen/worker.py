@@ -54,7 +54,7 @@ def worker_main(
     base_url: str,
     specs: list[SimulatedExecutorSpec],
     options: LoadOptions,
-    ready: "Queue[object]",
+    ready: "Queue[int]",
     start: Event,
     stop: Event,
     results: "Queue[object]",
@@ -68,7 +68,7 @@ async def _run(
     base_url: str,
     specs: list[SimulatedExecutorSpec],
     options: LoadOptions,
-    ready: "Queue[object]",
+    ready: "Queue[int]",
     start: Event,
     stop: Event,
 ) -> WorkerReport:
