@@ -44,12 +44,18 @@ def doubling(levels: int) -> str:
 
 
 def app_js_documents() -> list[str]:
-    """The GraphQL documents in the UI's script, with its `${NODE_FIELDS}` filled in."""
+    """The GraphQL documents in the UI's script, with the constants they interpolate
+    (`${NODE_FIELDS}`, `${POLL_FIRST}`) filled in."""
     source = APP_JS.read_text()
-    fields = re.search(r"const NODE_FIELDS = `([^`]*)`", source)
-    assert fields is not None
+
+    def constant(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = re.search(rf"const {name} = (?:`([^`]*)`|(\d+);)", source)
+        assert found is not None, f"app.js interpolates {name}, which is not a constant"
+        return found.group(1) if found.group(1) is not None else found.group(2)
+
     literals = re.findall(r"`((?:query|mutation|\{)[^`]*)`", source)
-    documents = [lit.replace("${NODE_FIELDS}", fields.group(1)) for lit in literals]
+    documents = [re.sub(r"\$\{(\w+)\}", constant, lit) for lit in literals]
     assert len(documents) >= 8, "the UI's documents were not found in app.js"
     return documents
 

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 import pytest
 
+from nodeplane.controlplane.http_server import MAX_REQUEST_HEAD_BYTES
 from tests.support.fleet import LITECOIN_SPEC, FakeExecutor, Org
 from tests.support.server import ServerProcess
 from tests.web.forms import browser_session, form_token, raw_get, trickled_get
@@ -124,6 +125,25 @@ def test_a_long_url_gets_the_same_answer_however_it_arrives(
     assert refused.status == 400, (refused.status, refused.text[:200])
     assert refused.headers["content-type"].startswith("text/html")
     assert error_text(refused.text).startswith("search: ")
+
+
+def test_a_request_head_over_the_bound_is_refused_however_it_arrives(
+    server: ServerProcess, org: Org
+) -> None:
+    """httptools bounds nothing itself: a head past the bound is a 400, sent at once or
+    trickled, and the server goes on serving; just under it, the page answers."""
+    cookies = {"nodeplane_session": str(org.owner.token)}
+    over = "/nodes/new?node=" + "a" * (MAX_REQUEST_HEAD_BYTES + 1024)
+    for send in (raw_get, trickled_get):
+        try:
+            response = send(server.url, over, cookies)
+        except (ConnectionResetError, BrokenPipeError):
+            continue  # refused and closed before the client had sent it all
+        assert response.status == 400, (send.__name__, response.status)
+    under = "/nodes/new?node=" + "a" * (MAX_REQUEST_HEAD_BYTES - 4096)
+    assert raw_get(server.url, under, cookies).status == 200
+    assert trickled_get(server.url, under, cookies, piece=16384).status == 200
+    assert raw_get(server.url, "/healthz").status == 200
 
 
 def test_the_sign_in_page_never_breaks(server: ServerProcess) -> None:
