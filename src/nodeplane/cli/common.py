@@ -175,6 +175,8 @@ def print_list(
     if output is OutputFormat.JSON:
         print_json([item.to_json() for item in items])
     elif items:
-        out.print(table(items))
+        # Not cropped at the console's width (80 columns when piped): a table fits the width
+        # by itself, and a long list's aligned rows (render.AlignedRows) are never cut.
+        out.print(table(items), crop=False)
     else:
         out.print(empty)
