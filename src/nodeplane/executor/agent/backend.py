@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
+# How long one listing of the driver's units serves every node's reconcile (_all_units).
+UNITS_LISTING_MAX_AGE_S = 1.0
 # Where agents before stamped unit definitions recorded what they applied; read for adoption only.
 LEGACY_MARKER = "applied.json"
 
@@ -245,6 +248,10 @@ class AgentBackend:
         self._ports_lock = threading.Lock()
         self._node_ids: dict[str, UUID] = {}  # node name -> id, for events the driver raises
         self._rendered: dict[str, Rendering] = {}  # node name -> its latest rendered revision
+        self._units: list[str] | None = None  # the driver's last unit listing (_all_units)
+        self._units_at = 0.0
+        self._units_generation = 0  # bumped by every install and remove
+        self._units_lock = asyncio.Lock()
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -488,7 +495,10 @@ class AgentBackend:
                         rendering.wanted().stamp, pending_restart=action.pending
                     )
                     unit = dataclasses.replace(rendering.units[name], stamp=stamp)
-                    await self.driver.install(unit)
+                    try:
+                        await self.driver.install(unit)
+                    finally:
+                        self._units_changed()
                 case ActionKind.START:
                     await self.driver.start(name)
                 case ActionKind.STOP:
@@ -496,7 +506,10 @@ class AgentBackend:
                 case ActionKind.RESTART:
                     await self.driver.restart(name)
                 case ActionKind.REMOVE:
-                    await self.driver.remove(name)
+                    try:
+                        await self.driver.remove(name)
+                    finally:
+                        self._units_changed()
         if observed.legacy is not None:
             # Every unit carries its stamp now: what an older agent recorded is not needed.
             with contextlib.suppress(OSError):
@@ -506,7 +519,7 @@ class AgentBackend:
         """What is on the host for the node: read-only (the process driver may note an exit)."""
         units: dict[str, ObservedUnit] = {}
         for unit_name_ in sorted({*rendering.units, *await self._node_units(name)}):
-            status = await self.driver.status(unit_name_)
+            status = await self.driver.status(unit_name_, usage=False)
             if not status.exists:
                 continue
             wanted = rendering.units.get(unit_name_)
@@ -576,9 +589,33 @@ class AgentBackend:
         prefix = f"{UNIT_PREFIX}{name}-"
         return [
             u
-            for u in await self.driver.list_units()
+            for u in await self._all_units()
             if u.startswith(prefix) and "-" not in u[len(prefix) :].removesuffix(".service")
         ]
+
+    async def _all_units(self) -> list[str]:
+        """Every unit the driver knows, listed at most once per UNITS_LISTING_MAX_AGE_S.
+
+        Each node's reconcile looks for its units (a role its spec dropped, a teardown): one
+        listing per node made a resync pass cost nodes x units (a `systemctl list-units` per
+        node on systemd). Nodes reconciled side by side share one listing, and whoever lists
+        while another does waits for that one. Installs and removes through this backend forget
+        it, so a listing never misses a unit the agent itself just made.
+        """
+        async with self._units_lock:
+            now = time.monotonic()
+            if self._units is None or now - self._units_at > UNITS_LISTING_MAX_AGE_S:
+                generation = self._units_generation
+                units = await self.driver.list_units()
+                if generation == self._units_generation:
+                    self._units, self._units_at = units, now
+                return units
+            return self._units
+
+    def _units_changed(self) -> None:
+        """A unit was installed or removed: the next look lists them again."""
+        self._units = None
+        self._units_generation += 1
 
     # ---- observe ----------------------------------------------------------------------------
 
@@ -753,7 +790,7 @@ class AgentBackend:
         """
         down = {}
         for name in names:
-            unit = await self.driver.status(name)
+            unit = await self.driver.status(name, usage=False)
             if unit.main_pid is None and unit.active_state in _AT_REST:
                 role = name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(UNIT_SUFFIX)
                 down[role] = unit
@@ -774,6 +811,8 @@ class AgentBackend:
             return False  # the render that follows says what is wrong
         roles = {d.role for d in defs}
         down = await self._down_units(node, [unit_name(node.name, r) for r in sorted(roles)])
+        if not down:
+            return False  # every unit runs (or is about to): no other program has their ports
         taken = await asyncio.to_thread(self._taken_ports, node, set(down))
         if not taken:
             return False
@@ -810,7 +849,11 @@ class AgentBackend:
 
     async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
         """ApplyError naming port and holder if a unit about to start would find one taken."""
+        if not names:
+            return
         down = await self._down_units(node, names)
+        if not down:
+            return
         taken = await asyncio.to_thread(self._taken_ports, node, set(down))
         if taken:
             # Only public ports are left here: loopback ones were moved before rendering.
@@ -831,7 +874,10 @@ class AgentBackend:
         self._rendered.pop(node.name, None)
         layout = self._layout(node.name)
         for name in await self._node_units(node.name):
-            await self.driver.remove(name)
+            try:
+                await self.driver.remove(name)
+            finally:
+                self._units_changed()
         if node.retain_data:
             return
         if layout.root.exists():
