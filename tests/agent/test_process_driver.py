@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeplane.executor.agent import process_driver, procfs
+from nodeplane.executor.agent import procfs, statefile
 from nodeplane.executor.agent.driver import ActiveState, UnitExit
 from nodeplane.executor.agent.process_driver import (
     INVOCATION_ENV,
@@ -271,7 +271,7 @@ async def test_unchanged_state_files_are_not_read_again(
     """Supervision, reconciles and reports ask for every unit's record every few seconds; they
     read a state file again only when it changed. A change made behind the driver's back (an
     operator's edit, a file rewritten in place with the same size) is still seen at once."""
-    monkeypatch.setattr(process_driver, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(statefile, "RACY_WINDOW_NS", 0)
     units = [pd.unit() for _ in range(3)]
     for unit in units:
         await pd.driver.install(unit)

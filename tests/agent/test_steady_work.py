@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeplane.executor.agent import backend, process_driver, procfs
+from nodeplane.executor.agent import backend, procfs, statefile
 from nodeplane.executor.agent.backend import AgentBackend
 from nodeplane.executor.agent.driver import unit_name
 from nodeplane.executor.agent.process_driver import ProcessDriver, Record
@@ -44,7 +44,11 @@ def count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> li
 
 
 async def running_nodes(host: LitecoinHost) -> list[AssignedNodeSpec]:
-    nodes = [host.node(f"ltc-{i}") for i in range(NODES)]
+    return await running_nodes_of(host, NODES)
+
+
+async def running_nodes_of(host: LitecoinHost, count: int) -> list[AssignedNodeSpec]:
+    nodes = [host.node(f"ltc-{i}") for i in range(count)]
     for node in nodes:
         await host.backend.apply(node)
     for node in nodes:
@@ -64,17 +68,19 @@ async def test_a_resync_pass_lists_units_once_and_reads_nothing_unchanged(
     file, and scan /proc for CPU figures nobody reads there."""
     nodes = await running_nodes(host)
     assert isinstance(host.driver, ProcessDriver)
-    monkeypatch.setattr(process_driver, "RACY_WINDOW_NS", 0)
+    monkeypatch.setattr(statefile, "RACY_WINDOW_NS", 0)
     await resync(host.backend, nodes)  # the files as the apply left them, read once
 
     listings = count_calls(monkeypatch, host.driver, "list_units")
     parses = count_calls(monkeypatch, Record, "from_json")
     scans = count_calls(monkeypatch, procfs, "sessions")
+    hashes = count_calls(monkeypatch, backend, "digest")
     await asyncio.sleep(1.1)  # an older listing than the one the last apply took
     await resync(host.backend, nodes)
     assert listings == [1]
     assert parses == [0]
     assert scans == [0]
+    assert hashes == [0]
     for node in nodes:
         assert len(host.pids(node.name)) == 1
 
@@ -93,3 +99,21 @@ async def test_a_unit_made_by_the_agent_is_listed_at_once(
     await host.backend.teardown(late)
     assert host.pids(late.name) == []
     assert unit_name(late.name, "node") not in await host.driver.list_units()
+
+
+async def test_a_config_file_edited_by_hand_is_still_healed(
+    host: LitecoinHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Config files are hashed again only when they changed: an edit in place that keeps the
+    size (the file's times still change) is noticed and rewritten by the next resync."""
+    monkeypatch.setattr(statefile, "RACY_WINDOW_NS", 0)
+    nodes = await running_nodes(host)
+    await resync(host.backend, nodes)
+    conf = host.node_dir(nodes[0].name) / "config" / "litecoin.conf"
+    rendered = conf.read_text()
+    edited = rendered.replace("server=1", "server=0")
+    assert edited != rendered and len(edited) == len(rendered)
+    conf.write_text(edited)
+    await resync(host.backend, nodes)
+    assert conf.read_text() == rendered
+

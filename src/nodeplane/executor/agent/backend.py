@@ -7,6 +7,7 @@ is the thin shell that renders once per revision, observes, and performs the pla
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -16,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
@@ -73,7 +74,14 @@ from nodeplane.executor.agent.ports import (
     ports_text,
     read_ports,
 )
-from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
+from nodeplane.executor.agent.statefile import (
+    FileKey,
+    file_key,
+    make_directory,
+    move_aside,
+    settled,
+    write_atomic,
+)
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -121,13 +129,18 @@ class Rendering:
     units: Mapping[str, UnitSpec]  # by unit name, without a stamp
     files: Mapping[str, ConfigFile]  # by path relative to the node root (ports.json included)
     directories: tuple[str, ...]  # relative to the node root, "." is the root itself
+    # What the driver shows for each unit as installed with a stamp: (unit, stamp) -> text.
+    # Rendering it (a unit file, for the checks) on every resync was a measurable cost.
+    definition_texts: dict[tuple[str, Stamp | None], str] = field(
+        default_factory=dict, compare=False
+    )
 
     @property
     def init_steps(self) -> dict[str, InitStep]:
         return {step.name: step for step in self.plan.init_steps}
 
-    def wanted(self) -> RenderedNode:
-        """The pure view `plan` compares with what is observed."""
+    @functools.cached_property
+    def _wanted(self) -> RenderedNode:
         return RenderedNode(
             revision=self.revision,
             restart_generation=self.restart_generation,
@@ -137,6 +150,10 @@ class Rendering:
             files={path: digest(f.content) for path, f in self.files.items()},
             init_steps=tuple(self.init_steps),
         )
+
+    def wanted(self) -> RenderedNode:
+        """The pure view `plan` compares with what is observed (built once: it hashes files)."""
+        return self._wanted
 
 
 def digest(content: str | bytes) -> str:
@@ -252,6 +269,7 @@ class AgentBackend:
         self._units_at = 0.0
         self._units_generation = 0  # bumped by every install and remove
         self._units_lock = asyncio.Lock()
+        self._digests: dict[Path, tuple[FileKey, str]] = {}  # config files: _digest_of
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -522,11 +540,8 @@ class AgentBackend:
             status = await self.driver.status(unit_name_, usage=False)
             if not status.exists:
                 continue
-            wanted = rendering.units.get(unit_name_)
-            current = (
-                wanted is not None
-                and self.driver.definition_text(dataclasses.replace(wanted, stamp=status.stamp))
-                == status.definition
+            current = self._definition_text(rendering, unit_name_, status.stamp) == (
+                status.definition
             )
             units[unit_name_] = ObservedUnit(
                 running=status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING),
@@ -536,13 +551,38 @@ class AgentBackend:
             )
         return await asyncio.to_thread(self._observe_files, rendering, units)
 
-    @staticmethod
-    def _observe_files(rendering: Rendering, units: dict[str, ObservedUnit]) -> ObservedNode:
+    def _definition_text(self, rendering: Rendering, name: str, stamp: Stamp | None) -> str | None:
+        """What the driver would show for the rendered unit `name` with `stamp` (None if the
+        revision has no such unit)."""
+        wanted = rendering.units.get(name)
+        if wanted is None:
+            return None
+        text = rendering.definition_texts.get((name, stamp))
+        if text is None:
+            text = self.driver.definition_text(dataclasses.replace(wanted, stamp=stamp))
+            rendering.definition_texts[(name, stamp)] = text
+        return text
+
+    def _digest_of(self, path: Path) -> str:
+        """SHA-256 of the file, hashed again only when it changed (or may have): every resync
+        checks every node's config files for drift, and they almost never change."""
+        st = path.stat()
+        cached = self._digests.get(path)
+        if cached is not None and cached[0] == file_key(st):
+            return cached[1]
+        value = digest(path.read_bytes())
+        if settled(st):
+            self._digests[path] = (file_key(st), value)
+        else:
+            self._digests.pop(path, None)
+        return value
+
+    def _observe_files(self, rendering: Rendering, units: dict[str, ObservedUnit]) -> ObservedNode:
         root = rendering.layout.root
         files = {}
         for path in rendering.files:
             try:
-                files[path] = digest((root / path).read_bytes())
+                files[path] = self._digest_of(root / path)
             except OSError:
                 continue
         return ObservedNode(
@@ -873,6 +913,8 @@ class AgentBackend:
     async def _teardown(self, node: AssignedNodeSpec) -> None:
         self._rendered.pop(node.name, None)
         layout = self._layout(node.name)
+        for path in [p for p in self._digests if p.is_relative_to(layout.root)]:
+            self._digests.pop(path, None)
         for name in await self._node_units(node.name):
             try:
                 await self.driver.remove(name)

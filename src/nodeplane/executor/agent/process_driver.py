@@ -41,7 +41,14 @@ from nodeplane.executor.agent.driver import (
     check_unit_name,
 )
 from nodeplane.executor.agent.exits import exit_line
-from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
+from nodeplane.executor.agent.statefile import (
+    FileKey,
+    file_key,
+    make_directory,
+    move_aside,
+    settled,
+    write_atomic,
+)
 from nodeplane.executor.agent.units import render_unit, signal_name
 from nodeplane.protocol import RestartPolicy
 
@@ -63,10 +70,6 @@ POLL_S = 0.1
 # for each unit's status, and a scan per call (it reads every process's stat) made the agent's
 # CPU grow as units x processes on the host, most of its cost with 50 nodes.
 USAGE_SCAN_MAX_AGE_S = 1.0
-# A state file whose modification time is this close to when it was read may have been changed
-# again within the same timestamp tick, unseen by its mtime: it is read again until it is older
-# (git's "racily clean" rule). Ticks are milliseconds or less on Linux file systems, 2 s on FAT.
-RACY_WINDOW_NS = 2_000_000_000
 KILL_WAIT_S = 10.0  # how long SIGKILLed processes may take to go before stop gives up
 
 
@@ -127,15 +130,11 @@ class Runtime:
 class _Cached:
     """A state file as last read or written: reused while the file is unchanged."""
 
-    key: tuple[int, int, int, int]  # inode, size, mtime, ctime (ns) of the file read
+    key: FileKey  # of the file read
     definition: "Definition"
     definition_text: str
     runtime: "Runtime"
     trusted: bool  # read well after its last change: an unchanged key means unchanged content
-
-
-def _file_key(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass
@@ -231,7 +230,7 @@ class ProcessDriver:
         self._sessions_at = -USAGE_SCAN_MAX_AGE_S
         # Every reconcile, report and supervision pass asks for each unit's record: parsing each
         # state file every time was a tenth of an agent's CPU with 50 nodes. A record is read
-        # again only when its file changed (or may have: RACY_WINDOW_NS).
+        # again only when its file changed (or may have: statefile.settled).
         self._records: dict[str, _Cached] = {}
         self._boot_id: str | None = None
 
@@ -254,7 +253,7 @@ class ProcessDriver:
             self._records.pop(name, None)
             return None
         cached = self._records.get(name)
-        if cached is None or not cached.trusted or cached.key != _file_key(st):
+        if cached is None or not cached.trusted or cached.key != file_key(st):
             cached = self._read(name, path, st)
             if cached is None:
                 return None
@@ -282,13 +281,12 @@ class ProcessDriver:
         return self._remember(name, record, st)
 
     def _remember(self, name: str, record: Record, st: os.stat_result) -> _Cached:
-        trusted = time.time_ns() - st.st_mtime_ns > RACY_WINDOW_NS
         cached = _Cached(
-            key=_file_key(st),
+            key=file_key(st),
             definition=record.definition,
             definition_text=definition_text(record.definition),
             runtime=replace(record.runtime),
-            trusted=trusted,
+            trusted=settled(st),
         )
         self._records[name] = cached
         return cached
