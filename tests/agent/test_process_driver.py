@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeplane.executor.agent import procfs
+from nodeplane.executor.agent import procfs, statefile
 from nodeplane.executor.agent.driver import ActiveState, UnitExit
 from nodeplane.executor.agent.process_driver import (
     INVOCATION_ENV,
@@ -250,6 +250,86 @@ async def test_status_of_many_units_reads_proc_once(
     await pd.driver.start(late.name)
     status = await pd.driver.status(late.name)
     assert running(status) and status.memory_bytes, status
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """Count the calls of `owner.name` from now on: the returned list holds the count."""
+    count = [0]
+    original = getattr(owner, name)
+
+    def counted(*args: object, **kwargs: object) -> object:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return count
+
+
+async def test_unchanged_state_files_are_not_read_again(
+    pd: DriverHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Supervision, reconciles and reports ask for every unit's record every few seconds; they
+    read a state file again only when it changed. A change made behind the driver's back (an
+    operator's edit, a file rewritten in place with the same size) is still seen at once."""
+    monkeypatch.setattr(statefile, "RACY_WINDOW_NS", 0)
+    units = [pd.unit() for _ in range(3)]
+    for unit in units:
+        await pd.driver.install(unit)
+        await pd.driver.start(unit.name)
+    for unit in units:
+        await pd.wait(unit.name, running)
+    parses = count_calls(monkeypatch, Record, "from_json")
+    for _ in range(3):
+        await pd.driver.supervise()
+        for unit in units:
+            await pd.driver.status(unit.name)
+            await pd.driver.status(unit.name, usage=False)
+    assert parses == [0]
+
+    path = state_dir(pd) / f"{units[0].name}.json"
+    text = path.read_text()
+    assert '"restarts": 0,' in text
+    path.write_text(text.replace('"restarts": 0,', '"restarts": 7,'))  # in place, same size
+    assert (await pd.driver.status(units[0].name)).restarts == 7
+    assert parses == [1]
+    assert (await pd.driver.status(units[0].name)).restarts == 7
+    assert parses == [1]
+
+    path.unlink()
+    assert not (await pd.driver.status(units[0].name)).exists
+
+
+async def test_a_state_file_changed_just_now_is_read_on_every_look(
+    pd: DriverHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write in the same timestamp tick as the last read leaves size and times alike: until
+    the file is older than the racy window, its times cannot vouch for it, so it is read."""
+    unit = pd.unit()
+    await pd.driver.install(unit)
+    parses = count_calls(monkeypatch, Record, "from_json")
+    for _ in range(3):
+        assert (await pd.driver.status(unit.name)).exists
+    assert parses == [3]
+
+
+async def test_reconciling_does_not_scan_proc(
+    pd: DriverHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU and memory (a scan of every process) only for the callers that report them."""
+    units = [pd.unit() for _ in range(3)]
+    for unit in units:
+        await pd.driver.install(unit)
+        await pd.driver.start(unit.name)
+    for unit in units:
+        await pd.wait(unit.name, running)
+    scans = count_calls(monkeypatch, procfs, "sessions")
+    for unit in units:
+        status = await pd.driver.status(unit.name, usage=False)
+        assert running(status) and status.cpu_seconds is None and status.memory_bytes is None
+    await pd.driver.supervise()
+    assert scans == [0]
+    status = await pd.driver.status(units[0].name)
+    assert status.cpu_seconds is not None and status.memory_bytes
 
 
 async def test_a_reused_pid_is_never_taken_for_ours(pd: DriverHarness, stranger: Sleeper) -> None:

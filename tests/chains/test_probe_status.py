@@ -4,7 +4,10 @@ geth and lighthouse cannot be installed here; their probe glue is exercised agai
 answers shaped like the real APIs. litecoind and anvil are probed for real elsewhere.
 """
 
+import asyncio
+import base64
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from nodeplane.chains.base import ProcessPlan, RpcEndpoint
-from nodeplane.chains.bitcoin_family import chain_status
+from nodeplane.chains.base import ProbeResult, ProcessPlan, RpcEndpoint
+from nodeplane.chains.bitcoin_family import LITECOIN, chain_status
 from nodeplane.chains.ethereum import ETHEREUM
 from nodeplane.chains.ethereum.probes import consensus_status, execution_status
 from nodeplane.protocol import ProcessStatus
@@ -197,3 +200,127 @@ async def test_unreachable_or_erroring_endpoints_are_starting() -> None:
                 result = await ETHEREUM.probe(p, http)
                 assert result.status == ProcessStatus.STARTING
                 assert result.message
+
+
+class FakeBitcoind:
+    """A loopback JSON-RPC endpoint shaped like bitcoind's: counts connections and requests."""
+
+    def __init__(self, answer: Callable[[list[dict[str, Any]]], tuple[bytes, bytes]]) -> None:
+        self.answer = answer  # batch -> (status line and headers, body)
+        self.connections = 0
+        self.requests: list[tuple[bytes, list[dict[str, Any]]]] = []
+        self.port = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        batch = json.loads(await reader.readexactly(length))
+        self.requests.append((head, batch))
+        status, body = self.answer(batch)
+        writer.write(status + body)
+        await writer.drain()
+        writer.close()
+
+    def plan(self, cookie: Path) -> ProcessPlan:
+        return ProcessPlan(
+            role="node",
+            client="litecoind",
+            version="1",
+            argv=("/x",),
+            working_dir=Path("/tmp"),
+            rpc=RpcEndpoint(url=f"http://127.0.0.1:{self.port}/", cookie_file=cookie),
+            network="regtest",
+        )
+
+
+def ok(results: dict[str, Any], framing: str = "length") -> Callable[..., tuple[bytes, bytes]]:
+    def answer(batch: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+        body = json.dumps(
+            [
+                {"result": results[c["method"]], "error": None, "id": c["id"]}
+                for c in reversed(batch)
+            ]
+        ).encode()
+        if framing == "chunked":
+            half = len(body) // 2
+            chunks = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in (body[:half], body[half:]))
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", chunks + b"0\r\n\r\n"
+        if framing == "eof":
+            return b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", body
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body), body
+
+    return answer
+
+
+async def probe_fake(fake: FakeBitcoind, tmp_path: Path) -> ProbeResult:
+    cookie = tmp_path / ".cookie"
+    cookie.write_text("__cookie__:secret")
+    server = await asyncio.start_server(fake.serve, "127.0.0.1", 0)
+    fake.port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as http:
+            return await LITECOIN.probe(fake.plan(cookie), http)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+CHAIN = {"blocks": 7, "headers": 7, "initialblockdownload": False, "verificationprogress": 1.0}
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "eof"])
+async def test_a_bitcoin_family_probe_is_one_batched_request_on_one_connection(
+    tmp_path: Path, framing: str
+) -> None:
+    """Both calls in one JSON-RPC batch: the agent probes every node every report, and two
+    requests (each on a connection of its own: keep-alive would delay the daemon's stops) were
+    the biggest part of its CPU. Answers may come in any order, framed any way HTTP/1.1 allows."""
+    fake = FakeBitcoind(ok({"getblockchaininfo": CHAIN, "getpeerinfo": [peer(7)]}, framing))
+    result = await probe_fake(fake, tmp_path)
+    assert (result.status, result.height, result.peers) == (R, 7, 1)
+    assert fake.connections == 1 and len(fake.requests) == 1
+    head, batch = fake.requests[0]
+    assert [c["method"] for c in batch] == ["getblockchaininfo", "getpeerinfo"]
+    assert b"Authorization: Basic " + base64.b64encode(b"__cookie__:secret") in head
+    assert b"connection: close" in head.lower()
+
+
+async def test_a_warming_up_node_is_starting_with_its_words(tmp_path: Path) -> None:
+    def warming(batch: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+        error = {"code": -28, "message": "Loading block index..."}
+        body = json.dumps([{"result": None, "error": error, "id": c["id"]} for c in batch]).encode()
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body), body
+
+    result = await probe_fake(FakeBitcoind(warming), tmp_path)
+    assert (result.status, result.message) == (ProcessStatus.STARTING, "Loading block index...")
+
+
+@pytest.mark.parametrize(
+    ("status_line", "body", "message"),
+    [
+        (b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n", b"", "refused our credentials"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", b"<ht>", "not JSON"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", b"[]", "IncompleteReadError"),
+        (b"SSH-2.0-OpenSSH\r\n\r\n", b"", "not an HTTP response"),
+    ],
+)
+async def test_a_bad_answer_is_starting_with_why(
+    tmp_path: Path, status_line: bytes, body: bytes, message: str
+) -> None:
+    result = await probe_fake(FakeBitcoind(lambda batch: (status_line, body)), tmp_path)
+    assert result.status == ProcessStatus.STARTING
+    assert result.message is not None and message in result.message, result.message
+
+
+async def test_an_endpoint_that_is_not_listening_is_starting(tmp_path: Path) -> None:
+    cookie = tmp_path / ".cookie"
+    cookie.write_text("u:p")
+    fake = FakeBitcoind(ok({}))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        fake.port = sock.getsockname()[1]  # bound, not listening: refused
+        async with httpx.AsyncClient() as http:
+            result = await LITECOIN.probe(fake.plan(cookie), http)
+    assert result.status == ProcessStatus.STARTING
+    assert result.message is not None and "ConnectionRefusedError" in result.message

@@ -28,7 +28,7 @@ from nodeplane.chains.overrides import (
     check_overrides,
     format_config_value,
 )
-from nodeplane.chains.rpc import RpcError, RpcUnavailable, json_rpc, read_cookie
+from nodeplane.chains.rpc import RpcError, RpcUnavailable, json_rpc_batch, read_cookie
 from nodeplane.protocol import NodeSpec, NodeType, ProcessStatus, ResourceDefaults
 from nodeplane.protocol.override_rules import ConfigValueRule
 
@@ -312,14 +312,15 @@ class BitcoinFamilyAdapter(ChainAdapter):
         )
 
     async def probe(self, process: ProcessPlan, http: httpx.AsyncClient) -> ProbeResult:
-        """`getblockchaininfo` + `getpeerinfo` over cookie-authenticated JSON-RPC."""
+        """`getblockchaininfo` + `getpeerinfo` in one cookie-authenticated JSON-RPC batch."""
         if process.rpc is None:
             return ProbeResult(status=ProcessStatus.STARTING, message="no RPC endpoint")
         url = process.rpc.url
         try:
             auth = read_cookie(process.rpc.cookie_file) if process.rpc.cookie_file else None
-            info = await json_rpc(http, url, "getblockchaininfo", auth=auth)
-            peers = await json_rpc(http, url, "getpeerinfo", auth=auth)
+            info, peers = await json_rpc_batch(
+                http, url, ("getblockchaininfo", "getpeerinfo"), auth=auth
+            )
         except RpcError as exc:
             message = exc.message if exc.code == RPC_WARMING_UP else str(exc)
             return ProbeResult(status=ProcessStatus.STARTING, message=message)

@@ -7,6 +7,7 @@ is the thin shell that renders once per revision, observes, and performs the pla
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -14,8 +15,9 @@ import secrets
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
@@ -30,6 +32,7 @@ from nodeplane.chains.base import (
     NodeLayout,
     NodePlan,
     PortDef,
+    ProbeResult,
     ProcessPlan,
     RenderContext,
 )
@@ -72,7 +75,14 @@ from nodeplane.executor.agent.ports import (
     ports_text,
     read_ports,
 )
-from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
+from nodeplane.executor.agent.statefile import (
+    FileKey,
+    file_key,
+    make_directory,
+    move_aside,
+    settled,
+    write_atomic,
+)
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.protocol import (
     AssignedNodeSpec,
@@ -95,6 +105,10 @@ from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
 
+# How long one listing of the driver's units serves every node's reconcile (_all_units).
+UNITS_LISTING_MAX_AGE_S = 1.0
+# How long the answer of a probe that found a process synced stands for it (_probe).
+SETTLED_PROBE_S = 30.0
 # Where agents before stamped unit definitions recorded what they applied; read for adoption only.
 LEGACY_MARKER = "applied.json"
 
@@ -118,13 +132,18 @@ class Rendering:
     units: Mapping[str, UnitSpec]  # by unit name, without a stamp
     files: Mapping[str, ConfigFile]  # by path relative to the node root (ports.json included)
     directories: tuple[str, ...]  # relative to the node root, "." is the root itself
+    # What the driver shows for each unit as installed with a stamp: (unit, stamp) -> text.
+    # Rendering it (a unit file, for the checks) on every resync was a measurable cost.
+    definition_texts: dict[tuple[str, Stamp | None], str] = field(
+        default_factory=dict, compare=False
+    )
 
     @property
     def init_steps(self) -> dict[str, InitStep]:
         return {step.name: step for step in self.plan.init_steps}
 
-    def wanted(self) -> RenderedNode:
-        """The pure view `plan` compares with what is observed."""
+    @functools.cached_property
+    def _wanted(self) -> RenderedNode:
         return RenderedNode(
             revision=self.revision,
             restart_generation=self.restart_generation,
@@ -134,6 +153,10 @@ class Rendering:
             files={path: digest(f.content) for path, f in self.files.items()},
             init_steps=tuple(self.init_steps),
         )
+
+    def wanted(self) -> RenderedNode:
+        """The pure view `plan` compares with what is observed (built once: it hashes files)."""
+        return self._wanted
 
 
 def digest(content: str | bytes) -> str:
@@ -245,6 +268,13 @@ class AgentBackend:
         self._ports_lock = threading.Lock()
         self._node_ids: dict[str, UUID] = {}  # node name -> id, for events the driver raises
         self._rendered: dict[str, Rendering] = {}  # node name -> its latest rendered revision
+        self._units: list[str] | None = None  # the driver's last unit listing (_all_units)
+        self._units_at = 0.0
+        self._units_generation = 0  # bumped by every install and remove
+        self._units_lock = asyncio.Lock()
+        self._digests: dict[Path, tuple[FileKey, str]] = {}  # config files: _digest_of
+        # unit -> (main pid, when, answer) of its last probe (_probe)
+        self._probes: dict[str, tuple[int | None, float, ProbeResult]] = {}
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -488,7 +518,10 @@ class AgentBackend:
                         rendering.wanted().stamp, pending_restart=action.pending
                     )
                     unit = dataclasses.replace(rendering.units[name], stamp=stamp)
-                    await self.driver.install(unit)
+                    try:
+                        await self.driver.install(unit)
+                    finally:
+                        self._units_changed()
                 case ActionKind.START:
                     await self.driver.start(name)
                 case ActionKind.STOP:
@@ -496,7 +529,10 @@ class AgentBackend:
                 case ActionKind.RESTART:
                     await self.driver.restart(name)
                 case ActionKind.REMOVE:
-                    await self.driver.remove(name)
+                    try:
+                        await self.driver.remove(name)
+                    finally:
+                        self._units_changed()
         if observed.legacy is not None:
             # Every unit carries its stamp now: what an older agent recorded is not needed.
             with contextlib.suppress(OSError):
@@ -506,14 +542,11 @@ class AgentBackend:
         """What is on the host for the node: read-only (the process driver may note an exit)."""
         units: dict[str, ObservedUnit] = {}
         for unit_name_ in sorted({*rendering.units, *await self._node_units(name)}):
-            status = await self.driver.status(unit_name_)
+            status = await self.driver.status(unit_name_, usage=False)
             if not status.exists:
                 continue
-            wanted = rendering.units.get(unit_name_)
-            current = (
-                wanted is not None
-                and self.driver.definition_text(dataclasses.replace(wanted, stamp=status.stamp))
-                == status.definition
+            current = self._definition_text(rendering, unit_name_, status.stamp) == (
+                status.definition
             )
             units[unit_name_] = ObservedUnit(
                 running=status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING),
@@ -523,13 +556,38 @@ class AgentBackend:
             )
         return await asyncio.to_thread(self._observe_files, rendering, units)
 
-    @staticmethod
-    def _observe_files(rendering: Rendering, units: dict[str, ObservedUnit]) -> ObservedNode:
+    def _definition_text(self, rendering: Rendering, name: str, stamp: Stamp | None) -> str | None:
+        """What the driver would show for the rendered unit `name` with `stamp` (None if the
+        revision has no such unit)."""
+        wanted = rendering.units.get(name)
+        if wanted is None:
+            return None
+        text = rendering.definition_texts.get((name, stamp))
+        if text is None:
+            text = self.driver.definition_text(dataclasses.replace(wanted, stamp=stamp))
+            rendering.definition_texts[(name, stamp)] = text
+        return text
+
+    def _digest_of(self, path: Path) -> str:
+        """SHA-256 of the file, hashed again only when it changed (or may have): every resync
+        checks every node's config files for drift, and they almost never change."""
+        st = path.stat()
+        cached = self._digests.get(path)
+        if cached is not None and cached[0] == file_key(st):
+            return cached[1]
+        value = digest(path.read_bytes())
+        if settled(st):
+            self._digests[path] = (file_key(st), value)
+        else:
+            self._digests.pop(path, None)
+        return value
+
+    def _observe_files(self, rendering: Rendering, units: dict[str, ObservedUnit]) -> ObservedNode:
         root = rendering.layout.root
         files = {}
         for path in rendering.files:
             try:
-                files[path] = digest((root / path).read_bytes())
+                files[path] = self._digest_of(root / path)
             except OSError:
                 continue
         return ObservedNode(
@@ -576,9 +634,33 @@ class AgentBackend:
         prefix = f"{UNIT_PREFIX}{name}-"
         return [
             u
-            for u in await self.driver.list_units()
+            for u in await self._all_units()
             if u.startswith(prefix) and "-" not in u[len(prefix) :].removesuffix(".service")
         ]
+
+    async def _all_units(self) -> list[str]:
+        """Every unit the driver knows, listed at most once per UNITS_LISTING_MAX_AGE_S.
+
+        Each node's reconcile looks for its units (a role its spec dropped, a teardown): one
+        listing per node made a resync pass cost nodes x units (a `systemctl list-units` per
+        node on systemd). Nodes reconciled side by side share one listing, and whoever lists
+        while another does waits for that one. Installs and removes through this backend forget
+        it, so a listing never misses a unit the agent itself just made.
+        """
+        async with self._units_lock:
+            now = time.monotonic()
+            if self._units is None or now - self._units_at > UNITS_LISTING_MAX_AGE_S:
+                generation = self._units_generation
+                units = await self.driver.list_units()
+                if generation == self._units_generation:
+                    self._units, self._units_at = units, now
+                return units
+            return self._units
+
+    def _units_changed(self) -> None:
+        """A unit was installed or removed: the next look lists them again."""
+        self._units = None
+        self._units_generation += 1
 
     # ---- observe ----------------------------------------------------------------------------
 
@@ -606,7 +688,7 @@ class AgentBackend:
             message = await self._exit_report(node, name, process.role, unit, status)
             metrics: dict[str, object] = {}
             if status is ProcessStatus.RUNNING:
-                probe = await adapter.probe(process, self._http)
+                probe = await self._probe(adapter, process, name, unit)
                 status = probe.status
                 message = probe.message
                 metrics = {
@@ -629,6 +711,29 @@ class AgentBackend:
                 )
             )
         return observed
+
+    async def _probe(
+        self, adapter: ChainAdapter, process: ProcessPlan, name: str, unit: UnitStatus
+    ) -> ProbeResult:
+        """The process's probe: asked now, or the last answer while the process is settled.
+
+        Settled: the last probe found it synced (`running`), the same process (pid) runs, and
+        that answer is under SETTLED_PROBE_S old. Every report probing every node was most of
+        what an agent's CPU went to; a node that is starting, syncing or failing is probed at
+        every report, and a restarted process at once.
+        """
+        last = self._probes.get(name)
+        now = time.monotonic()
+        if (
+            last is not None
+            and last[0] == unit.main_pid
+            and now - last[1] < SETTLED_PROBE_S
+            and last[2].status is ProcessStatus.RUNNING
+        ):
+            return last[2]
+        probe = await adapter.probe(process, self._http)
+        self._probes[name] = (unit.main_pid, now, probe)
+        return probe
 
     async def _observe_units(
         self, node: AssignedNodeSpec, desired: DesiredState
@@ -753,7 +858,7 @@ class AgentBackend:
         """
         down = {}
         for name in names:
-            unit = await self.driver.status(name)
+            unit = await self.driver.status(name, usage=False)
             if unit.main_pid is None and unit.active_state in _AT_REST:
                 role = name.removeprefix(f"{UNIT_PREFIX}{node.name}-").removesuffix(UNIT_SUFFIX)
                 down[role] = unit
@@ -774,6 +879,8 @@ class AgentBackend:
             return False  # the render that follows says what is wrong
         roles = {d.role for d in defs}
         down = await self._down_units(node, [unit_name(node.name, r) for r in sorted(roles)])
+        if not down:
+            return False  # every unit runs (or is about to): no other program has their ports
         taken = await asyncio.to_thread(self._taken_ports, node, set(down))
         if not taken:
             return False
@@ -810,7 +917,11 @@ class AgentBackend:
 
     async def _check_ports(self, node: AssignedNodeSpec, names: Sequence[str]) -> None:
         """ApplyError naming port and holder if a unit about to start would find one taken."""
+        if not names:
+            return
         down = await self._down_units(node, names)
+        if not down:
+            return
         taken = await asyncio.to_thread(self._taken_ports, node, set(down))
         if taken:
             # Only public ports are left here: loopback ones were moved before rendering.
@@ -829,9 +940,16 @@ class AgentBackend:
 
     async def _teardown(self, node: AssignedNodeSpec) -> None:
         self._rendered.pop(node.name, None)
+        for name in [u for u in self._probes if u.startswith(f"{UNIT_PREFIX}{node.name}-")]:
+            self._probes.pop(name, None)
         layout = self._layout(node.name)
+        for path in [p for p in self._digests if p.is_relative_to(layout.root)]:
+            self._digests.pop(path, None)
         for name in await self._node_units(node.name):
-            await self.driver.remove(name)
+            try:
+                await self.driver.remove(name)
+            finally:
+                self._units_changed()
         if node.retain_data:
             return
         if layout.root.exists():

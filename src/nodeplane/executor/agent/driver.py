@@ -151,8 +151,8 @@ class Driver(Protocol):
         """Stop the unit and remove its definition."""
         ...
 
-    async def status(self, name: str) -> UnitStatus:
-        """The unit's current state."""
+    async def status(self, name: str, *, usage: bool = True) -> UnitStatus:
+        """The unit's current state; CPU and memory only with `usage` (they may cost a scan)."""
         ...
 
     async def list_units(self) -> list[str]:

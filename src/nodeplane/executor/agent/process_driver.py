@@ -21,7 +21,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,14 @@ from nodeplane.executor.agent.driver import (
     check_unit_name,
 )
 from nodeplane.executor.agent.exits import exit_line
-from nodeplane.executor.agent.statefile import make_directory, move_aside, write_atomic
+from nodeplane.executor.agent.statefile import (
+    FileKey,
+    file_key,
+    make_directory,
+    move_aside,
+    settled,
+    write_atomic,
+)
 from nodeplane.executor.agent.units import render_unit, signal_name
 from nodeplane.protocol import RestartPolicy
 
@@ -117,6 +124,17 @@ class Runtime:
     quick_failures: int = 0
     exit_reported: bool = True
     invocation: str | None = None  # saved before each spawn, cleared once its process is gone
+
+
+@dataclass(frozen=True)
+class _Cached:
+    """A state file as last read or written: reused while the file is unchanged."""
+
+    key: FileKey  # of the file read
+    definition: "Definition"
+    definition_text: str
+    runtime: "Runtime"
+    trusted: bool  # read well after its last change: an unchanged key means unchanged content
 
 
 @dataclass
@@ -210,6 +228,11 @@ class ProcessDriver:
         self._finishing: dict[str, asyncio.Task[None]] = {}
         self._sessions: dict[int, list[procfs.ProcStat]] = {}
         self._sessions_at = -USAGE_SCAN_MAX_AGE_S
+        # Every reconcile, report and supervision pass asks for each unit's record: parsing each
+        # state file every time was a tenth of an agent's CPU with 50 nodes. A record is read
+        # again only when its file changed (or may have: statefile.settled).
+        self._records: dict[str, _Cached] = {}
+        self._boot_id: str | None = None
 
     # ---- state files ------------------------------------------------------------------------
 
@@ -220,11 +243,27 @@ class ProcessDriver:
         """The unit's record; None if it has none, or had an unreadable one (moved aside).
 
         A unit whose state file was moved aside is installed afresh by the next apply, which
-        adopts its process if it still runs (`start` looks for it before spawning).
+        adopts its process if it still runs (`start` looks for it before spawning). The record
+        is the caller's to change: a copy of what is cached.
         """
         path = self._path(name)
         try:
-            return Record.from_json(path.read_text())
+            st = path.stat()
+        except FileNotFoundError:
+            self._records.pop(name, None)
+            return None
+        cached = self._records.get(name)
+        if cached is None or not cached.trusted or cached.key != file_key(st):
+            cached = self._read(name, path, st)
+            if cached is None:
+                return None
+        return Record(cached.definition, replace(cached.runtime))
+
+    def _read(self, name: str, path: Path, st: os.stat_result) -> _Cached | None:
+        """Read and parse the state file (`st`: its stat, taken just before), and cache it."""
+        self._records.pop(name, None)
+        try:
+            record = Record.from_json(path.read_text())
         except FileNotFoundError:
             return None
         except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
@@ -239,12 +278,32 @@ class ProcessDriver:
             log.error("supervisor.state_file_unreadable", unit=name, error=problem.message)
             self._problems.append(problem)
             return None
+        return self._remember(name, record, st)
+
+    def _remember(self, name: str, record: Record, st: os.stat_result) -> _Cached:
+        cached = _Cached(
+            key=file_key(st),
+            definition=record.definition,
+            definition_text=definition_text(record.definition),
+            runtime=replace(record.runtime),
+            trusted=settled(st),
+        )
+        self._records[name] = cached
+        return cached
 
     def _save(self, record: Record) -> None:
         path = self._path(record.definition.name)
         # Definitions may carry secrets in their environment: the directory is the agent's alone.
         make_directory(self.state_dir, 0o700)
+        self._records.pop(record.definition.name, None)
         write_atomic(path, record.to_json(), 0o600)
+        self._remember(record.definition.name, record, path.stat())
+
+    def _definition_text(self, record: Record) -> str:
+        cached = self._records.get(record.definition.name)
+        if cached is not None and cached.definition is record.definition:
+            return cached.definition_text
+        return definition_text(record.definition)
 
     def drain_problems(self) -> list[DriverProblem]:
         """State files found unreadable (and moved aside) since the last call."""
@@ -255,6 +314,12 @@ class ProcessDriver:
         return self._locks.setdefault(name, asyncio.Lock())
 
     # ---- processes --------------------------------------------------------------------------
+
+    def _this_boot(self) -> str:
+        # Read once: a boot outlives the agent, and an adopted unit's liveness check asks for it.
+        if self._boot_id is None:
+            self._boot_id = procfs.boot_id(self.proc_dir)
+        return self._boot_id
 
     def _alive(self, name: str, rt: Runtime) -> bool:
         """Is the recorded process still ours and running? Reaps it if we are its parent."""
@@ -268,7 +333,7 @@ class ProcessDriver:
             stat is not None
             and stat.alive
             and stat.start_time == rt.start_time
-            and rt.boot_id == procfs.boot_id(self.proc_dir)
+            and rt.boot_id == self._this_boot()
         )
 
     def _exit_status(self, name: str, rt: Runtime) -> tuple[int | None, int | None]:
@@ -313,7 +378,7 @@ class ProcessDriver:
         stat = procfs.read_stat(child.pid, self.proc_dir)
         rt.pid = child.pid
         rt.start_time = stat.start_time if stat else None
-        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.boot_id = self._this_boot()
         rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
 
     @staticmethod
@@ -384,7 +449,7 @@ class ProcessDriver:
             rt.invocation = None  # never started (or gone already): the state before stands
             return True
         rt.pid, rt.start_time = found.pid, found.start_time
-        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.boot_id = self._this_boot()
         rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
         rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
         return True
@@ -409,7 +474,7 @@ class ProcessDriver:
         found = exact[0] if len(exact) == 1 else candidates[0]
         rt.pid, rt.start_time = found.stat.pid, found.stat.start_time
         rt.invocation = found.env_value
-        rt.boot_id = procfs.boot_id(self.proc_dir)
+        rt.boot_id = self._this_boot()
         rt.wanted, rt.restart_at, rt.started_at = True, None, time.time()
         rt.result = rt.exit_code = rt.exit_signal = None
         rt.state, rt.sub_state = ActiveState.ACTIVE.value, "running"
@@ -544,10 +609,12 @@ class ProcessDriver:
         await self.stop(name)
         async with self._lock(name):
             self._path(name).unlink(missing_ok=True)
+            self._records.pop(name, None)
             self._children.pop(name, None)
 
-    async def status(self, name: str) -> UnitStatus:
-        """The unit's state now, with CPU and memory of its whole session from /proc."""
+    async def status(self, name: str, *, usage: bool = True) -> UnitStatus:
+        """The unit's state now; with `usage`, CPU and memory of its whole session from /proc
+        (a scan of every process: reconciling does not need them, reports do)."""
         lock = self._lock(name)
         if lock.locked():
             # A stop may hold the lock for its whole timeout: report what the file says.
@@ -561,7 +628,7 @@ class ProcessDriver:
             return UnitStatus(exists=False, active_state=ActiveState.INACTIVE)
         rt = record.runtime
         cpu = memory = None
-        if rt.pid is not None:
+        if rt.pid is not None and usage:
             members = self._session_usage(rt.pid)
             if members:
                 cpu = sum(p.cpu_seconds for p in members)
@@ -575,7 +642,7 @@ class ProcessDriver:
             cpu_seconds=cpu,
             memory_bytes=memory,
             result=rt.result,
-            definition=definition_text(record.definition),
+            definition=self._definition_text(record),
             stamp=record.definition.stamp,
             exit_code=rt.exit_code,
             exit_signal=rt.exit_signal,

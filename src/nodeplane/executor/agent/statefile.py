@@ -18,6 +18,23 @@ import structlog
 log = structlog.get_logger(__name__)
 
 CORRUPT_MARK = ".corrupt-"
+# A file whose modification time is this close to when it was read may have been changed again
+# within the same timestamp tick, unseen by its times: it is read again until it is older (git's
+# "racily clean" rule). Ticks are milliseconds or less on Linux file systems, 2 s on FAT.
+RACY_WINDOW_NS = 2_000_000_000
+
+FileKey = tuple[int, int, int, int]
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    """What changes whenever a file's content does: inode, size, mtime and ctime."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def settled(st: os.stat_result) -> bool:
+    """Whether `st` (taken before a read) is old enough that an unchanged key vouches for an
+    unchanged content from now on."""
+    return time.time_ns() - st.st_mtime_ns > RACY_WINDOW_NS
 
 
 def read_text(path: Path) -> str | None:

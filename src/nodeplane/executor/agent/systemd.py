@@ -234,14 +234,15 @@ class SystemdDriver:
             await self._daemon_reload()
         await self.systemctl("reset-failed", "--", name, ok=(0, 1, EXIT_NO_SUCH_UNIT))
 
-    async def status(self, name: str) -> UnitStatus:
-        """The unit as `systemctl show` reports it, joined with its unit file."""
+    async def status(self, name: str, *, usage: bool = True) -> UnitStatus:
+        """The unit as `systemctl show` reports it, joined with its unit file (CPU and memory
+        come with the same call: `usage` only spares the fallback's read of /proc)."""
         definition = self._read(name)
         props = await self._show(name, *SHOW_PROPERTIES)
         main_pid = _number(props.get("MainPID")) or None
         cpu_nsec = _number(props.get("CPUUsageNSec"))
         cpu_seconds = cpu_nsec / 1e9 if cpu_nsec is not None else None
-        if cpu_seconds is None and main_pid is not None:
+        if cpu_seconds is None and main_pid is not None and usage:
             # cgroup v1 hosts often leave CPUUsageNSec unset: fall back to the main process.
             stat = procfs.read_stat(main_pid, self.proc_dir)
             cpu_seconds = stat.cpu_seconds if stat is not None else None
