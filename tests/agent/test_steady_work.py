@@ -7,18 +7,16 @@ on the process driver.
 """
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nodeplane.chains.bitcoin_family import BitcoinFamilyAdapter
 from nodeplane.executor.agent import backend, procfs, statefile
 from nodeplane.executor.agent.backend import AgentBackend
 from nodeplane.executor.agent.driver import unit_name
 from nodeplane.executor.agent.process_driver import ProcessDriver, Record
-from nodeplane.protocol import AssignedNodeSpec, ProcessStatus
+from nodeplane.protocol import AssignedNodeSpec
 from tests.agent.litecoin_host import LitecoinHost, litecoin_host
 
 pytestmark = [pytest.mark.anyio, pytest.mark.process, pytest.mark.chain]
@@ -119,33 +117,3 @@ async def test_a_config_file_edited_by_hand_is_still_healed(
     await resync(host.backend, nodes)
     assert conf.read_text() == rendered
 
-
-async def test_a_synced_node_is_probed_less_often_a_changed_one_at_once(
-    host: LitecoinHost, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A probe that found the process synced stands for SETTLED_PROBE_S while the same process
-    runs; a process that is not synced yet, or was restarted, is probed at every report."""
-    (node,) = await running_nodes_of(host, 1)
-    probes = count_calls(monkeypatch, BitcoinFamilyAdapter, "probe")
-    deadline = time.monotonic() + 60
-    while (await host.backend.observe(node))[0].status is not ProcessStatus.RUNNING:
-        assert time.monotonic() < deadline, "never synced"
-        await asyncio.sleep(0.2)
-    assert probes[0] >= 1  # starting: probed every time until synced
-
-    probes[0] = 0
-    for _ in range(3):
-        (observed,) = await host.backend.observe(node)
-        assert observed.status is ProcessStatus.RUNNING and observed.height == 0
-    assert probes == [0]
-
-    monkeypatch.setattr(backend, "SETTLED_PROBE_S", 0.0)
-    await host.backend.observe(node)
-    assert probes == [1]
-    monkeypatch.setattr(backend, "SETTLED_PROBE_S", 3600.0)
-
-    old = await host.wait_pid(node.name)
-    await host.driver.restart(unit_name(node.name, "node"))
-    await host.wait_pid(node.name, other_than=old)
-    await host.backend.observe(node)
-    assert probes == [2]  # a new process: its old answer does not stand for it

@@ -32,7 +32,6 @@ from nodeplane.chains.base import (
     NodeLayout,
     NodePlan,
     PortDef,
-    ProbeResult,
     ProcessPlan,
     RenderContext,
 )
@@ -107,8 +106,6 @@ log = structlog.get_logger(__name__)
 
 # How long one listing of the driver's units serves every node's reconcile (_all_units).
 UNITS_LISTING_MAX_AGE_S = 1.0
-# How long the answer of a probe that found a process synced stands for it (_probe).
-SETTLED_PROBE_S = 30.0
 # Where agents before stamped unit definitions recorded what they applied; read for adoption only.
 LEGACY_MARKER = "applied.json"
 
@@ -273,8 +270,6 @@ class AgentBackend:
         self._units_generation = 0  # bumped by every install and remove
         self._units_lock = asyncio.Lock()
         self._digests: dict[Path, tuple[FileKey, str]] = {}  # config files: _digest_of
-        # unit -> (main pid, when, answer) of its last probe (_probe)
-        self._probes: dict[str, tuple[int | None, float, ProbeResult]] = {}
         # No keep-alive: bitcoind-family daemons wait for open RPC connections before exiting,
         # which would stretch every stop by their 30 s HTTP server timeout.
         self._http = httpx.AsyncClient(
@@ -688,7 +683,7 @@ class AgentBackend:
             message = await self._exit_report(node, name, process.role, unit, status)
             metrics: dict[str, object] = {}
             if status is ProcessStatus.RUNNING:
-                probe = await self._probe(adapter, process, name, unit)
+                probe = await adapter.probe(process, self._http)
                 status = probe.status
                 message = probe.message
                 metrics = {
@@ -711,29 +706,6 @@ class AgentBackend:
                 )
             )
         return observed
-
-    async def _probe(
-        self, adapter: ChainAdapter, process: ProcessPlan, name: str, unit: UnitStatus
-    ) -> ProbeResult:
-        """The process's probe: asked now, or the last answer while the process is settled.
-
-        Settled: the last probe found it synced (`running`), the same process (pid) runs, and
-        that answer is under SETTLED_PROBE_S old. Every report probing every node was most of
-        what an agent's CPU went to; a node that is starting, syncing or failing is probed at
-        every report, and a restarted process at once.
-        """
-        last = self._probes.get(name)
-        now = time.monotonic()
-        if (
-            last is not None
-            and last[0] == unit.main_pid
-            and now - last[1] < SETTLED_PROBE_S
-            and last[2].status is ProcessStatus.RUNNING
-        ):
-            return last[2]
-        probe = await adapter.probe(process, self._http)
-        self._probes[name] = (unit.main_pid, now, probe)
-        return probe
 
     async def _observe_units(
         self, node: AssignedNodeSpec, desired: DesiredState
@@ -940,8 +912,6 @@ class AgentBackend:
 
     async def _teardown(self, node: AssignedNodeSpec) -> None:
         self._rendered.pop(node.name, None)
-        for name in [u for u in self._probes if u.startswith(f"{UNIT_PREFIX}{node.name}-")]:
-            self._probes.pop(name, None)
         layout = self._layout(node.name)
         for path in [p for p in self._digests if p.is_relative_to(layout.root)]:
             self._digests.pop(path, None)
