@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nodeplane.protocol import RuntimeEventType
-from tests.agent.litecoin_host import LitecoinHost, litecoin_host, wait_for
+from tests.agent.litecoin_host import LitecoinHost, litecoin_host, next_revision, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.process, pytest.mark.chain]
 
@@ -130,3 +130,21 @@ async def test_an_unreadable_state_file_of_a_stopped_node_is_rebuilt(host: Litec
     await host.backend.apply(a)
     await wait_for(lambda: host.state_file("ltc-a").exists(), what="state file rebuilt")
     assert host.pids("ltc-a") == []
+
+
+async def test_a_node_stopped_after_its_state_file_was_garbled_leaves_no_process(
+    host: LitecoinHost,
+) -> None:
+    # Found by the randomized fault test: the state file of a running node was lost, and the
+    # node was then asked to stop. The unit was installed afresh with no process recorded, so
+    # the stop had nothing to stop and litecoind ran on, untracked.
+    a = host.node("ltc-a")
+    await host.backend.apply(a)
+    pid_a = await host.wait_pid("ltc-a")
+    host.state_file("ltc-a").write_bytes(GARBAGE["random"])
+    host.restart_agent()
+    stopped = next_revision(a, desiredState="stopped")
+    await host.backend.apply(stopped)  # installs the unit afresh
+    await host.backend.apply(stopped)  # the next resync
+    await wait_for(lambda: host.pids("ltc-a") == [], what="ltc-a's litecoind stopped")
+    assert pid_a not in host.pids("ltc-a")

@@ -116,4 +116,3 @@ async def test_a_config_file_edited_by_hand_is_still_healed(
     conf.write_text(edited)
     await resync(host.backend, nodes)
     assert conf.read_text() == rendered
-

@@ -545,8 +545,14 @@ class ProcessDriver:
             record = self._load(unit.name)
             if record is not None and record.definition == definition:
                 return False
-            runtime = record.runtime if record is not None else Runtime()
-            self._save(Record(definition, runtime))
+            fresh = record is None
+            record = Record(definition, record.runtime if record is not None else Runtime())
+            # A unit installed afresh (its state file was lost or unreadable) adopts its process
+            # if one still runs: otherwise a node being stopped would leave it running, untracked
+            # (start adopts too, but a stopped node is never started).
+            if fresh and self._adopt_orphan(record):
+                log.warning("supervisor.adopted", unit=unit.name, pid=record.runtime.pid)
+            self._save(record)
             return True
 
     async def start(self, name: str) -> None:
