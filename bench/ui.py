@@ -414,7 +414,10 @@ event as app.js's EventSource does; each page's own first load is not part of th
 and is not made), and without again. The streams' cost is the middle share less the mean of
 the other two (the syncs' own cost, given beside it). Until pushed rows, each open page
 re-fetched its rows every 2 s: 50 pages of 1,000 nodes took about a full core (~210-225 CPU ms
-per refresh).
+per refresh). The figure is the server process's CPU only: on PostgreSQL each flush's read
+of the changed rows (one statement per second per organization with open pages, whatever the
+number of pages) runs in a database backend besides. On a machine that others load, the two
+windows without streams differ by a percent or so: that is the resolution of the figure.
 """
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
@@ -20,6 +21,7 @@ from tests.support.gql import Client
 from tests.support.server import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    PG_ADMIN_URL,
     ServerProcess,
     admin_token,
     create_pg_database,
@@ -268,3 +270,34 @@ def test_a_change_through_one_replica_reaches_a_stream_on_the_other(
         assert on_b.wait_row(node_id, lambda r: r["desiredState"] == "STOPPED")["revision"] == 2
     finally:
         on_b.close()
+
+
+def test_a_stream_takes_its_page_afresh_after_listen_reconnects(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    """Notifications sent while a replica's LISTEN connection was down are lost: when it is
+    back, every open page of that replica is told to take itself afresh."""
+    a, _ = replicas
+    token = admin_token(a.url)
+    on_a = Stream(a.url, token).open()
+    try:
+        name = a.database_url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND query ILIKE 'LISTEN%%'",
+                (name,),
+            ).fetchall()
+        assert killed
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                event, data = on_a.events.get(timeout=1)
+            except queue.Empty:
+                continue
+            if event == "membership" and data.get("all"):
+                break
+        else:
+            raise AssertionError("no membership event after LISTEN reconnected")
+    finally:
+        on_a.close()

@@ -122,6 +122,24 @@ class UnitOfWork:
         self.changed_nodes.setdefault(organization_id, set()).update(node_ids)
 
 
+async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
+    """NOTIFY what `uow` changed, in one statement: NOTIFY is transactional, delivered to every
+    replica on commit (and a second round trip would lengthen every sync that changes a node)."""
+    notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
+    notices += [
+        (NODES_CHANNEL, nodes_payload(organization_id, node_ids))
+        for organization_id, node_ids in uow.changed_nodes.items()
+        if node_ids
+    ]
+    if not notices:
+        return
+    calls = ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(len(notices)))
+    params: dict[str, str] = {}
+    for i, (channel, payload) in enumerate(notices):
+        params[f"c{i}"], params[f"p{i}"] = channel, payload
+    await session.execute(text(f"SELECT {calls}"), params)
+
+
 class Database:
     """The control plane's database: async engine, read sessions and write units of work."""
 
@@ -197,23 +215,8 @@ class Database:
                 uow = UnitOfWork(session)
                 async with session.begin():
                     yield uow
-                    if uow.wake_executors and self.is_postgresql:
-                        # NOTIFY is transactional: it is delivered to every replica on commit.
-                        for executor_id in sorted(uow.wake_executors):
-                            await session.execute(
-                                text("SELECT pg_notify(:channel, :payload)"),
-                                {"channel": SPEC_CHANNEL, "payload": str(executor_id)},
-                            )
                     if self.is_postgresql:
-                        for organization_id, node_ids in uow.changed_nodes.items():
-                            if node_ids:
-                                await session.execute(
-                                    text("SELECT pg_notify(:channel, :payload)"),
-                                    {
-                                        "channel": NODES_CHANNEL,
-                                        "payload": nodes_payload(organization_id, node_ids),
-                                    },
-                                )
+                        await _notify(session, uow)
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()

@@ -170,10 +170,12 @@ class LiveNodes:
         self._wake.set()
 
     def _mark(self, organization_id: UUID, node_ids: frozenset[UUID] | None) -> None:
-        dirty = self._dirty.get(organization_id, set())
-        if dirty is None:
+        if node_ids is None:
+            self._dirty[organization_id] = None
             return
-        self._dirty[organization_id] = None if node_ids is None else dirty | node_ids
+        dirty = self._dirty.setdefault(organization_id, set())
+        if dirty is not None:
+            dirty.update(node_ids)
 
     def subscribe(self, organization_id: UUID, row_filter: RowFilter) -> Subscription:
         """A new stream of the organization's rows through `row_filter`."""
@@ -212,10 +214,7 @@ class LiveNodes:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # the next change tries again; a page never stops on one failure
-                log.exception("live_nodes.flush_failed")
+            await self.flush()
             await asyncio.sleep(FLUSH_SECONDS)
 
     async def flush(self) -> None:
@@ -231,7 +230,14 @@ class LiveNodes:
                 for subscription in subscriptions:
                     subscription.push(MEMBERSHIP_ALL)
                 continue
-            rows = await rows_by_id(self.db, self.settings, organization_id, node_ids)
+            try:
+                rows = await rows_by_id(self.db, self.settings, organization_id, node_ids)
+            except Exception:
+                # These changes would be lost to the pages: each takes itself afresh instead.
+                log.exception("live_nodes.read_failed")
+                for subscription in subscriptions:
+                    subscription.push(MEMBERSHIP_ALL)
+                continue
             encoded = [(row, json.dumps(row, separators=(",", ":"))) for row in rows]
             found = {row["id"] for row in rows}
             missing = [json.dumps(str(i)) for i in node_ids if str(i) not in found]
