@@ -5,6 +5,7 @@ import json
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,12 @@ import httpx
 import psycopg
 import pytest
 
+from nodeplane.controlplane.store.notify import (
+    MAX_NODES_PAYLOAD,
+    nodes_payload,
+    parse_nodes_payload,
+)
+from nodeplane.controlplane.web.live import RowFilter
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from tests.support.calls import act, deploy
 from tests.support.fleet import FakeExecutor, Org, make_org, running
@@ -155,6 +162,19 @@ def test_rows_after_a_lifecycle_action_and_a_changed_observation_only(
     for before, after in zip([last, *pushed], pushed, strict=False):
         assert after["stale"] != before["stale"], "an unchanged observation was pushed"
         assert after["observed"] == last["observed"]
+
+
+def test_rows_when_the_executor_goes_offline_and_comes_back(
+    stream: Stream, org: Org, executor: FakeExecutor
+) -> None:
+    """Staleness is shown from the executor's freshness: the heartbeat sweep marking it offline,
+    and its next sync, each push its nodes' rows (the server's heartbeat timeout is 3 s)."""
+    node_id = deploy(org.owner, executor, "live-s")["id"]
+    executor.sync({node_id: _observation(1, 9)})
+    assert stream.wait_row(node_id, lambda r: r["phase"] == "RUNNING")["stale"] is False
+    assert stream.wait_row(node_id, lambda r: r["stale"])["executor"]["status"] == "OFFLINE"
+    executor.sync({node_id: _observation(1, 9)})
+    assert stream.wait_row(node_id, lambda r: not r["stale"])["executor"]["status"] == "ONLINE"
 
 
 def test_filtered_stream_gets_membership_when_a_node_leaves_its_filter(
@@ -301,3 +321,23 @@ def test_a_stream_takes_its_page_afresh_after_listen_reconnects(
             raise AssertionError("no membership event after LISTEN reconnected")
     finally:
         on_a.close()
+
+
+def test_a_notification_names_its_nodes_or_all_of_them_when_too_many() -> None:
+    org_id, nodes = uuid.uuid4(), {uuid.uuid4() for _ in range(3)}
+    assert parse_nodes_payload(nodes_payload(org_id, nodes)) == (org_id, frozenset(nodes))
+    many = {uuid.uuid4() for _ in range(MAX_NODES_PAYLOAD // 36)}
+    payload = nodes_payload(org_id, many)
+    assert payload == f"{org_id}:*" and parse_nodes_payload(payload) == (org_id, None)
+    assert len(nodes_payload(org_id, set(list(many)[:150]))) < MAX_NODES_PAYLOAD < 8000
+    assert parse_nodes_payload("not-a-uuid:*") is None
+
+
+def test_a_filter_matches_rows_as_the_pages_query_does() -> None:
+    row = {"name": "LTC-main", "chain": "litecoin", "phase": "RUNNING", "executorId": "e1"}
+    assert RowFilter().matches(row)
+    assert RowFilter(name="ltc", name_ignores_case=True).matches(row)  # SQLite's LIKE
+    assert not RowFilter(name="ltc").matches(row)  # PostgreSQL's
+    assert RowFilter(chain="litecoin", phase="RUNNING", executor_id="e1").matches(row)
+    assert not RowFilter(phase="STOPPED").matches(row)
+    assert not RowFilter(executor_id="e2").matches(row)
