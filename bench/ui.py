@@ -7,9 +7,9 @@ height). Then, with nothing else loading the server:
 - page: GET /nodes with the admin's session cookie over one kept connection, timed;
 - live updates: the fleet syncs every 5 s (from a process of its own), a few percent of its
   observations changing each time as a synced fleet's heights do, and the server's CPU share is
-  read from /proc over a window without open pages, one with 50 open nodes streams (real SSE
-  clients of /nodes/stream, reading every event as app.js does) and one without again: the
-  streams' cost is the middle window's share less the mean of the others. The ratio of CPU
+  read from /proc over alternating windows without open pages and with 50 open nodes streams
+  (real SSE clients of /nodes/stream, reading every event as app.js does): the streams' cost is
+  the mean share with them less the mean without. The ratio of CPU
   seconds to wall seconds is steady on a busy machine, where latency is not.
 """
 
@@ -20,6 +20,7 @@ import multiprocessing
 import multiprocessing.synchronize
 import random
 import re
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -60,11 +61,13 @@ class UiSizes:
     """How many page loads are timed and how long the open pages are watched."""
 
     page_requests: int
+    # The live row's windows (seconds each) and how many pairs of them.
     window: float
+    rounds: int
 
 
-QUICK = UiSizes(page_requests=20, window=10.0)
-FULL = UiSizes(page_requests=50, window=60.0)
+QUICK = UiSizes(page_requests=20, window=5.0, rounds=3)
+FULL = UiSizes(page_requests=50, window=15.0, rounds=6)
 
 
 class _RichExecutor(SimulatedExecutor):
@@ -183,6 +186,11 @@ class FleetResult:
     syncs: int
     changes: int
     errors: dict[str, int]
+    seconds: float
+
+    @property
+    def changes_per_second(self) -> float:
+        return self.changes / self.seconds if self.seconds > 0 else 0.0
 
 
 def _fleet_main(
@@ -216,6 +224,7 @@ def _fleet_main(
             tasks.append(asyncio.create_task(ex.sync_forever(at)))
         started.set()
         await asyncio.to_thread(stop.wait)
+        seconds = time.monotonic() - now
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -223,7 +232,7 @@ def _fleet_main(
             await http.aclose()
         # The first sync of each node reports a new observation: not a steady change.
         changes = sum(ex.changes for ex in executors) - sum(len(s.node_ids) for s in specs)
-        return FleetResult(len(report.syncs), changes, dict(report.errors))
+        return FleetResult(len(report.syncs), changes, dict(report.errors), seconds)
 
     results.put(asyncio.run(run()))
 
@@ -280,26 +289,35 @@ async def _read_stream(url: str, token: str, stats: StreamStats, headers: dict[s
 
 @dataclass(frozen=True)
 class LiveCost:
-    """The server's CPU share without streams (before and after) and with them."""
+    """The server's CPU share in alternating windows without and with the open streams."""
 
-    without: tuple[float, float]
-    with_streams: float
+    without: list[float]
+    with_streams: list[float]
     window: float
     streams: StreamStats
     fleet: FleetResult
 
     @property
     def base(self) -> float:
-        return sum(self.without) / 2
+        return statistics.fmean(self.without)
 
     @property
     def live(self) -> float:
-        return self.with_streams - self.base
+        return statistics.fmean(self.with_streams) - self.base
+
+    @property
+    def spread(self) -> float:
+        """The standard error of `live`, from the rounds' differences."""
+        differences = [w - o for w, o in zip(self.with_streams, self.without, strict=True)]
+        if len(differences) < 2:
+            return float("nan")
+        return statistics.stdev(differences) / len(differences) ** 0.5
 
 
-def live_cost(t: Target, pages: int, window: float, change_share: float) -> LiveCost:
+def live_cost(t: Target, pages: int, window: float, rounds: int, change_share: float) -> LiveCost:
     """The fleet syncing with `change_share` of observations changing; the server's CPU share
-    over a window without streams, one with `pages` open streams, and one without again."""
+    over `rounds` pairs of windows, one without streams and one with `pages` open streams (the
+    pairs adjacent, so that the machine's drifting load cancels out)."""
     specs = t.fleet("ui", EXECUTORS, NODES_PER_EXECUTOR)
     started, stop = _CTX.Event(), _CTX.Event()
     results: multiprocessing.Queue[FleetResult] = _CTX.Queue()
@@ -315,7 +333,9 @@ def live_cost(t: Target, pages: int, window: float, change_share: float) -> Live
         time.sleep(seconds)
         return (t.cpu_seconds() - cpu0) / (time.monotonic() - wall0)
 
-    async def with_streams() -> tuple[float, StreamStats]:
+    total = StreamStats(pages * rounds)
+
+    async def with_streams() -> float:
         stats = StreamStats(pages)
         tasks = [
             asyncio.create_task(_read_stream(t.server.url, t.token, stats, browser_headers(t)))
@@ -327,25 +347,31 @@ def live_cost(t: Target, pages: int, window: float, change_share: float) -> Live
         await asyncio.sleep(2 * FLUSH_SECONDS)  # each stream past its first flush
         events0, rows0 = stats.events, stats.rows
         measured = await asyncio.to_thread(share, window)
-        stats.events, stats.rows = stats.events - events0, stats.rows - rows0
+        total.opened += stats.opened
+        total.events += stats.events - events0
+        total.rows += stats.rows - rows0
+        for kind, count in stats.errors.items():
+            total.errors[kind] = total.errors.get(kind, 0) + count
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        return measured, stats
+        return measured
 
+    without: list[float] = []
+    during: list[float] = []
     try:
         if not started.wait(60):
             raise RuntimeError("the syncing fleet did not start")
         time.sleep(SYNC_INTERVAL + 2)  # every executor past its first (all-changed) sync
-        before = share(window)
-        during, stats = asyncio.run(with_streams())
-        time.sleep(2 * FLUSH_SECONDS)
-        after = share(window)
+        for _ in range(rounds):
+            without.append(share(window))
+            during.append(asyncio.run(with_streams()))
+            time.sleep(2 * FLUSH_SECONDS)  # the closed streams gone
     finally:
         stop.set()
         result = results.get(timeout=60)
         fleet.join(timeout=30)
-    return LiveCost((before, after), during, window, stats, result)
+    return LiveCost(without, during, window, total, result)
 
 
 def measure(t: Target, sizes: UiSizes, log: Callable[[str], None] = print) -> list[Row]:
@@ -370,30 +396,36 @@ def measure(t: Target, sizes: UiSizes, log: Callable[[str], None] = print) -> li
             p99 < PAGE_GOAL and loads.rows == nodes,
         )
     ]
-    cost = live_cost(t, PAGES, sizes.window, CHANGE_SHARE)
+    cost = live_cost(t, PAGES, sizes.window, sizes.rounds, CHANGE_SHARE)
     streams, fleet = cost.streams, cost.fleet
     problems = {**streams.errors, **{f"sync {k}": v for k, v in fleet.errors.items()}}
+    rounds = len(cost.with_streams)
     log(
-        f"{t.label}: {PAGES} streams {cost.live:.1%} of a core (server {cost.with_streams:.1%} "
-        f"with them, {cost.without[0]:.1%} / {cost.without[1]:.1%} without); "
-        f"{streams.opened} opened, {streams.rows} rows in {streams.events} events, "
-        f"{fleet.syncs} syncs, {fleet.changes} changed observations, errors {problems}"
+        f"{t.label}: {PAGES} streams {cost.live:.1%} ± {cost.spread:.1%} of a core (with "
+        f"{' '.join(f'{x:.1%}' for x in cost.with_streams)}, without "
+        f"{' '.join(f'{x:.1%}' for x in cost.without)}); {streams.opened} opened, "
+        f"{streams.rows} rows in {streams.events} events, {fleet.syncs} syncs, "
+        f"{fleet.changes_per_second:.1f} changed observations/s, errors {problems}"
     )
     errors = ", ".join(f"{k} x{v}" for k, v in sorted(problems.items())) or "none"
-    per_second = fleet.changes / (3 * cost.window + 10) if fleet.changes else 0.0
+    measured_streams = max(streams.opened, 1)
     out.append(
         Row(
             "UI live",
             t.label,
             f"{PAGES} open nodes streams (SSE clients of /nodes/stream) over {nodes} nodes "
             f"syncing every {SYNC_INTERVAL:.0f} s, {CHANGE_SHARE:.0%} of observations changing "
-            f"(~{per_second:.0f} changed/s), {cost.window:.0f} s windows: each stream got "
-            f"{streams.rows / max(streams.opened, 1):.0f} rows in "
-            f"{streams.events / max(streams.opened, 1):.0f} events; errors: {errors}",
+            f"({fleet.changes_per_second:.1f} changed/s); {rounds} rounds of {cost.window:.0f} s "
+            f"without and {cost.window:.0f} s with the streams, each stream getting "
+            f"{streams.rows / measured_streams / cost.window:.1f} rows in "
+            f"{streams.events / measured_streams / cost.window:.1f} events/s; errors: {errors}",
             "streams < 5 % of a core",
-            f"{cost.live:.1%} of a core for the streams (server {cost.with_streams:.1%} with "
-            f"them, {cost.base:.1%} for the syncs alone)",
-            cost.live < CPU_GOAL and streams.opened == PAGES and streams.rows > 0 and not problems,
+            f"{cost.live:.1%} ± {cost.spread:.1%} of a core for the streams (server "
+            f"{cost.base + cost.live:.1%} with them, {cost.base:.1%} for the syncs alone)",
+            cost.live < CPU_GOAL
+            and streams.opened == PAGES * rounds
+            and streams.rows > 0
+            and not problems,
         )
     )
     return out
@@ -402,22 +434,22 @@ def measure(t: Target, sizes: UiSizes, log: Callable[[str], None] = print) -> li
 UI_NOTE = """\
 ## UI: the nodes page and its live updates (issue 8)
 
-Produced by `./dev bench --only ui` (bench/ui.py): one server per backend with 100 executors x
-10 nodes, each node observed once through the real protocol (phase, height, peers, disk). The
-page row times GET /nodes with an admin's session cookie over one kept connection (after 3
-warm-up loads), with the server's CPU time per page beside it (steadier on a busy machine). The
-live row keeps the fleet syncing every 5 s from a process of its own, 3 % of its observations
-reporting a new height each time (the rest repeat, which the server stores as a report time
-only), and reads the server's CPU share over three windows: without open pages, with 50 open
-nodes streams (real SSE clients of GET /nodes/stream with the session cookie, parsing every
-event as app.js's EventSource does; each page's own first load is not part of the steady cost
-and is not made), and without again. The streams' cost is the middle share less the mean of
-the other two (the syncs' own cost, given beside it). Until pushed rows, each open page
-re-fetched its rows every 2 s: 50 pages of 1,000 nodes took about a full core (~210-225 CPU ms
-per refresh). The figure is the server process's CPU only: on PostgreSQL each flush's read
-of the changed rows (one statement per second per organization with open pages, whatever the
-number of pages) runs in a database backend besides. On a machine that others load, the two
-windows without streams differ by a percent or so: that is the resolution of the figure.
+Produced by `./dev bench --only ui` (bench/ui.py): one server per backend with 100 executors x 10
+nodes, each node observed once through the real protocol (phase, height, peers, disk). The page row
+times GET /nodes with an admin's session cookie over one kept connection (after 3 warm-up loads),
+with the server's CPU time per page beside it (steadier on a busy machine). The live row keeps the
+fleet syncing every 5 s from a process of its own, 3 % of its observations reporting a new height
+each time (the rest repeat, which the server stores as a report time only), and reads the server's
+CPU share over pairs of adjacent windows: one without open pages, one with 50 open nodes streams
+(real SSE clients of GET /nodes/stream with the session cookie, parsing every event as app.js's
+EventSource does; each page's own first load is not part of the steady cost and is not made). The
+streams' cost is the mean share with them less the mean without (the syncs' own cost, given beside
+it), ± the standard error of the pairs' differences. Until rows were pushed, each open page
+re-fetched its rows every 2 s: 50 pages of 1,000 nodes took about a full core (~210-225 CPU ms per
+refresh). The figure is the server process's CPU only: on PostgreSQL each flush's read of the
+changed rows (one statement per second per organization with open pages, whatever the number of
+pages) runs in a database backend besides. On a machine that others load, windows a few seconds
+apart differ by a few percent: the ± says how far the figure can be trusted.
 """
 
 
