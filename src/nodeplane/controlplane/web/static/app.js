@@ -319,12 +319,17 @@ function initNodesPage() {
   let opened = false;
   let fetching = null;
   let again = false;
+  // Rows that arrive while the page is being fetched may be newer than its rendering: they are
+  // applied again to the rows that replace the shown ones.
+  let arrived = new Map();
   const refetch = async () => {
     if (fetching) { again = true; return fetching; }
     fetching = (async () => {
       do {
         again = false;
+        arrived = new Map();
         try { await takeOwnPage(); } catch (err) { console.warn("refresh failed", err); }
+        for (const [id, n] of arrived) { const row = rowOf(id); if (row) updateNodeRow(row, n); }
       } while (again);
     })();
     try { await fetching; } finally { fetching = null; }
@@ -344,6 +349,7 @@ function initNodesPage() {
       const data = JSON.parse(e.data);
       let lacking = false;
       for (const n of data.rows) {
+        if (fetching) arrived.set(n.id, n);
         const row = rowOf(n.id);
         if (row) updateNodeRow(row, n);
         else lacking = true;
