@@ -8,13 +8,14 @@ test in an organization of its own on the module's control plane.
 import re
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from nodeplane.protocol import EventLevel, ProcessStatus, RuntimeEvent
 from tests.e2e.conftest import wait_for
-from tests.support.fleet import EVENTS, LITECOIN_SPEC, Org, make_org
+from tests.support.fleet import EVENTS, LIFECYCLE, LITECOIN_SPEC, Org, make_org
 from tests.support.gql import Client
 from tests.support.server import ServerProcess
 from tests.web.conftest import screenshot
@@ -156,9 +157,9 @@ def test_nodes_search_filters_and_sorting(page: Page, e2e_server: ServerProcess,
 def test_a_long_nodes_list_follows_changes_without_a_poll_it_cannot_use(
     page: Page, e2e_server: ServerProcess, org: Org
 ) -> None:
-    """With more rows than one answer of the nodes poll (200), app.js takes the page whole every
-    tick without the GraphQL poll first (its answer could never match the rows: it was asked and
-    thrown away), and a row past the first 200 by name still follows its node (issue 8)."""
+    """A row past the first 200 by name follows its node, and no GraphQL poll is made: the
+    page's stream brings the row (and where it polls instead, a page with more rows than one
+    answer of the poll, 200, is taken whole without asking the poll first: issue 8)."""
     base = e2e_server.url
     executor = fake_executor(org, "long")
     ids = [create_node(org, executor, f"n-{i:03d}", LITECOIN_SPEC) for i in range(201)]
@@ -302,3 +303,56 @@ def test_events_paging_and_level_filter(page: Page, e2e_server: ServerProcess, o
     page.get_by_role("link", name="Clear").click()
     expect(page).to_have_url(f"{base}/events")
     expect(rows).to_have_count(50)
+
+
+def test_the_nodes_page_follows_changes_from_its_stream_alone(
+    page: Page, e2e_server: ServerProcess, org: Org
+) -> None:
+    """Rows pushed by /nodes/stream update the open page in place: after it loads, the page asks
+    neither /graphql nor /nodes again while a node starts and then stops (issue 8)."""
+    base = e2e_server.url
+    executor = fake_executor(org, "live")
+    ids = {name: create_node(org, executor, name, LITECOIN_SPEC) for name in ("la", "lb", "lc")}
+    sign_in_as(page, base, org.owner)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(f"{base}/nodes")
+    expect(node_names(page)).to_have_count(3)
+    page.wait_for_load_state("load")
+    loaded = len(requests)
+    page.evaluate("window.__noReload = true")
+    badge = page.locator('tr[data-node-name="lb"] [data-phase]')
+    expect(badge).to_have_text("provisioning")
+
+    executor.observe(ids["lb"], 1, ProcessStatus.RUNNING)
+    expect(badge).to_have_text("running", timeout=10_000)
+    org.owner(LIFECYCLE, {"id": ids["lb"], "action": "STOP"})
+    expect(badge).to_have_text("stopping", timeout=10_000)
+    row = page.locator('tr[data-node-name="lb"]')
+    expect(row.locator("[data-markers]")).to_contain_text("pending change")
+    page.wait_for_timeout(2500)  # longer than a poll's interval: none may follow either
+
+    after = [urlsplit(u) for u in requests[loaded:]]
+    assert [u.path for u in after if u.path in ("/graphql", "/nodes")] == []
+    assert any(urlsplit(u).path == "/nodes/stream" for u in requests)
+    assert page.evaluate("window.__noReload === true"), "the page was reloaded"
+    expect(page.locator('tr[data-node-name="la"] [data-phase]')).to_have_text("provisioning")
+
+
+def test_without_eventsource_the_nodes_page_falls_back_to_polling(
+    page: Page, e2e_server: ServerProcess, org: Org
+) -> None:
+    base = e2e_server.url
+    executor = fake_executor(org, "nosse")
+    node_id = create_node(org, executor, "ns", LITECOIN_SPEC)
+    sign_in_as(page, base, org.owner)
+    page.add_init_script("delete window.EventSource")
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(urlsplit(r.url).path))
+    page.goto(f"{base}/nodes")
+    badge = page.locator('tr[data-node-name="ns"] [data-phase]')
+    expect(badge).to_have_text("provisioning")
+    executor.observe(node_id, 1, ProcessStatus.RUNNING)
+    expect(badge).to_have_text("running", timeout=10_000)
+    assert "/graphql" in requests
+    assert "/nodes/stream" not in requests

@@ -267,6 +267,8 @@ async def sync_executor(
         await _claim_instance(session, executor, request, heartbeat, now)
     if not executor.connected:
         executor.connected = True
+        # Its nodes stop showing as stale on the open nodes pages.
+        uow.nodes_changed(executor.organization_id, await _node_ids_of(session, executor.id))
         await record_event(
             session,
             organization_id=executor.organization_id,
@@ -285,8 +287,15 @@ async def sync_executor(
 
     result = SyncResult(executor)
     if request.nodes:
-        await _store_observations(session, executor, request, actor, now, result)
+        changed = await _store_observations(session, executor, request, actor, now, result)
+        uow.nodes_changed(executor.organization_id, changed)
     return result
+
+
+async def _node_ids_of(session: AsyncSession, executor_id: UUID) -> list[UUID]:
+    return list(
+        (await session.scalars(select(Node.id).where(Node.executor_id == executor_id))).all()
+    )
 
 
 async def _store_observations(
@@ -296,8 +305,9 @@ async def _store_observations(
     actor: Actor,
     now: datetime,
     result: SyncResult,
-) -> None:
-    """Store each accepted observation with its time; record phase changes.
+) -> list[UUID]:
+    """Store each accepted observation with its time; record phase changes. Returns the nodes
+    whose stored observation changed (not those whose report time alone moved).
 
     The steady state of a fleet is a heartbeat that repeats what it said last time: those nodes
     only get their report time moved, in one statement, without loading their specs. The rows are
@@ -353,6 +363,7 @@ async def _store_observations(
             node.observed = wire
             node.observed_at = now
             await record_phase_change(session, node, before, actor)
+    return [node_id for node_id, _ in changed]
 
 
 # ---- one live instance per executor ----------------------------------------------------------
@@ -638,6 +649,8 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
                 executor_id=executor_id,
                 payload={"lastSyncAt": row.last_sync_at.isoformat() if row.last_sync_at else None},
             )
+            # Its nodes show as stale on the open nodes pages from now on.
+            uow.nodes_changed(row.organization_id, await _node_ids_of(uow.session, executor_id))
             marked += 1
     return marked
 
@@ -777,6 +790,7 @@ async def confirm_teardown(uow: UnitOfWork, principal: Principal | None, node_id
     )
     await session.delete(node)
     uow.wake(executor.id)
+    uow.nodes_changed(node.organization_id, [node.id])
     return True
 
 

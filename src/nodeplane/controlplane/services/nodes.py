@@ -343,6 +343,7 @@ async def _write_revision(
     await uow.session.flush()
     await record_phase_change(uow.session, node, before, actor)
     uow.wake(node.executor_id)
+    uow.nodes_changed(node.organization_id, [node.id])
 
 
 async def create_node(
@@ -400,6 +401,7 @@ async def create_node(
         payload={"revision": 1, "chain": node_spec.chain, "network": node_spec.network},
     )
     uow.wake(executor.id)
+    uow.nodes_changed(node.organization_id, [node.id])
     return node
 
 
@@ -505,4 +507,5 @@ async def delete_node(
     )
     await record_phase_change(uow.session, node, before, actor)
     uow.wake(node.executor_id)
+    uow.nodes_changed(node.organization_id, [node.id])
     return node

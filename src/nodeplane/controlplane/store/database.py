@@ -2,7 +2,7 @@
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from nodeplane.controlplane.store.notify import SPEC_CHANNEL, ChangeNotifier
+from nodeplane.controlplane.store.notify import (
+    NODES_CHANNEL,
+    SPEC_CHANNEL,
+    ChangeNotifier,
+    nodes_payload,
+)
 
 # Connections kept open, and opened beyond that under a burst (closed again when returned).
 # With SQLAlchemy's default (5, and 10 more in a burst), a fleet of a few hundred executors
@@ -101,14 +106,38 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
 
 @dataclass
 class UnitOfWork:
-    """One write transaction plus the executors whose spec polls must be woken after it commits."""
+    """One write transaction plus the executors whose spec polls must be woken after it commits,
+    and the nodes (per organization) whose row on an open nodes page it changes."""
 
     session: AsyncSession
     wake_executors: set[UUID] = field(default_factory=set)
+    changed_nodes: dict[UUID, set[UUID]] = field(default_factory=dict)
 
     def wake(self, executor_id: UUID) -> None:
         """Wake the executor's held spec polls once this transaction commits."""
         self.wake_executors.add(executor_id)
+
+    def nodes_changed(self, organization_id: UUID, node_ids: Iterable[UUID]) -> None:
+        """Push these nodes' rows to the open nodes pages once this transaction commits."""
+        self.changed_nodes.setdefault(organization_id, set()).update(node_ids)
+
+
+async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
+    """NOTIFY what `uow` changed, in one statement: NOTIFY is transactional, delivered to every
+    replica on commit (and a second round trip would lengthen every sync that changes a node)."""
+    notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
+    notices += [
+        (NODES_CHANNEL, nodes_payload(organization_id, node_ids))
+        for organization_id, node_ids in uow.changed_nodes.items()
+        if node_ids
+    ]
+    if not notices:
+        return
+    calls = ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(len(notices)))
+    params: dict[str, str] = {}
+    for i, (channel, payload) in enumerate(notices):
+        params[f"c{i}"], params[f"p{i}"] = channel, payload
+    await session.execute(text(f"SELECT {calls}"), params)
 
 
 class Database:
@@ -186,16 +215,14 @@ class Database:
                 uow = UnitOfWork(session)
                 async with session.begin():
                     yield uow
-                    if uow.wake_executors and self.is_postgresql:
-                        # NOTIFY is transactional: it is delivered to every replica on commit.
-                        for executor_id in sorted(uow.wake_executors):
-                            await session.execute(
-                                text("SELECT pg_notify(:channel, :payload)"),
-                                {"channel": SPEC_CHANNEL, "payload": str(executor_id)},
-                            )
+                    if self.is_postgresql:
+                        await _notify(session, uow)
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()
         if not self.is_postgresql:
             for executor_id in uow.wake_executors:
                 self.notifier.publish_local(str(executor_id))
+            for organization_id, node_ids in uow.changed_nodes.items():
+                if node_ids:
+                    self.notifier.publish_nodes(organization_id, frozenset(node_ids))

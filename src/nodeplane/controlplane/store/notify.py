@@ -1,15 +1,45 @@
-"""Wake-ups for held spec polls: in-process, fed by PostgreSQL LISTEN when on PostgreSQL."""
+"""Wake-ups for held spec polls and changed nodes for open nodes pages: in-process, fed by
+PostgreSQL LISTEN when on PostgreSQL."""
 
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from uuid import UUID
 
 import psycopg
 import structlog
 
 SPEC_CHANNEL = "nodeplane_specs"
+NODES_CHANNEL = "nodeplane_nodes"
+# PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: past this many, the payload says
+# "every node of the organization" instead of naming them.
+MAX_NODES_PAYLOAD = 7000
+
+# Called with (organization, node ids) on a change; None for the organization means every
+# organization, None for the ids every node of it.
+NodeListener = Callable[[UUID | None, frozenset[UUID] | None], None]
 
 log = structlog.get_logger(__name__)
+
+
+def nodes_payload(organization_id: UUID, node_ids: Iterable[UUID]) -> str:
+    """`<organization>:<node>,<node>…`, or `<organization>:*` when that would be too long."""
+    listed = ",".join(sorted(str(n) for n in node_ids))
+    if len(listed) + 37 > MAX_NODES_PAYLOAD:
+        listed = "*"
+    return f"{organization_id}:{listed}"
+
+
+def parse_nodes_payload(payload: str) -> tuple[UUID, frozenset[UUID] | None] | None:
+    """The organization and node ids (None: all) of a `nodes_payload`, None if malformed."""
+    organization, _, listed = payload.partition(":")
+    try:
+        return UUID(organization), (
+            None if listed == "*" else frozenset(UUID(n) for n in listed.split(",") if n)
+        )
+    except ValueError:
+        return None
 
 
 class ChangeNotifier:
@@ -20,6 +50,8 @@ class ChangeNotifier:
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        self._node_listeners: list[NodeListener] = []
+        self._close_listeners: list[Callable[[], None]] = []
         self.closing = False
 
     async def start(self) -> None:
@@ -50,6 +82,21 @@ class ChangeNotifier:
         """Shutting down: wake every waiter now and every later one at once."""
         self.closing = True
         self._wake_all()
+        for listener in self._close_listeners:
+            listener()
+
+    def on_close(self, listener: Callable[[], None]) -> None:
+        """Call `listener` when `close_all` is (the server is shutting down)."""
+        self._close_listeners.append(listener)
+
+    def on_nodes(self, listener: NodeListener) -> None:
+        """Call `listener` with every committed change to nodes, from any replica."""
+        self._node_listeners.append(listener)
+
+    def publish_nodes(self, organization_id: UUID | None, node_ids: frozenset[UUID] | None) -> None:
+        """Tell this process's node listeners that these nodes changed."""
+        for listener in self._node_listeners:
+            listener(organization_id, node_ids)
 
     def unsubscribe(self, key: str, waiter: asyncio.Event) -> None:
         """Drop a waiter registered with `subscribe`."""
@@ -78,12 +125,20 @@ class ChangeNotifier:
                     self._conninfo, autocommit=True
                 ) as conn:
                     await conn.execute(f"LISTEN {SPEC_CHANNEL}")
+                    await conn.execute(f"LISTEN {NODES_CHANNEL}")
                     self._listening.set()
-                    # Anything committed while we were not listening: let every poll re-read.
+                    # Anything committed while we were not listening: let every poll re-read,
+                    # and every open nodes page take every row afresh.
                     self._wake_all()
+                    self.publish_nodes(None, None)
                     backoff = 0.5
                     async for notice in conn.notifies():
-                        self.publish_local(notice.payload)
+                        if notice.channel == NODES_CHANNEL:
+                            parsed = parse_nodes_payload(notice.payload)
+                            if parsed is not None:
+                                self.publish_nodes(*parsed)
+                        else:
+                            self.publish_local(notice.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect on any connection failure

@@ -4,7 +4,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -13,8 +13,9 @@ from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError
 from nodeplane.controlplane.services import accounts
 from nodeplane.controlplane.store.database import Database
-from nodeplane.controlplane.web.pages import Pages, status_for
-from nodeplane.controlplane.web.params import text_problem
+from nodeplane.controlplane.web.live import LiveNodes, RowFilter, stream_events
+from nodeplane.controlplane.web.pages import PHASES, Pages, status_for, uuid_or_none
+from nodeplane.controlplane.web.params import read_params, text_problem
 from nodeplane.controlplane.web.session import current_user
 from nodeplane.controlplane.web.templating import templates
 
@@ -39,6 +40,7 @@ def _safe_next(value: str | None) -> str:
 def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
     """Every route of the web UI."""
     pages = Pages(db, settings)
+    live = LiveNodes(db, settings)
 
     async def home(request: Request) -> Response:
         return RedirectResponse("/nodes", status_code=303)
@@ -102,11 +104,42 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         response.delete_cookie(SESSION_COOKIE)
         return response
 
+    async def nodes_stream(request: Request) -> Response:
+        """The nodes page's changed rows, as Server-Sent Events (web/live.py), for the page's
+        own filters; signed in by the session cookie as the page is, and scoped the same way."""
+        principal = await current_user(db, request)
+        if principal is None or principal.organization_id is None:
+            return PlainTextResponse("sign in first", status_code=401)
+        params, problems = read_params(request.query_params, ("q", "chain", "phase", "executor"))
+        if problems:
+            return PlainTextResponse("; ".join(problems), status_code=400)
+        phase = params["phase"] if params["phase"] in PHASES else None
+        row_filter = RowFilter(
+            name=params["q"] or None,
+            chain=params["chain"] or None,
+            phase=phase.upper() if phase else None,
+            executor_id=uuid_or_none(params["executor"]),
+            name_ignores_case=not db.is_postgresql,
+        )
+        subscription = live.subscribe(principal.organization_id, row_filter)
+
+        async def still_signed_in() -> bool:
+            # A stream outlives the request that opened it: a session signed out or expired
+            # since ends it at the next heartbeat.
+            return await current_user(db, request) is not None
+
+        return StreamingResponse(
+            stream_events(live, subscription, still_signed_in),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
+        )
+
     return [
         Route("/", home, methods=["GET"]),
         Route("/signin", signin, methods=["GET", "POST"]),
         Route("/signout", signout, methods=["POST"]),
         Route("/nodes", pages.page(pages.nodes), methods=["GET"]),
+        Route("/nodes/stream", nodes_stream, methods=["GET"]),
         Route("/nodes/new", pages.page(pages.deploy), methods=["GET"]),
         Route("/nodes/{node_id}", pages.page(pages.node), methods=["GET"]),
         Route("/executors", pages.page(pages.executors), methods=["GET"]),

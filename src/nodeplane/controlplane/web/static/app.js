@@ -1,5 +1,6 @@
 // nodeplane web UI: GraphQL calls (JSON + session cookie), row menus, dialogs, the deploy
-// wizard and 2-second polling that updates phases and metrics in place. No build step.
+// wizard, rows pushed to the nodes page (2-second polling where that cannot work) and polling
+// of the node and executors pages, updating phases and metrics in place. No build step.
 "use strict";
 
 const $ = (sel, root = document) => root.querySelector(sel);
@@ -258,6 +259,24 @@ const NODE_FIELDS = `id name phase desiredState revision observedRevision pendin
 // The API's largest page of nodes.
 const POLL_FIRST = 200;
 
+// Rows the nodes page shows at most (pages.py MAX_NODE_ROWS): past it, a changed node the page
+// does not show is one beyond its end, not one that entered its filter.
+const MAX_NODE_ROWS = 1000;
+// Failed connection attempts in a row after which the page stops waiting for its stream and
+// polls instead, as it does where EventSource does not exist.
+const STREAM_FAILURES = 5;
+
+function updateNodeRow(row, n) {
+  setBadge(row, n.phase);
+  setMarkers(row, n);
+  setMenu(row, n);
+  const procs = (n.observed || {}).processes || [];
+  $("[data-height]", row).textContent = procs.length ? dash(procs[0].height) : "—";
+  const updated = $("[data-updated]", row);
+  updated.dataset.updated = n.updatedAt || "";
+  updated.textContent = ago(n.updatedAt);
+}
+
 function initNodesPage() {
   const table = $("#nodes-table");
   if (!table) return;
@@ -269,7 +288,8 @@ function initNodesPage() {
     const body = $("#nodes-table tbody", fresh);
     if (body && !$(".menu-list:not([hidden])", table)) $("tbody", table).replaceWith(body);
   };
-  poll(async () => {
+  const rowOf = (id) => $(`tr${byAttr("data-node-id", id)}`, table);
+  const pollRows = async () => {
     const rows = $$("tbody tr[data-node-id]", table);
     // The page shows up to 1,000 rows, one answer of the API at most POLL_FIRST: a longer page
     // would never match the answer and be taken whole anyway, so take it without asking first.
@@ -280,16 +300,80 @@ function initNodesPage() {
     const same = items.length === rows.length && items.every((n) => shown.has(n.id));
     if (!same) return takeOwnPage(); // a node appeared or went away: the server's rendering
     for (const n of items) {
-      const row = $(`tr${byAttr("data-node-id", n.id)}`, table);
-      if (!row) continue;
-      setBadge(row, n.phase);
-      setMarkers(row, n);
-      setMenu(row, n);
-      const procs = (n.observed || {}).processes || [];
-      $("[data-height]", row).textContent = procs.length ? dash(procs[0].height) : "—";
-      $("[data-updated]", row).textContent = ago(n.updatedAt);
+      const row = rowOf(n.id);
+      if (row) updateNodeRow(row, n);
     }
+  };
+  // "x s ago" of rows the stream has no news of.
+  setInterval(() => {
+    for (const cell of $$("[data-updated]", table)) if (cell.dataset.updated) cell.textContent = ago(cell.dataset.updated);
+  }, 10000);
+  if (!window.EventSource) { poll(pollRows); return; }
+
+  // Pushed rows (/nodes/stream, web/live.py): the server sends the rows of changed nodes that
+  // match this page's filters, and names changed nodes that do not (`membership`). Only this
+  // page knows what it shows, so it takes itself afresh when a row it lacks arrives or one it
+  // shows is named: rare, unlike the 2 s re-fetch of every row that polling needs.
+  let source = null;
+  let failures = 0;
+  let opened = false;
+  let fetching = null;
+  let again = false;
+  // Rows that arrive while the page is being fetched may be newer than its rendering: they are
+  // applied again to the rows that replace the shown ones.
+  let arrived = new Map();
+  const refetch = async () => {
+    if (fetching) { again = true; return fetching; }
+    fetching = (async () => {
+      do {
+        again = false;
+        arrived = new Map();
+        try { await takeOwnPage(); } catch (err) { console.warn("refresh failed", err); }
+        for (const [id, n] of arrived) { const row = rowOf(id); if (row) updateNodeRow(row, n); }
+      } while (again);
+    })();
+    try { await fetching; } finally { fetching = null; }
+  };
+  const stop = () => { if (source) { source.close(); source = null; } };
+  const fallBack = () => { stop(); failures = STREAM_FAILURES; poll(pollRows); };
+  const open = () => {
+    if (source) return;
+    source = new EventSource(`/nodes/stream${location.search}`);
+    source.addEventListener("open", () => {
+      failures = 0;
+      // Whatever changed while the stream was away is not coming: take the page once.
+      if (opened) refetch();
+      opened = true;
+    });
+    source.addEventListener("rows", (e) => {
+      const data = JSON.parse(e.data);
+      let lacking = false;
+      for (const n of data.rows) {
+        if (fetching) arrived.set(n.id, n);
+        const row = rowOf(n.id);
+        if (row) updateNodeRow(row, n);
+        else lacking = true;
+      }
+      if (lacking && $$("tbody tr[data-node-id]", table).length < MAX_NODE_ROWS) refetch();
+    });
+    source.addEventListener("membership", (e) => {
+      const data = JSON.parse(e.data);
+      if (data.all || (data.ids || []).some((id) => rowOf(id))) refetch();
+    });
+    source.addEventListener("error", () => {
+      failures += 1;
+      // CLOSED: the server refused the stream (signed out, bad filters); else it reconnects.
+      if (!source || source.readyState === EventSource.CLOSED || failures >= STREAM_FAILURES) fallBack();
+    });
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) { stop(); return; }
+    if (source || failures >= STREAM_FAILURES) return;
+    opened = true; // the page may be behind: take it once the stream is open again
+    open();
   });
+  refreshNow = () => {}; // an action's result arrives on the stream
+  if (!document.hidden) open();
 }
 
 function renderNodeMetrics(node) {
