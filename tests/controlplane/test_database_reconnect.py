@@ -16,8 +16,7 @@ from tests.support.server import (
     PG_ADMIN_URL,
     ServerProcess,
     admin_token,
-    create_pg_database,
-    drop_pg_database,
+    pg_server,
 )
 
 pytestmark = pytest.mark.server
@@ -25,16 +24,10 @@ pytestmark = pytest.mark.server
 ME = "{ me { email } }"
 
 
-@pytest.fixture
-def pg_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    url = create_pg_database()
-    server = ServerProcess(database_url=url, workdir=tmp_path)
-    try:
-        server.start()
+@pytest.fixture(name="pg_server")
+def pg_server_fixture(tmp_path: Path) -> Iterator[ServerProcess]:
+    with pg_server(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
-        drop_pg_database(url)
 
 
 def drop_connections(database_url: str) -> int:

@@ -21,6 +21,7 @@ from tests.support.server import (
     create_pg_database,
     drop_pg_database,
     free_port,
+    pg_server,
 )
 
 pytestmark = pytest.mark.server
@@ -65,18 +66,8 @@ def listening(pid: int, port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    url = create_pg_database()
-    server = ServerProcess(
-        database_url=url,
-        workdir=tmp_path_factory.mktemp("workers"),
-        extra_args=["--workers", "2"],
-    )
-    try:
-        server.start()
+    with pg_server(tmp_path_factory.mktemp("workers"), ["--workers", "2"]) as server:
         yield server
-    finally:
-        server.stop()
-        drop_pg_database(url)
 
 
 def test_two_workers_listen_on_the_one_port(workers: ServerProcess) -> None:

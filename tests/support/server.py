@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,3 +138,16 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+@contextmanager
+def pg_server(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """A started server on a database of its own on PostgreSQL, stopped and dropped after."""
+    url = create_pg_database()
+    server = ServerProcess(database_url=url, workdir=workdir, extra_args=list(extra_args))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        drop_pg_database(url)
