@@ -17,6 +17,7 @@ from nodeplane.protocol import (
     ProcessStatus,
     RuntimeEvent,
 )
+from tests.support.calls import wait_until
 from tests.support.db import api_key_cells, cells_containing
 from tests.support.fleet import (
     CREATE_NODE,
@@ -471,7 +472,15 @@ def test_key_last_used_at_is_set_on_use(org: Org, server: ServerProcess) -> None
 
     FakeExecutor(server.url, created["EXECUTOR"]["secret"]).sync()
     Client(server.url, created["PERSONAL"]["secret"])(NODES)
-    listed = {k["id"]: k for k in org.owner(API_KEYS)["apiKeys"]}
+
+    # Written behind the request, within the server's flush interval (store/seen_times.py).
+    def all_used() -> dict[str, dict[str, Any]] | None:
+        keys = {k["id"]: k for k in org.owner(API_KEYS)["apiKeys"]}
+        return (
+            keys if all(keys[c["apiKey"]["id"]]["lastUsedAt"] for c in created.values()) else None
+        )
+
+    listed = wait_until(all_used, timeout=5, what="lastUsedAt written")
     for c in created.values():
         used = listed[c["apiKey"]["id"]]["lastUsedAt"]
         assert used is not None

@@ -258,6 +258,7 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
     db = Database(
         settings.database_url,
         sqlite_busy_timeout_ms=int(settings.request_time_budget * 1000),
+        seen_flush_seconds=settings.seen_flush_interval,
     )
 
     # Executors get one heartbeat timeout of grace from this process's start (heartbeat.py).

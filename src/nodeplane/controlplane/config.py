@@ -101,6 +101,11 @@ class Settings:
     sweep_interval: float = field(
         default_factory=lambda: _float_env("NODEPLANE_SWEEP_INTERVAL", 5.0)
     )
+    # How often heartbeat, report and key-use times are written (store/seen_times.py): the most
+    # lastSyncAt, observedAt and lastUsedAt lag, and the most of them a crash loses.
+    seen_flush_interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_SEEN_FLUSH_INTERVAL", 1.0)
+    )
     # Longest an executor's spec long-poll is held (the protocol's cap; tests lower it so a poll
     # that asks for more is seen capped in seconds, not half a minute).
     max_poll_wait: float = field(

@@ -85,7 +85,9 @@ class Executor:
     name: str
     kind: str
     version: str
-    last_sync_at: datetime | None
+    last_sync_at: datetime | None = strawberry.field(
+        description="When the executor last synced; written up to a second after the sync."
+    )
     capabilities: JSON
     resources: JSON
     created_at: datetime
@@ -128,7 +130,10 @@ class Node:
     stale: bool
     spec: JSON
     observed: JSON | None
-    observed_at: datetime | None
+    observed_at: datetime | None = strawberry.field(
+        description="When the executor last reported this node, changed or not; a report "
+        "that repeats the stored observation is written up to a second after it."
+    )
     deleted_at: datetime | None
     retain_data: bool
     created_at: datetime
@@ -254,7 +259,9 @@ class ApiKey:
     enabled: bool
     executor_id: UUID | None
     expires_at: datetime | None
-    last_used_at: datetime | None
+    last_used_at: datetime | None = strawberry.field(
+        description="When the key last authenticated a call (to 30 s; written within a second)."
+    )
     created_at: datetime
     revoked_at: datetime | None
 

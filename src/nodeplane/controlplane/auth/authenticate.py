@@ -3,7 +3,7 @@
 from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import ApiKeyKind, Principal, Role
@@ -84,10 +84,7 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
             )
         stale_use = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
     if stale_use:
-        async with db.write() as uow:
-            await uow.session.execute(
-                update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-            )
+        db.seen.key_used(key.id, now)  # written behind the request (store/seen_times.py)
     return principal
 
 

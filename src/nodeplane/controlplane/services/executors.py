@@ -34,6 +34,7 @@ from nodeplane.controlplane.store.models import (
     ExecutorInstanceRefusal,
     Node,
 )
+from nodeplane.controlplane.store.seen_times import SeenTimes
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import (
     MAX_POLL_WAIT_SECONDS,
@@ -228,13 +229,72 @@ async def sync(
 ) -> SyncResult:
     """`sync_executor` in its own transaction; a refused takeover or a refused second instance
     is recorded in another."""
+    require_executor(principal)
+    assert principal is not None
+    if (unchanged := await _unchanged_sync(db, principal, request)) is not None:
+        return unchanged
     try:
         async with recording_refusals(db), db.write() as uow:
-            return await sync_executor(uow, principal, request, heartbeat)
+            return await sync_executor(uow, principal, request, heartbeat, db.seen)
     except BindRefused as refused:
         async with db.write() as uow:
             await record_bind_refusal(uow, refused)
         raise
+
+
+async def _unchanged_sync(
+    db: Database, p: Principal, request: SyncExecutorRequest
+) -> SyncResult | None:
+    """The steady state of a fleet, answered from one read: the executor's live instance syncs
+    again and repeats, node for node, what is stored. Nothing but times changes, and those are
+    written behind the request (store/seen_times.py). None when anything differs (another
+    instance, a reconnect, new capabilities, a changed or refused observation): the caller then
+    takes the write path, which decides everything as before.
+    """
+    if p.executor_id is None or request.instance_id is None:
+        return None
+    ids = [obs.node_id for obs in request.nodes]
+    if len(set(ids)) != len(ids):
+        return None
+    executors, nodes = Executor.__table__, Node.__table__
+    async with db.quick_read() as session:
+        row = (
+            await session.execute(select(executors).where(executors.c.id == p.executor_id))
+        ).first()
+        if (
+            row is None
+            or row.instance_id != request.instance_id
+            or not row.connected
+            or row.name != request.name
+            or row.kind != request.kind.value
+            or row.version != request.version
+            or row.capabilities != request.capabilities.to_wire()
+            or row.resources != request.resources.to_wire()
+        ):
+            return None
+        if ids:
+            stored = {
+                r.id: (r.revision, r.observed)
+                for r in await session.execute(
+                    select(nodes.c.id, nodes.c.revision, nodes.c.observed).where(
+                        nodes.c.id.in_(ids), nodes.c.executor_id == p.executor_id
+                    )
+                )
+            }
+            for obs in request.nodes:
+                found = stored.get(obs.node_id)
+                if (
+                    found is None
+                    or obs.observed.revision > found[0]
+                    or obs.observed.to_wire() != found[1]
+                ):
+                    return None
+    now = utcnow()
+    db.seen.executor_synced(row.id, request.instance_id, ids, now)
+    # Detached: the payload is built from it, nothing is written through it.
+    executor = Executor(**row._mapping)
+    executor.last_sync_at = executor.instance_seen_at = now
+    return SyncResult(executor)
 
 
 async def sync_executor(
@@ -242,6 +302,7 @@ async def sync_executor(
     principal: Principal | None,
     request: SyncExecutorRequest,
     heartbeat: Heartbeat,
+    seen: SeenTimes | None = None,
 ) -> SyncResult:
     """Heartbeat: record who the executor is, what it can run and what it observes.
 
@@ -264,7 +325,7 @@ async def sync_executor(
         )
     actor = _executor_actor(executor)
     if steady is None:
-        await _claim_instance(session, executor, request, heartbeat, now)
+        await _claim_instance(session, executor, request, heartbeat, now, seen)
     if not executor.connected:
         executor.connected = True
         # Its nodes stop showing as stale on the open nodes pages.
@@ -443,6 +504,7 @@ async def _claim_instance(
     request: SyncExecutorRequest,
     heartbeat: Heartbeat,
     now: datetime,
+    seen: SeenTimes | None = None,
 ) -> None:
     """Make the sync's instance the executor's live one, or raise InstanceConflict.
 
@@ -456,6 +518,13 @@ async def _claim_instance(
     if mine is None:
         return
     recorded = executor.instance_id
+    if seen is not None and (held := seen.executor_seen(executor.id)) is not None:
+        # The live instance's latest heartbeat may not be written yet: judge by it.
+        instance, at = held
+        if instance == recorded and (
+            executor.instance_seen_at is None or executor.instance_seen_at < at
+        ):
+            set_committed_value(executor, "instance_seen_at", at)
     replaced = False
     condition: ColumnElement[bool]
     if recorded is None or recorded == mine:
@@ -612,6 +681,9 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
     cutoff = heartbeat.silent_before()
     if cutoff is None:
         return 0
+    # Heartbeats this process has heard but not written yet count (store/seen_times.py); if
+    # they cannot be written now, the database is in trouble and the sweep below fails too.
+    await db.flush_seen()
     async with db.read() as session:
         candidates = list(
             (

@@ -1,6 +1,7 @@
 """Engines, sessions and units of work over SQLite (default) or PostgreSQL."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import structlog
 from sqlalchemy import event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -24,6 +26,9 @@ from nodeplane.controlplane.store.notify import (
     ChangeNotifier,
     nodes_payload,
 )
+from nodeplane.controlplane.store.seen_times import SeenTimes, write_times
+
+log = structlog.get_logger(__name__)
 
 # Connections kept open, and opened beyond that under a burst (closed again when returned).
 # With SQLAlchemy's default (5, and 10 more in a burst), a fleet of a few hundred executors
@@ -37,6 +42,10 @@ POOL_OVERFLOW = 20
 # connection used moments ago is alive, or the failure that killed it also failed the request
 # using it, and SQLAlchemy then renews every pooled connection (docs/benchmarks.md).
 IDLE_PING_SECONDS = 2.0
+
+# How often the times executors were heard from are written (store/seen_times.py): the most an
+# executor's lastSyncAt lags, and the most a crash of this process loses.
+SEEN_FLUSH_SECONDS = 1.0
 
 # How long a statement waits for SQLite's one write lock (held by another process) by default.
 SQLITE_BUSY_TIMEOUT_MS = 10000
@@ -143,9 +152,15 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
 class Database:
     """The control plane's database: async engine, read sessions and write units of work."""
 
-    def __init__(self, url: str, sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+    def __init__(
+        self,
+        url: str,
+        sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+        seen_flush_seconds: float = SEEN_FLUSH_SECONDS,
+    ) -> None:
         """`sqlite_busy_timeout_ms`: how long an SQLite statement waits for the write lock; a
-        statement stuck there cannot be cancelled, so it should not outlast a request."""
+        statement stuck there cannot be cancelled, so it should not outlast a request.
+        `seen_flush_seconds`: how often heard-from times are written (`seen`)."""
         self.url = url
         self.dialect = make_url(url).get_backend_name()
         self.engine: AsyncEngine = create_async_engine(
@@ -176,6 +191,10 @@ class Database:
         self.notifier = ChangeNotifier(
             libpq_conninfo(url) if self.dialect == "postgresql" else None
         )
+        # Heartbeat, report and key-use times, written behind the requests (seen_times.py).
+        self.seen = SeenTimes()
+        self._seen_flush_seconds = seen_flush_seconds
+        self._seen_flusher: asyncio.Task[None] | None = None
 
     @property
     def is_postgresql(self) -> bool:
@@ -183,13 +202,48 @@ class Database:
         return self.dialect == "postgresql"
 
     async def start(self) -> None:
-        """Start background listeners (PostgreSQL LISTEN)."""
+        """Start background listeners (PostgreSQL LISTEN) and the writer of heard-from times."""
         await self.notifier.start()
+        if self._seen_flusher is None:
+            self._seen_flusher = asyncio.create_task(
+                self._flush_seen_forever(), name="nodeplane-seen-times"
+            )
 
     async def close(self) -> None:
-        """Stop listeners and dispose of the pool."""
+        """Write the heard-from times held, stop listeners and dispose of the pool."""
+        if self._seen_flusher is not None:
+            self._seen_flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._seen_flusher
+            self._seen_flusher = None
+        try:
+            await self.flush_seen()
+        except Exception as error:  # the database is gone: at most one interval is lost
+            log.warning("seen_times.final_flush_failed", error=str(error)[:200])
         await self.notifier.stop()
         await self.engine.dispose()
+
+    async def flush_seen(self) -> int:
+        """Write the heard-from times held now; returns how many rows were pending. On failure
+        they are kept for the next flush (and the error raised)."""
+        taken = self.seen.take()
+        if not taken:
+            return 0
+        try:
+            async with self.write() as uow:
+                await write_times(uow.session, taken)
+        except BaseException:
+            self.seen.put_back(taken)
+            raise
+        return len(taken)
+
+    async def _flush_seen_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._seen_flush_seconds)
+            try:
+                await self.flush_seen()
+            except Exception as error:
+                log.warning("seen_times.flush_failed", error=str(error)[:200])
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
