@@ -31,6 +31,7 @@ from nodeplane.controlplane.api.queries import Query
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY, operation_label
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
 
@@ -45,6 +46,8 @@ def _document_policy(context: object, report: DocumentReport) -> None:
     """What depends on the caller: introspection in production, and long-poll time budgets."""
     if not isinstance(context, Context):
         return
+    # Names the request in the latency histogram (metrics/request_metrics.py).
+    context.request.scope[OPERATION_SCOPE_KEY] = operation_label(report.root_fields, ROOT_FIELDS)
     if report.introspection and context.principal is None and context.settings.production:
         raise DomainError(ErrorCode.UNAUTHENTICATED, "sign in to read the schema")
     extra = long_poll_seconds(report, context.settings.max_poll_wait)
@@ -161,6 +164,15 @@ schema = NodeplaneSchema(
     mutation=Mutation,
     extensions=[lambda: DocumentGuard(DOCUMENT_WORK, _document_policy)],
     execution_context_class=SerialRootExecutionContext,
+)
+
+
+# The schema's root fields: the only GraphQL names a metric label may carry.
+ROOT_FIELDS = frozenset(
+    name
+    for root in (schema._schema.query_type, schema._schema.mutation_type)
+    if root is not None
+    for name in root.fields
 )
 
 
