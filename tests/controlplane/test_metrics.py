@@ -322,6 +322,12 @@ def test_request_latencies_count_by_route_and_operation(
     httpx.get(f"{metrics_server.url}/no-such-page-{unique('x')}")
     httpx.get(f"{metrics_server.url}/nodes/{unique('n')}")
     Client(metrics_server.url)("query { __typename }")
+    # A page runs GraphQL queries of its own: they do not name the page's request.
+    page = httpx.get(
+        f"{metrics_server.url}/nodes",
+        cookies={"nodeplane_session": metrics_org.owner.token or ""},
+    )
+    assert page.status_code == 200
     after = metrics_server.scrape()
 
     def grew(**labels: str) -> float:
@@ -332,6 +338,12 @@ def test_request_latencies_count_by_route_and_operation(
     assert grew(route="unmatched") >= 1
     assert grew(route="/nodes/{node_id}", method="GET") >= 1
     assert grew(route="/graphql", operation="other") >= 1
+    assert grew(route="/nodes", method="GET", operation="") == 1
+    assert [
+        s
+        for s in find(after, "nodeplane_http_request_duration_seconds_count", route="/nodes")
+        if s.labels["operation"]
+    ] == []
     # The scrape before this one was timed too, under its route.
     assert grew(route="/metrics") >= 1
     # No raw path or caller's name reaches a label.

@@ -46,8 +46,11 @@ def _document_policy(context: object, report: DocumentReport) -> None:
     """What depends on the caller: introspection in production, and long-poll time budgets."""
     if not isinstance(context, Context):
         return
-    # Names the request in the latency histogram (metrics/request_metrics.py).
-    context.request.scope[OPERATION_SCOPE_KEY] = operation_label(report.root_fields, ROOT_FIELDS)
+    # Names an API request in the latency histogram (metrics/request_metrics.py); the key is
+    # there only for requests to the API itself (get_context), not for the pages' own queries.
+    scope = context.request.scope
+    if OPERATION_SCOPE_KEY in scope:
+        scope[OPERATION_SCOPE_KEY] = operation_label(report.root_fields, ROOT_FIELDS)
     if report.introspection and context.principal is None and context.settings.production:
         raise DomainError(ErrorCode.UNAUTHENTICATED, "sign in to read the schema")
     extra = long_poll_seconds(report, context.settings.max_poll_wait)
@@ -239,6 +242,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         assert isinstance(request, Request) and isinstance(response, Response)
+        request.scope[OPERATION_SCOPE_KEY] = ""  # named once its document is read
         token, from_cookie = _bearer(request)
         # A cookie rides along on cross-site requests; only JSON bodies (which need CORS) count.
         if from_cookie and not request.headers.get("content-type", "").startswith(
