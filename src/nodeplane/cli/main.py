@@ -56,6 +56,11 @@ def server(
         envvar="NODEPLANE_WORKERS",
         help="Server processes sharing the port, one core each (PostgreSQL only).",
     ),
+    metrics_listen: str | None = typer.Option(
+        None,
+        envvar="NODEPLANE_METRICS_LISTEN",
+        help="host:port of a second socket serving /metrics without a token (docs/metrics.md).",
+    ),
 ) -> None:
     """Run the control plane (GraphQL API at /graphql, health at /healthz)."""
     from sqlalchemy.engine import make_url
@@ -63,15 +68,28 @@ def server(
     from nodeplane.cli.common import print_error
     from nodeplane.controlplane import worker_processes
     from nodeplane.controlplane.app import create_app
-    from nodeplane.controlplane.config import Settings
+    from nodeplane.controlplane.config import Settings, parse_listen_address
     from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
+    from nodeplane.controlplane.metrics.endpoint import token_problem
     from nodeplane.controlplane.profiling import profiled
 
     configure_logging(log_level, json_logs)
     settings = Settings()
     if database_url:
         settings = dataclasses.replace(settings, database_url=database_url)
+    settings = dataclasses.replace(settings, metrics_listen=metrics_listen)
+    metrics_address = None
+    try:
+        if metrics_listen:
+            metrics_address = parse_listen_address(metrics_listen)
+            if metrics_address[1] == port:
+                raise ValueError("--metrics-listen needs a port of its own")
+        if problem := token_problem(settings.metrics_token):
+            raise ValueError(problem)
+    except ValueError as exc:
+        print_error(f"metrics: {exc}")
+        raise typer.Exit(2) from None
     worker_index = os.environ.get(worker_processes.WORKER_ENV)
     if worker_index is None and workers != 1:
         try:
@@ -91,6 +109,7 @@ def server(
             *("--forwarded-allow-ips", forwarded_allow_ips),
             *(("--database-url", settings.database_url) if database_url else ()),
             *(() if json_logs is None else ("--json-logs" if json_logs else "--human-logs",)),
+            *(("--metrics-listen", metrics_listen) if metrics_listen else ()),
         ]
         raise typer.Exit(worker_processes.supervise(argv, workers))
     typer.echo(f"nodeplane control plane on http://{host}:{port} (pid {os.getpid()})", err=True)
@@ -104,8 +123,17 @@ def server(
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips,
     )
-    # A worker binds the port beside its siblings; a lone server lets uvicorn bind it.
-    sockets = [worker_processes.reuse_port_socket(host, port)] if worker_index else None
+    # A worker binds the port beside its siblings; a lone server lets uvicorn bind it, unless
+    # it also listens for metrics (uvicorn serves one app on the sockets it is given).
+    sockets = None
+    if worker_index:
+        sockets = [worker_processes.reuse_port_socket(host, port)]
+    elif metrics_address is not None:
+        sockets = [config.bind_socket()]
+    if metrics_address is not None and sockets is not None:
+        sockets.append(
+            worker_processes.reuse_port_socket(*metrics_address, share=bool(worker_index))
+        )
     with profiled():  # only when NODEPLANE_PROFILE is set (benchmarks)
         GracefulServer(config, control_plane.begin_shutdown).run(sockets=sockets)
 

@@ -21,9 +21,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
-from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.config import Settings, parse_listen_address
 from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.gc_policy import FullCollections, settle_after_startup
+from nodeplane.controlplane.metrics.endpoint import (
+    METRICS_PATH,
+    MetricsEndpoint,
+    MetricsListener,
+    token_problem,
+)
+from nodeplane.controlplane.metrics.request_labels import RouteTemplates
+from nodeplane.controlplane.metrics.request_metrics import RequestMetrics
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
@@ -232,13 +240,32 @@ async def _sweep_forever(
 
 
 class ControlPlaneApp:
-    """The ASGI application plus the hook a server calls when asked to shut down."""
+    """The ASGI application plus the hook a server calls when asked to shut down.
 
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    With a metrics listen address, the server also listens there, and requests that arrive on
+    that port go to `metrics_app` alone (it serves /metrics and nothing else)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        db: Database,
+        metrics_app: ASGIApp | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self._app = app
         self._db = db
+        self._metrics_app = metrics_app
+        self._metrics_port = metrics_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self._metrics_app is not None
+            and scope["type"] == "http"
+            and (server := scope.get("server")) is not None
+            and server[1] == self._metrics_port
+        ):
+            await self._metrics_app(scope, receive, send)
+            return
         await self._app(scope, receive, send)
 
     def begin_shutdown(self) -> None:
@@ -252,6 +279,11 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
     `manage_gc`: the process is the server's own (not a test or an embedding program), so the
     application may decide when the garbage collector runs (gc_policy.py)."""
     settings = settings or Settings()
+    if problem := token_problem(settings.metrics_token):
+        raise ValueError(problem)
+    metrics_port = (
+        parse_listen_address(settings.metrics_listen)[1] if settings.metrics_listen else None
+    )
     # Documents are parsed and passwords hashed on worker threads; a short switch interval hands
     # the interpreter back to the event loop within a millisecond, so they never hold it long.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
@@ -302,13 +334,25 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
         return JSONResponse({"status": "ok", "database": db.dialect})
 
     graphql = GraphQLApp(db, settings, heartbeat)
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            *web_routes(db, settings),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route(
+            METRICS_PATH,
+            MetricsEndpoint(db, settings, require_token=True),
+            methods=["GET", "HEAD"],
+        ),
+        *web_routes(db, settings),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    templates = RouteTemplates(routes)
     guarded = GraphQLBodyGuard(app, settings.max_body_bytes)
-    return ControlPlaneApp(AccessLog(BrowserSecurity(guarded, production=settings.production)), db)
+    main = RequestMetrics(
+        AccessLog(BrowserSecurity(guarded, production=settings.production)), templates
+    )
+    if metrics_port is None:
+        return ControlPlaneApp(main, db)
+    listener_endpoint = MetricsEndpoint(db, settings, require_token=False)
+    templates.add(listener_endpoint, METRICS_PATH)
+    listener = RequestMetrics(AccessLog(MetricsListener(listener_endpoint)), templates)
+    return ControlPlaneApp(main, db, listener, metrics_port)

@@ -32,6 +32,15 @@ def _int_env(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as a host and a port; ValueError if it is not one."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
 def _default_password_workers() -> int:
     # argon2 runs several lanes per hash already; half the CPUs leaves the event loop room.
     return max(1, (os.cpu_count() or 2) // 2)
@@ -124,3 +133,12 @@ class Settings:
         default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))
     )
     accounts: AccountLimits = field(default_factory=AccountLimits)
+    # Bearer token that opens /metrics on the main port (operator-level: every organization's
+    # fleet); unset, /metrics there is 404. Kept out of repr so it never reaches a log.
+    metrics_token: str | None = field(
+        default_factory=lambda: os.environ.get("NODEPLANE_METRICS_TOKEN") or None, repr=False
+    )
+    # `host:port` of a second socket that serves only /metrics, without a token.
+    metrics_listen: str | None = field(
+        default_factory=lambda: os.environ.get("NODEPLANE_METRICS_LISTEN") or None
+    )

@@ -17,10 +17,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 import structlog
 
+from nodeplane.controlplane.metrics.multiprocess import (
+    MULTIPROC_ENV,
+    shared_metrics_dir,
+    worker_exited,
+)
 from nodeplane.controlplane.profiling import PROFILE_ENV
 
 log = structlog.get_logger(__name__)
@@ -46,15 +52,17 @@ def check_workers(workers: int, database_dialect: str) -> None:
         )
 
 
-def reuse_port_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port that other workers can bind too (SO_REUSEPORT)."""
+def reuse_port_socket(host: str, port: int, *, share: bool = True) -> socket.socket:
+    """A listening TCP socket on host:port that other workers can bind too (SO_REUSEPORT);
+    with `share` false, one that no other socket may bind."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on accepted sockets whose protocol says
     # TCP, and with Nagle on, a response written in two parts waited out the client's delayed
     # ACK (40 ms on every held poll's wake-up).
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if share:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -68,8 +76,8 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _worker_env(index: int) -> dict[str, str]:
-    env = {**os.environ, WORKER_ENV: str(index)}
+def _worker_env(index: int, metrics_dir: Path) -> dict[str, str]:
+    env = {**os.environ, WORKER_ENV: str(index), MULTIPROC_ENV: str(metrics_dir)}
     if profile := env.get(PROFILE_ENV):
         env[PROFILE_ENV] = f"{profile}.{index}"  # one profile file per worker
     return env
@@ -79,15 +87,21 @@ def supervise(argv: Sequence[str], workers: int) -> int:
     """Run `workers` copies of `nodeplane server <argv>` until a signal; returns an exit code.
 
     `argv` is the server's own arguments without --workers. A worker that exits while the
-    supervisor is not stopping is restarted after a second.
+    supervisor is not stopping is restarted after a second. The workers share one directory
+    for their request metrics (controlplane/metrics/multiprocess.py).
     """
+    with shared_metrics_dir() as metrics_dir:
+        return _supervise(argv, workers, metrics_dir)
+
+
+def _supervise(argv: Sequence[str], workers: int, metrics_dir: Path) -> int:
     stopping = threading.Event()
     command = [sys.executable, "-m", "nodeplane", "server", *argv]
     children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(index: int) -> None:
         children[index] = subprocess.Popen(
-            command, env=_worker_env(index), preexec_fn=_die_with_parent
+            command, env=_worker_env(index, metrics_dir), preexec_fn=_die_with_parent
         )
         log.info("server.worker_started", worker=index, pid=children[index].pid)
 
@@ -105,6 +119,7 @@ def supervise(argv: Sequence[str], workers: int) -> int:
             for index, child in list(children.items()):
                 if child.poll() is not None and not stopping.is_set():
                     log.warning("server.worker_exited", worker=index, code=child.returncode)
+                    worker_exited(metrics_dir, child.pid)
                     time.sleep(RESTART_DELAY_S)
                     if not stopping.is_set():
                         start(index)

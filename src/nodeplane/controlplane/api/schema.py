@@ -31,6 +31,7 @@ from nodeplane.controlplane.api.queries import Query
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY, operation_label
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
 
@@ -45,6 +46,11 @@ def _document_policy(context: object, report: DocumentReport) -> None:
     """What depends on the caller: introspection in production, and long-poll time budgets."""
     if not isinstance(context, Context):
         return
+    # Names an API request in the latency histogram (metrics/request_metrics.py); the key is
+    # there only for requests to the API itself (get_context), not for the pages' own queries.
+    scope = context.request.scope
+    if OPERATION_SCOPE_KEY in scope:
+        scope[OPERATION_SCOPE_KEY] = operation_label(report.root_fields, ROOT_FIELDS)
     if report.introspection and context.principal is None and context.settings.production:
         raise DomainError(ErrorCode.UNAUTHENTICATED, "sign in to read the schema")
     extra = long_poll_seconds(report, context.settings.max_poll_wait)
@@ -164,6 +170,15 @@ schema = NodeplaneSchema(
 )
 
 
+# The schema's root fields: the only GraphQL names a metric label may carry.
+ROOT_FIELDS = frozenset(
+    name
+    for root in (schema._schema.query_type, schema._schema.mutation_type)
+    if root is not None
+    for name in root.fields
+)
+
+
 def _format_error(error: GraphQLError) -> dict[str, Any]:
     original = error.original_error
     formatted: dict[str, Any] = {"message": error.message}
@@ -227,6 +242,7 @@ class GraphQLApp(GraphQL[Context, None]):
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> Context:
         assert isinstance(request, Request) and isinstance(response, Response)
+        request.scope[OPERATION_SCOPE_KEY] = ""  # named once its document is read
         token, from_cookie = _bearer(request)
         # A cookie rides along on cross-site requests; only JSON bodies (which need CORS) count.
         if from_cookie and not request.headers.get("content-type", "").startswith(

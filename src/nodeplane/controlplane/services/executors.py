@@ -22,6 +22,7 @@ from nodeplane.controlplane.auth.principal import (
     require_principal,
 )
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
+from nodeplane.controlplane.metrics.instruments import spec_polls_held
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
@@ -823,7 +824,8 @@ async def poll_specs(
             try:
                 # asyncio.timeout, not wait_for: no second task per held poll (10,000 are held).
                 async with asyncio.timeout(remaining):
-                    await waiter.wait()
+                    with spec_polls_held.track_inprogress():
+                        await waiter.wait()
             except TimeoutError:
                 return []
         finally:

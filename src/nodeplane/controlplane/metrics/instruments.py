@@ -1,0 +1,35 @@
+"""The process's own instruments: request latencies and held spec polls.
+
+Everything about nodes and executors is read from the database at scrape time instead
+(fleet_collector.py): a sync is the hot path and must not pay for metrics. Requests pay one
+histogram observation each, and a held poll one increment and one decrement.
+
+With `nodeplane server --workers N` each worker writes these to files in a directory shared by
+the workers (prometheus_client's multiprocess mode, see multiprocess.py), so a scrape answered by
+any worker reports the sum over all of them.
+"""
+
+from prometheus_client import Gauge, Histogram, disable_created_metrics
+
+# `_created` series double the output for nothing a dashboard uses.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+REQUEST_DURATION_SECONDS = "nodeplane_http_request_duration_seconds"
+SPEC_POLLS_HELD = "nodeplane_spec_polls_held"
+
+# Up to a spec long-poll's longest wait (30 s), which `executorSpecs` requests take on purpose.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+request_duration = Histogram(
+    REQUEST_DURATION_SECONDS,
+    "Time to answer an HTTP request, by route template, method and GraphQL root field.",
+    ["route", "method", "operation"],
+    buckets=LATENCY_BUCKETS,
+)
+
+spec_polls_held = Gauge(
+    SPEC_POLLS_HELD,
+    "Executor spec long-polls held open, waiting for a change or their timeout.",
+    # Summed over live workers; a dead worker's polls are gone with it.
+    multiprocess_mode="livesum",
+)

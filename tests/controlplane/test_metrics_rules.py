@@ -1,0 +1,247 @@
+"""The metrics' pure parts: bounded labels, the token check, the fleet families, and the names
+that docs/metrics.md and the Grafana dashboard use (controlplane/metrics/)."""
+
+import json
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.routing import Mount, Route
+
+from nodeplane.controlplane.config import parse_listen_address
+from nodeplane.controlplane.metrics import instruments
+from nodeplane.controlplane.metrics.endpoint import bearer_matches, token_problem
+from nodeplane.controlplane.metrics.fleet_collector import (
+    EXECUTOR_METRIC_NAMES,
+    NODE_METRIC_NAMES,
+    FleetCollector,
+)
+from nodeplane.controlplane.metrics.request_labels import (
+    RouteTemplates,
+    method_label,
+    operation_label,
+)
+from nodeplane.controlplane.services.fleet_status import ExecutorStatus, FleetStatus, NodeStatus
+from nodeplane.protocol import NodePhase, ObservedProcess, ProcessStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "deploy" / "grafana" / "nodeplane.json"
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+
+COLLECTED = {
+    *NODE_METRIC_NAMES,
+    *EXECUTOR_METRIC_NAMES,
+    instruments.REQUEST_DURATION_SECONDS,
+    instruments.SPEC_POLLS_HELD,
+}
+HISTOGRAMS = {instruments.REQUEST_DURATION_SECONDS}
+NAME = re.compile(r"\bnodeplane_[a-z0-9_]+")
+
+
+def documented_names() -> set[str]:
+    """Names in the first column of docs/metrics.md's tables."""
+    return set(re.findall(r"^\| `(nodeplane_[a-z0-9_]+)` \|", METRICS_DOC.read_text(), re.M))
+
+
+def dashboard_queries(value: Any) -> list[str]:
+    """Every `expr` and template-variable query string in the dashboard."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("expr", "query", "definition") and isinstance(item, str):
+                found.append(item)
+            else:
+                found += dashboard_queries(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += dashboard_queries(item)
+    return found
+
+
+def base_name(series: str) -> str:
+    for suffix in ("_bucket", "_count", "_sum"):
+        if series.endswith(suffix) and series.removesuffix(suffix) in HISTOGRAMS:
+            return series.removesuffix(suffix)
+    return series
+
+
+def test_every_collected_metric_is_documented_and_every_documented_one_collected() -> None:
+    assert documented_names() == COLLECTED
+
+
+def test_the_dashboard_uses_only_metrics_that_exist() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = dashboard_queries(dashboard)
+    used = {base_name(name) for query in queries for name in NAME.findall(query)}
+    assert used, "the dashboard queries no nodeplane metric"
+    assert used <= COLLECTED, used - COLLECTED
+    # It shows what an operator looks at first.
+    for expected in (
+        "nodeplane_node_phase",
+        "nodeplane_node_height",
+        "nodeplane_node_network_height",
+        "nodeplane_node_peers",
+        "nodeplane_node_disk_used_bytes",
+        "nodeplane_executor_online",
+        "nodeplane_http_request_duration_seconds",
+        "nodeplane_spec_polls_held",
+    ):
+        assert expected in used, expected
+    # Panel ids are unique (Grafana keys panel state by them).
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_operation_labels_are_the_schemas_root_fields_or_a_fixed_word() -> None:
+    known = frozenset({"syncExecutor", "nodes"})
+    assert operation_label({"": frozenset({"syncExecutor"})}, known) == "syncExecutor"
+    assert operation_label({"A": frozenset({"nodes"}), "B": frozenset({"nodes"})}, known) == "nodes"
+    assert operation_label({"": frozenset({"nodes", "syncExecutor"})}, known) == "multiple"
+    assert operation_label({"": frozenset({"whatAnAttackerTyped"})}, known) == "other"
+    assert operation_label({"": frozenset({"__typename"})}, known) == "other"
+    assert operation_label({}, known) == "other"
+
+
+def test_schema_root_fields_include_the_executor_calls() -> None:
+    from nodeplane.controlplane.api.schema import ROOT_FIELDS
+
+    assert {"syncExecutor", "executorSpecs", "nodes", "createNode"} <= ROOT_FIELDS
+
+
+def test_methods_outside_the_usual_few_are_other() -> None:
+    assert method_label("GET") == "GET"
+    assert method_label("POST") == "POST"
+    assert method_label("BREW") == "other"
+    assert method_label("get") == "other"
+
+
+def test_routes_are_labelled_by_template() -> None:
+    async def page() -> None: ...
+
+    async def other() -> None: ...
+
+    static = object()
+    templates = RouteTemplates(
+        [
+            Route("/nodes/{node_id}", page),  # type: ignore[arg-type]
+            Mount("/static", app=static),  # type: ignore[arg-type]
+        ]
+    )
+    templates.add(other, "/metrics")
+    assert templates.label({"endpoint": page, "path": "/nodes/abc"}) == "/nodes/{node_id}"
+    assert templates.label({"endpoint": static}) == "/static/{path}"
+    assert templates.label({"endpoint": other}) == "/metrics"
+    assert templates.label({"path": "/nowhere"}) == "unmatched"
+    assert templates.label({"endpoint": object()}) == "unmatched"
+
+
+def test_bearer_matches_only_the_exact_token() -> None:
+    token = "t" * 20
+    assert bearer_matches(f"Bearer {token}", token)
+    assert bearer_matches(f"bearer {token}", token)
+    assert not bearer_matches(None, token)
+    assert not bearer_matches(token, token)
+    assert not bearer_matches(f"Bearer {token}x", token)
+    assert not bearer_matches(f"Bearer {token[:-1]}", token)
+    assert not bearer_matches("Bearer ", token)
+    assert not bearer_matches(f"Basic {token}", token)
+
+
+def test_short_tokens_are_refused() -> None:
+    assert token_problem(None) is None
+    assert token_problem("x" * 16) is None
+    assert token_problem("x" * 15) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("127.0.0.1:9100", ("127.0.0.1", 9100)), ("[::1]:9100", ("::1", 9100))],
+)
+def test_listen_addresses_parse(value: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["9100", "host", ":9100", "host:0", "host:70000", "host:x"])
+def test_bad_listen_addresses_are_refused(value: str) -> None:
+    with pytest.raises(ValueError):
+        parse_listen_address(value)
+
+
+def test_fleet_families_describe_each_node_and_executor() -> None:
+    node_id = uuid.uuid4()
+    status = FleetStatus(
+        executors=[
+            ExecutorStatus(uuid.uuid4(), 'org "one"', "host-a", "agent", True, 1.5, 2),
+            ExecutorStatus(uuid.uuid4(), 'org "one"', "host-b", "operator", False, None, 0),
+        ],
+        nodes=[
+            NodeStatus(
+                id=node_id,
+                organization='org "one"',
+                name="ltc",
+                executor="host-a",
+                chain="litecoin",
+                network="regtest",
+                phase=NodePhase.SYNCING,
+                stale=False,
+                last_observed_age_seconds=2.0,
+                processes=(
+                    ObservedProcess(
+                        role="node",
+                        status=ProcessStatus.SYNCING,
+                        height=10,
+                        disk_total_bytes=100,
+                        disk_available_bytes=40,
+                    ),
+                ),
+            ),
+            NodeStatus(
+                id=uuid.uuid4(),
+                organization='org "one"',
+                name="new",
+                executor="host-a",
+                chain="litecoin",
+                network="regtest",
+                phase=NodePhase.PROVISIONING,
+                stale=False,
+                last_observed_age_seconds=None,
+                processes=(),
+            ),
+        ],
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(status))
+    samples = [
+        s
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
+    ]
+
+    def values(name: str, **labels: str) -> list[float]:
+        return [
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    ltc = {"node_id": str(node_id)}
+    assert sorted(values("nodeplane_node_phase", **ltc)) == [0.0] * 8 + [1.0]
+    assert values("nodeplane_node_phase", phase="syncing", **ltc) == [1.0]
+    assert values("nodeplane_node_height", role="node", **ltc) == [10.0]
+    assert values("nodeplane_node_disk_used_bytes", **ltc) == [60.0]
+    assert values("nodeplane_node_disk_total_bytes", **ltc) == [100.0]
+    # Values the executor has not reported are absent, not zero.
+    assert values("nodeplane_node_peers", **ltc) == []
+    assert values("nodeplane_node_sync_progress", **ltc) == []
+    assert values("nodeplane_node_last_observed_age_seconds", node="new") == []
+    assert values("nodeplane_node_phase", node="new", phase="provisioning") == [1.0]
+    # Label values users chose survive the exposition's escaping.
+    assert values("nodeplane_executor_online", organization='org "one"', executor="host-a") == [1]
+    assert values("nodeplane_executor_online", executor="host-b", kind="operator") == [0.0]
+    assert values("nodeplane_executor_last_sync_age_seconds", executor="host-b") == []
+    assert values("nodeplane_executor_nodes", executor="host-a") == [2.0]
