@@ -24,8 +24,9 @@ from sqlalchemy import select
 
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.services import executors as executor_service
+from nodeplane.controlplane.services import nodes as node_service
 from nodeplane.controlplane.store.database import Database
-from nodeplane.controlplane.store.models import Executor, Node
+from nodeplane.controlplane.store.models import Executor
 from nodeplane.controlplane.web.pages import node_row
 
 log = structlog.get_logger(__name__)
@@ -107,18 +108,10 @@ async def rows_by_id(
     db: Database, settings: Settings, organization_id: UUID, node_ids: Iterable[UUID]
 ) -> list[dict[str, Any]]:
     """The organization's nodes among `node_ids`, each as the nodes page's row."""
-    wanted = sorted(node_ids)
-    nodes: list[Node] = []
     async with db.read() as session:
-        for start in range(0, len(wanted), READ_BATCH):
-            nodes += (
-                await session.scalars(
-                    select(Node).where(
-                        Node.organization_id == organization_id,
-                        Node.id.in_(wanted[start : start + READ_BATCH]),
-                    )
-                )
-            ).all()
+        nodes = await node_service.node_listings(
+            session, organization_id, node_ids, batch=READ_BATCH
+        )
         executor_ids = list({n.executor_id for n in nodes})
         executors = (
             {
