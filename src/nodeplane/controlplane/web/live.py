@@ -6,8 +6,10 @@ touched (UnitOfWork.nodes_changed, delivered across replicas by the ChangeNotifi
 process collects them per organization and, at most once per FLUSH_SECONDS, reads only those
 rows (built as the nodes page builds its own), encodes each once and sends every open page the
 rows that match its filter. Only the page knows which rows it shows, so it decides when to take
-itself afresh: a row it does not show (a node entered its filter), or a `membership` event
-naming a node it shows (deleted, or left its filter).
+itself afresh: a row it does not show while it shows its whole list (a node entered its
+filter; on one page of a longer list, such a row is another page's and is ignored), or a
+`membership` event naming a node it shows (deleted, or left its filter). Every page of a list
+gets the rows of the whole list: which page is open is not the stream's concern.
 """
 
 import asyncio
