@@ -4,7 +4,8 @@ A server on a fresh database gets 100 executors x 10 nodes (provisioned straight
 database, then one sync each through the real protocol so every row has an observed phase and
 height). Then, with nothing else loading the server:
 
-- page: GET /nodes with the admin's session cookie over one kept connection, timed;
+- page: GET /nodes (its first page, at the default page size and at the largest) with the
+  admin's session cookie over one kept connection, timed;
 - live updates: the fleet syncs every 5 s (from a process of its own), a few percent of its
   observations changing each time as a synced fleet's heights do, and the server's CPU share is
   read from /proc over alternating windows without open pages and with 50 open nodes streams
@@ -38,6 +39,7 @@ from bench.loadgen.target import Target, target
 from bench.report import machine_facts
 from nodeplane.controlplane.api.context import SESSION_COOKIE
 from nodeplane.controlplane.web.live import FLUSH_SECONDS
+from nodeplane.controlplane.web.pages import DEFAULT_PAGE_SIZE, PAGE_SIZES
 from nodeplane.protocol import NodeObservation, ObservedNodeState, ObservedProcess, ProcessStatus
 
 EXECUTORS = 100
@@ -54,6 +56,8 @@ SYNC_CONCURRENCY = 20
 # Fleet processes are spawned (not forked) so none inherits this process's threads or loops.
 _CTX = multiprocessing.get_context("spawn")
 ROW_ID = re.compile(rb'<tr data-node-id="([0-9a-f-]{36})"')
+# The page's "Rows a-b of N": N is every node, whatever the page shows.
+TOTAL = re.compile(rb'data-total="(\d+)"')
 
 
 @dataclass(frozen=True)
@@ -132,32 +136,35 @@ def browser_headers(t: Target) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PageLoads:
-    """GET /nodes, timed: seconds per request, the server's CPU seconds per request, and the
-    rows and bytes of the last page."""
+    """GET of a nodes page, timed: seconds per request, the server's CPU seconds per request,
+    and the rows, the total the page names and the bytes of the last answer."""
 
     seconds: list[float]
     cpu_per_request: float
     rows: int
+    total: int
     size: int
 
 
-def page_latency(t: Target, requests: int) -> PageLoads:
-    """`requests` loads of GET /nodes, one after another over one kept connection."""
+def page_latency(t: Target, requests: int, path: str = "/nodes") -> PageLoads:
+    """`requests` loads of `path`, one after another over one kept connection."""
     samples: list[float] = []
-    rows = size = 0
+    rows = total = size = 0
     cpu0 = 0.0
     with httpx.Client(base_url=t.server.url, cookies={SESSION_COOKIE: t.token}, timeout=30) as http:
         for i in range(requests + 3):
             if i == 3:
                 cpu0 = t.cpu_seconds()
             started = time.perf_counter()
-            response = http.get("/nodes")
+            response = http.get(path)
             elapsed = time.perf_counter() - started
             response.raise_for_status()
             if i >= 3:  # the first loads warm caches and the pool
                 samples.append(elapsed)
             rows, size = len(ROW_ID.findall(response.content)), len(response.content)
-    return PageLoads(samples, (t.cpu_seconds() - cpu0) / requests, rows, size)
+            found = TOTAL.search(response.content)
+            total = int(found.group(1)) if found else 0
+    return PageLoads(samples, (t.cpu_seconds() - cpu0) / requests, rows, total, size)
 
 
 class _ChangingExecutor(_RichExecutor):
@@ -377,25 +384,35 @@ def live_cost(t: Target, pages: int, window: float, rounds: int, change_share: f
 def measure(t: Target, sizes: UiSizes, log: Callable[[str], None] = print) -> list[Row]:
     """Both UI goals on a populated target; the rows."""
     nodes = populate(t)
-    loads = page_latency(t, sizes.page_requests)
-    p50, p99 = percentile(loads.seconds, 50), percentile(loads.seconds, 99)
-    cpu_ms = loads.cpu_per_request * 1000
-    log(
-        f"{t.label}: GET /nodes p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms, "
-        f"{cpu_ms:.0f} CPU ms each, {loads.rows} rows"
-    )
-    out = [
-        Row(
-            "UI page",
-            t.label,
-            f"GET /nodes, {nodes} nodes ({loads.rows} rows, {loads.size / 1024:.0f} KB), kept "
-            f"connection, {len(loads.seconds)} requests",
-            "p99 < 200 ms",
-            f"p50 {p50 * 1000:.0f} ms / p99 {p99 * 1000:.0f} ms (server CPU {cpu_ms:.0f} ms "
-            "per page)",
-            p99 < PAGE_GOAL and loads.rows == nodes,
+    out: list[Row] = []
+    largest = max(PAGE_SIZES)
+    for per_page, path in ((DEFAULT_PAGE_SIZE, "/nodes"), (largest, f"/nodes?per_page={largest}")):
+        loads = page_latency(t, sizes.page_requests, path)
+        p50, p99 = percentile(loads.seconds, 50), percentile(loads.seconds, 99)
+        cpu_ms = loads.cpu_per_request * 1000
+        log(
+            f"{t.label}: GET {path} p50 {p50 * 1000:.0f} ms p99 {p99 * 1000:.0f} ms, "
+            f"{cpu_ms:.0f} CPU ms each, {loads.rows} rows of {loads.total}"
         )
-    ]
+        whole = loads.rows == min(per_page, nodes) and loads.total == nodes
+        default = per_page == DEFAULT_PAGE_SIZE
+        out.append(
+            Row(
+                "UI page" if default else "UI page (largest)",
+                t.label,
+                f"GET {path}, {nodes} nodes: the first page at the "
+                f"{'default' if default else 'largest'} page size ({loads.rows} rows of "
+                f"{loads.total}, {loads.size / 1024:.0f} KB), kept connection, "
+                f"{len(loads.seconds)} requests",
+                "nodes page with 1,000 nodes answers in < 200 ms (p99)"
+                if default
+                else "none (the largest page size, for reference)",
+                f"p50 {p50 * 1000:.0f} ms / p99 {p99 * 1000:.0f} ms (server CPU {cpu_ms:.0f} ms "
+                "per page)",
+                # The reference row is met or not only in what it shows: every row it asked for.
+                (p99 < PAGE_GOAL and whole) if default else (None if whole else False),
+            )
+        )
     cost = live_cost(t, PAGES, sizes.window, sizes.rounds, CHANGE_SHARE)
     streams, fleet = cost.streams, cost.fleet
     problems = {**streams.errors, **{f"sync {k}": v for k, v in fleet.errors.items()}}
@@ -435,9 +452,12 @@ UI_NOTE = """\
 ## UI: the nodes page and its live updates (issue 8)
 
 Produced by `./dev bench --only ui` (bench/ui.py): one server per backend with 100 executors x 10
-nodes, each node observed once through the real protocol (phase, height, peers, disk). The page row
-times GET /nodes with an admin's session cookie over one kept connection (after 3 warm-up loads),
-with the server's CPU time per page beside it (steadier on a busy machine). The live row keeps the
+nodes, each node observed once through the real protocol (phase, height, peers, disk). The page rows
+time GET /nodes with an admin's session cookie over one kept connection (after 3 warm-up loads),
+with the server's CPU time per page beside it (steadier on a busy machine): the page shows one page
+of the list, its first at the default size (100 rows, the goal's row) and at the largest (500 rows,
+for reference); until pages, it showed all 1,000 rows (~185-200 CPU ms per page, p99 ~320-350 ms on
+this machine) and cut the list silently past 1,000. The live row keeps the
 fleet syncing every 5 s from a process of its own, 3 % of its observations reporting a new height
 each time (the rest repeat, which the server stores as a report time only), and reads the server's
 CPU share over pairs of adjacent windows: one without open pages, one with 50 open nodes streams

@@ -27,13 +27,14 @@ ODD = {
     "repeated": "a&{name}=b",
 }
 PAGES = {
-    "/nodes": ["q", "chain", "phase", "executor", "sort", "dir"],
+    "/nodes": ["q", "chain", "phase", "executor", "sort", "dir", "page", "per_page"],
     "/events": ["level", "type", "node", "after"],
 }
 LABELS = {
     "q": "search",
     "dir": "direction",
     "after": "page cursor",
+    "per_page": "rows per page",
 }
 FORM = {"/nodes": 'action="/nodes"', "/events": 'action="/events"'}
 OTHER_PAGES = ["/nodes/new", "/executors", "/keys"]

@@ -1,11 +1,14 @@
 """Nodes: deploy, update, lifecycle actions, delete, and reads scoped to the caller."""
 
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import ValidationError
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
@@ -52,10 +55,14 @@ def observed_of(node: Node) -> ObservedNodeState | None:
     An observation stored before today's rules that no longer passes them reads as none: the
     executor's next heartbeat replaces it, and until then it cannot break every read of the node.
     """
-    if node.observed is None:
+    return _observation(node.observed)
+
+
+def _observation(raw: dict[str, Any] | None) -> ObservedNodeState | None:
+    if raw is None:
         return None
     try:
-        return ObservedNodeState.model_validate(node.observed)
+        return ObservedNodeState.model_validate(raw)
     except ValidationError:
         return None
 
@@ -203,6 +210,18 @@ def _decode_cursor(after: str) -> tuple[str, UUID] | None:
         return None
 
 
+def _filtered(p: Principal, flt: NodeFilter) -> Select[Any]:
+    """The caller's nodes through `flt`'s stored-column filters (not the derived phase)."""
+    query: Select[Any] = scoped_nodes(p)
+    if flt.name:
+        query = query.where(Node.name.contains(flt.name, autoescape=True))
+    if flt.chain:
+        query = query.where(Node.chain == flt.chain)
+    if flt.executor_id is not None:
+        query = query.where(Node.executor_id == flt.executor_id)
+    return query
+
+
 async def list_nodes(
     session: AsyncSession,
     principal: Principal | None,
@@ -217,13 +236,7 @@ async def list_nodes(
     if p.organization_id is None:
         return NodePage([], None, False)
     first = max(1, min(first, MAX_PAGE))
-    query = scoped_nodes(p)
-    if flt.name:
-        query = query.where(Node.name.contains(flt.name, autoescape=True))
-    if flt.chain:
-        query = query.where(Node.chain == flt.chain)
-    if flt.executor_id is not None:
-        query = query.where(Node.executor_id == flt.executor_id)
+    query = _filtered(p, flt)
     if after:
         cursor = _decode_cursor(after)
         if cursor is None:
@@ -246,6 +259,168 @@ async def list_nodes(
     items = items[:first]
     end = f"{items[-1].name}/{items[-1].id}" if items else None
     return NodePage(items, end, has_next)
+
+
+# ---- listings: the columns a list of nodes shows, a numbered page at a time ----------------
+
+NodeSort = Literal["name", "chain", "phase", "executor", "updated"]
+NODE_SORTS: tuple[NodeSort, ...] = ("name", "chain", "phase", "executor", "updated")
+# The most rows one listing page holds (the UI offers pages up to this size).
+MAX_LISTING_PAGE = 500
+
+
+@dataclass(frozen=True)
+class NodeListing:
+    """What a list of nodes shows of one node: its columns without the spec, of which only the
+    desired state (read out of the JSON by the database) is needed."""
+
+    id: UUID
+    executor_id: UUID
+    name: str
+    chain: str
+    network: str
+    desired_state: DesiredState
+    revision: int
+    observed: dict[str, Any] | None
+    observed_at: datetime | None
+    deleted_at: datetime | None
+    updated_at: datetime
+
+    def observation(self) -> ObservedNodeState | None:
+        """The latest observation as a model (None if it no longer passes the rules)."""
+        return _observation(self.observed)
+
+    def phase(self, observation: ObservedNodeState | None) -> NodePhase:
+        """The derived phase, given `observation()` (validated once by the caller)."""
+        return derive_node_phase(
+            desired_state=self.desired_state,
+            revision=self.revision,
+            deleted=self.deleted_at is not None,
+            observed=observation,
+        )
+
+
+@dataclass(frozen=True)
+class NodeListingPage:
+    """One numbered page of listings, the number of nodes through the filter, and the page
+    actually shown (a page past the last is the last)."""
+
+    items: list[NodeListing]
+    total: int
+    page: int
+    per_page: int
+
+
+_LISTING_COLUMNS = (
+    Node.id,
+    Node.executor_id,
+    Node.name,
+    Node.chain,
+    Node.network,
+    Node.spec["desiredState"].as_string(),
+    Node.revision,
+    Node.observed,
+    Node.observed_at,
+    Node.deleted_at,
+    Node.updated_at,
+)
+_PHASE_ORDER = {phase: i for i, phase in enumerate(NodePhase)}
+
+
+def _listing(row: Sequence[Any]) -> NodeListing:
+    (node_id, executor_id, name, chain, network, desired, *rest) = row
+    revision, observed, observed_at, deleted_at, updated_at = rest
+    return NodeListing(
+        node_id,
+        executor_id,
+        name,
+        chain,
+        network,
+        DesiredState(desired) if desired is not None else DesiredState.RUNNING,
+        revision,
+        observed,
+        observed_at,
+        deleted_at,
+        updated_at,
+    )
+
+
+def _listing_order(sort: NodeSort, descending: bool) -> list[Any]:
+    """The columns `sort` orders by, the node's name and id breaking ties so that pages never
+    overlap; the phase is derived, so it is sorted afterwards, stably, from this order."""
+    keys: dict[NodeSort, list[Any]] = {
+        "name": [],
+        "chain": [Node.chain, Node.network],
+        "phase": [],
+        "executor": [Executor.name],
+        "updated": [Node.updated_at],
+    }
+    columns = [*keys[sort], Node.name, Node.id]
+    return [c.desc() for c in columns] if descending else columns
+
+
+async def list_node_listings(
+    session: AsyncSession,
+    principal: Principal | None,
+    flt: NodeFilter,
+    *,
+    sort: NodeSort = "name",
+    descending: bool = False,
+    page: int = 1,
+    per_page: int = 100,
+) -> NodeListingPage:
+    """Page `page` (1-based; past the last, the last) of `per_page` nodes the caller may see
+    through `flt`, ordered by `sort` then name and id (every key reversed when `descending`),
+    and how many nodes there are through `flt`: a count and one read of the page's rows, or,
+    when the derived phase filters or sorts, one read of every node through the other filters."""
+    p = require_principal(principal)
+    check_filter_text(("filter.name", flt.name), ("filter.chain", flt.chain))
+    per_page = max(1, min(per_page, MAX_LISTING_PAGE))
+    if p.organization_id is None:
+        return NodeListingPage([], 0, 1, per_page)
+    query = _filtered(p, flt)
+    listing = query.with_only_columns(*_LISTING_COLUMNS).order_by(*_listing_order(sort, descending))
+    if sort == "executor":
+        listing = listing.join(Executor, Executor.id == Node.executor_id)
+
+    if flt.phase is None and sort != "phase":
+        total = await session.scalar(query.with_only_columns(func.count(Node.id))) or 0
+        page = _clamp(page, total, per_page)
+        rows = await session.execute(listing.offset((page - 1) * per_page).limit(per_page))
+        return NodeListingPage([_listing(r) for r in rows], total, page, per_page)
+
+    listed = [_listing(r) for r in await session.execute(listing)]
+    phases = {n.id: n.phase(n.observation()) for n in listed}
+    if flt.phase is not None:
+        listed = [n for n in listed if phases[n.id] == flt.phase]
+    if sort == "phase":
+        # Stable: ties keep the database's name order (reversed with the phases when descending).
+        listed.sort(key=lambda n: _PHASE_ORDER[phases[n.id]], reverse=descending)
+    page = _clamp(page, len(listed), per_page)
+    start = (page - 1) * per_page
+    return NodeListingPage(listed[start : start + per_page], len(listed), page, per_page)
+
+
+def _clamp(page: int, total: int, per_page: int) -> int:
+    return max(1, min(page, math.ceil(total / per_page)))
+
+
+async def node_listings(
+    session: AsyncSession, organization_id: UUID, node_ids: Iterable[UUID], batch: int = 500
+) -> list[NodeListing]:
+    """The organization's nodes among `node_ids` (for pushing changed rows to open lists; the
+    caller has already scoped the organization to its reader)."""
+    wanted = sorted(node_ids)
+    listed: list[NodeListing] = []
+    for start in range(0, len(wanted), batch):
+        rows = await session.execute(
+            select(*_LISTING_COLUMNS).where(
+                Node.organization_id == organization_id,
+                Node.id.in_(wanted[start : start + batch]),
+            )
+        )
+        listed += [_listing(r) for r in rows]
+    return listed
 
 
 async def list_revisions(

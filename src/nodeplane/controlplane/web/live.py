@@ -6,8 +6,10 @@ touched (UnitOfWork.nodes_changed, delivered across replicas by the ChangeNotifi
 process collects them per organization and, at most once per FLUSH_SECONDS, reads only those
 rows (built as the nodes page builds its own), encodes each once and sends every open page the
 rows that match its filter. Only the page knows which rows it shows, so it decides when to take
-itself afresh: a row it does not show (a node entered its filter), or a `membership` event
-naming a node it shows (deleted, or left its filter).
+itself afresh: a row it does not show while it shows its whole list (a node entered its
+filter; on one page of a longer list, such a row is another page's and is ignored), or a
+`membership` event naming a node it shows (deleted, or left its filter). Every page of a list
+gets the rows of the whole list: which page is open is not the stream's concern.
 """
 
 import asyncio
@@ -24,8 +26,9 @@ from sqlalchemy import select
 
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.services import executors as executor_service
+from nodeplane.controlplane.services import nodes as node_service
 from nodeplane.controlplane.store.database import Database
-from nodeplane.controlplane.store.models import Executor, Node
+from nodeplane.controlplane.store.models import Executor
 from nodeplane.controlplane.web.pages import node_row
 
 log = structlog.get_logger(__name__)
@@ -107,18 +110,10 @@ async def rows_by_id(
     db: Database, settings: Settings, organization_id: UUID, node_ids: Iterable[UUID]
 ) -> list[dict[str, Any]]:
     """The organization's nodes among `node_ids`, each as the nodes page's row."""
-    wanted = sorted(node_ids)
-    nodes: list[Node] = []
     async with db.read() as session:
-        for start in range(0, len(wanted), READ_BATCH):
-            nodes += (
-                await session.scalars(
-                    select(Node).where(
-                        Node.organization_id == organization_id,
-                        Node.id.in_(wanted[start : start + READ_BATCH]),
-                    )
-                )
-            ).all()
+        nodes = await node_service.node_listings(
+            session, organization_id, node_ids, batch=READ_BATCH
+        )
         executor_ids = list({n.executor_id for n in nodes})
         executors = (
             {

@@ -1,9 +1,11 @@
 """The UI's pages: each handler queries the GraphQL API in-process and renders a template; the
-nodes page alone reads its rows and executors from the service layer the API's resolvers call
-(node_rows, executor_choices), in the API's shape: through the GraphQL executor a page of 1,000
-nodes cost ~0.6 s of CPU, three quarters of it resolving ~20,000 fields one by one."""
+nodes page alone reads its rows and executors from the service layer (node_rows,
+executor_choices), in the API's shape: through the GraphQL executor a page of 1,000 nodes cost
+~0.6 s of CPU, three quarters of it resolving ~20,000 fields one by one. Its rows come a numbered
+page at a time (PAGE_SIZES), in the columns the page shows only."""
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -20,15 +22,17 @@ from nodeplane.controlplane.services import executors as executor_service
 from nodeplane.controlplane.services import nodes as node_service
 from nodeplane.controlplane.store import models
 from nodeplane.controlplane.store.database import Database
-from nodeplane.controlplane.web.params import read_params
+from nodeplane.controlplane.web.params import page_number, page_size, read_params
 from nodeplane.controlplane.web.session import PageQuery, current_user
 from nodeplane.controlplane.web.templating import templates
-from nodeplane.protocol import DesiredState, NodePhase, derive_node_phase
+from nodeplane.protocol import NodePhase
 
 PHASES = [p.value for p in NodePhase]
-# The nodes page shows at most this many rows (five of the API's pages of 200).
-MAX_NODE_ROWS = 1000
-SORT_KEYS = ("name", "chain", "phase", "executor", "updated")
+SORT_KEYS = node_service.NODE_SORTS
+# The nodes page's rows per page: a few fixed sizes, as fleet consoles offer, the largest the
+# service's bound. A 1,000-row page cost ~190 CPU ms on a slow machine; 100 rows about a tenth.
+PAGE_SIZES = (50, 100, 200, 500)
+DEFAULT_PAGE_SIZE = 100
 
 NODE_FIELDS = """id name chain network phase desiredState revision observedRevision pendingChange
 stale observed observedAt deletedAt updatedAt executorId executor { id name status }"""
@@ -96,35 +100,30 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def node_row(row: models.Node, executor: models.Executor | None, online: bool) -> dict[str, Any]:
-    """`row` in the shape the API returns for NODE_FIELDS (the templates and the sort read it),
-    derived as Node.from_row derives it but validating the observation once, not twice, and
-    without building the API object (together a fifth of a 1,000-node page's CPU)."""
-    observed = node_service.observed_of(row)
+def node_row(
+    listing: node_service.NodeListing, executor: models.Executor | None, online: bool
+) -> dict[str, Any]:
+    """`listing` in the shape the API returns for NODE_FIELDS (the templates and the live rows
+    read it), derived as Node.from_row derives it but validating the observation once, not
+    twice, and without building the API object (together a fifth of a 1,000-node page's CPU)."""
+    observed = listing.observation()
     observed_revision = observed.revision if observed else None
-    desired = DesiredState(row.spec.get("desiredState", DesiredState.RUNNING))
-    phase = derive_node_phase(
-        desired_state=desired,
-        revision=row.revision,
-        deleted=row.deleted_at is not None,
-        observed=observed,
-    )
     return {
-        "id": str(row.id),
-        "name": row.name,
-        "chain": row.chain,
-        "network": row.network,
-        "phase": phase.name,
-        "desiredState": desired.name,
-        "revision": row.revision,
+        "id": str(listing.id),
+        "name": listing.name,
+        "chain": listing.chain,
+        "network": listing.network,
+        "phase": listing.phase(observed).name,
+        "desiredState": listing.desired_state.name,
+        "revision": listing.revision,
         "observedRevision": observed_revision,
-        "pendingChange": observed_revision is None or observed_revision < row.revision,
+        "pendingChange": observed_revision is None or observed_revision < listing.revision,
         "stale": not online,
-        "observed": row.observed,
-        "observedAt": _iso(row.observed_at),
-        "deletedAt": _iso(row.deleted_at),
-        "updatedAt": _iso(row.updated_at),
-        "executorId": str(row.executor_id),
+        "observed": listing.observed,
+        "observedAt": _iso(listing.observed_at),
+        "deletedAt": _iso(listing.deleted_at),
+        "updatedAt": _iso(listing.updated_at),
+        "executorId": str(listing.executor_id),
         "executor": (
             {
                 "id": str(executor.id),
@@ -155,39 +154,56 @@ async def executor_choices(db: Database, principal: Principal) -> list[dict[str,
     return [{"id": str(e.id), "name": e.name, "capabilities": e.capabilities} for e in rows]
 
 
+@dataclass(frozen=True)
+class NodeRows:
+    """One page of the nodes page's rows, how many nodes match, and which page it is."""
+
+    items: list[dict[str, Any]]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def first(self) -> int:
+        """The 1-based number of the page's first row (0 when there is none)."""
+        return (self.page - 1) * self.per_page + 1 if self.items else 0
+
+    @property
+    def last(self) -> int:
+        return (self.page - 1) * self.per_page + len(self.items)
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
 async def node_rows(
     db: Database,
     settings: Settings,
     principal: Principal,
     flt: node_service.NodeFilter,
-    limit: int = MAX_NODE_ROWS,
-) -> list[dict[str, Any]]:
-    """The first `limit` nodes `principal` may see through `flt`, by name, each as the API's
-    `nodes { items { NODE_FIELDS } }` returns it, from the service calls its resolvers make, in
-    one read session."""
-    rows: list[models.Node] = []
+    *,
+    sort: node_service.NodeSort = "name",
+    descending: bool = False,
+    page: int = 1,
+    per_page: int = DEFAULT_PAGE_SIZE,
+) -> NodeRows:
+    """Page `page` of the nodes `principal` may see through `flt`, each row as the API's
+    `nodes { items { NODE_FIELDS } }` returns it, in one read session."""
     async with db.read() as session:
-        after = None
-        while len(rows) < limit:
-            page = await node_service.list_nodes(
-                session,
-                principal,
-                flt,
-                first=min(node_service.MAX_PAGE, limit - len(rows)),
-                after=after,
-            )
-            rows += page.items
-            if not page.has_next_page:
-                break
-            after = page.end_cursor
+        listed = await node_service.list_node_listings(
+            session, principal, flt, sort=sort, descending=descending, page=page, per_page=per_page
+        )
         executors = await executor_service.get_executors(
-            session, principal, list({r.executor_id for r in rows})
+            session, principal, list({n.executor_id for n in listed.items})
         )
     timeout = settings.heartbeat_timeout
     online = {e.id: executor_service.is_online(e, timeout) for e in executors.values()}
-    return [
-        node_row(r, executors.get(r.executor_id), online.get(r.executor_id, False)) for r in rows
+    items = [
+        node_row(n, executors.get(n.executor_id), online.get(n.executor_id, False))
+        for n in listed.items
     ]
+    return NodeRows(items, listed.total, listed.page, listed.per_page)
 
 
 class Pages:
@@ -241,14 +257,18 @@ class Pages:
 
     async def nodes(self, request: Request, query: PageQuery, principal: Principal) -> Response:
         params, problems = read_params(
-            request.query_params, ("q", "chain", "phase", "executor", "sort", "dir")
+            request.query_params,
+            ("q", "chain", "phase", "executor", "sort", "dir", "page", "per_page"),
         )
         search = params["q"]
         chain = params["chain"] or None
         phase = params["phase"] if params["phase"] in PHASES else None
         executor_id = uuid_or_none(params["executor"])
-        sort = params["sort"] if params["sort"] in SORT_KEYS else "name"
+        sort: node_service.NodeSort = next((k for k in SORT_KEYS if k == params["sort"]), "name")
         descending = params["dir"] == "desc"
+        page, page_problem = page_number(params["page"])
+        per_page, size_problem = page_size(params["per_page"], PAGE_SIZES, DEFAULT_PAGE_SIZE)
+        problems += [p for p in (page_problem, size_problem) if p]
         flt = {
             "name": search or None,
             "chain": chain,
@@ -258,10 +278,10 @@ class Pages:
         # Bad filters get the page back with the message and the form, and no rows.
         error = "; ".join(problems) or None
         status = 400 if problems else 200
-        items: list[dict[str, Any]] = []
+        rows = NodeRows([], 0, 1, per_page)
         if error is None:
             try:
-                items = await node_rows(
+                rows = await node_rows(
                     self.db,
                     self.settings,
                     principal,
@@ -271,19 +291,17 @@ class Pages:
                         phase=NodePhase(phase) if phase else None,
                         executor_id=UUID(executor_id) if executor_id else None,
                     ),
+                    sort=sort,
+                    descending=descending,
+                    page=page,
+                    per_page=per_page,
                 )
             except DomainError as exc:
                 error, status = exc.message, status_for(exc)
-        sort_key: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "name": lambda n: n["name"],
-            "chain": lambda n: (n["chain"], n["network"], n["name"]),
-            "phase": lambda n: (PHASES.index(n["phase"].lower()), n["name"]),
-            "executor": lambda n: ((n["executor"] or {}).get("name", ""), n["name"]),
-            "updated": lambda n: n["updatedAt"],
-        }
-        items.sort(key=sort_key[sort], reverse=descending)
         executors = await executor_choices(self.db, principal)
         executor_names = {e["id"]: e["name"] for e in executors}
+        # What the page shows besides its page number: every link keeps it; the page number is
+        # kept only by the links that move between pages (a new filter or sort starts at 1).
         current = {
             k: v
             for k, v in {
@@ -293,6 +311,7 @@ class Pages:
                 "executor": executor_id or "",
                 "sort": sort if sort != "name" else "",
                 "dir": "desc" if descending else "",
+                "per_page": str(per_page) if per_page != DEFAULT_PAGE_SIZE else "",
             }.items()
             if v
         }
@@ -305,6 +324,9 @@ class Pages:
         def sort_url(key: str) -> str:
             flip = "desc" if sort == key and not descending else None
             return url_with(sort=key if key != "name" else None, dir=flip)
+
+        def page_url(number: int) -> str:
+            return url_with(page=str(number) if number > 1 else None)
 
         chips = []
         if chain:
@@ -319,7 +341,15 @@ class Pages:
             "nodes.html",
             principal,
             status_code=status,
-            nodes=[_attributes(n) for n in items],
+            nodes=[_attributes(n) for n in rows.items],
+            rows=rows,
+            previous_url=page_url(rows.page - 1) if rows.page > 1 else None,
+            next_url=page_url(rows.page + 1) if rows.page < rows.pages else None,
+            default_page_size=DEFAULT_PAGE_SIZE,
+            page_sizes=[
+                (size, url_with(per_page=str(size) if size != DEFAULT_PAGE_SIZE else None))
+                for size in PAGE_SIZES
+            ],
             search=search,
             chain=chain,
             phase=phase,

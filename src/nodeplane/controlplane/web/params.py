@@ -22,6 +22,8 @@ LABELS = {
     "type": "type",
     "node": "node",
     "after": "page cursor",
+    "page": "page",
+    "per_page": "rows per page",
 }
 
 
@@ -47,3 +49,23 @@ def read_params(
             value = ""
         values[name] = value
     return values, problems
+
+
+def page_number(value: str) -> tuple[int, str | None]:
+    """A 1-based page number from `value` ('' is 1), and what was wrong with it, if anything
+    (a page past the last is not wrong: the page shows the last)."""
+    if not value:
+        return 1, None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        return 1, f"{LABELS['page']}: must be a whole number from 1"
+    return int(value), None
+
+
+def page_size(value: str, allowed: tuple[int, ...], default: int) -> tuple[int, str | None]:
+    """A page size among `allowed` from `value` ('' is `default`), and what was wrong with it."""
+    if not value:
+        return default, None
+    for size in allowed:
+        if value == str(size):
+            return size, None
+    return default, f"{LABELS['per_page']}: must be one of {', '.join(map(str, allowed))}"

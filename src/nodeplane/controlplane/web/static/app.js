@@ -259,9 +259,6 @@ const NODE_FIELDS = `id name phase desiredState revision observedRevision pendin
 // The API's largest page of nodes.
 const POLL_FIRST = 200;
 
-// Rows the nodes page shows at most (pages.py MAX_NODE_ROWS): past it, a changed node the page
-// does not show is one beyond its end, not one that entered its filter.
-const MAX_NODE_ROWS = 1000;
 // Failed connection attempts in a row after which the page stops waiting for its stream and
 // polls instead, as it does where EventSource does not exist.
 const STREAM_FAILURES = 5;
@@ -286,14 +283,26 @@ function initNodesPage() {
   const takeOwnPage = async () => {
     const fresh = await fetchOwnPage();
     const body = $("#nodes-table tbody", fresh);
-    if (body && !$(".menu-list:not([hidden])", table)) $("tbody", table).replaceWith(body);
+    if (body && !$(".menu-list:not([hidden])", table)) {
+      $("tbody", table).replaceWith(body);
+      const pager = $("#nodes-pager", fresh);
+      if (pager && $("#nodes-pager")) $("#nodes-pager").replaceWith(pager);
+    }
+  };
+  // The page shows one page of its list (pages.py PAGE_SIZES): only when that page is the whole
+  // list does a node the page lacks mean one that entered its filters, and does the API's first
+  // answer hold the same nodes as the page.
+  const wholeList = () => {
+    const pager = $("#nodes-pager");
+    return !!pager && Number(pager.dataset.total) <= Number(pager.dataset.perPage);
   };
   const rowOf = (id) => $(`tr${byAttr("data-node-id", id)}`, table);
   const pollRows = async () => {
     const rows = $$("tbody tr[data-node-id]", table);
-    // The page shows up to 1,000 rows, one answer of the API at most POLL_FIRST: a longer page
-    // would never match the answer and be taken whole anyway, so take it without asking first.
-    if (rows.length > POLL_FIRST) return takeOwnPage();
+    // One page of a longer list, or one of more rows than one answer of the API (POLL_FIRST),
+    // would never match the answer and be taken whole anyway: take it without asking first
+    // (a page is at most 500 rows, so this costs the server one bounded page per poll).
+    if (!wholeList() || rows.length > POLL_FIRST) return takeOwnPage();
     const data = await gql(`query($f: NodeFilter) { nodes(filter: $f, first: ${POLL_FIRST}) { items { ${NODE_FIELDS} } } }`, { f: filter });
     const items = data.nodes.items;
     const shown = new Set(rows.map((r) => r.dataset.nodeId));
@@ -312,8 +321,9 @@ function initNodesPage() {
 
   // Pushed rows (/nodes/stream, web/live.py): the server sends the rows of changed nodes that
   // match this page's filters, and names changed nodes that do not (`membership`). Only this
-  // page knows what it shows, so it takes itself afresh when a row it lacks arrives or one it
-  // shows is named: rare, unlike the 2 s re-fetch of every row that polling needs.
+  // page knows what it shows, so it takes itself afresh when one it shows is named, or, when it
+  // shows its whole list, a row it lacks arrives: rare, unlike the 2 s re-fetch of every row
+  // that polling needs.
   let source = null;
   let failures = 0;
   let opened = false;
@@ -354,7 +364,8 @@ function initNodesPage() {
         if (row) updateNodeRow(row, n);
         else lacking = true;
       }
-      if (lacking && $$("tbody tr[data-node-id]", table).length < MAX_NODE_ROWS) refetch();
+      // A row of another page of the list is not this page's: it is ignored.
+      if (lacking && wholeList()) refetch();
     });
     source.addEventListener("membership", (e) => {
       const data = JSON.parse(e.data);
