@@ -5,6 +5,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from nodeplane.controlplane.store.notify import (
     NODES_CHANNEL,
@@ -46,6 +49,10 @@ IDLE_PING_SECONDS = 2.0
 # How often the times executors were heard from are written (store/seen_times.py): the most an
 # executor's lastSyncAt lags, and the most a crash of this process loses.
 SEEN_FLUSH_SECONDS = 1.0
+
+# The longest a session's close (its rollback) may take before its connection is dropped
+# instead: a server that stopped answering must not hold a pool slot, or a caller, for good.
+CLOSE_SECONDS = 5.0
 
 # How long a statement waits for SQLite's one write lock (held by another process) by default.
 SQLITE_BUSY_TIMEOUT_MS = 10000
@@ -113,6 +120,36 @@ def ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
     event.listen(engine.sync_engine, "checkout", checkout)
 
 
+# The pooled connections checked out while a session of `Database` is open, so that one its
+# session never came to hold can still be given back (see `_track_checkouts`).
+_checked_out: ContextVar[list[PoolProxiedConnection] | None] = ContextVar(
+    "nodeplane_checked_out", default=None
+)
+
+
+def _track_checkouts(engine: AsyncEngine) -> None:
+    """Note each connection checked out inside a session of `Database` (`_checked_out`).
+
+    A quick read's session switches its connection to autocommit right after the checkout,
+    inside SQLAlchemy's Connection constructor, and psycopg yields to the event loop there; a
+    cancellation landing on that yield leaves the connection checked out with nobody holding it
+    (the session never saw it). SQLAlchemy gives it back only when the garbage collector finds
+    it, and until then it is one connection fewer in the pool: a cancelled burst emptied it.
+    Registered after `ping_when_idle`, so a connection noted here has passed its checkout."""
+
+    def checkout(_dbapi_connection: Any, _record: Any, proxy: PoolProxiedConnection) -> None:
+        held = _checked_out.get()
+        if held is not None:
+            held.append(proxy)
+
+    event.listen(engine.sync_engine, "checkout", checkout)
+
+
+def _interrupted(error: BaseException) -> bool:
+    """True for a cancellation (or an interpreter exit) rather than an error of the work."""
+    return not isinstance(error, Exception)
+
+
 @dataclass
 class UnitOfWork:
     """One write transaction plus the executors whose spec polls must be woken after it commits,
@@ -170,6 +207,7 @@ class Database:
         )
         if self.dialect == "postgresql":
             ping_when_idle(self.engine, IDLE_PING_SECONDS)
+        _track_checkouts(self.engine)
         if self.dialect == "sqlite":
             event.listen(
                 self.engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms)
@@ -246,9 +284,38 @@ class Database:
                 log.warning("seen_times.flush_failed", error=str(error)[:200])
 
     @asynccontextmanager
+    async def _session(
+        self, sessions: async_sessionmaker[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        """A session whose connection goes back to the pool only in a known state.
+
+        A request is cancelled wherever it is when its time budget runs out: in a statement, a
+        commit or a checkout. A connection interrupted there serves no one else (its statement
+        may still run on the server, its answer still be on the wire, its transaction be half
+        done), so on a cancellation every connection the session checked out is invalidated:
+        closed, which rolls back on the server, and its pool slot returned. That sends nothing,
+        so it cannot hang on a server that does not answer; it is the only path that costs
+        anything, normal exits and ordinary errors close the session as before."""
+        checked_out: list[PoolProxiedConnection] = []
+        tracking = _checked_out.set(checked_out)
+        session = sessions()
+        try:
+            yield session
+        except BaseException as error:
+            if _interrupted(error):
+                await _discard(session, checked_out, error)
+            else:
+                await _close(session, checked_out)
+            raise
+        else:
+            await _close(session, checked_out)
+        finally:
+            _checked_out.reset(tracking)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A session for reads; nothing it does is committed."""
-        async with self._sessions() as session:
+        async with self._session(self._sessions) as session:
             yield session
 
     @asynccontextmanager
@@ -256,22 +323,25 @@ class Database:
         """A session for reads whose statements need no common snapshot (each sees what was
         committed when it ran): authentication, a spec poll. On PostgreSQL each statement
         runs by itself, which spares a transaction's BEGIN and ROLLBACK round trips."""
-        async with self._quick_sessions() as session:
+        async with self._session(self._quick_sessions) as session:
             yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[UnitOfWork]:
-        """A write transaction: committed on normal exit, rolled back on an exception."""
+        """A write transaction: committed on normal exit, rolled back on an exception (when
+        cancelled, by closing its connection: see `_session`)."""
         if self._write_lock is not None:
             await self._write_lock.acquire()
         try:
-            async with self._sessions() as session:
+            async with self._session(self._sessions) as session:
                 uow = UnitOfWork(session)
-                async with session.begin():
-                    yield uow
-                    if self.is_postgresql:
-                        await _notify(session, uow)
+                yield uow
+                if self.is_postgresql:
+                    await _notify(session, uow)
+                await session.commit()
         finally:
+            # Only once the session is closed or discarded: on SQLite its transaction has then
+            # ended, so the next writer does not wait out busy_timeout behind it.
             if self._write_lock is not None:
                 self._write_lock.release()
         if not self.is_postgresql:
@@ -280,3 +350,58 @@ class Database:
             for organization_id, node_ids in uow.changed_nodes.items():
                 if node_ids:
                     self.notifier.publish_nodes(organization_id, frozenset(node_ids))
+
+
+async def _close(session: AsyncSession, checked_out: list[PoolProxiedConnection]) -> None:
+    """Close `session`, rolling back what is open, in a task of its own as SQLAlchemy does. A
+    caller cancelled meanwhile does not wait for it (the rollback is one quick round trip,
+    cheaper to finish than to cancel); the close is bounded by CLOSE_SECONDS, past which it is
+    cancelled, and psycopg and SQLAlchemy then close the connection rather than pool it."""
+    closing = asyncio.create_task(_close_and_release(session, checked_out))
+    try:
+        await asyncio.shield(closing)
+    except asyncio.CancelledError:
+        closing.add_done_callback(_log_failed_close)
+        raise
+
+
+async def _close_and_release(
+    session: AsyncSession, checked_out: list[PoolProxiedConnection]
+) -> None:
+    try:
+        async with asyncio.timeout(CLOSE_SECONDS):
+            await session.close()
+    finally:
+        await _invalidate_strays(checked_out, None)
+
+
+def _log_failed_close(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("database.close_failed", error=repr(error)[:200])
+
+
+async def _discard(
+    session: AsyncSession, checked_out: list[PoolProxiedConnection], error: BaseException
+) -> None:
+    """Invalidate the connections `session` holds, and any it was checked out for without
+    coming to hold: each is closed and its pool slot returned, none is used again. Closing a
+    psycopg connection sends nothing and never yields to the event loop, so this neither
+    hangs nor is interrupted by a further cancellation."""
+    try:
+        await session.invalidate()
+    except Exception as failure:  # what the session held is then closed one by one below
+        log.warning("database.invalidate_failed", error=repr(failure)[:200])
+    await _invalidate_strays(checked_out, error)
+
+
+async def _invalidate_strays(
+    checked_out: list[PoolProxiedConnection], error: BaseException | None
+) -> None:
+    """Invalidate what is still checked out of `checked_out` once its session is closed: a
+    connection the session never came to hold (`_track_checkouts`)."""
+    for proxy in checked_out:
+        if proxy.is_valid:
+            try:
+                await greenlet_spawn(proxy.invalidate, error)
+            except Exception as failure:
+                log.warning("database.invalidate_failed", error=repr(failure)[:200])
