@@ -1,6 +1,9 @@
 """`nodeplane executors list` and `nodeplane keys create|list|revoke`."""
 
+from typing import Any
+
 from tests.cli.conftest import Cli
+from tests.support.calls import wait_until
 from tests.support.fleet import FakeExecutor, Org
 
 
@@ -41,9 +44,13 @@ def test_keys_create_use_list_revoke(cli: Cli, org: Org) -> None:
     as_key = cli("nodes", "list", "-o", "json", env={"NODEPLANE_TOKEN": secret})
     assert as_key.code == 0, as_key.stderr
 
-    keys = cli("keys", "list", "-o", "json").json()
-    [ci] = [k for k in keys if k["name"] == "ci"]
-    assert ci["enabled"] is True and ci["lastUsedAt"] is not None
+    def listed_as_used() -> dict[str, Any] | None:
+        [key] = [k for k in cli("keys", "list", "-o", "json").json() if k["name"] == "ci"]
+        return key if key["lastUsedAt"] is not None else None
+
+    # lastUsedAt is written within the server's flush interval (store/seen_times.py).
+    ci = wait_until(listed_as_used, timeout=5, what="lastUsedAt written")
+    assert ci["enabled"] is True
     assert secret not in cli("keys", "list").stdout
 
     revoked = cli("keys", "revoke", "ci", "-o", "json")

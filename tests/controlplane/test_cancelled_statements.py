@@ -200,8 +200,8 @@ async def _sqlite_cancelled_writes(url: str) -> dict[str, object]:
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="open: a write cancelled on SQLite leaves the database locked for the next writer "
+    strict=False,  # it depends on where the cancellation lands: some runs pass
+    reason="open: a write cancelled on SQLite can leave the database locked for the next writer "
     "(aiosqlite's thread keeps the cancelled transaction going); fails before and after the "
     "PostgreSQL fix",
 )
