@@ -89,14 +89,18 @@ class Target:
 
 @contextmanager
 def target(
-    backend: str, profile: Path | None = None, workdir: Path | None = None, workers: int = 1
+    backend: str,
+    profile: Path | None = None,
+    workdir: Path | None = None,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Target]:
     """A fresh server on an empty `backend` database, with the first admin signed in; its log
     (and SQLite file) in `workdir`, a new temporary directory by default; `workers` server
-    processes (PostgreSQL only)."""
+    processes (PostgreSQL only); `extra_env` added to the server's environment."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix=f"nodeplane-load-{backend}-"))
     url = f"sqlite:///{workdir / 'load.db'}" if backend == "sqlite" else create_pg_database()
-    env = {**SERVER_ENV, **({PROFILE_ENV: str(profile)} if profile else {})}
+    env = {**SERVER_ENV, **({PROFILE_ENV: str(profile)} if profile else {}), **(extra_env or {})}
     server = ServerProcess(
         database_url=url,
         workdir=workdir,
