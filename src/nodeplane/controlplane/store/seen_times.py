@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, Uuid, bindparam, column, or_, update, values
+from sqlalchemy import Table, bindparam, column, or_, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.expression import Values
+from sqlalchemy.sql.elements import BindParameter
 
 from nodeplane.controlplane.store.models import ApiKey, Executor, Node
 from nodeplane.controlplane.store.types import UTCDateTime
@@ -106,82 +106,72 @@ def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 async def write_times(session: AsyncSession, taken: PendingTimes) -> None:
     """Write `taken`, each row only if the time moves it forward and the row still belongs where
-    it did (the same live instance, the same executor). On PostgreSQL a few set-based UPDATEs
+    it did (the same live instance, the same executor)."""
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    await _move_times(
+        session,
+        _EXECUTORS,
+        ("id", "instance_id"),
+        ("last_sync_at", "instance_seen_at"),
+        [(eid, inst, at) for eid, (inst, at) in taken.executors.items()],
+        postgresql,
+    )
+    await _move_times(
+        session,
+        _NODES,
+        ("id", "executor_id"),
+        ("observed_at",),
+        [(nid, eid, at) for nid, (eid, at) in taken.nodes.items()],
+        postgresql,
+    )
+    await _move_times(
+        session,
+        _KEYS,
+        ("id",),
+        ("last_used_at",),
+        [(kid, at) for kid, at in taken.keys.items()],
+        postgresql,
+    )
+
+
+async def _move_times(
+    session: AsyncSession,
+    table: Table,
+    match: tuple[str, ...],
+    times: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    postgresql: bool,
+) -> None:
+    """UPDATE `table` SET each of `times` to a row's time, where the `match` columns equal the
+    row's leading values and the first of `times` is older. On PostgreSQL one UPDATE per chunk
     joined to a VALUES list; SQLite cannot name a VALUES list's columns, and its statements are
     in-process calls, so there one statement runs per row (executemany)."""
-    e, n, k = _EXECUTORS.c, _NODES.c, _KEYS.c
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    executors = [(eid, inst, at) for eid, (inst, at) in taken.executors.items()]
-    nodes = [(nid, eid, at) for nid, (eid, at) in taken.nodes.items()]
-    keys = [(kid, at) for kid, at in taken.keys.items()]
-    if not postgresql:
-        if executors:
-            await session.execute(
-                update(_EXECUTORS)
-                .where(
-                    e.id == bindparam("b_id"),
-                    e.instance_id == bindparam("b_other"),
-                    or_(e.last_sync_at.is_(None), e.last_sync_at < bindparam("b_at")),
-                )
-                .values(last_sync_at=bindparam("b_at"), instance_seen_at=bindparam("b_at")),
-                [{"b_id": i, "b_other": o, "b_at": at} for i, o, at in executors],
-            )
-        if nodes:
-            await session.execute(
-                update(_NODES)
-                .where(
-                    n.id == bindparam("b_id"),
-                    n.executor_id == bindparam("b_other"),
-                    or_(n.observed_at.is_(None), n.observed_at < bindparam("b_at")),
-                )
-                .values(observed_at=bindparam("b_at")),
-                [{"b_id": i, "b_other": o, "b_at": at} for i, o, at in nodes],
-            )
-        if keys:
-            await session.execute(
-                update(_KEYS)
-                .where(
-                    k.id == bindparam("b_id"),
-                    or_(k.last_used_at.is_(None), k.last_used_at < bindparam("b_at")),
-                )
-                .values(last_used_at=bindparam("b_at")),
-                [{"b_id": i, "b_at": at} for i, at in keys],
-            )
+    if not rows:
         return
-    for chunk in _chunks(executors):
-        v = _values(chunk, "instance")
+    c = table.c
+    moved = c[times[0]]
+    if not postgresql:
+        at: BindParameter[Any] = bindparam("b_at")
         await session.execute(
-            update(_EXECUTORS)
-            .where(
-                e.id == v.c.id,
-                e.instance_id == v.c.instance,
-                or_(e.last_sync_at.is_(None), e.last_sync_at < v.c.at),
-            )
-            .values(last_sync_at=v.c.at, instance_seen_at=v.c.at)
+            update(table)
+            .where(*(c[name] == bindparam(f"b_{name}") for name in match))
+            .where(or_(moved.is_(None), moved < at))
+            .values({name: at for name in times}),
+            [
+                {**{f"b_{name}": v for name, v in zip(match, row, strict=False)}, "b_at": row[-1]}
+                for row in rows
+            ],
         )
-    for chunk in _chunks(nodes):
-        v = _values(chunk, "executor")
+        return
+    for chunk in _chunks(rows):
+        v = values(
+            *(column(name, c[name].type) for name in match),
+            column("at", UTCDateTime),
+            name="seen",
+        ).data(list(chunk))
         await session.execute(
-            update(_NODES)
-            .where(
-                n.id == v.c.id,
-                n.executor_id == v.c.executor,
-                or_(n.observed_at.is_(None), n.observed_at < v.c.at),
-            )
-            .values(observed_at=v.c.at)
+            update(table)
+            .where(*(c[name] == v.c[name] for name in match))
+            .where(or_(moved.is_(None), moved < v.c.at))
+            .values({name: v.c.at for name in times})
         )
-    for chunk in _chunks(keys):
-        v = _values(chunk, None)
-        await session.execute(
-            update(_KEYS)
-            .where(k.id == v.c.id, or_(k.last_used_at.is_(None), k.last_used_at < v.c.at))
-            .values(last_used_at=v.c.at)
-        )
-
-
-def _values(rows: Sequence[tuple[Any, ...]], other: str | None) -> Values:
-    """A VALUES list of (id, [other id,] time) rows."""
-    columns = [column("id", Uuid), column("at", UTCDateTime)]
-    if other is not None:
-        columns.insert(1, column(other, Uuid))
-    return values(*columns, name="seen").data(list(rows))
