@@ -19,6 +19,7 @@ node does ends the executor.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
@@ -28,6 +29,13 @@ import structlog
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.executor.runtime.metrics import (
+    APPLIED,
+    APPLY_FAILED,
+    TEARDOWN_FAILED,
+    TORN_DOWN,
+    ExecutorMetrics,
+)
 from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
 from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol import (
@@ -108,8 +116,11 @@ class ExecutorRuntime:
         intervals: Intervals | None = None,
         instance_id: UUID | None = None,
         previous_instance_ids: Sequence[UUID] = (),
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         self.name = name
+        # Counted whether or not anything serves them (serve_metrics): a few increments.
+        self.metrics = metrics or ExecutorMetrics(name, backend.kind.value, version)
         # This process, and the ones before it on the same data directory (instance_lock.py).
         self.instance_id = instance_id
         self.previous_instance_ids = list(previous_instance_ids)
@@ -238,12 +249,15 @@ class ExecutorRuntime:
             else:
                 self.reachability.failed("sync", describe_error(exc))
                 log.debug("sync.failed", error=describe_error(exc))
+            self.metrics.synced(False)
             return False
         except Exception as exc:  # any failure of the call: retried, never the executor's end
             self.reachability.failed("sync", describe_error(exc))
             log.debug("sync.failed", error=describe_error(exc))
+            self.metrics.synced(False)
             return False
         self.reachability.succeeded(started)
+        self.metrics.synced(True)
         if self.refused is not None:
             log.info("executor.instance_accepted", instance_id=str(self.instance_id))
             self.refused = None
@@ -261,6 +275,11 @@ class ExecutorRuntime:
     def queue_event(self, event: RuntimeEvent) -> None:
         """Send `event` with the next heartbeat."""
         self._pending_events.append(event)
+        self._count_events([event])
+
+    def _count_events(self, events: list[RuntimeEvent]) -> None:
+        names = {str(nid): held.name for nid, held in self.state.nodes.items()}
+        self.metrics.events(events, names)
 
     def _refuse(self, message: str) -> None:
         """Another instance of this executor is live: stop applying, say so once."""
@@ -269,7 +288,9 @@ class ExecutorRuntime:
         self.refused = message
 
     async def _flush_events(self) -> None:
-        self._pending_events += self.backend.drain_events()
+        drained = self.backend.drain_events()
+        self._count_events(drained)
+        self._pending_events += drained
         if not self._pending_events:
             return
         batch, self._pending_events = self._pending_events[:100], self._pending_events[100:]
@@ -382,11 +403,15 @@ class ExecutorRuntime:
                 self.queue.forget(node_id)
                 self._node_locks.pop(node_id, None)
                 return
+            started = time.perf_counter()
             if held.assigned.deleted:
                 ok = await self._teardown(node_id, held)
+                outcome = TORN_DOWN if ok else TEARDOWN_FAILED
             else:
                 ok = await self._apply(held)
+                outcome = APPLIED if ok else APPLY_FAILED
                 self._reconciled.add(node_id)
+            self.metrics.reconciled(outcome, time.perf_counter() - started, held.name)
         if node_id not in self.state.nodes:
             self._node_locks.pop(node_id, None)
         if ok:
@@ -540,6 +565,7 @@ class ExecutorRuntime:
         held = list(self.state.nodes.items())
         states = await asyncio.gather(*(self._observe(nid, h) for nid, h in held))
         self._observations = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
+        self.metrics.observed(len(held), self._observations.values())
 
     async def _observe(self, node_id: UUID, held: HeldNode) -> ObservedNodeState | None:
         """One node's observed state; an observation that fails is reported as its error."""
