@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from nodeplane.executor.controlplane_client import ControlPlaneClient
+from nodeplane.executor.runtime.backend import LogsUnavailable
 from nodeplane.executor.runtime.local_state import LocalState
 from nodeplane.executor.runtime.runtime import ExecutorRuntime, Intervals
 from nodeplane.protocol import (
@@ -85,6 +86,9 @@ class ScriptedBackend:
 
     def capabilities(self) -> ExecutorCapabilities:
         return ExecutorCapabilities()
+
+    def log_file(self, node: AssignedNodeSpec, role: str) -> Path:
+        raise LogsUnavailable("the scripted backend keeps no logs")
 
     def resources(self) -> HostResources:
         return HostResources()

@@ -36,6 +36,7 @@ MAX_LOG_SESSIONS_PER_POLL = 256
 # The error codes a log session can end with (besides the API's own).
 LOGS_UNAVAILABLE_CODE = "logs_unavailable"
 EXECUTOR_NOT_ANSWERING_CODE = "executor_not_answering"
+EXECUTOR_OFFLINE_CODE = "executor_offline"
 LOG_SOURCE_FAILED_CODE = "log_source_failed"
 TRUNCATED_MARK = " …[truncated]"
 
