@@ -209,7 +209,7 @@ class LogSessions:
                     session_id=str(session_id),
                     node_id=str(request.node_id),
                     role=request.role,
-                    level=request.level.value,
+                    min_level=request.level.value,
                 )
                 self.tasks[session_id] = asyncio.create_task(
                     self.serve(request), name=f"logs-{session_id}"
