@@ -75,7 +75,8 @@ def chunks_of(lines: list[LogLine]) -> list[list[LogLine]]:
 
 
 class ChunkSender:
-    """Posts one session's lines: rate-limited, batched, with the count of lines dropped."""
+    """Posts one session's lines: rate-limited, batched, each run of dropped lines reported
+    where it happened (a chunk's `dropped` counts lines left out just before its lines)."""
 
     def __init__(
         self, client: ControlPlaneClient, session_id: UUID, per_second: float = MAX_LINES_PER_SECOND
@@ -85,13 +86,14 @@ class ChunkSender:
         self.per_second = per_second
         self._tokens = per_second
         self._at = time.monotonic()
-        self._buffer: list[LogLine] = []
-        self.dropped = 0
+        # Runs of lines to send, each with the count of lines dropped before it.
+        self._runs: list[tuple[int, list[LogLine]]] = []
+        self._gap = 0  # lines dropped since the last one queued
         self._failures = 0
 
     def add_tail(self, lines: Iterable[LogLine]) -> None:
         """Queue the initial tail (bounded by the protocol's MAX_LOG_TAIL, not rate-limited)."""
-        self._buffer.extend(lines)
+        self._queue(list(lines))
 
     def add(self, lines: Iterable[LogLine]) -> None:
         """Queue lines to send, as many as the rate allows; count the rest as dropped."""
@@ -101,26 +103,39 @@ class ChunkSender:
         for line in lines:
             if self._tokens >= 1:
                 self._tokens -= 1
-                self._buffer.append(line)
+                self._queue([line])
             else:
-                self.dropped += 1
+                self._gap += 1
+
+    def _queue(self, lines: list[LogLine]) -> None:
+        if not lines:
+            return
+        if self._gap or not self._runs:
+            self._runs.append((self._gap, []))
+            self._gap = 0
+        self._runs[-1][1].extend(lines)
 
     async def flush(self, *, force: bool = False, done: bool = False) -> None:
         """Post what is queued (with `force`, post even nothing: the session's first answer).
         Raises SessionGone when the control plane no longer has the session."""
-        lines, self._buffer = self._buffer, []
-        batches = chunks_of(lines)
-        if not batches and (force or done or self.dropped):
-            batches = [[]]
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
+        runs, self._runs = self._runs, []
+        if self._gap:  # drops after the last line queued: said now, not with a later line
+            runs.append((self._gap, []))
+            self._gap = 0
+        chunks: list[tuple[int, list[LogLine]]] = []
+        for dropped, lines in runs:
+            batches = chunks_of(lines) or [[]]
+            chunks += [(dropped if i == 0 else 0, batch) for i, batch in enumerate(batches)]
+        if not chunks and (force or done):
+            chunks = [(0, [])]
+        for i, (dropped, batch) in enumerate(chunks):
             chunk = LogChunk(
                 session_id=self.session_id,
                 lines=batch,
-                dropped=self.dropped if i == 0 else 0,
-                done=done and last,
+                dropped=dropped,
+                done=done and i == len(chunks) - 1,
             )
-            await self._post(chunk, len(batch))
+            await self._post(chunk)
 
     async def fail(self, code: str, message: str) -> None:
         """Tell the viewer the session cannot be served; it ends."""
@@ -132,19 +147,17 @@ class ChunkSender:
         with contextlib.suppress(Exception):
             await self.client.post_log_chunk(chunk)
 
-    async def _post(self, chunk: LogChunk, count: int) -> None:
+    async def _post(self, chunk: LogChunk) -> None:
         try:
             still_open = await self.client.post_log_chunk(chunk)
         except Exception as exc:  # lines lost in an outage are reported as dropped
             self._failures += 1
-            self.dropped += count
+            self._gap += chunk.dropped + len(chunk.lines)
             log.debug("logs.post_failed", session_id=str(self.session_id), error=str(exc))
             if self._failures >= MAX_FAILED_POSTS:
                 raise SessionGone from exc
             return
         self._failures = 0
-        if chunk.dropped:
-            self.dropped -= chunk.dropped
         if not still_open:
             raise SessionGone
 
