@@ -231,7 +231,7 @@ def test_refusals_for_operators_offline_executors_and_too_many_viewers(
     reader = LogStreamReader(viewer_side.url, org.owner.token, on_operator).start()
     assert (reader.status, reader.refusal and reader.refusal["code"]) == (501, "logs_unavailable")
 
-    executor, node_id = _node(org, executor_side)
+    _, node_id = _node(org, executor_side)
     readers = []
     try:
         for _ in range(MAX_LOG_VIEWERS_PER_NODE):

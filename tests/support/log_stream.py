@@ -5,6 +5,7 @@ A plain socket (the test servers speak plain HTTP on loopback), so that leaving 
 shutdown of the connection, which the server notices as a browser tab closing.
 """
 
+import contextlib
 import json
 import queue
 import socket
@@ -123,10 +124,8 @@ class LogStreamReader:
     def close(self) -> None:
         """Leave: the connection is shut down and the server ends the session."""
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
         self._thread.join(timeout=5)
 

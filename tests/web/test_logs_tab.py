@@ -56,7 +56,7 @@ def test_logs_tab_shows_a_real_litecoinds_lines_live(
 
     # Lines are text: markup in a line is shown, not run.
     with path.open("a") as f:
-        f.write('<img src=x onerror="document.title=\'pwned\'"> <b>bold?</b>\n')
+        f.write("<img src=x onerror=\"document.title='pwned'\"> <b>bold?</b>\n")
     expect(box).to_contain_text("<img src=x onerror=", timeout=5_000)
     assert box.locator("img, b").count() == 0
     assert page.title() != "pwned"
@@ -105,7 +105,8 @@ def test_logs_tab_shows_a_real_litecoinds_lines_live(
     expect(box).not_to_contain_text("plain-info-line")
     expect(box).not_to_contain_text("Litecoin Core version")
     assert set(box.locator(".log-line").evaluate_all("ls => ls.map(l => l.dataset.level)")) <= {
-        "warn", "error"
+        "warn",
+        "error",
     }
 
     # Leaving the tab ends the session: the agent stops tailing at once.

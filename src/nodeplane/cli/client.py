@@ -83,6 +83,7 @@ def _log_event(name: str, data: str) -> LogEvent | None:
         )
     return None
 
+
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A", bound=ApiModel)
 

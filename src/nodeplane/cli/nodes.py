@@ -169,7 +169,8 @@ def logs(
         str | None, typer.Option("--role", "-r", help="The process (default: the first role).")
     ] = None,
     tail: Annotated[
-        int, typer.Option("--tail", "-n", min=0, max=MAX_LOG_TAIL, help="Lines before the live ones.")
+        int,
+        typer.Option("--tail", "-n", min=0, max=MAX_LOG_TAIL, help="Lines before the live ones."),
     ] = DEFAULT_LOG_TAIL,
     level: Annotated[
         LogLevel | None, typer.Option("--level", "-l", help="Only lines this severe or more.")

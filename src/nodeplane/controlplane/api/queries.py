@@ -27,8 +27,8 @@ from nodeplane.controlplane.api.types import (
 from nodeplane.controlplane.api.validation import json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
 from nodeplane.controlplane.auth.principal import require_principal
-from nodeplane.controlplane.services import accounts, api_keys, events, executors, logs, nodes
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services import accounts, api_keys, events, executors, logs, nodes
 from nodeplane.protocol import KnownRevision
 from nodeplane.protocol import NodePhase as NodePhaseValue
 from nodeplane.protocol.logs import MAX_LOG_SESSIONS_PER_POLL

@@ -273,12 +273,12 @@ class LogRelay:
     def warm(self) -> bool:
         return time.monotonic() >= self._warm_at
 
-    async def wait_warm(self, timeout: float) -> bool:
-        """Wait until this process knows every open session (at most `timeout`)."""
+    async def wait_warm(self, at_most: float) -> bool:
+        """Wait until this process knows every open session (at most `at_most` seconds)."""
         if self.warm:
             return True
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(min(timeout, max(0.0, self._warm_at - time.monotonic()))):
+            async with asyncio.timeout(min(at_most, max(0.0, self._warm_at - time.monotonic()))):
                 await self._warmed.wait()
         return self.warm
 

@@ -98,9 +98,7 @@ def _refusal(request: Request, error: DomainError) -> Response:
     )
 
 
-async def _events(
-    db: Database, viewer: LogViewer, still_allowed: Any
-) -> AsyncIterator[bytes]:
+async def _events(db: Database, viewer: LogViewer, still_allowed: Any) -> AsyncIterator[bytes]:
     """The stream of one viewer until the output or the session ends, or the reader leaves
     (Starlette cancels this then); the session is closed on every way out."""
     try:
@@ -150,7 +148,7 @@ def log_stream_endpoint(db: Database, settings: Settings) -> Any:
             return _refusal(request, DomainError(ErrorCode.NOT_FOUND, "node not found"))
         query = request.query_params
         try:
-            for name in query.keys():
+            for name in query:
                 if name not in _PARAMS:
                     raise DomainError(
                         ErrorCode.INVALID_INPUT, f"unknown parameter {name[:40]!r}", field=name
