@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from nodeplane.executor.controlplane_client import ControlPlaneError
 from nodeplane.protocol import ExecutorKind
 from nodeplane.protocol.logs import MAX_LOG_VIEWERS_PER_NODE, LogChunk, LogLevel, LogLine
 from tests.support.calls import deploy
@@ -265,3 +266,23 @@ def test_an_executor_that_never_answers_ends_the_stream(
     assert 14 < time.monotonic() - started < 25
     reader.close()
     assert executor.log_sessions([], wait=0) == []
+
+
+def test_a_second_instance_of_an_executor_is_refused_its_sessions(
+    planes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    viewer_side, executor_side = planes
+    org = _org(viewer_side)
+    key = org.executor_key()
+    live = FakeExecutor(executor_side.url, key, instance_id=uuid.uuid4())
+    live.sync()
+    node_id: str = deploy(org.owner, live, "ltc-inst")["id"]
+    clone = FakeExecutor(executor_side.url, key, name=live.name, instance_id=uuid.uuid4())
+    reader = LogStreamReader(viewer_side.url, org.owner.token, node_id).start()
+    try:
+        assert len(live.log_sessions([], wait=15)) == 1
+        with pytest.raises(ControlPlaneError) as refused:
+            clone.log_sessions([], wait=0)
+        assert refused.value.code == "executor_instance_conflict"
+    finally:
+        reader.close()

@@ -195,7 +195,14 @@ class Query:
                 f"known: at most {MAX_LOG_SESSIONS_PER_POLL} sessions",
                 field="known",
             )
-        sessions = await logs.poll_sessions(
-            ctx.db, ctx.principal, held, wait_seconds, max_wait=ctx.settings.max_poll_wait
-        )
+        async with executors.recording_refusals(ctx.db):
+            sessions = await logs.poll_sessions(
+                ctx.db,
+                ctx.principal,
+                held,
+                wait_seconds,
+                max_wait=ctx.settings.max_poll_wait,
+                instance=ctx.instance_id,
+                heartbeat=ctx.heartbeat,
+            )
         return [ExecutorLogSession.from_model(s) for s in sessions]

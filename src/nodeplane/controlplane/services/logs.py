@@ -16,7 +16,8 @@ from uuid import UUID
 from nodeplane.controlplane.auth.principal import Principal, require_executor, require_principal
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden, not_found
 from nodeplane.controlplane.services import nodes as node_service
-from nodeplane.controlplane.services.executors import is_online
+from nodeplane.controlplane.services.executors import check_instance, is_online
+from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.log_relay import LogViewer, OpenSession
 from nodeplane.controlplane.store.models import Executor
@@ -128,14 +129,21 @@ async def poll_sessions(
     known: Sequence[UUID],
     wait_seconds: float,
     max_wait: float = MAX_POLL_WAIT_SECONDS,
+    instance: UUID | None = None,
+    heartbeat: Heartbeat | None = None,
 ) -> list[LogSessionRequest]:
     """The executor's open log sessions, at once when they differ from `known`, else held up to
-    `wait_seconds` until they change (a viewer came or left)."""
+    `wait_seconds` until they change (a viewer came or left). With `instance` and `heartbeat`,
+    a process that is not the executor's live instance is refused first (InstanceConflict), as
+    for the spec poll: a cloned host serves no one's logs."""
     p = require_executor(principal)
     if p.executor_id is None:
         raise DomainError(
             ErrorCode.INVALID_ACTION, "call syncExecutor once before polling for log sessions"
         )
+    if instance is not None and heartbeat is not None:
+        async with db.quick_read() as session:
+            await check_instance(session, principal, instance, heartbeat)
     executor_id = p.executor_id
     wait_seconds = max(0.0, min(wait_seconds, max_wait))
     deadline = time.monotonic() + wait_seconds
