@@ -36,6 +36,7 @@ import structlog
 from nodeplane.controlplane.store.notify import ChangeNotifier
 from nodeplane.protocol.logs import (
     MAX_LINES_PER_SECOND,
+    MAX_LOG_TAIL,
     LogChunk,
     LogLevel,
     LogSessionRequest,
@@ -82,16 +83,17 @@ class ViewerEvent:
 
 
 class _RateLimit:
-    """A token bucket of lines per second."""
+    """A token bucket of lines per second, holding up to `burst` (the initial tail passes)."""
 
-    def __init__(self, per_second: float) -> None:
+    def __init__(self, per_second: float, burst: float) -> None:
         self.per_second = per_second
-        self.tokens = per_second
+        self.burst = burst
+        self.tokens = burst
         self.at = time.monotonic()
 
     def take(self, wanted: int) -> int:
         now = time.monotonic()
-        self.tokens = min(self.per_second, self.tokens + (now - self.at) * self.per_second)
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
         self.at = now
         granted = min(wanted, int(self.tokens))
         self.tokens -= granted
@@ -109,7 +111,7 @@ class LogViewer:
         self.touched_at = time.monotonic()
         self._events: deque[ViewerEvent] = deque()
         self._dropped = 0
-        self._rate = _RateLimit(RELAY_LINES_PER_SECOND)
+        self._rate = _RateLimit(RELAY_LINES_PER_SECOND, MAX_LOG_TAIL + RELAY_LINES_PER_SECOND)
 
     @property
     def session_id(self) -> UUID:
