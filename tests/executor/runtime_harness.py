@@ -168,6 +168,12 @@ class ScriptedControlPlane(ControlPlaneClient):
         self._check()  # a long-poll held when the control plane went away fails, too
         return specs
 
+    async def poll_log_sessions(self, known: Sequence[UUID], wait_seconds: float) -> list[Any]:
+        """No live-log sessions: the poll is held its whole wait."""
+        self._check()
+        await asyncio.sleep(wait_seconds)
+        return []
+
     async def confirm_teardown(self, node_id: UUID) -> bool:
         self._check()
         self.confirmed.append(node_id)
