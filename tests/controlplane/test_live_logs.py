@@ -286,3 +286,23 @@ def test_a_second_instance_of_an_executor_is_refused_its_sessions(
         assert refused.value.code == "executor_instance_conflict"
     finally:
         reader.close()
+
+
+def test_a_stream_ends_when_its_executor_goes_offline(
+    planes: tuple[ServerProcess, ServerProcess],
+) -> None:
+    viewer_side, executor_side = planes
+    if viewer_side is not executor_side:
+        pytest.skip("judged by the viewer's process alone; once is enough")
+    org = _org(viewer_side)
+    executor, node_id = _node(org, executor_side)
+    reader = LogStreamReader(viewer_side.url, org.owner.token, node_id).start()
+    try:
+        (session,) = executor.log_sessions([], wait=10)
+        assert executor.post_log_chunk(LogChunk(session_id=session.session_id, lines=[]))
+        # No sync from now on: offline after the heartbeat timeout (3 s here), noticed at the
+        # stream's next heartbeat (10 s).
+        end = reader.next(timeout=20)
+        assert end.event == "end" and end.data["code"] == "executor_offline"
+    finally:
+        reader.close()

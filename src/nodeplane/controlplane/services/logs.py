@@ -175,3 +175,17 @@ async def post_chunk(db: Database, principal: Principal | None, chunk: LogChunk)
     if p.executor_id is None:
         return False
     return await db.logs.deliver(p.executor_id, chunk)
+
+
+async def executor_problem(
+    db: Database, executor_id: UUID, heartbeat_timeout: float
+) -> DomainError | None:
+    """Why an open session's executor can no longer serve it (gone, or offline), or None."""
+    async with db.read() as session:
+        executor = await session.get(Executor, executor_id)
+    if executor is None or not is_online(executor, heartbeat_timeout):
+        name = executor.name if executor is not None else "of this node"
+        return DomainError(
+            ErrorCode.EXECUTOR_OFFLINE, f"executor {name} went offline; the log stopped"
+        )
+    return None

@@ -22,7 +22,7 @@ holding one `end` event with that code. The session ends when the reader goes aw
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
@@ -98,7 +98,9 @@ def _refusal(request: Request, error: DomainError) -> Response:
     )
 
 
-async def _events(db: Database, viewer: LogViewer, still_allowed: Any) -> AsyncIterator[bytes]:
+async def _events(
+    db: Database, viewer: LogViewer, recheck: Callable[[], Awaitable[bytes | None]]
+) -> AsyncIterator[bytes]:
     """The stream of one viewer until the output or the session ends, or the reader leaves
     (Starlette cancels this then); the session is closed on every way out."""
     try:
@@ -122,7 +124,9 @@ async def _events(db: Database, viewer: LogViewer, still_allowed: Any) -> AsyncI
                     )
                     return
                 if viewer.answered:
-                    if not await still_allowed():
+                    final = await recheck()
+                    if final is not None:
+                        yield final
                         return
                     yield b": heartbeat\n\n"
                 continue
@@ -179,13 +183,21 @@ def log_stream_endpoint(db: Database, settings: Settings) -> Any:
             viewer=principal.label,
         )
 
-        async def still_allowed() -> bool:
-            # A stream outlives the request that opened it: a signed-out session or a revoked
-            # key ends it at the next heartbeat.
-            return await _principal(db, request) is not None
+        async def recheck() -> bytes | None:
+            """At each heartbeat: None to go on, else the stream's last bytes. A stream outlives
+            the request that opened it: a signed-out session or a revoked key ends it (without
+            a word), an executor gone offline ends it with `executor_offline`."""
+            if await _principal(db, request) is None:
+                return b""
+            problem = await logs.executor_problem(
+                db, viewer.session.executor_id, settings.heartbeat_timeout
+            )
+            if problem is not None:
+                return _sse("end", {"code": problem.code.value, "message": problem.message})
+            return None
 
         return StreamingResponse(
-            _events(db, viewer, still_allowed),
+            _events(db, viewer, recheck),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
