@@ -299,7 +299,9 @@ class LogRelay:
             self._wake_all()
         for session_id, viewer in list(self._viewers.items()):
             if now - viewer.touched_at > ABANDONED_SECONDS:
-                # Its stream never ran or died without closing it: no one reads it.
+                # Its stream never ran, died without closing it, or is stuck writing to a reader
+                # that does not read: the session ends (and so does the stream, if it wakes).
+                viewer.end()
                 self.close_viewer(viewer)
                 continue
             if now - viewer.session.seen_at >= ANNOUNCE_SECONDS:
