@@ -15,6 +15,7 @@ from tests.support.agent import AgentProcess
 from tests.support.fleet import CREATE_NODE, Org
 from tests.support.gql import Client
 from tests.support.server import ServerProcess
+from tests.web.conftest import screenshot
 from tests.web.helpers import sign_in_as
 
 
@@ -104,6 +105,7 @@ def test_logs_tab_shows_a_real_litecoinds_lines_live(
     expect(box).not_to_contain_text("a-debug-line")
     expect(box).not_to_contain_text("plain-info-line")
     expect(box).not_to_contain_text("Litecoin Core version")
+    screenshot(page, "10-node-logs")
     assert set(box.locator(".log-line").evaluate_all("ls => ls.map(l => l.dataset.level)")) <= {
         "warn",
         "error",

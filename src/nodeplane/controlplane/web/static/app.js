@@ -824,7 +824,7 @@ function initLogs() {
     const nodes = [];
     for (const item of items) {
       if (item.dropped) nodes.push(note("log-dropped", `… ${item.dropped} lines dropped`));
-      for (const [level, text] of item.lines) nodes.push(el("div", { class: `log-line level-${level}`, "data-level": level }, text));
+      for (const [level, text] of item.lines) nodes.push(el("div", { class: `log-line log-${level}`, "data-level": level }, text));
     }
     append(nodes);
   };
