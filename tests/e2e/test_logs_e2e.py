@@ -17,8 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import wait_for
 from tests.e2e.litecoin_nodes import create_node, rpc, wait_phase
 from tests.support.agent import AgentProcess
@@ -127,7 +125,6 @@ def test_litecoind_lines_reach_logs_follow_and_the_agent_stops_when_the_viewer_l
     assert time.monotonic() - left < POLL_WAIT
 
 
-@pytest.mark.parametrize("driver", ["process"], indirect=True)
 def test_the_level_filter_drops_lines_under_the_minimum(
     e2e_org: Org, e2e_server: ServerProcess, agent: AgentProcess
 ) -> None:
