@@ -139,6 +139,13 @@ format = "json"
                 f"--property=StandardOutput=append:{self.log_path}",
                 f"--property=StandardError=append:{self.log_path}",
                 "--setenv=PYTHONUNBUFFERED=1",
+                # The code under test where the run chose it (a worktree), as the process driver's
+                # agent inherits it.
+                *(
+                    [f"--setenv=PYTHONPATH={os.environ['PYTHONPATH']}"]
+                    if os.environ.get("PYTHONPATH")
+                    else []
+                ),
                 f"--working-directory={self.workdir}",
                 *self._argv(),
             )

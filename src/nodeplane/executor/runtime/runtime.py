@@ -29,6 +29,7 @@ import structlog
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.executor.runtime.log_sessions import LogSessions
 from nodeplane.executor.runtime.metrics import (
     APPLIED,
     APPLY_FAILED,
@@ -160,6 +161,23 @@ class ExecutorRuntime:
         # live); while set, nothing is applied or observed: what runs is left as it is.
         self.refused: str | None = None
         self._first_sync = asyncio.Event()
+        # Live-log sessions, learnt of on a long-poll of their own (the spec poll is untouched).
+        self.log_sessions = LogSessions(
+            client,
+            backend,
+            self._held_spec,
+            poll_wait=self.intervals.poll_wait,
+            retry=self.intervals.retry,
+            paused=lambda: self.refused is not None,
+        )
+
+    def _held_spec(self, node_id: UUID) -> AssignedNodeSpec | None:
+        held = self.state.nodes.get(node_id)
+        return held.assigned if held is not None else None
+
+    async def _log_loop(self) -> None:
+        await self._registered.wait()
+        await self.log_sessions.run()
 
     async def run(self) -> None:
         """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
@@ -169,6 +187,7 @@ class ExecutorRuntime:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat_loop(), name="heartbeat")
                 group.create_task(self._poll_loop(), name="spec-poll")
+                group.create_task(self._log_loop(), name="log-poll")
                 group.create_task(self._resync_loop(), name="resync")
                 group.create_task(self._housekeeping_loop(), name="housekeeping")
                 group.create_task(self._report_loop(), name="report")
