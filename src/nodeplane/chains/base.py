@@ -98,6 +98,9 @@ class ClientDef:
     # Skip `#!` launchers found on PATH (Debian's litecoind wrapper writes ~/.litecoin; npm shims
     # put node between the supervisor and the client).
     skip_scripts: bool = True
+    # Clients of the same role whose data directory this one takes over as it is (the control
+    # plane lets an edit switch a node from one of them to this client).
+    data_compatible_with: tuple[str, ...] = ()
 
     def capability(self, versions: Sequence[str] = ()) -> ClientCapability:
         """What the executor declares about this client: the rules the control plane applies."""
@@ -111,6 +114,7 @@ class ClientDef:
             config_value_rules=[rule.value for rule in self.config_value_rules],
             loose_flag_names=self.loose_flag_names,
             accepts_config_files=self.accepts_config_files,
+            data_compatible_with=list(self.data_compatible_with),
         )
 
 
