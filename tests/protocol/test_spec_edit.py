@@ -76,14 +76,26 @@ CASES: list[tuple[str, dict[str, Any], list[str]]] = [
     ("storage grows across units", {"storage": {"size": "110G"}}, []),
     ("storage shrinks", {"storage": {"size": "99Gi"}}, ["storage.size"]),
     ("storage shrinks across units", {"storage": {"size": "100G"}}, ["storage.size"]),
-    ("storage class", {"storage": {"size": "100Gi", "storageClass": "fast"}}, ["storage.storageClass"]),
+    (
+        "storage class",
+        {"storage": {"size": "100Gi", "storageClass": "fast"}},
+        ["storage.storageClass"],
+    ),
     ("network", {"network": "sepolia"}, ["network"]),
     ("chain", {"chain": "bitcoin"}, ["chain"]),
     ("node type", {"nodeType": "archive"}, ["nodeType"]),
-    ("overrides and resources", {"resources": {"cpuLimit": "4"}, "overrides": {"args": {"execution": ["--cache=4096"]}}}, []),
+    (
+        "overrides and resources",
+        {"resources": {"cpuLimit": "4"}, "overrides": {"args": {"execution": ["--cache=4096"]}}},
+        [],
+    ),
     (
         "several at once, stable order",
-        {"network": "sepolia", "storage": {"size": "1Gi"}, "clients": {"execution": {"name": "reth", "version": "1.0.0"}}},
+        {
+            "network": "sepolia",
+            "storage": {"size": "1Gi"},
+            "clients": {"execution": {"name": "reth", "version": "1.0.0"}},
+        },
         ["network", "clients.consensus", "clients.execution.name", "storage.size"],
     ),
 ]

@@ -62,7 +62,9 @@ class ClientCapability(WireModel):
     accepts_config_files: bool = True
     # Clients of the same role whose data directory this client can take over in place: an edit
     # may switch a node from one of them to this one (protocol.spec_edit).
-    data_compatible_with: list[Identifier] = Field(default_factory=list, max_length=MAX_CLIENTS_PER_ROLE)
+    data_compatible_with: list[Identifier] = Field(
+        default_factory=list, max_length=MAX_CLIENTS_PER_ROLE
+    )
 
 
 class RoleCapability(WireModel):

@@ -65,9 +65,7 @@ def edit_problems(
             problems.append(SpecProblem(f"clients.{role}", "a role cannot be added to a node"))
         elif new_sel is None:
             problems.append(SpecProblem(f"clients.{role}", "a role cannot be removed from a node"))
-        elif not client_switch_allowed(
-            capabilities, after.chain, role, old_sel.name, new_sel.name
-        ):
+        elif not client_switch_allowed(capabilities, after.chain, role, old_sel.name, new_sel.name):
             problems.append(
                 SpecProblem(
                     f"clients.{role}.name",

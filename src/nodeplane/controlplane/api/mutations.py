@@ -13,6 +13,7 @@ from nodeplane.controlplane.api.types import (
     ApiKeyKind,
     CreateApiKeyPayload,
     CreateOrganizationPayload,
+    DesiredState,
     Executor,
     InvitePayload,
     LifecycleAction,
@@ -36,6 +37,7 @@ from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services import accounts, api_keys, executors, logs, members, nodes
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
+from nodeplane.protocol import DesiredState as DesiredStateValue
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
 from nodeplane.protocol import RuntimeEvent, SyncExecutorRequest
 from nodeplane.protocol.logs import LogChunk
@@ -51,8 +53,18 @@ class CreateNodeInput:
 @strawberry.input
 class UpdateNodeInput:
     node_id: UUID
+    clients: JSON | None = strawberry.field(
+        default=None, description="Per role {name, version}, laid over the current clients."
+    )
     overrides: JSON | None = None
     resources: JSON | None = None
+    storage: JSON | None = strawberry.field(
+        default=None, description="{size}: storage may only grow."
+    )
+    spec: JSON | None = strawberry.field(
+        default=None,
+        description="A whole new spec (its desiredState and restartGeneration are ignored).",
+    )
     expected_revision: int | None = None
     cause: str | None = None
 
@@ -228,17 +240,45 @@ class Mutation:
             )
         return await _node_view(info.context, row)
 
-    @strawberry.mutation(description="Change overrides and/or resources as a new revision.")
+    @strawberry.mutation(
+        description="Edit a node as a new revision: client versions, overrides, resources, "
+        "storage growth."
+    )
     async def update_node(self, info: Info, input: UpdateNodeInput) -> Node:
         async with info.context.db.write() as uow:
             row = await nodes.update_node(
                 uow,
                 info.context.principal,
                 input.node_id,
+                clients=input.clients,
                 overrides=input.overrides,
                 resources=input.resources,
+                storage=input.storage,
+                spec=input.spec,
                 expected_revision=input.expected_revision,
                 cause=input.cause,
+            )
+        return await _node_view(info.context, row)
+
+    @strawberry.mutation(
+        description="A new revision whose spec is an earlier revision's (desired state kept)."
+    )
+    async def rollback_node(
+        self,
+        info: Info,
+        node_id: UUID,
+        to_revision: int,
+        expected_revision: int | None = None,
+        desired_state: DesiredState | None = None,  # type: ignore[valid-type]
+    ) -> Node:
+        async with info.context.db.write() as uow:
+            row = await nodes.rollback_node(
+                uow,
+                info.context.principal,
+                node_id,
+                to_revision=to_revision,
+                expected_revision=expected_revision,
+                desired_state=DesiredStateValue(desired_state) if desired_state else None,
             )
         return await _node_view(info.context, row)
 

@@ -36,7 +36,10 @@ from nodeplane.protocol import (
     unsupported_reason,
 )
 from nodeplane.protocol.capabilities import MANAGED
+from nodeplane.protocol.quantities import quantity_value
+from nodeplane.protocol.spec_bounds import SpecProblem
 from nodeplane.protocol.spec_diff import SpecChange, spec_diff
+from nodeplane.protocol.spec_edit import edit_problems
 
 MAX_PAGE = 200
 
@@ -580,22 +583,73 @@ async def create_node(
     return node
 
 
+def _edit_problems_error(problems: list[SpecProblem]) -> DomainError:
+    return DomainError(
+        ErrorCode.INVALID_NODE_CONFIG,
+        "invalid change: " + "; ".join(f"{p.path}: {p.message}" for p in problems[:5]),
+        field="spec",
+        details={"problems": [{"path": p.path, "message": p.message} for p in problems]},
+    )
+
+
+def check_edit(before: NodeSpec, after: NodeSpec, executor: Executor) -> None:
+    """Refuse a change the node cannot take in place (protocol.spec_edit), a client or version
+    the executor does not declare, or overrides its adapters refuse; every edit problem at once."""
+    capabilities = declared_capabilities(executor)
+    problems = edit_problems(before, after, capabilities)
+    if not problems and (reason := unsupported_reason(after, capabilities)):
+        changed = [r for r, sel in after.clients.items() if before.clients.get(r) != sel]
+        path = f"clients.{changed[0]}" if len(changed) == 1 else "clients"
+        problems.append(SpecProblem(path, reason))
+    if problems:
+        raise _edit_problems_error(problems)
+    check_against_executor(after, executor)
+
+
+def _merged(current: dict[str, Any], section: str, given: Any) -> Any:
+    """`given` laid over the current mapping `section` key by key (None: the current one)."""
+    if given is None:
+        return current.get(section)
+    if not isinstance(given, dict):
+        raise DomainError(
+            ErrorCode.INVALID_NODE_CONFIG, f"{section} must be an object", field=section
+        )
+    return {**(current.get(section) or {}), **given}
+
+
 async def update_node(
     uow: UnitOfWork,
     principal: Principal | None,
     node_id: UUID,
     *,
+    clients: Any = None,
     overrides: Any = None,
     resources: Any = None,
+    storage: Any = None,
+    spec: Any = None,
     expected_revision: int | None = None,
     cause: str | None = None,
 ) -> Node:
-    """Change a node's overrides and/or resources as a new revision; no change writes nothing."""
+    """Edit a node as a new revision; no change writes nothing.
+
+    `spec` is a whole new spec (from a spec file) whose desired state and restart generation are
+    ignored: those change through lifecycle actions. `clients` and `storage` are laid over the
+    current ones role by role and key by key; `overrides` and `resources` replace them. The
+    change must pass the rules of an in-place edit and the executor's declared capabilities.
+    """
     p = require_mutator(principal)
     _check_cause(cause)
     node = await _lock_node(uow, p, node_id)
     _check_writable(node, expected_revision)
-    raw = dict(node.spec)
+    raw: dict[str, Any] = dict(node.spec)
+    if spec is not None:
+        if not isinstance(spec, dict):
+            raise DomainError(ErrorCode.INVALID_NODE_CONFIG, "spec must be an object", field="spec")
+        raw = {**spec}
+        for key in ("desiredState", "restartGeneration"):
+            raw[key] = node.spec.get(key, raw.get(key))
+    raw["clients"] = _merged(raw, "clients", clients)
+    raw["storage"] = _merged(raw, "storage", storage)
     if overrides is not None:
         raw["overrides"] = overrides
     if resources is not None:
@@ -605,7 +659,7 @@ async def update_node(
         return node
     executor = await uow.session.get(Executor, node.executor_id)
     assert executor is not None
-    check_against_executor(new_spec, executor)
+    check_edit(spec_of(node), new_spec, executor)
     actor = actor_of(p)
     changed = [c.path for c in spec_diff(node.spec, new_spec.to_wire())]
     await _write_revision(uow, node, new_spec, actor, cause or "configuration updated")
@@ -613,12 +667,87 @@ async def update_node(
         uow.session,
         organization_id=node.organization_id,
         type="node.updated",
-        message=f"{actor.label} updated {node.name} (revision {node.revision})",
+        message=f"{actor.label} updated {node.name} (revision {node.revision}: "
+        f"{len(changed)} change{'' if len(changed) == 1 else 's'})",
         actor=actor,
         node=node,
         payload={"revision": node.revision, "changed": changed},
     )
     return node
+
+
+ROLLBACK_CAUSE = "rollback"
+
+
+async def rollback_node(
+    uow: UnitOfWork,
+    principal: Principal | None,
+    node_id: UUID,
+    *,
+    to_revision: int,
+    expected_revision: int | None = None,
+    desired_state: DesiredState | None = None,
+) -> Node:
+    """Write a new revision whose spec is revision `to_revision`'s, so history only grows.
+
+    The desired state and restart generation stay as they are now (unless `desired_state` is
+    given: lifecycle is not history to undo), and storage never shrinks: a volume that has grown
+    since keeps its size. No difference from the current spec writes nothing.
+    """
+    p = require_mutator(principal)
+    node = await _lock_node(uow, p, node_id)
+    _check_writable(node, expected_revision)
+    target_row = await uow.session.scalar(
+        select(SpecRevision).where(
+            SpecRevision.node_id == node.id,
+            SpecRevision.organization_id == node.organization_id,
+            SpecRevision.revision == to_revision,
+        )
+    )
+    if target_row is None:
+        raise DomainError(
+            ErrorCode.NOT_FOUND,
+            f"node {node.name!r} has no revision {to_revision}",
+            field="toRevision",
+        )
+    current = spec_of(node)
+    new_spec = rolled_back_spec(current, parse_spec(target_row.spec), desired_state)
+    if new_spec.to_wire() == node.spec:
+        return node
+    executor = await uow.session.get(Executor, node.executor_id)
+    assert executor is not None
+    check_edit(current, new_spec, executor)
+    actor = actor_of(p)
+    changed = [c.path for c in spec_diff(node.spec, new_spec.to_wire())]
+    await _write_revision(uow, node, new_spec, actor, ROLLBACK_CAUSE)
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.rolled_back",
+        message=f"{actor.label} rolled {node.name} back to revision {to_revision} "
+        f"(revision {node.revision})",
+        actor=actor,
+        node=node,
+        payload={"revision": node.revision, "toRevision": to_revision, "changed": changed},
+    )
+    return node
+
+
+def rolled_back_spec(
+    current: NodeSpec, target: NodeSpec, desired_state: DesiredState | None = None
+) -> NodeSpec:
+    """`target` with the current desired state (or `desired_state`), restart generation and,
+    where it is larger, storage size."""
+    storage = target.storage
+    if quantity_value(current.storage.size) > quantity_value(storage.size):
+        storage = storage.model_copy(update={"size": current.storage.size})
+    return target.model_copy(
+        update={
+            "desired_state": desired_state or current.desired_state,
+            "restart_generation": current.restart_generation,
+            "storage": storage,
+        }
+    )
 
 
 async def request_lifecycle_action(
