@@ -353,6 +353,28 @@ class NodeplaneClient:
         )
         return self._parse(Node, data["requestNodeLifecycleAction"])
 
+    def update_node(
+        self, node_id: UUID, changes: dict[str, Any], expected_revision: int | None = None
+    ) -> Node:
+        """Edit a node (`changes`: clients, overrides, resources, storage or spec) as a new
+        revision; no change writes nothing."""
+        data = self.call(
+            f"mutation($i: UpdateNodeInput!) {{ updateNode(input: $i) {{ {NODE_FIELDS} }} }}",
+            {"i": {"nodeId": str(node_id), "expectedRevision": expected_revision, **changes}},
+        )
+        return self._parse(Node, data["updateNode"])
+
+    def rollback_node(
+        self, node_id: UUID, to_revision: int, expected_revision: int | None = None
+    ) -> Node:
+        """A new revision whose spec is revision `to_revision`'s (desired state kept)."""
+        data = self.call(
+            "mutation($id: UUID!, $to: Int!, $x: Int) { rollbackNode(nodeId: $id, "
+            f"toRevision: $to, expectedRevision: $x) {{ {NODE_FIELDS} }} }}",
+            {"id": str(node_id), "to": to_revision, "x": expected_revision},
+        )
+        return self._parse(Node, data["rollbackNode"])
+
     def delete_node(self, node_id: UUID, *, retain_data: bool) -> Node:
         """Tombstone a node; its executor tears it down, then it is gone."""
         data = self.call(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from nodeplane.cli import lifecycle
+from nodeplane.cli import edit, lifecycle
 from nodeplane.cli.client import ApiError
 from nodeplane.cli.common import (
     ExecutorOption,
@@ -43,6 +43,8 @@ nodes_app.command("start")(lifecycle.start)
 nodes_app.command("stop")(lifecycle.stop)
 nodes_app.command("restart")(lifecycle.restart)
 nodes_app.command("delete")(lifecycle.delete)
+nodes_app.command("edit")(edit.edit)
+nodes_app.command("rollback")(edit.rollback)
 
 
 @nodes_app.command("list")
