@@ -6,6 +6,9 @@ set -euo pipefail
 
 CACHE_DIR="${NODEPLANE_CACHE_DIR:-/var/cache/nodeplane}"
 ANVIL_VERSION="${ANVIL_VERSION:-1.7.1}"
+# Older releases installed side by side (bin/anvil-<version>), for the in-place upgrade and
+# rollback tests: an agent declares every version it finds.
+ANVIL_EXTRA_VERSIONS="${ANVIL_EXTRA_VERSIONS:-1.5.1}"
 LITECOIND=/usr/lib/litecoin/litecoind
 APT_UPDATED=0
 
@@ -47,6 +50,18 @@ fi
 # A stable path for tests and for an executor's <data_dir>/bin symlink.
 mkdir -p "$CACHE_DIR/bin"
 ln -sfn "$ANVIL_REAL" "$CACHE_DIR/bin/anvil"
+
+for version in $ANVIL_EXTRA_VERSIONS; do
+  [ "$version" = "$ANVIL_VERSION" ] && continue
+  prefix="$CACHE_DIR/npm-anvil-$version"
+  real="$prefix/node_modules/@foundry-rs/anvil-$ANVIL_PLATFORM/bin/anvil"
+  if [ ! -x "$real" ]; then
+    mkdir -p "$prefix"
+    npm install --prefix "$prefix" --no-audit --no-fund "@foundry-rs/anvil@$version"
+  fi
+  ln -sfn "$real" "$CACHE_DIR/bin/anvil-$version"
+  echo "anvil $version: $CACHE_DIR/bin/anvil-$version"
+done
 
 echo "litecoind: $LITECOIND"
 echo "anvil: $CACHE_DIR/bin/anvil"

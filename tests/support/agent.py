@@ -112,6 +112,10 @@ format = "json"
         bin_dir.mkdir(parents=True, exist_ok=True)
         if ANVIL.exists() and not (bin_dir / "anvil").exists():
             (bin_dir / "anvil").symlink_to(ANVIL.resolve())
+        # Older anvil releases the install script put beside it (bin/anvil-<version>).
+        for extra in sorted(ANVIL.parent.glob("anvil-*")):
+            if extra.exists() and not (bin_dir / extra.name).exists():
+                (bin_dir / extra.name).symlink_to(extra.resolve())
 
     def _argv(self) -> list[str]:
         return [
