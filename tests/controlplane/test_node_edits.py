@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from nodeplane.protocol import ProcessStatus
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from tests.support.calls import all_events, deploy, get_node, revisions
-from tests.support.fleet import FakeExecutor, Org
+from tests.support.fleet import LITECOIN_SPEC, FakeExecutor, Org
 from tests.support.gql import Client, GraphQLError
 
 UPDATE = """
@@ -17,6 +17,7 @@ ROLLBACK = """
 mutation($id: UUID!, $to: Int!, $expected: Int, $desired: DesiredState) {
   rollbackNode(nodeId: $id, toRevision: $to, expectedRevision: $expected, desiredState: $desired) {
     id revision spec desiredState } }"""
+S = ProcessStatus
 DELETE = "mutation($id: UUID!) { deleteNode(nodeId: $id) { id } }"
 
 
@@ -213,3 +214,90 @@ def test_edits_and_rollbacks_of_a_deleting_node_are_refused(
     )
     assert err.code == "node_deleting"
     assert refused(rollback, org.owner, nid, 1).code == "node_deleting"
+
+
+def observed(revision: int, status: ProcessStatus, **extra: Any) -> ObservedNodeState:
+    return ObservedNodeState(
+        revision=revision, processes=[ObservedProcess(role="node", status=status)], **extra
+    )
+
+
+AUTO = {"rollout": {"healthWindowSeconds": 30, "autoRollback": True}}
+
+
+def test_failed_revision_is_rolled_back_to_the_last_healthy_one(
+    org: Org, executor: FakeExecutor
+) -> None:
+    nid = deploy(org.owner, executor, "ltc-auto", spec={**LITECOIN_SPEC, **AUTO})["id"]
+    executor.sync({nid: observed(1, S.RUNNING, healthy_revision=1)})
+    good = get_node(org.owner, nid)["spec"]
+    edit(org.owner, nid, clients={"node": {"name": "litecoind", "version": "0.21.3"}})
+    reason = "revision 2 did not reach running or syncing within 30 s (node error: bad binary)"
+    executor.sync({nid: observed(2, S.ERROR, healthy_revision=1, apply_error=reason)})
+
+    node = get_node(org.owner, nid)
+    assert node["revision"] == 3
+    assert node["spec"] == good
+    history = revisions(org.owner, nid)
+    assert [(h["revision"], h["cause"], h["author"]) for h in history][-1] == (
+        3,
+        "auto-rollback",
+        "nodeplane",
+    )
+    (event,) = all_events(org.owner, nodeId=nid, type="node.auto_rolled_back")
+    assert event["level"] == "WARN"
+    assert event["payload"] == {
+        "revision": 3,
+        "failedRevision": 2,
+        "toRevision": 1,
+        "reason": reason,
+    }
+    assert reason in event["message"]
+
+    # The same failure reported again is of an older revision now: nothing more is written.
+    executor.sync({nid: observed(2, S.ERROR, healthy_revision=1, apply_error=reason + ".")})
+    assert get_node(org.owner, nid)["revision"] == 3
+    executor.sync({nid: observed(3, S.RUNNING, healthy_revision=3)})
+    assert get_node(org.owner, nid)["phase"] == "RUNNING"
+
+
+def test_without_auto_rollback_a_failed_revision_stays_in_error(
+    org: Org, executor: FakeExecutor
+) -> None:
+    nid = deploy(org.owner, executor, "ltc-noauto")["id"]
+    executor.sync({nid: observed(1, S.RUNNING, healthy_revision=1)})
+    edit(org.owner, nid, clients={"node": {"name": "litecoind", "version": "0.21.3"}})
+    executor.sync({nid: observed(2, S.ERROR, healthy_revision=1, apply_error="did not start")})
+    node = get_node(org.owner, nid)
+    assert (node["revision"], node["phase"]) == (2, "ERROR")
+    assert all_events(org.owner, nodeId=nid, type="node.auto_rolled_back") == []
+
+
+def test_no_healthy_revision_means_no_auto_rollback(org: Org, executor: FakeExecutor) -> None:
+    nid = deploy(org.owner, executor, "ltc-never", spec={**LITECOIN_SPEC, **AUTO})["id"]
+    executor.sync({nid: observed(1, S.ERROR, apply_error="never started")})
+    assert get_node(org.owner, nid)["revision"] == 1
+
+
+def test_concurrent_failure_reports_roll_back_once(org: Org, executor: FakeExecutor) -> None:
+    nid = deploy(org.owner, executor, "ltc-auto-race", spec={**LITECOIN_SPEC, **AUTO})["id"]
+    executor.sync({nid: observed(1, S.RUNNING, healthy_revision=1)})
+    edit(org.owner, nid, clients={"node": {"name": "litecoind", "version": "0.21.3"}})
+    reports = [
+        observed(2, S.ERROR, healthy_revision=1, apply_error=f"failed (report {i})")
+        for i in range(6)
+    ]
+    barrier = threading.Barrier(len(reports))
+
+    def one(report: ObservedNodeState) -> None:
+        barrier.wait()
+        executor.sync({nid: report})
+
+    with ThreadPoolExecutor(len(reports)) as pool:
+        list(pool.map(one, reports))
+    assert [h["cause"] for h in revisions(org.owner, nid)] == [
+        "created",
+        "configuration updated",
+        "auto-rollback",
+    ]
+    assert len(all_events(org.owner, nodeId=nid, type="node.auto_rolled_back")) == 1

@@ -38,3 +38,6 @@ class ObservedNodeState(WireModel):
     revision: int = Field(ge=0)
     processes: list[ObservedProcess] = Field(default_factory=list, max_length=32)
     apply_error: StorableText | None = Field(default=None, max_length=MAX_APPLY_ERROR_LENGTH)
+    # The last revision the executor saw with every process running or syncing: where an
+    # auto-rollback goes back to.
+    healthy_revision: int | None = Field(default=None, ge=0)

@@ -105,6 +105,21 @@ class OperatorHints(WireModel):
     service_type: ServiceType = ServiceType.CLUSTER_IP
 
 
+DEFAULT_HEALTH_WINDOW_SECONDS = 600
+MAX_HEALTH_WINDOW_SECONDS = 7 * 24 * 3600
+
+
+class RolloutPolicy(WireModel):
+    """How a new revision must prove itself: every process of the node running or syncing
+    within `health_window_seconds` of being applied, else the executor reports an apply error;
+    with `auto_rollback` the control plane then goes back to the last revision that was."""
+
+    health_window_seconds: int = Field(
+        default=DEFAULT_HEALTH_WINDOW_SECONDS, ge=1, le=MAX_HEALTH_WINDOW_SECONDS
+    )
+    auto_rollback: bool = False
+
+
 class NodeSpec(WireModel):
     """The declarative spec of one node; every write of it is a new revision."""
 
@@ -119,6 +134,7 @@ class NodeSpec(WireModel):
     restart_generation: int = Field(default=0, ge=0, le=MAX_RESTART_GENERATION)
     agent: AgentHints = Field(default_factory=AgentHints)
     operator: OperatorHints = Field(default_factory=OperatorHints)
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
     @model_validator(mode="after")
     def _overrides_name_known_roles(self) -> "NodeSpec":

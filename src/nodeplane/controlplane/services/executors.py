@@ -37,7 +37,7 @@ from nodeplane.controlplane.metrics.instruments import spec_polls_held
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
-from nodeplane.controlplane.services.nodes import phase_of, record_phase_change
+from nodeplane.controlplane.services.nodes import auto_rollback, phase_of, record_phase_change
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
 from nodeplane.controlplane.store.models import (
     ApiKey,
@@ -361,6 +361,11 @@ async def sync_executor(
     if request.nodes:
         changed = await _store_observations(session, executor, request, actor, now, result)
         uow.nodes_changed(executor.organization_id, changed)
+        for node_id in changed:
+            # Still locked by _store_observations; `get` finds it in the session.
+            node = await session.get(Node, node_id)
+            if node is not None:
+                await auto_rollback(uow, node)
     return result
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
 from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found, validation_error
-from nodeplane.controlplane.services.actors import Actor, actor_of
+from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.filter_text import check_filter_text
 from nodeplane.controlplane.store.database import UnitOfWork
@@ -748,6 +748,84 @@ def rolled_back_spec(
             "storage": storage,
         }
     )
+
+
+AUTO_ROLLBACK_CAUSE = "auto-rollback"
+
+
+def auto_rollback_target(node: Node) -> int | None:
+    """The revision to go back to by itself, or None: the node's spec asks for autoRollback,
+    its executor reports an apply error for the current revision (it failed to apply or to
+    become healthy within its window), and names an earlier revision it last saw healthy."""
+    if node.deleted_at is not None or not node.spec.get("rollout", {}).get("autoRollback"):
+        return None
+    observed = observed_of(node)
+    if observed is None or observed.revision != node.revision or observed.apply_error is None:
+        return None
+    healthy = observed.healthy_revision
+    if healthy is None or healthy >= node.revision:
+        return None
+    return healthy
+
+
+async def auto_rollback(uow: UnitOfWork, node: Node, actor: Actor = SYSTEM) -> bool:
+    """Roll `node` back to the revision its executor last saw healthy, if `auto_rollback_target`
+    says so; True when a revision was written.
+
+    Called under the node's row lock in the transaction that stores the observation: the check
+    reads the revision the write replaces, so two syncs (or a sync and an edit) never roll back
+    twice, and once written the failure is of an older revision and does not fire again.
+    """
+    target = auto_rollback_target(node)
+    if target is None:
+        return False
+    observed = observed_of(node)
+    assert observed is not None and observed.apply_error is not None
+    reason = observed.apply_error
+    failed = node.revision
+    row = await uow.session.scalar(
+        select(SpecRevision).where(SpecRevision.node_id == node.id, SpecRevision.revision == target)
+    )
+    executor = await uow.session.get(Executor, node.executor_id)
+    if row is None or executor is None:
+        return False
+    current = spec_of(node)
+    try:
+        new_spec = rolled_back_spec(current, parse_spec(row.spec))
+        if new_spec.to_wire() == node.spec:
+            return False
+        check_edit(current, new_spec, executor)
+    except DomainError as exc:
+        await record_event(
+            uow.session,
+            organization_id=node.organization_id,
+            type="node.auto_rollback.refused",
+            level=EventLevel.ERROR,
+            message=f"{node.name}: revision {failed} failed ({reason}); cannot roll back to "
+            f"revision {target}: {exc.message}",
+            actor=actor,
+            node=node,
+            payload={"revision": failed, "toRevision": target, "reason": reason},
+        )
+        return False
+    await _write_revision(uow, node, new_spec, actor, AUTO_ROLLBACK_CAUSE)
+    await record_event(
+        uow.session,
+        organization_id=node.organization_id,
+        type="node.auto_rolled_back",
+        level=EventLevel.WARN,
+        message=f"{node.name}: revision {failed} failed ({reason}); rolled back to revision "
+        f"{target} as revision {node.revision}",
+        actor=actor,
+        node=node,
+        payload={
+            "revision": node.revision,
+            "failedRevision": failed,
+            "toRevision": target,
+            "reason": reason,
+        },
+    )
+    return True
 
 
 async def request_lifecycle_action(

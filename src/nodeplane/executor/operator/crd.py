@@ -31,6 +31,7 @@ from nodeplane.protocol.quantities import MAX_FRACTION_DIGITS, MAX_INTEGER_DIGIT
 from nodeplane.protocol.spec import (
     IDENTIFIER_PATTERN,
     MAX_CLIENTS,
+    MAX_HEALTH_WINDOW_SECONDS,
     MAX_OVERRIDE_ARGS_PER_ROLE,
     MAX_OVERRIDE_KEYS_PER_ROLE,
     MAX_OVERRIDE_VALUE_LENGTH,
@@ -178,6 +179,12 @@ def node_spec_schema() -> Schema:
         "restartGeneration": _integer(0, MAX_RESTART_GENERATION),
         "agent": _object({"restartPolicy": _enum([p.value for p in RestartPolicy])}),
         "operator": _object({"serviceType": _enum([t.value for t in ServiceType])}),
+        "rollout": _object(
+            {
+                "healthWindowSeconds": _integer(1, MAX_HEALTH_WINDOW_SECONDS),
+                "autoRollback": {"type": "boolean"},
+            }
+        ),
     }
 
 

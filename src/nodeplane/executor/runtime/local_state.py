@@ -26,6 +26,12 @@ class HeldNode(BaseModel):
     failed_revision: int | None = None
     apply_error: str | None = None
     torn_down: bool = False
+    # When `applied_revision` was applied (its health window runs from then), the last revision
+    # seen healthy (every process running or syncing), and why `applied_revision` failed its
+    # health window, if it did (runtime/health.py).
+    applied_at: datetime | None = None
+    healthy_revision: int | None = None
+    health_error: str | None = None
 
     @property
     def name(self) -> str:

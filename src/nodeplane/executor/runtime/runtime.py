@@ -22,12 +22,14 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 import structlog
 
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
+from nodeplane.executor.runtime.health import judge_health
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
 from nodeplane.executor.runtime.log_sessions import LogSessions
 from nodeplane.executor.runtime.metrics import (
@@ -467,6 +469,9 @@ class ExecutorRuntime:
             return False
         if held.applied_revision != spec.revision or held.apply_error is not None:
             log.info("apply.done", node=spec.name, revision=spec.revision)
+            if held.applied_revision != spec.revision:
+                # The new revision's health window starts now.
+                held.applied_at, held.health_error = datetime.now(UTC), None
             held.applied_revision = spec.revision
             held.failed_revision, held.apply_error = None, None
             self._changed()
@@ -599,6 +604,7 @@ class ExecutorRuntime:
         try:
             async with asyncio.timeout(self.intervals.observe_timeout):
                 processes = await self.backend.observe(held.assigned)
+            self._judge_health(held, processes)
             observed = self._state_of(held, processes, None)  # refuses what the wire would
         except Exception as exc:  # one node's probe must not stop the others' reports
             message = (
@@ -621,18 +627,50 @@ class ExecutorRuntime:
             log.info("observe.recovered", node=held.name)
         return observed
 
+    def _judge_health(self, held: HeldNode, processes: list[ObservedProcess]) -> None:
+        """Record whether the applied revision is healthy, or failed its health window (once:
+        an event and an apply error until it becomes healthy or a new revision comes)."""
+        spec = held.assigned
+        if spec.spec is None or held.applied_revision != spec.revision:
+            return
+        verdict = judge_health(
+            revision=held.applied_revision,
+            desired=spec.spec.desired_state,
+            processes=processes,
+            applied_at=held.applied_at,
+            window_seconds=spec.spec.rollout.health_window_seconds,
+            healthy_revision=held.healthy_revision,
+            now=datetime.now(UTC),
+        )
+        if verdict.healthy and (
+            held.healthy_revision != held.applied_revision or held.health_error is not None
+        ):
+            held.healthy_revision, held.health_error = held.applied_revision, None
+            log.info("health.ok", node=held.name, revision=held.applied_revision)
+            self._changed()
+        elif verdict.error is not None and held.health_error is None:
+            held.health_error = verdict.error
+            log.error("health.failed", node=held.name, error=verdict.error)
+            self.queue_event(_node_event(spec, RuntimeEventType.NODE_APPLY_FAILED, verdict.error))
+            self._changed()
+
     @staticmethod
     def _state_of(
         held: HeldNode, processes: list[ObservedProcess], error: str | None
     ) -> ObservedNodeState:
-        """What to report: the revision applied (or the one that failed, with why)."""
+        """What to report: the revision applied (or the one that failed, with why), and the last
+        revision seen healthy."""
         failed = held.apply_error is not None and held.failed_revision is not None
         revision = held.failed_revision if failed and held.failed_revision else None
-        error = held.apply_error if held.apply_error is not None else error
+        if held.apply_error is not None:
+            error = held.apply_error
+        elif held.health_error is not None and not failed:
+            error = held.health_error
         return ObservedNodeState(
             revision=revision or held.applied_revision,
             processes=processes,
             apply_error=storable_excerpt(error, MAX_APPLY_ERROR_LENGTH) if error else None,
+            healthy_revision=held.healthy_revision,
         )
 
 
