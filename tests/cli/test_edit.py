@@ -33,8 +33,11 @@ def test_edit_flags_become_update_fields() -> None:
         resources=["cpuLimit=4,memory-limit=", "cpuRequest=1"],
         storage_size="200Gi",
         spec_file=None,
+        health_window=60,
+        auto_rollback=True,
     )
     assert changes == {
+        "rollout": {"healthWindowSeconds": 60, "autoRollback": True},
         "clients": {"node": {"name": "litecoind", "version": "0.21.3"}},
         "overrides": {
             "args": {"node": ["-dbcache=300", "-maxconnections=8"], "other": ["-x"]},

@@ -301,3 +301,15 @@ def test_concurrent_failure_reports_roll_back_once(org: Org, executor: FakeExecu
         "auto-rollback",
     ]
     assert len(all_events(org.owner, nodeId=nid, type="node.auto_rolled_back")) == 1
+
+
+def test_rollout_policy_is_edited_key_by_key(org: Org, executor: FakeExecutor) -> None:
+    nid = deploy(org.owner, executor, "ltc-rollout")["id"]
+    assert get_node(org.owner, nid)["spec"]["rollout"] == {
+        "healthWindowSeconds": 600,
+        "autoRollback": False,
+    }
+    node = edit(org.owner, nid, rollout={"autoRollback": True})
+    assert node["spec"]["rollout"] == {"healthWindowSeconds": 600, "autoRollback": True}
+    err = refused(edit, org.owner, nid, rollout={"healthWindowSeconds": 0})
+    assert err.code == "invalid_node_config"

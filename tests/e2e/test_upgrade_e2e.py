@@ -5,12 +5,15 @@ the agent fixture offers them in <data_dir>/bin): a devnet node upgraded from on
 its state file and block height, and rolled back it runs the old release on the same state.
 """
 
+import json
+import subprocess
 import time
 from typing import Any
 
 import pytest
 
-from tests.e2e.scenario import ChainRpc, Fleet
+from tests.e2e.conftest import wait_for
+from tests.e2e.scenario import LITECOIND_VERSION, ChainRpc, Fleet, litecoin_spec
 from tests.e2e.test_anvil_e2e import anvil_versions
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Org
@@ -100,3 +103,92 @@ def test_anvil_upgrade_in_place_then_roll_back(e2e_org: Org, agent: AgentProcess
     assert height(agent, "eth-up") >= mid
     feed = [e["type"] for e in fleet.events(node_id)]
     assert "node.updated" in feed and "node.rolled_back" in feed
+
+
+BROKEN_VERSION = "0.21.9"
+# A litecoind that answers `--version` like the real one and refuses to start: what a bad
+# release looks like to the agent. Compiled, because the resolver skips `#!` launchers.
+BROKEN_SOURCE = r"""
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        puts("Litecoin Core version v%s");
+        return 0;
+    }
+    fputs("Error: broken test build %s refuses to start\n", stderr);
+    return 1;
+}
+"""
+
+
+def install_broken_litecoind(agent: AgentProcess) -> None:
+    """Put the broken build where the binary resolver finds versions (<data_dir>/bin) and
+    restart the agent so it declares it (its nodes keep running)."""
+    source = agent.workdir / "broken.c"
+    source.write_text(BROKEN_SOURCE % (BROKEN_VERSION, BROKEN_VERSION))
+    target = agent.data_dir / "bin" / f"litecoind-{BROKEN_VERSION}"
+    subprocess.run(["cc", "-O0", "-o", str(target), str(source)], check=True)
+    agent.stop()
+    agent.start()
+
+
+def declared_litecoind(fleet: Fleet) -> list[str]:
+    chain = next(c for c in fleet.capabilities()["chains"] if c["chain"] == "litecoin")
+    clients = chain["roles"][0]["clients"]
+    versions: list[str] = next(c for c in clients if c["name"] == "litecoind")["versions"]
+    return versions
+
+
+@pytest.mark.parametrize("driver", ["process"], indirect=True)
+def test_litecoind_version_that_does_not_start_errors_then_rolls_back_by_itself(
+    e2e_org: Org, agent: AgentProcess
+) -> None:
+    fleet = Fleet(e2e_org, agent)
+    install_broken_litecoind(agent)
+    wait_for(lambda: BROKEN_VERSION in declared_litecoind(fleet), 60, "broken build declared")
+    spec = litecoin_spec(rollout={"healthWindowSeconds": 15, "autoRollback": False})
+    node_id = fleet.create("ltc-bad", spec)
+    fleet.wait_phase(node_id, "RUNNING")
+    rpc = ChainRpc.litecoin(agent.node_dir("ltc-bad"))
+    rpc.mine(5)
+    fleet.wait_phase(node_id, "RUNNING", height=5)
+
+    # Without autoRollback: the broken version reaches `error` with the client's own words.
+    e2e_org.owner(
+        UPDATE,
+        {
+            "input": {
+                "nodeId": node_id,
+                "clients": {"node": {"name": "litecoind", "version": BROKEN_VERSION}},
+            }
+        },
+    )
+    node = fleet.wait_phase(node_id, "ERROR", timeout=90)
+    said = json.dumps(node["observed"])
+    assert "refuses to start" in said, said
+    assert node["revision"] == 2
+
+    # With autoRollback: the next failure of that version goes back to revision 1 by itself.
+    e2e_org.owner(UPDATE, {"input": {"nodeId": node_id, "rollout": {"autoRollback": True}}})
+    rolled = fleet.wait(
+        node_id,
+        lambda: (n := fleet.node(node_id)) and n["revision"] == 4 and n,
+        "the auto-rollback revision",
+        90,
+    )
+    assert rolled["spec"]["clients"]["node"]["version"] == LITECOIND_VERSION
+    node = wait_applied(fleet, node_id, 4)
+    assert node["observed"]["processes"][0]["height"] >= 5  # the same chain data
+    (event,) = fleet.events(node_id, "node.auto_rolled_back")
+    assert event["payload"]["failedRevision"] == 3 and event["payload"]["toRevision"] == 1
+    assert "did not reach running or syncing within 15 s" in event["payload"]["reason"]
+    history = e2e_org.owner(
+        "query($id: UUID!) { nodeRevisions(nodeId: $id) { revision cause } }", {"id": node_id}
+    )["nodeRevisions"]
+    assert [h["cause"] for h in history] == [
+        "created",
+        "configuration updated",
+        "configuration updated",
+        "auto-rollback",
+    ]

@@ -62,6 +62,8 @@ def edit_changes(
     resources: list[str],
     storage_size: str | None,
     spec_file: dict[str, Any] | None,
+    health_window: int | None = None,
+    auto_rollback: bool | None = None,
 ) -> dict[str, Any]:
     """The updateNode fields the flags ask for, given the node's current spec.
 
@@ -88,6 +90,13 @@ def edit_changes(
         changes["resources"] = parse_resources(resources, base.get("resources") or {})
     if storage_size is not None:
         changes["storage"] = {"size": storage_size}
+    rollout: dict[str, Any] = {}
+    if health_window is not None:
+        rollout["healthWindowSeconds"] = health_window
+    if auto_rollback is not None:
+        rollout["autoRollback"] = auto_rollback
+    if rollout:
+        changes["rollout"] = rollout
     return changes
 
 
@@ -139,6 +148,18 @@ def edit(
         str | None,
         typer.Option(help="A whole NodeSpec JSON file (- for stdin); flags given too win."),
     ] = None,
+    health_window: Annotated[
+        int | None,
+        typer.Option(min=1, help="Seconds a new revision has to reach running or syncing."),
+    ] = None,
+    auto_rollback: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-rollback/--no-auto-rollback",
+            help="Go back to the last healthy revision by itself when one fails.",
+            show_default=False,
+        ),
+    ] = None,
     cause: Annotated[str | None, typer.Option(help="Why, kept with the revision.")] = None,
     expected_revision: ExpectedRevision = None,
     wait: Wait = False,
@@ -160,11 +181,13 @@ def edit(
             resources=resources or [],
             storage_size=storage_size,
             spec_file=document,
+            health_window=health_window,
+            auto_rollback=auto_rollback,
         )
         if not changes:
             raise typer.BadParameter(
                 "nothing to change: give --client, --override-arg, --resources, "
-                "--storage-size or --spec-file"
+                "--storage-size, --health-window, --auto-rollback or --spec-file"
             )
         if cause is not None:
             changes["cause"] = cause

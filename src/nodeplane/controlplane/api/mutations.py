@@ -61,6 +61,9 @@ class UpdateNodeInput:
     storage: JSON | None = strawberry.field(
         default=None, description="{size}: storage may only grow."
     )
+    rollout: JSON | None = strawberry.field(
+        default=None, description="{healthWindowSeconds, autoRollback}, laid over the current."
+    )
     spec: JSON | None = strawberry.field(
         default=None,
         description="A whole new spec (its desiredState and restartGeneration are ignored).",
@@ -254,6 +257,7 @@ class Mutation:
                 overrides=input.overrides,
                 resources=input.resources,
                 storage=input.storage,
+                rollout=input.rollout,
                 spec=input.spec,
                 expected_revision=input.expected_revision,
                 cause=input.cause,

@@ -626,6 +626,7 @@ async def update_node(
     overrides: Any = None,
     resources: Any = None,
     storage: Any = None,
+    rollout: Any = None,
     spec: Any = None,
     expected_revision: int | None = None,
     cause: str | None = None,
@@ -634,7 +635,8 @@ async def update_node(
 
     `spec` is a whole new spec (from a spec file) whose desired state and restart generation are
     ignored: those change through lifecycle actions. `clients` and `storage` are laid over the
-    current ones role by role and key by key; `overrides` and `resources` replace them. The
+    current ones role by role and key by key, `rollout` key by key; `overrides` and `resources`
+    replace them. The
     change must pass the rules of an in-place edit and the executor's declared capabilities.
     """
     p = require_mutator(principal)
@@ -650,6 +652,8 @@ async def update_node(
             raw[key] = node.spec.get(key, raw.get(key))
     raw["clients"] = _merged(raw, "clients", clients)
     raw["storage"] = _merged(raw, "storage", storage)
+    if rollout is not None:
+        raw["rollout"] = _merged(raw, "rollout", rollout)
     if overrides is not None:
         raw["overrides"] = overrides
     if resources is not None:
