@@ -313,3 +313,37 @@ def test_rollout_policy_is_edited_key_by_key(org: Org, executor: FakeExecutor) -
     assert node["spec"]["rollout"] == {"healthWindowSeconds": 600, "autoRollback": True}
     err = refused(edit, org.owner, nid, rollout={"healthWindowSeconds": 0})
     assert err.code == "invalid_node_config"
+
+
+PREVIEW = """
+query($input: UpdateNodeInput!) { nodeUpdatePreview(input: $input) { path before after } }"""
+
+
+def test_preview_shows_the_changes_and_refuses_as_the_edit_would(
+    org: Org, executor: FakeExecutor
+) -> None:
+    nid = deploy(org.owner, executor, "ltc-preview")["id"]
+    spec = get_node(org.owner, nid)["spec"]
+    proposed = {
+        **spec,
+        "clients": {"node": {"name": "litecoind", "version": "0.21.3"}},
+        "resources": {**spec["resources"], "cpuLimit": "2"},
+        "rollout": {**spec["rollout"], "autoRollback": True},
+    }
+    changes = org.owner(PREVIEW, {"input": {"nodeId": nid, "spec": proposed}})["nodeUpdatePreview"]
+    assert changes == [
+        {"path": "clients.node.version", "before": "0.21.4", "after": "0.21.3"},
+        {"path": "resources.cpuLimit", "before": None, "after": "2"},
+        {"path": "rollout.autoRollback", "before": False, "after": True},
+    ]
+    assert get_node(org.owner, nid)["revision"] == 1  # nothing written
+    with pytest.raises(GraphQLError) as err:
+        org.owner(PREVIEW, {"input": {"nodeId": nid, "storage": {"size": "1Gi"}}})
+    assert err.value.code == "invalid_node_config"
+    with pytest.raises(GraphQLError) as err:
+        org.owner(PREVIEW, {"input": {"nodeId": nid, "spec": proposed, "expectedRevision": 9}})
+    assert err.value.code == "revision_conflict"
+    member = org.add_member("MEMBER")
+    with pytest.raises(GraphQLError) as err:
+        member(PREVIEW, {"input": {"nodeId": nid, "spec": proposed}})
+    assert err.value.code == "forbidden"

@@ -6,6 +6,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from nodeplane.controlplane.api.context import Info
+from nodeplane.controlplane.api.mutations import UpdateNodeInput
 from nodeplane.controlplane.api.types import (
     ApiKey,
     AssignedNodeSpec,
@@ -117,6 +118,27 @@ class Query:
                 session, info.context.principal, node_id, from_revision, to_revision
             )
         return [SpecChange.from_model(c) for c in changes] if changes is not None else None
+
+    @strawberry.field(
+        description="What updateNode would change (refused as it would be); writes nothing."
+    )
+    async def node_update_preview(self, info: Info, input: UpdateNodeInput) -> list[SpecChange]:
+        async with info.context.db.read() as session:
+            changes = await nodes.preview_update(
+                session,
+                info.context.principal,
+                input.node_id,
+                nodes.SpecEdit(
+                    clients=input.clients,
+                    overrides=input.overrides,
+                    resources=input.resources,
+                    storage=input.storage,
+                    rollout=input.rollout,
+                    spec=input.spec,
+                ),
+                expected_revision=input.expected_revision,
+            )
+        return [SpecChange.from_model(c) for c in changes]
 
     @strawberry.field
     async def executors(self, info: Info) -> list[Executor]:

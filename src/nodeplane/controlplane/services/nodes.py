@@ -617,6 +617,62 @@ def _merged(current: dict[str, Any], section: str, given: Any) -> Any:
     return {**(current.get(section) or {}), **given}
 
 
+@dataclass(frozen=True)
+class SpecEdit:
+    """What an edit asks for (see `update_node`); None leaves a section as it is."""
+
+    clients: Any = None
+    overrides: Any = None
+    resources: Any = None
+    storage: Any = None
+    rollout: Any = None
+    spec: Any = None
+
+
+def edited_spec(node: Node, edit: SpecEdit) -> NodeSpec:
+    """The node's spec with `edit` applied, validated as any written spec is (not yet against
+    the edit rules and the executor: `check_edit`)."""
+    raw: dict[str, Any] = dict(node.spec)
+    if edit.spec is not None:
+        if not isinstance(edit.spec, dict):
+            raise DomainError(ErrorCode.INVALID_NODE_CONFIG, "spec must be an object", field="spec")
+        raw = {**edit.spec}
+        for key in ("desiredState", "restartGeneration"):
+            raw[key] = node.spec.get(key, raw.get(key))
+    raw["clients"] = _merged(raw, "clients", edit.clients)
+    raw["storage"] = _merged(raw, "storage", edit.storage)
+    if edit.rollout is not None:
+        raw["rollout"] = _merged(raw, "rollout", edit.rollout)
+    if edit.overrides is not None:
+        raw["overrides"] = edit.overrides
+    if edit.resources is not None:
+        raw["resources"] = edit.resources
+    return parse_spec(raw)
+
+
+async def preview_update(
+    session: AsyncSession,
+    principal: Principal | None,
+    node_id: UUID,
+    edit: SpecEdit,
+    *,
+    expected_revision: int | None = None,
+) -> list[SpecChange]:
+    """What `update_node` would change, refused as it would refuse; writes nothing."""
+    p = require_mutator(principal)
+    node: Node | None = await session.scalar(scoped_nodes(p).where(Node.id == node_id))
+    if node is None:
+        raise not_found("node")
+    _check_writable(node, expected_revision)
+    new_spec = edited_spec(node, edit)
+    if new_spec.to_wire() == node.spec:
+        return []
+    executor = await session.get(Executor, node.executor_id)
+    assert executor is not None
+    check_edit(spec_of(node), new_spec, executor)
+    return spec_diff(node.spec, new_spec.to_wire())
+
+
 async def update_node(
     uow: UnitOfWork,
     principal: Principal | None,
@@ -636,29 +692,14 @@ async def update_node(
     `spec` is a whole new spec (from a spec file) whose desired state and restart generation are
     ignored: those change through lifecycle actions. `clients` and `storage` are laid over the
     current ones role by role and key by key, `rollout` key by key; `overrides` and `resources`
-    replace them. The
-    change must pass the rules of an in-place edit and the executor's declared capabilities.
+    replace them. The change must pass the rules of an in-place edit and the executor's declared
+    capabilities.
     """
     p = require_mutator(principal)
     _check_cause(cause)
     node = await _lock_node(uow, p, node_id)
     _check_writable(node, expected_revision)
-    raw: dict[str, Any] = dict(node.spec)
-    if spec is not None:
-        if not isinstance(spec, dict):
-            raise DomainError(ErrorCode.INVALID_NODE_CONFIG, "spec must be an object", field="spec")
-        raw = {**spec}
-        for key in ("desiredState", "restartGeneration"):
-            raw[key] = node.spec.get(key, raw.get(key))
-    raw["clients"] = _merged(raw, "clients", clients)
-    raw["storage"] = _merged(raw, "storage", storage)
-    if rollout is not None:
-        raw["rollout"] = _merged(raw, "rollout", rollout)
-    if overrides is not None:
-        raw["overrides"] = overrides
-    if resources is not None:
-        raw["resources"] = resources
-    new_spec = parse_spec(raw)
+    new_spec = edited_spec(node, SpecEdit(clients, overrides, resources, storage, rollout, spec))
     if new_spec.to_wire() == node.spec:
         return node
     executor = await uow.session.get(Executor, node.executor_id)
