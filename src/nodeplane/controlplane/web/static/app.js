@@ -422,6 +422,7 @@ function initNodePage() {
   if (!head) return;
   const initial = JSON.parse($("#node-data").textContent);
   let spec = initial.spec;
+  const current = { revision: initial.revision };
   renderNodeMetrics({ ...initial, spec });
   poll(async () => {
     const data = await gql(`query($id: UUID!) { node(id: $id) { ${NODE_FIELDS} spec } }`, { id: head.dataset.nodeId });
@@ -433,6 +434,8 @@ function initNodePage() {
       return;
     }
     spec = n.spec;
+    current.revision = n.revision;
+    showPending(head, n);
     setBadge(head, n.phase);
     setMarkers(head, n);
     setMenu(head, n);
@@ -446,22 +449,183 @@ function initNodePage() {
     e.preventDefault();
     const out = $("[data-diff-result]");
     try {
-      const data = await gql(`query($id: UUID!, $a: Int!, $b: Int!) { nodeRevisionDiff(nodeId: $id, fromRevision: $a, toRevision: $b) { path before after } }`,
-        { id: head.dataset.nodeId, a: Number(form.from.value), b: Number(form.to.value) });
-      const changes = data.nodeRevisionDiff || [];
-      out.replaceChildren();
-      if (!changes.length) { out.append(el("p", { class: "muted" }, "No differences.")); return; }
-      const show = (v) => (v === null || v === undefined ? "—" : JSON.stringify(v));
-      const table = el("table", { class: "table compact diff" },
-        el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Path"), el("th", { scope: "col" }, `Revision ${form.from.value}`), el("th", { scope: "col" }, `Revision ${form.to.value}`))));
-      const tbody = el("tbody");
-      for (const c of changes) tbody.append(el("tr", {}, el("td", {}, el("code", {}, c.path)), el("td", { class: "del" }, show(c.before)), el("td", { class: "add" }, show(c.after))));
-      table.append(tbody);
-      out.append(table);
+      const changes = await revisionDiff(head.dataset.nodeId, Number(form.from.value), Number(form.to.value));
+      out.replaceChildren(changes.length
+        ? diffTable(changes, `Revision ${form.from.value}`, `Revision ${form.to.value}`)
+        : el("p", { class: "muted" }, "No differences."));
     } catch (err) {
       out.replaceChildren(el("p", { class: "field-error" }, err.message));
     }
   });
+  initEditDialog(head, () => ({ spec, revision: current.revision }));
+  initRollbackDialog(head, () => current.revision);
+  showPending(head, initial);
+}
+
+const DIFF_QUERY = `query($id: UUID!, $a: Int!, $b: Int!) { nodeRevisionDiff(nodeId: $id, fromRevision: $a, toRevision: $b) { path before after } }`;
+const PREVIEW_QUERY = `query($input: UpdateNodeInput!) { nodeUpdatePreview(input: $input) { path before after } }`;
+const UPDATE_MUTATION = `mutation($input: UpdateNodeInput!) { updateNode(input: $input) { id revision } }`;
+const ROLLBACK_MUTATION = `mutation($id: UUID!, $to: Int!, $x: Int) { rollbackNode(nodeId: $id, toRevision: $to, expectedRevision: $x) { id revision } }`;
+// What the edit dialog leaves out: lifecycle fields change through actions, not edits.
+const LIFECYCLE_KEYS = ["desiredState", "restartGeneration"];
+
+async function revisionDiff(nodeId, from, to) {
+  const data = await gql(DIFF_QUERY, { id: nodeId, a: from, b: to });
+  return data.nodeRevisionDiff || [];
+}
+
+function changeCount(n) { return `${n} change${n === 1 ? "" : "s"}`; }
+
+// A table of spec changes (path, before, after); every value goes in as text.
+function diffTable(changes, beforeLabel, afterLabel) {
+  const show = (v) => (v === null || v === undefined ? "—" : JSON.stringify(v));
+  const table = el("table", { class: "table compact diff" },
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Path"), el("th", { scope: "col" }, beforeLabel), el("th", { scope: "col" }, afterLabel))));
+  const tbody = el("tbody");
+  for (const c of changes) tbody.append(el("tr", {}, el("td", {}, el("code", {}, c.path)), el("td", { class: "del" }, show(c.before)), el("td", { class: "add" }, show(c.after))));
+  table.append(tbody);
+  return table;
+}
+
+function initEditDialog(head, now) {
+  const dialog = $("#edit-dialog");
+  const open = $("[data-edit-open]", head.parentNode);
+  if (!dialog || !open) return;
+  const form = $("[data-edit-form]", dialog);
+  const review = $("[data-edit-review]", dialog);
+  const error = $("[data-edit-error]", dialog);
+  const save = $("[data-edit-save]", dialog);
+  let base = null; // the revision the dialog edits: saving elsewhere than there is a conflict
+  let reviewed = null; // the spec text whose changes are shown
+  const parsed = () => {
+    try {
+      const value = JSON.parse(form.spec.value);
+      if (value && typeof value === "object" && !Array.isArray(value)) return value;
+    } catch (_) { /* reported below */ }
+    throw new Error("the spec is not a JSON object");
+  };
+  open.addEventListener("click", () => {
+    const { spec, revision } = now();
+    const editable = Object.fromEntries(Object.entries(spec).filter(([k]) => !LIFECYCLE_KEYS.includes(k)));
+    form.spec.value = JSON.stringify(editable, null, 2);
+    form.cause.value = "";
+    base = revision;
+    reviewed = null;
+    review.replaceChildren();
+    error.textContent = "";
+    save.disabled = true;
+    dialog.showModal();
+    form.spec.focus();
+  });
+  form.spec.addEventListener("input", () => { save.disabled = true; reviewed = null; });
+  $("[data-edit-preview]", dialog).addEventListener("click", async () => {
+    error.textContent = "";
+    review.replaceChildren();
+    save.disabled = true;
+    try {
+      const text = form.spec.value;
+      const data = await gql(PREVIEW_QUERY, { input: { nodeId: head.dataset.nodeId, spec: parsed(), expectedRevision: base } });
+      const changes = data.nodeUpdatePreview || [];
+      if (!changes.length) { review.append(el("p", { class: "muted" }, "No changes.")); return; }
+      review.append(el("p", { class: "diff-count", "data-change-count": changes.length }, changeCount(changes.length)),
+        diffTable(changes, `Revision ${base}`, "New"));
+      reviewed = text;
+      save.disabled = false;
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (reviewed === null || reviewed !== form.spec.value) return;
+    save.disabled = true;
+    try {
+      const input = { nodeId: head.dataset.nodeId, spec: parsed(), expectedRevision: base };
+      if (form.cause.value.trim()) input.cause = form.cause.value.trim();
+      const data = await gql(UPDATE_MUTATION, { input });
+      dialog.close();
+      toast(`saved revision ${data.updateNode.revision}`);
+      location.reload();
+    } catch (err) {
+      error.textContent = err.message;
+      save.disabled = false;
+    }
+  });
+}
+
+function initRollbackDialog(head, currentRevision) {
+  const dialog = $("#rollback-dialog");
+  if (!dialog) return;
+  const form = $("[data-rollback-form]", dialog);
+  const out = $("[data-rollback-diff]", dialog);
+  const error = $("[data-rollback-error]", dialog);
+  const submit = $("[data-rollback-submit]", dialog);
+  let target = null;
+  let base = null;
+  for (const button of $$("[data-rollback]")) {
+    button.addEventListener("click", async () => {
+      target = Number(button.dataset.rollback);
+      base = currentRevision();
+      for (const slot of $$("[data-rollback-to]", dialog)) slot.textContent = target;
+      out.replaceChildren(el("p", { class: "muted" }, "Loading the changes…"));
+      error.textContent = "";
+      submit.disabled = true;
+      dialog.showModal();
+      try {
+        // The desired state and restart generation stay as they are: not part of what changes.
+        const changes = (await revisionDiff(head.dataset.nodeId, base, target))
+          .filter((c) => !LIFECYCLE_KEYS.includes(c.path));
+        out.replaceChildren(el("p", { class: "diff-count", "data-change-count": changes.length }, changeCount(changes.length)),
+          diffTable(changes, `Revision ${base} (current)`, `Revision ${target}`));
+        submit.disabled = false;
+      } catch (err) {
+        out.replaceChildren();
+        error.textContent = err.message;
+      }
+    });
+  }
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (target === null) return;
+    submit.disabled = true;
+    try {
+      const data = await gql(ROLLBACK_MUTATION, { id: head.dataset.nodeId, to: target, x: base });
+      dialog.close();
+      toast(`rolled back to revision ${target} (revision ${data.rollbackNode.revision})`);
+      location.reload();
+    } catch (err) {
+      error.textContent = err.message;
+      submit.disabled = false;
+    }
+  });
+}
+
+// While the executor has not applied the spec revision: what is changing (the diff between the
+// observed and the spec revision) and since when (the spec revision's time).
+async function showPending(head, node) {
+  const box = $("[data-pending]");
+  if (!box) return;
+  const inFlight = node.pendingChange && !node.deletedAt && node.observedRevision !== null && node.observedRevision !== undefined
+    && node.observedRevision < node.revision;
+  if (!inFlight) { box.hidden = true; box.dataset.key = ""; return; }
+  const key = `${node.observedRevision}-${node.revision}`;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  try {
+    const data = await gql(`query($id: UUID!, $a: Int!, $b: Int!) { nodeRevisions(nodeId: $id) { revision createdAt }
+      nodeRevisionDiff(nodeId: $id, fromRevision: $a, toRevision: $b) { path before after } }`,
+    { id: head.dataset.nodeId, a: node.observedRevision, b: node.revision });
+    if (box.dataset.key !== key) return;
+    const changes = data.nodeRevisionDiff || [];
+    const written = (data.nodeRevisions || []).find((r) => r.revision === node.revision);
+    $("[data-pending-summary]", box).textContent = `from revision ${node.observedRevision} to ${node.revision}: `
+      + `${changeCount(changes.length)}, since ${written ? new Date(written.createdAt).toLocaleString() : "—"}`
+      + (written ? ` (${ago(written.createdAt)})` : "");
+    $("[data-pending-diff]", box).replaceChildren(diffTable(changes, `Revision ${node.observedRevision} (applied)`, `Revision ${node.revision}`));
+    box.hidden = false;
+  } catch (_) {
+    box.dataset.key = "";
+  }
 }
 
 function initExecutorsPage() {
