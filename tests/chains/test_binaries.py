@@ -22,6 +22,7 @@ from nodeplane.chains.binaries import (
     find_binary,
     installed_versions,
     parse_version,
+    reported_version,
     resolve_binary,
 )
 from nodeplane.chains.bitcoin_family import LITECOIND
@@ -205,3 +206,19 @@ def test_download_errors(served: tuple[Path, _Server], tmp_path: Path) -> None:
         download_binary(Download(url="file:///etc/passwd", sha256="0" * 64), tmp_path / "y")
     with pytest.raises(BinaryNotFound, match="no download is declared"):
         resolve_binary(FAKE, "1.2.3", tmp_path / "data", path_env="")
+
+
+@pytest.mark.parametrize(
+    ("answer", "version"),
+    [
+        ("anvil/v1.5.1", "1.5.1"),
+        ("Geth/v1.14.12-stable-293a300d/linux-amd64/go1.22.1", "1.14.12"),
+        ("/LitecoinCore:0.21.2.1/", "0.21.2.1"),
+        ("Nethermind/v1.28.0+3a2d9a7e/linux-x64/dotnet8.0.8", "1.28.0"),
+        ("no version here", None),
+        (42, None),
+        (None, None),
+    ],
+)
+def test_reported_version(answer: object, version: str | None) -> None:
+    assert reported_version(answer) == version

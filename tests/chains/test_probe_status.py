@@ -159,10 +159,18 @@ def process(role: str, client: str, network: str = "mainnet") -> ProcessPlan:
 
 
 async def test_execution_probe_speaks_json_rpc() -> None:
-    answers = {"eth_syncing": False, "eth_blockNumber": "0x64", "net_peerCount": "0x3"}
+    answers = {
+        "eth_syncing": False,
+        "eth_blockNumber": "0x64",
+        "net_peerCount": "0x3",
+        "web3_clientVersion": "Geth/v1.14.12-stable/linux-amd64/go1.22",
+    }
 
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
+        if body["method"] not in answers:
+            error = {"code": -32601, "message": "the method does not exist"}
+            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "error": error})
         return httpx.Response(
             200, json={"jsonrpc": "2.0", "id": body["id"], "result": answers[body["method"]]}
         )
@@ -170,6 +178,13 @@ async def test_execution_probe_speaks_json_rpc() -> None:
     async with transport(handler) as http:
         result = await ETHEREUM.probe(process("execution", "geth"), http)
     assert (result.status, result.height, result.peers) == (R, 100, 3)
+    assert result.client_version == "1.14.12"
+
+    # A client that does not say its version is probed as before.
+    del answers["web3_clientVersion"]
+    async with transport(handler) as http:
+        result = await ETHEREUM.probe(process("execution", "geth"), http)
+    assert (result.status, result.height, result.client_version) == (R, 100, None)
 
 
 async def test_consensus_probe_reads_the_beacon_api() -> None:
@@ -276,12 +291,19 @@ async def test_a_bitcoin_family_probe_is_one_batched_request_on_one_connection(
     """Both calls in one JSON-RPC batch: the agent probes every node every report, and two
     requests (each on a connection of its own: keep-alive would delay the daemon's stops) were
     the biggest part of its CPU. Answers may come in any order, framed any way HTTP/1.1 allows."""
-    fake = FakeBitcoind(ok({"getblockchaininfo": CHAIN, "getpeerinfo": [peer(7)]}, framing))
+    network = {"subversion": "/LitecoinCore:0.21.2.1/"}
+    fake = FakeBitcoind(
+        ok(
+            {"getblockchaininfo": CHAIN, "getpeerinfo": [peer(7)], "getnetworkinfo": network},
+            framing,
+        )
+    )
     result = await probe_fake(fake, tmp_path)
     assert (result.status, result.height, result.peers) == (R, 7, 1)
+    assert result.client_version == "0.21.2.1"
     assert fake.connections == 1 and len(fake.requests) == 1
     head, batch = fake.requests[0]
-    assert [c["method"] for c in batch] == ["getblockchaininfo", "getpeerinfo"]
+    assert [c["method"] for c in batch] == ["getblockchaininfo", "getpeerinfo", "getnetworkinfo"]
     assert b"Authorization: Basic " + base64.b64encode(b"__cookie__:secret") in head
     assert b"connection: close" in head.lower()
 

@@ -60,7 +60,7 @@ def test_anvil_upgrade_in_place_then_roll_back(e2e_org: Org, agent: AgentProcess
             "clients": {"execution": {"name": "anvil", "version": old}},
         },
     )
-    fleet.wait_phase(node_id, "RUNNING", timeout=60)
+    node = fleet.wait_phase(node_id, "RUNNING", timeout=60, clientVersion=old)
     assert old in running_version(agent, "eth-up")
     # Let blocks be mined and dumped (anvil dumps every 10 s and on SIGTERM).
     state_file = fleet.wait(
@@ -89,6 +89,8 @@ def test_anvil_upgrade_in_place_then_roll_back(e2e_org: Org, agent: AgentProcess
     node = fleet.wait(node_id, upgraded_and_running, "upgraded and running", 90)
     assert "CONFIGURING" in phases, phases
     assert new in running_version(agent, "eth-up")
+    # The agent reports what runs, as the client says it: the new release.
+    fleet.wait_phase(node_id, "RUNNING", clientVersion=new)
     assert state_file.exists()
     after = height(agent, "eth-up")
     assert after >= before, (before, after)
@@ -100,6 +102,7 @@ def test_anvil_upgrade_in_place_then_roll_back(e2e_org: Org, agent: AgentProcess
     assert rolled["revision"] == 3
     wait_applied(fleet, node_id, 3)
     assert old in running_version(agent, "eth-up")
+    fleet.wait_phase(node_id, "RUNNING", clientVersion=old)
     assert height(agent, "eth-up") >= mid
     feed = [e["type"] for e in fleet.events(node_id)]
     assert "node.updated" in feed and "node.rolled_back" in feed
@@ -180,6 +183,7 @@ def test_litecoind_version_that_does_not_start_errors_then_rolls_back_by_itself(
     assert rolled["spec"]["clients"]["node"]["version"] == LITECOIND_VERSION
     node = wait_applied(fleet, node_id, 4)
     assert node["observed"]["processes"][0]["height"] >= 5  # the same chain data
+    fleet.wait_phase(node_id, "RUNNING", clientVersion=LITECOIND_VERSION)
     (event,) = fleet.events(node_id, "node.auto_rolled_back")
     assert event["payload"]["failedRevision"] == 3 and event["payload"]["toRevision"] == 1
     assert "did not reach running or syncing within 15 s" in event["payload"]["reason"]

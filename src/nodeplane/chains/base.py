@@ -280,6 +280,8 @@ class ProbeResult:
     peers: int | None = None
     sync_progress: float | None = None
     message: str | None = None
+    # The version the running client says it is (its RPC's own answer), when it says one.
+    client_version: str | None = None
 
 
 class ChainAdapter(ABC):

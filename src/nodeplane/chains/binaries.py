@@ -24,6 +24,7 @@ from typing import IO
 import httpx
 
 from nodeplane.chains.base import ClientDef, Download
+from nodeplane.protocol.spec import VERSION_PATTERN as WIRE_VERSION_PATTERN
 
 VERSION_PATTERN = re.compile(r"(?<![\w.])v?(\d+\.\d+(?:\.\d+)*)")
 VERSION_TIMEOUT_S = 10.0
@@ -96,6 +97,15 @@ def parse_version(output: str) -> str | None:
     """The first dotted version number in a `--version` output (`v0.21.2.1` -> `0.21.2.1`)."""
     match = VERSION_PATTERN.search(output)
     return match.group(1) if match else None
+
+
+def reported_version(answer: object) -> str | None:
+    """The dotted version in a running client's self-description over RPC (`anvil/v1.5.1`,
+    `/LitecoinCore:0.21.2.1/` → `1.5.1`, `0.21.2.1`), if it fits the wire's version rule."""
+    if not isinstance(answer, str):
+        return None
+    version = parse_version(answer[:200])
+    return version if version and re.fullmatch(WIRE_VERSION_PATTERN, version) else None
 
 
 def detect_version(path: Path, client: ClientDef) -> str | None:

@@ -6,7 +6,7 @@ connect, ...) outside `[main]`/`[test]`/`[signet]`/`[regtest]` for non-main netw
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import httpx
@@ -23,6 +23,7 @@ from nodeplane.chains.base import (
     RoleDef,
     RpcEndpoint,
 )
+from nodeplane.chains.binaries import reported_version
 from nodeplane.chains.overrides import (
     ConfigValue,
     check_overrides,
@@ -312,14 +313,15 @@ class BitcoinFamilyAdapter(ChainAdapter):
         )
 
     async def probe(self, process: ProcessPlan, http: httpx.AsyncClient) -> ProbeResult:
-        """`getblockchaininfo` + `getpeerinfo` in one cookie-authenticated JSON-RPC batch."""
+        """`getblockchaininfo`, `getpeerinfo` and `getnetworkinfo` in one cookie-authenticated
+        JSON-RPC batch."""
         if process.rpc is None:
             return ProbeResult(status=ProcessStatus.STARTING, message="no RPC endpoint")
         url = process.rpc.url
         try:
             auth = read_cookie(process.rpc.cookie_file) if process.rpc.cookie_file else None
-            info, peers = await json_rpc_batch(
-                http, url, ("getblockchaininfo", "getpeerinfo"), auth=auth
+            info, peers, network = await json_rpc_batch(
+                http, url, ("getblockchaininfo", "getpeerinfo", "getnetworkinfo"), auth=auth
             )
         except RpcError as exc:
             message = exc.message if exc.code == RPC_WARMING_UP else str(exc)
@@ -328,9 +330,13 @@ class BitcoinFamilyAdapter(ChainAdapter):
             return ProbeResult(status=ProcessStatus.STARTING, message=str(exc))
         if not isinstance(info, dict) or not isinstance(peers, list):
             return ProbeResult(status=ProcessStatus.STARTING, message="unexpected RPC answer")
-        return chain_status(
+        status = chain_status(
             info, [p for p in peers if isinstance(p, dict)], regtest=process.network == "regtest"
         )
+        # `subversion` is "/LitecoinCore:0.21.2.1/": the version that actually runs.
+        subversion = network.get("subversion") if isinstance(network, dict) else None
+        version = reported_version(subversion)
+        return replace(status, client_version=version) if version else status
 
 
 class BitcoinAdapter(BitcoinFamilyAdapter):

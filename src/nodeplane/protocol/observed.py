@@ -6,7 +6,7 @@ from pydantic import Field
 
 from nodeplane.protocol.enums import ProcessStatus
 from nodeplane.protocol.json_values import MAX_JSON_INTEGER
-from nodeplane.protocol.spec import Identifier
+from nodeplane.protocol.spec import Identifier, Version
 from nodeplane.protocol.text import StorableText
 from nodeplane.protocol.wire import WireModel
 
@@ -30,6 +30,8 @@ class ObservedProcess(WireModel):
     cpu_seconds: float | None = Field(default=None, ge=0.0, le=float(MAX_JSON_INTEGER))
     memory_bytes: Count | None = None
     pid: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    # The version the running client reports of itself (an upgrade shows here once it runs).
+    client_version: Version | None = None
 
 
 class ObservedNodeState(WireModel):

@@ -1,11 +1,13 @@
 """Health and sync probes of Ethereum clients: EL JSON-RPC, CL beacon API, anvil."""
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from nodeplane.chains.base import ProbeResult
+from nodeplane.chains.binaries import reported_version
 from nodeplane.chains.rpc import RpcError, RpcUnavailable, get_json, json_rpc
 from nodeplane.protocol import ProcessStatus
 
@@ -96,7 +98,20 @@ async def probe_execution(http: httpx.AsyncClient, url: str) -> ProbeResult:
         peer_count = await json_rpc(http, url, "net_peerCount")
     except (RpcError, RpcUnavailable) as exc:
         return ProbeResult(status=ProcessStatus.STARTING, message=str(exc))
-    return execution_status(syncing, block_number, peer_count)
+    return await with_client_version(http, url, execution_status(syncing, block_number, peer_count))
+
+
+async def with_client_version(
+    http: httpx.AsyncClient, url: str, result: ProbeResult
+) -> ProbeResult:
+    """`result` with the version the client says it runs (`web3_clientVersion`: "anvil/v1.5.1",
+    "Geth/v1.14.12-stable-…/linux-amd64/go1.22"), or as it is if it says none."""
+    try:
+        answer = await json_rpc(http, url, "web3_clientVersion")
+    except (RpcError, RpcUnavailable):
+        return result  # an optional answer: the status stands without it
+    version = reported_version(answer)
+    return replace(result, client_version=version) if version else result
 
 
 async def probe_consensus(http: httpx.AsyncClient, url: str) -> ProbeResult:
@@ -120,10 +135,11 @@ async def probe_devnet(http: httpx.AsyncClient, url: str) -> ProbeResult:
         height = _quantity(await json_rpc(http, url, "eth_blockNumber"))
     except (RpcError, RpcUnavailable) as exc:
         return ProbeResult(status=ProcessStatus.STARTING, message=str(exc))
-    return ProbeResult(
+    running = ProbeResult(
         status=ProcessStatus.RUNNING,
         height=height,
         network_height=height,
         peers=0,
         sync_progress=1.0,
     )
+    return await with_client_version(http, url, running)

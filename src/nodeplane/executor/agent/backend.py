@@ -701,6 +701,7 @@ class AgentBackend:
                     "network_height": probe.network_height,
                     "peers": probe.peers,
                     "sync_progress": probe.sync_progress,
+                    "client_version": probe.client_version,
                 }
             observed.append(
                 ObservedProcess(

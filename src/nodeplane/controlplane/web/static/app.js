@@ -408,7 +408,8 @@ function renderNodeMetrics(node) {
   if (!procs.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No report yet.")));
   const clients = (node.spec || {}).clients || {};
   for (const p of procs) {
-    const client = clients[p.role] ? `${clients[p.role].name} ${clients[p.role].version}` : "—";
+    // The version the running client reports, when it does: during an upgrade, what runs now.
+    const client = clients[p.role] ? `${clients[p.role].name} ${p.clientVersion || clients[p.role].version}` : "—";
     body.append(el("tr", { "data-role": p.role },
       el("td", {}, p.role), el("td", {}, client),
       el("td", {}, el("span", { class: `badge phase-${p.status}` }, p.status)),
