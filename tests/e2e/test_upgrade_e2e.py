@@ -46,7 +46,6 @@ def wait_applied(fleet: Fleet, node_id: str, revision: int) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize("driver", ["process"], indirect=True)
 def test_anvil_upgrade_in_place_then_roll_back(e2e_org: Org, agent: AgentProcess) -> None:
     fleet = Fleet(e2e_org, agent)
     versions = anvil_versions(fleet.capabilities())
@@ -143,7 +142,6 @@ def declared_litecoind(fleet: Fleet) -> list[str]:
     return versions
 
 
-@pytest.mark.parametrize("driver", ["process"], indirect=True)
 def test_litecoind_version_that_does_not_start_errors_then_rolls_back_by_itself(
     e2e_org: Org, agent: AgentProcess
 ) -> None:
