@@ -10,8 +10,6 @@ import subprocess
 import time
 from typing import Any
 
-import pytest
-
 from tests.e2e.conftest import wait_for
 from tests.e2e.scenario import LITECOIND_VERSION, ChainRpc, Fleet, litecoin_spec
 from tests.e2e.test_anvil_e2e import anvil_versions
