@@ -216,6 +216,8 @@ async def test_held_specs_are_saved_only_when_they_change(tmp_path: Path) -> Non
         state = h.runtime.state
         await eventually(lambda: state.nodes.get(assigned("n").node_id, None))
         await eventually(lambda: state.nodes[assigned("n").node_id].applied_revision == 1)
+        # Seen healthy once (the revision an auto-rollback goes back to): saved once more.
+        await eventually(lambda: state.nodes[assigned("n").node_id].healthy_revision == 1)
         written = state.path.stat().st_mtime_ns, state.path.stat().st_ino
         await asyncio.sleep(5 * FAST.reconcile)  # resyncs and reports: nothing changes
         assert (state.path.stat().st_mtime_ns, state.path.stat().st_ino) == written
