@@ -83,6 +83,8 @@ class ScriptedBackend:
     events: list[RuntimeEvent] = field(default_factory=list)
     active: dict[str, int] = field(default_factory=dict)
     overlaps: list[str] = field(default_factory=list)  # nodes worked on twice at once
+    # name -> the status (and message) observe reports for its process (default: running)
+    statuses: dict[str, tuple[ProcessStatus, str | None]] = field(default_factory=dict)
 
     def capabilities(self) -> ExecutorCapabilities:
         return ExecutorCapabilities()
@@ -125,7 +127,8 @@ class ScriptedBackend:
     async def observe(self, node: AssignedNodeSpec) -> list[ObservedProcess]:
         if (exc := self.observe_raises.get(node.name)) is not None:
             raise exc
-        return [ObservedProcess(role="node", status=ProcessStatus.RUNNING)]
+        status, message = self.statuses.get(node.name, (ProcessStatus.RUNNING, None))
+        return [ObservedProcess(role="node", status=status, message=message)]
 
     async def housekeeping(self) -> None:
         self.housekeeping_calls += 1

@@ -12,7 +12,7 @@ from uuid import UUID
 import structlog
 from pydantic import BaseModel, Field
 
-from nodeplane.protocol import AssignedNodeSpec, KnownRevision
+from nodeplane.protocol import AssignedNodeSpec, KnownRevision, NodeSpec
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +32,9 @@ class HeldNode(BaseModel):
     applied_at: datetime | None = None
     healthy_revision: int | None = None
     health_error: str | None = None
+    # The spec of `applied_revision`: what a new revision is checked against (an edit may not
+    # move the node's data to another chain or shrink it; protocol.spec_edit).
+    applied_spec: NodeSpec | None = None
 
     @property
     def name(self) -> str:

@@ -45,6 +45,7 @@ from nodeplane.protocol import (
     INSTANCE_CONFLICT_CODE,
     AssignedNodeSpec,
     EventLevel,
+    ExecutorCapabilities,
     NodeObservation,
     ObservedNodeState,
     ObservedProcess,
@@ -54,6 +55,7 @@ from nodeplane.protocol import (
 from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
 from nodeplane.protocol.observed import MAX_APPLY_ERROR_LENGTH
 from nodeplane.protocol.runtime_events import RuntimeEventType
+from nodeplane.protocol.spec_edit import edit_problems
 from nodeplane.protocol.text import storable_excerpt
 
 log = structlog.get_logger(__name__)
@@ -444,6 +446,7 @@ class ExecutorRuntime:
         """Apply the held spec; True when it applied."""
         spec = held.assigned
         try:
+            await self._check_edit(held)
             await self.backend.apply(spec)
         except Exception as exc:  # contained: the node's applyError, never the executor's end
             message = describe_error(exc)
@@ -473,6 +476,7 @@ class ExecutorRuntime:
                 # The new revision's health window starts now.
                 held.applied_at, held.health_error = datetime.now(UTC), None
             held.applied_revision = spec.revision
+            held.applied_spec = spec.spec
             held.failed_revision, held.apply_error = None, None
             self._changed()
         return True
@@ -626,6 +630,28 @@ class ExecutorRuntime:
         if self._observe_errors.pop(node_id, None) is not None:
             log.info("observe.recovered", node=held.name)
         return observed
+
+    async def _check_edit(self, held: HeldNode) -> None:
+        """Refuse (ApplyError) a new revision that the rules of an in-place edit forbid, checked
+        against the spec last applied here: the control plane checks it too, but this host's
+        data is what another chain or a smaller volume would ruin."""
+        new, old = held.assigned.spec, held.applied_spec
+        if new is None or old is None or held.applied_revision == held.assigned.revision:
+            return
+        switched = any(
+            role in old.clients and old.clients[role].name != sel.name
+            for role, sel in new.clients.items()
+        )
+        # Only a client switch needs what the adapters declare (detecting it may run binaries).
+        capabilities = (
+            await asyncio.to_thread(self.backend.capabilities)
+            if switched
+            else ExecutorCapabilities()
+        )
+        if problems := edit_problems(old, new, capabilities):
+            raise ApplyError(
+                "refused change: " + "; ".join(f"{p.path}: {p.message}" for p in problems)
+            )
 
     def _judge_health(self, held: HeldNode, processes: list[ObservedProcess]) -> None:
         """Record whether the applied revision is healthy, or failed its health window (once:
