@@ -43,10 +43,13 @@ def test_edit_with_diff_then_roll_back_from_the_revisions_panel(
     page.get_by_role("button", name="Edit…").click()
     dialog = page.locator("#edit-dialog")
     expect(dialog).to_be_visible()
+    # The versions the executor declares are offered; choosing one writes it into the spec.
+    versions = dialog.get_by_label("node (litecoind)")
+    expect(versions.locator("option")).to_have_text(["0.21.4 (current)", "0.21.3"])
+    versions.select_option("0.21.3")
     text = dialog.get_by_label("Spec").input_value()
     spec = json.loads(text)
-    assert "desiredState" not in spec and spec["clients"]["node"]["version"] == "0.21.4"
-    spec["clients"]["node"]["version"] = "0.21.3"
+    assert "desiredState" not in spec and spec["clients"]["node"]["version"] == "0.21.3"
     spec["overrides"]["args"] = {"node": ["-maxconnections=8"]}
     spec["rollout"]["autoRollback"] = True
     dialog.get_by_label("Spec").fill(json.dumps(spec, indent=2))

@@ -41,7 +41,8 @@ NODES = f"""query($filter: NodeFilter, $after: String) {{
   nodes(filter: $filter, first: 200, after: $after) {{
     items {{ {NODE_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }} }}"""
 EXECUTORS = """{ executors { id name kind version status lastSyncAt capabilities nodeCount } }"""
-NODE = f"""query($id: UUID!) {{ node(id: $id) {{ {NODE_FIELDS} spec retainData createdAt }}
+NODE = f"""query($id: UUID!) {{ node(id: $id) {{ {NODE_FIELDS} spec retainData createdAt
+    executor {{ id name status capabilities }} }}
   nodeRevisions(nodeId: $id) {{ revision author cause createdAt }}
   events(filter: {{nodeId: $id}}, first: 25) {{
     items {{ id type level message actor createdAt }} }} }}"""
@@ -77,6 +78,25 @@ def _chain_capabilities(executor: dict[str, Any]) -> list[dict[str, Any]]:
     if not isinstance(chains, list):
         return []
     return [c for c in chains if isinstance(c, dict) and isinstance(c.get("chain"), str)]
+
+
+def client_versions(node: dict[str, Any]) -> dict[str, list[str]]:
+    """Per role of the node, the versions its executor declares of the role's current client:
+    what the Edit dialog offers."""
+    executor = node.get("executor") or {}
+    spec = node.get("spec") or {}
+    chain = next(
+        (c for c in _chain_capabilities(executor) if c.get("chain") == spec.get("chain")), {}
+    )
+    offered: dict[str, list[str]] = {}
+    for role, selection in (spec.get("clients") or {}).items():
+        role_cap = next((r for r in chain.get("roles") or [] if r.get("role") == role), {})
+        client = next(
+            (c for c in role_cap.get("clients") or [] if c.get("name") == selection.get("name")),
+            {},
+        )
+        offered[role] = _strings(client.get("versions"))
+    return offered
 
 
 def _strings(value: Any) -> list[str]:
@@ -377,6 +397,7 @@ class Pages:
             "node.html",
             principal,
             node=data["node"],
+            client_versions=client_versions(data["node"]),
             revisions=sorted(data["nodeRevisions"], key=lambda r: -r["revision"]),
             events=data["events"]["items"],
             active="nodes",

@@ -509,6 +509,10 @@ function initEditDialog(head, now) {
     const { spec, revision } = now();
     const editable = Object.fromEntries(Object.entries(spec).filter(([k]) => !LIFECYCLE_KEYS.includes(k)));
     form.spec.value = JSON.stringify(editable, null, 2);
+    for (const select of $$("[data-edit-version]", dialog)) {
+      const chosen = (spec.clients || {})[select.dataset.editVersion];
+      if (chosen) select.value = chosen.version;
+    }
     form.cause.value = "";
     base = revision;
     reviewed = null;
@@ -519,6 +523,23 @@ function initEditDialog(head, now) {
     form.spec.focus();
   });
   form.spec.addEventListener("input", () => { save.disabled = true; reviewed = null; });
+  // A version chosen from what the executor declares is written into the spec text.
+  for (const select of $$("[data-edit-version]", dialog)) {
+    select.addEventListener("change", () => {
+      error.textContent = "";
+      try {
+        const value = parsed();
+        const role = select.dataset.editVersion;
+        value.clients = value.clients || {};
+        value.clients[role] = { ...(value.clients[role] || {}), version: select.value };
+        form.spec.value = JSON.stringify(value, null, 2);
+        save.disabled = true;
+        reviewed = null;
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    });
+  }
   $("[data-edit-preview]", dialog).addEventListener("click", async () => {
     error.textContent = "";
     review.replaceChildren();
