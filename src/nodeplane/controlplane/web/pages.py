@@ -90,8 +90,10 @@ def client_versions(node: dict[str, Any]) -> dict[str, list[str]]:
     )
     offered: dict[str, list[str]] = {}
     for role, selection in (spec.get("clients") or {}).items():
-        role_cap = next((r for r in chain.get("roles") or [] if r.get("role") == role), {})
-        client = next(
+        role_cap: dict[str, Any] = next(
+            (r for r in chain.get("roles") or [] if r.get("role") == role), {}
+        )
+        client: dict[str, Any] = next(
             (c for c in role_cap.get("clients") or [] if c.get("name") == selection.get("name")),
             {},
         )
