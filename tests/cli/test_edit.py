@@ -11,7 +11,7 @@ import pytest
 import typer
 
 from nodeplane.cli.edit import edit_changes
-from nodeplane.protocol import ProcessStatus
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from tests.cli.conftest import Cli, deploy, next_spec
 from tests.support.fleet import FakeExecutor, Org
 
@@ -139,3 +139,49 @@ def test_edit_from_a_spec_file(cli: Cli, org: Org, executor: FakeExecutor, tmp_p
     assert body["revision"] == 2
     assert body["spec"]["clients"]["node"]["version"] == "0.21.3"
     assert body["spec"]["resources"]["cpuLimit"] == "3"
+
+
+def test_wait_fails_when_the_edit_was_rolled_back_by_itself(
+    cli: Cli, org: Org, executor: FakeExecutor, background: Background
+) -> None:
+    node = deploy(org, executor, "ltc-1")
+    org.owner(
+        "mutation($i: UpdateNodeInput!) { updateNode(input: $i) { revision } }",
+        {"i": {"nodeId": node["id"], "rollout": {"autoRollback": True}}},
+    )
+    executor.sync({node["id"]: ObservedNodeState(revision=2, processes=[ok()], healthy_revision=2)})
+
+    def fail_then_recover() -> None:
+        spec = next_spec(executor, node["id"], 2)
+        reason = f"revision {spec.revision} did not reach running or syncing within 600 s"
+        failed = ObservedProcess(role="node", status=S.ERROR, message="exited with code 1")
+        executor.sync(
+            {
+                node["id"]: ObservedNodeState(
+                    revision=spec.revision,
+                    processes=[failed],
+                    apply_error=reason,
+                    healthy_revision=2,
+                )
+            }
+        )
+        back = next_spec(executor, node["id"], spec.revision)
+        executor.sync(
+            {
+                node["id"]: ObservedNodeState(
+                    revision=back.revision, processes=[ok()], healthy_revision=2
+                )
+            }
+        )
+
+    background(fail_then_recover)
+    result = cli(
+        "nodes", "edit", "ltc-1", "--client", "node=litecoind:0.21.3", "--wait", "--timeout", "30"
+    )
+    assert result.code == 4, (result.stdout, result.stderr)
+    assert "revision 3 failed and was rolled back by itself (revision 4)" in result.said
+    assert "did not reach running or syncing within 600 s" in result.said
+
+
+def ok() -> ObservedProcess:
+    return ObservedProcess(role="node", status=S.RUNNING)

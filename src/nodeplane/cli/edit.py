@@ -4,8 +4,11 @@ from typing import Annotated, Any
 
 import typer
 
+from nodeplane.cli.client import NodeplaneClient
 from nodeplane.cli.common import (
+    CliFailure,
     ExecutorOption,
+    ExitCode,
     NodeArg,
     OutputFormat,
     OutputOption,
@@ -23,6 +26,7 @@ from nodeplane.cli.spec_flags import parse_client, parse_override_arg, read_spec
 from nodeplane.cli.wait import DEFAULT_TIMEOUT, Target, wait_for
 from nodeplane.protocol import DesiredState
 from nodeplane.protocol.spec_diff import spec_diff
+from nodeplane.protocol.spec_edit import AUTO_ROLLBACK_CAUSE
 
 # --resources keys, as typed (camelCase or kebab-case) → the spec's camelCase key.
 RESOURCE_KEYS = {
@@ -102,6 +106,30 @@ def edit_changes(
 
 def _target(node: Node) -> Target:
     return Target.STOPPED if node.desired_state is DesiredState.STOPPED else Target.RUNNING
+
+
+def _check_kept(api: NodeplaneClient, changed: Node, reached: Node | None) -> None:
+    """Fail the wait (exit 4) when the node is running again only because the control plane
+    rolled the change back by itself (autoRollback)."""
+    if reached is None or reached.revision == changed.revision:
+        return
+    later = [r for r in api.revisions(changed.id) if r.revision > changed.revision]
+    undone = next((r for r in later if r.cause == AUTO_ROLLBACK_CAUSE), None)
+    if undone is None:
+        return
+    reason = next(
+        (
+            str(e.payload.get("reason"))
+            for e in api.events(node_id=changed.id, first=50).items
+            if e.type == "node.auto_rolled_back" and e.payload.get("revision") == undone.revision
+        ),
+        "see its events",
+    )
+    raise CliFailure(
+        ExitCode.WAIT_FAILED,
+        f"{changed.name}: revision {changed.revision} failed and was rolled back by itself "
+        f"(revision {undone.revision}): {reason}",
+    )
 
 
 def _report(
@@ -195,6 +223,7 @@ def edit(
         reached = None
         if wait and changed.revision != found.revision:
             reached = wait_for(api, changed, _target(changed), timeout=timeout, console=err)
+            _check_kept(api, changed, reached)
     _report(found, changed, reached, output, "edited")
 
 

@@ -13,6 +13,10 @@ from nodeplane.protocol.quantities import quantity_value
 from nodeplane.protocol.spec import NodeSpec
 from nodeplane.protocol.spec_bounds import SpecProblem
 
+# The causes of the revisions that go back to an earlier spec: asked for, and by itself.
+ROLLBACK_CAUSE = "rollback"
+AUTO_ROLLBACK_CAUSE = "auto-rollback"
+
 _FIXED = (
     ("chain", "the chain"),
     ("network", "the network"),

@@ -39,7 +39,7 @@ from nodeplane.protocol.capabilities import MANAGED
 from nodeplane.protocol.quantities import quantity_value
 from nodeplane.protocol.spec_bounds import SpecProblem
 from nodeplane.protocol.spec_diff import SpecChange, spec_diff
-from nodeplane.protocol.spec_edit import edit_problems
+from nodeplane.protocol.spec_edit import AUTO_ROLLBACK_CAUSE, ROLLBACK_CAUSE, edit_problems
 
 MAX_PAGE = 200
 
@@ -721,9 +721,6 @@ async def update_node(
     return node
 
 
-ROLLBACK_CAUSE = "rollback"
-
-
 async def rollback_node(
     uow: UnitOfWork,
     principal: Principal | None,
@@ -793,9 +790,6 @@ def rolled_back_spec(
             "storage": storage,
         }
     )
-
-
-AUTO_ROLLBACK_CAUSE = "auto-rollback"
 
 
 def auto_rollback_target(node: Node) -> int | None:
