@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -190,6 +191,11 @@ class Node(Base):
     retain_data: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Per process, the height last seen to change and when (protocol/alerts.py, "marks"), moved
+    # only when an observation changes; `heights_since` is the oldest mark's time, indexed so
+    # the alert timer finds the nodes that may have stalled without reading the others.
+    height_marks: Mapped[dict[str, Any] | None]
+    heights_since: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class SpecRevision(Base):
@@ -237,3 +243,58 @@ class Event(Base):
     executor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertSetting(Base):
+    """One rule's settings for an organization (`node_id` None) or a node (an override).
+
+    `scope` is "org" or the node's id, so one row per (organization, scope, rule) is a plain
+    unique constraint on both databases. A None `enabled` or `threshold` inherits.
+    """
+
+    __tablename__ = "alert_settings"
+    __table_args__ = (UniqueConstraint("organization_id", "scope", "rule"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    scope: Mapped[str] = mapped_column(String(40))
+    node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool | None] = mapped_column(Boolean)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(320))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Incident(Base):
+    """An alert rule's condition holding for one subject, from when it opened to when it cleared.
+
+    While open, `open_key` is "<rule>:<subject id>"; it is set to None on resolution. Its unique
+    constraint (NULLs never collide) is what keeps one open incident per (organization, rule,
+    subject) when several processes or replicas evaluate at once.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "open_key"),
+        Index("ix_incidents_org_opened", "organization_id", "opened_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    rule: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    subject_name: Mapped[str] = mapped_column(String(63))
+    # No foreign keys: an incident outlives the node or executor it was about.
+    node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    executor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    open_key: Mapped[str | None] = mapped_column(String(100))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(Text)
