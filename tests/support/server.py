@@ -89,6 +89,8 @@ class ServerProcess:
             "NODEPLANE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "NODEPLANE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
             "NODEPLANE_SWEEP_INTERVAL": "0.5",
+            # The alert timer (sync_stalled) every second, not every 10 s.
+            "NODEPLANE_ALERT_INTERVAL": "1",
             # Tests age rows by hand and watch them go: sweep accounts often (default 60 s).
             "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "1",
             **(

@@ -35,6 +35,7 @@ from nodeplane.controlplane.metrics.request_metrics import RequestMetrics
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
+from nodeplane.controlplane.services.alerts import sweep_alerts
 from nodeplane.controlplane.services.executors import (
     sweep_instance_refusals,
     sweep_offline_executors,
@@ -222,13 +223,22 @@ async def _sweep_forever(
     db: Database, settings: Settings, heartbeat: Heartbeat, full_collections: FullCollections | None
 ) -> None:
     next_account_sweep = 0.0
+    next_alert_sweep = 0.0
     while True:
         if full_collections is not None and (freed := full_collections.maybe_collect()) is not None:
             log.debug("gc.full_collection", freed=freed)
         try:
+            # Also opens executor_offline, in the transaction that marks an executor offline.
             await sweep_offline_executors(db, heartbeat)
         except Exception:
             log.exception("sweep.failed")
+        if time.monotonic() >= next_alert_sweep:
+            next_alert_sweep = time.monotonic() + settings.alert_interval
+            try:
+                # What time alone makes true (sync_stalled); observations are judged on arrival.
+                await sweep_alerts(db)
+            except Exception:
+                log.exception("alert_sweep.failed")
         if time.monotonic() >= next_account_sweep:
             next_account_sweep = time.monotonic() + settings.accounts.sweep_interval
             try:

@@ -110,6 +110,11 @@ class Settings:
     sweep_interval: float = field(
         default_factory=lambda: _float_env("NODEPLANE_SWEEP_INTERVAL", 5.0)
     )
+    # How often the alert timer judges what time alone makes true (sync_stalled); observations
+    # are judged when they arrive, executors when the offline sweep finds them silent.
+    alert_interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_ALERT_INTERVAL", 10.0)
+    )
     # How often heartbeat, report and key-use times are written (store/seen_times.py): the most
     # lastSyncAt, observedAt and lastUsedAt lag, and the most of them a crash loses.
     seen_flush_interval: float = field(

@@ -154,6 +154,19 @@ def node_down(
     )
 
 
+def node_down_undecided(
+    desired: DesiredState, revision: int, deleted: bool, observed: ObservedNodeState | None
+) -> bool:
+    """While the executor applies a new revision of a node meant to run, its processes stop and
+    start on purpose: node_down neither opens nor resolves until it reports that revision."""
+    return (
+        not deleted
+        and desired is DesiredState.RUNNING
+        and observed is not None
+        and observed.revision < revision
+    )
+
+
 def disk_used_percent(observed: ObservedNodeState | None) -> tuple[float, str] | None:
     """The fullest disk among the node's processes (percent used, role), or None unknown."""
     worst: tuple[float, str] | None = None
@@ -282,4 +295,3 @@ def executor_offline(name: str, last_sync_at: datetime | None, node_count: int) 
         message=f"executor {name} is offline (silent {silent}) with {node_count} node(s)",
         details={"lastSyncAt": last_sync_at.isoformat() if last_sync_at else None},
     )
-
