@@ -13,6 +13,7 @@ from sqlalchemy import select
 from nodeplane.controlplane.auth.secrets import hash_password, token_digest
 from nodeplane.controlplane.store import models
 from nodeplane.executor.controlplane_client import ControlPlaneError
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from tests.support.db import connect
 from tests.support.fleet import FakeExecutor
 from tests.support.gql import Client
@@ -229,5 +230,157 @@ def test_0003_keeps_executors_working_and_starts_recording_their_instance(
         with pytest.raises(ControlPlaneError) as err:
             second.sync()
         assert err.value.code == "executor_instance_conflict"
+    finally:
+        server.stop()
+
+
+@pytest.mark.server  # runs the upgraded control plane
+def test_0004_keeps_nodes_and_starts_alerting_on_them(database: str, tmp_path: Path) -> None:
+    upgrade(database, "0003")
+    now = datetime.now(UTC)
+    org_id, executor_id, node_id, user_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    secret, session_token = f"npk_{uuid.uuid4().hex}", f"nps_{uuid.uuid4().hex}"
+    spec = {
+        "chain": "litecoin",
+        "network": "regtest",
+        "clients": {"node": {"name": "litecoind", "version": "0.21.4"}},
+    }
+    running = {"revision": 1, "processes": [{"role": "node", "status": "running", "height": 9}]}
+    seed(
+        database,
+        {
+            "organizations": [{"id": org_id, "name": "acme", "created_at": now}],
+            "users": [
+                {
+                    "id": user_id,
+                    "email": "ops@acme.example",
+                    "password_hash": hash_password("ops-password-1"),
+                    "is_system_admin": False,
+                    "created_at": now,
+                }
+            ],
+            "members": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "user_id": user_id,
+                    "role": "owner",
+                    "created_at": now,
+                }
+            ],
+            "sessions": [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": user_id,
+                    "organization_id": org_id,
+                    "token_hash": token_digest(session_token),
+                    "created_at": now,
+                    "expires_at": now + timedelta(days=1),
+                    "last_used_at": None,
+                }
+            ],
+            "executors": [
+                {
+                    "id": executor_id,
+                    "organization_id": org_id,
+                    "name": "host-a",
+                    "kind": "agent",
+                    "version": "0.1.0",
+                    "capabilities": {},
+                    "resources": {},
+                    "last_sync_at": now,
+                    "connected": True,
+                    "created_at": now - timedelta(days=1),
+                    "instance_id": None,
+                    "instance_seen_at": None,
+                }
+            ],
+            "api_keys": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "name": "host-a key",
+                    "kind": "executor",
+                    "prefix": secret[:10],
+                    "token_hash": token_digest(secret),
+                    "created_by_id": None,
+                    "executor_id": executor_id,
+                    "enabled": True,
+                    "expires_at": None,
+                    "last_used_at": None,
+                    "created_at": now - timedelta(days=1),
+                    "revoked_at": None,
+                }
+            ],
+            "nodes": [
+                {
+                    "id": node_id,
+                    "organization_id": org_id,
+                    "executor_id": executor_id,
+                    "name": "ltc-a",
+                    "chain": "litecoin",
+                    "network": "regtest",
+                    "spec": spec,
+                    "revision": 1,
+                    "observed": running,
+                    "observed_at": now,
+                    "deleted_at": None,
+                    "retain_data": False,
+                    "created_at": now - timedelta(days=1),
+                    "updated_at": now - timedelta(days=1),
+                }
+            ],
+        },
+    )
+
+    server = ServerProcess(database_url=database, workdir=tmp_path / "server")
+    server.start()
+    try:
+        assert schema_drift(database) == []
+        assert {"incidents", "alert_settings"} <= table_names(database)
+        nodes = models.Node.__table__
+        with connect(database) as conn:
+            row = conn.execute(select(nodes).where(nodes.c.id == node_id)).one()
+        assert (row.name, row.observed, row.height_marks, row.heights_since) == (
+            "ltc-a",
+            running,
+            None,
+            None,
+        )
+        owner = Client(server.url, session_token)
+        incidents = "{ incidents { items { rule subjectName state } } openIncidentCount }"
+        assert owner(incidents) == {"incidents": {"items": []}, "openIncidentCount": 0}
+        settings = owner("{ alertSettings { rule enabled threshold } }")["alertSettings"]
+        assert {"rule": "DISK_USAGE", "enabled": True, "threshold": 85.0} in settings
+        # The node made before the upgrade is judged from its next changed report on.
+        agent = FakeExecutor(server.url, secret, name="host-a")
+        agent.sync(
+            {
+                str(node_id): ObservedNodeState(
+                    revision=1,
+                    processes=[ObservedProcess(role="node", status=ProcessStatus.STOPPED)],
+                )
+            }
+        )
+        assert owner(incidents) == {
+            "incidents": {
+                "items": [{"rule": "NODE_DOWN", "subjectName": "ltc-a", "state": "OPEN"}]
+            },
+            "openIncidentCount": 1,
+        }
+        agent.sync(
+            {
+                str(node_id): ObservedNodeState(
+                    revision=1,
+                    processes=[
+                        ObservedProcess(role="node", status=ProcessStatus.RUNNING, height=10)
+                    ],
+                )
+            }
+        )
+        with connect(database) as conn:
+            row = conn.execute(select(nodes).where(nodes.c.id == node_id)).one()
+        assert row.height_marks["node"]["height"] == 10 and row.heights_since is not None
+        assert owner(incidents)["openIncidentCount"] == 0
     finally:
         server.stop()
