@@ -754,7 +754,92 @@ function initDeployPage() {
   }
 }
 
+// ---------- the bell and alert settings ----------
+const BELL_MS = 10000;
+const BELL_QUERY = `{ openIncidentCount incidents(filter: {state: OPEN}, first: 5) {
+  items { id rule severity subjectName nodeId openedAt } } }`;
+
+function renderBell(bell, data) {
+  const count = data.openIncidentCount;
+  const badge = $("[data-bell-count]", bell);
+  badge.textContent = String(count);
+  badge.hidden = count === 0;
+  $("[data-bell-button]", bell).setAttribute("aria-label", `Incidents: ${count} open`);
+  const list = $("[data-bell-list]", bell);
+  const items = data.incidents.items.map((i) => el("li", {},
+    el("a", { href: i.nodeId ? `/nodes/${i.nodeId}` : "/executors" },
+      el("span", { class: `level level-${i.severity === "critical" ? "error" : "warn"}` }, i.rule.toLowerCase()),
+      ` ${i.subjectName}`),
+    " ", el("span", { class: "muted small" }, ago(i.openedAt))));
+  list.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "No open incidents.")]));
+}
+
+function initBell() {
+  const bell = $("[data-bell]");
+  if (!bell) return;
+  const button = $("[data-bell-button]", bell);
+  const panel = $("[data-bell-panel]", bell);
+  const show = (open) => {
+    panel.hidden = !open;
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+  };
+  button.addEventListener("click", (e) => { e.stopPropagation(); show(panel.hidden); });
+  document.addEventListener("click", (e) => { if (!bell.contains(e.target)) show(false); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !panel.hidden) { show(false); button.focus(); } });
+  const refresh = async () => {
+    if (document.hidden) return;
+    try { renderBell(bell, await gql(BELL_QUERY)); } catch (_) { /* the next tick retries */ }
+  };
+  setInterval(refresh, BELL_MS);
+}
+
+function thresholdOf(row) {
+  const input = $("input[name=threshold]", row);
+  if (!input || input.value.trim() === "") return null;
+  return Number(input.value);
+}
+
+async function saveAlertRow(row, mutation, variables) {
+  const error = $("[data-error-for=threshold]", row);
+  if (error) error.textContent = "";
+  try {
+    await gql(mutation, variables);
+    toast("Alert settings saved");
+    const fresh = await fetchOwnPage();
+    const table = row.closest("table");
+    const replacement = fresh.getElementById(table.id);
+    if (replacement) table.replaceWith(replacement);
+  } catch (err) {
+    if (error && err.field === "threshold") error.textContent = err.message;
+    else toast(err.message, "error");
+  }
+}
+
+function initAlertSettings() {
+  document.addEventListener("click", (e) => {
+    const orgSave = e.target.closest("[data-save-alert-default]");
+    if (orgSave) {
+      const row = orgSave.closest("tr");
+      saveAlertRow(row,
+        `mutation($r: AlertRule!, $e: Boolean!, $t: Float) { setAlertDefault(rule: $r, enabled: $e, threshold: $t) { rule } }`,
+        { r: orgSave.dataset.saveAlertDefault, e: $("input[name=enabled]", row).checked, t: thresholdOf(row) });
+      return;
+    }
+    const nodeSave = e.target.closest("[data-save-node-alert]");
+    if (nodeSave) {
+      const row = nodeSave.closest("tr");
+      const choice = $("select[name=enabled]", row).value;
+      saveAlertRow(row,
+        `mutation($n: UUID!, $r: AlertRule!, $e: Boolean, $t: Float) { setNodeAlertOverride(nodeId: $n, rule: $r, enabled: $e, threshold: $t) { rule } }`,
+        { n: $("#node-detail").dataset.nodeId, r: nodeSave.dataset.saveNodeAlert,
+          e: choice === "" ? null : choice === "true", t: thresholdOf(row) });
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  initBell();
+  initAlertSettings();
   initNodesPage();
   initNodePage();
   initExecutorsPage();
