@@ -41,6 +41,8 @@ from nodeplane.controlplane.store.models import AlertSetting, Executor, Incident
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import DesiredState, EventLevel, ObservedNodeState
 from nodeplane.protocol.alerts import (
+    ALERT_OPENED_EVENT,
+    ALERT_RESOLVED_EVENT,
     NODE_RULES,
     SEVERITY,
     SYNC_STALL_SECONDS,
@@ -64,8 +66,8 @@ from nodeplane.protocol.alerts import (
 
 log = structlog.get_logger(__name__)
 
-OPENED = "notification.alert.opened"
-RESOLVED = "notification.alert.resolved"
+OPENED = ALERT_OPENED_EVENT
+RESOLVED = ALERT_RESOLVED_EVENT
 ORG_SCOPE = "org"
 MAX_PAGE = 200
 
