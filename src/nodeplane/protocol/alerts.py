@@ -13,7 +13,6 @@ from typing import Any
 from nodeplane.protocol.enums import DesiredState, ProcessStatus
 from nodeplane.protocol.observed import ObservedNodeState
 
-
 # The events every incident transition is recorded as (services/alerts.py); what webhooks send.
 ALERT_OPENED_EVENT = "notification.alert.opened"
 ALERT_RESOLVED_EVENT = "notification.alert.resolved"
