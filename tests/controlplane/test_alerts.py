@@ -540,3 +540,34 @@ def test_three_workers_judging_a_stall_at_once_open_one_incident(tmp_path: Path)
     finally:
         server.stop()
         drop_pg_database(url)
+
+
+def test_executor_offline_follows_its_organization_default(org: Org, server: ServerProcess) -> None:
+    org.owner(SET_DEFAULT, {"r": "EXECUTOR_OFFLINE", "e": False})
+    ex = FakeExecutor(server.url, org.executor_key(), instance_id=uuid.uuid4())
+    ex.sync()
+    assert ex.id is not None
+    nid = deploy(org.owner, ex, unique("quiet"))["id"]
+    ex.sync({nid: observed(height=1)})
+    wait_until(
+        lambda: any(
+            e["executorId"] == ex.id for e in all_events(org.owner, type="executor.disconnected")
+        ),
+        timeout=30,
+        what="executor disconnected",
+    )
+    assert open_of(org.owner, ex.id, "EXECUTOR_OFFLINE") == []
+    # Enabled while it is offline: opened at once, not only at its next disconnect.
+    org.owner(SET_DEFAULT, {"r": "EXECUTOR_OFFLINE", "e": True})
+    [incident] = open_of(org.owner, ex.id, "EXECUTOR_OFFLINE")
+    assert incident["value"] == 1.0
+    # Setting it again changes nothing; disabling resolves it.
+    org.owner(SET_DEFAULT, {"r": "EXECUTOR_OFFLINE", "e": True})
+    assert len(incidents(org.owner, rule="EXECUTOR_OFFLINE")) == 1
+    org.owner(SET_DEFAULT, {"r": "EXECUTOR_OFFLINE", "e": False})
+    [row] = incidents(org.owner, rule="EXECUTOR_OFFLINE")
+    assert (row["id"], row["state"], row["resolution"]) == (
+        incident["id"],
+        "RESOLVED",
+        "rule disabled",
+    )

@@ -727,30 +727,59 @@ async def _reevaluate(
 ) -> None:
     """Judge `rule` again for the nodes a settings change touches (all live nodes of the
     organization for a default, locked in id order as every node writer locks them)."""
-    if rule not in NODE_RULES:
-        if rule is AlertRule.EXECUTOR_OFFLINE:
-            view = await load_settings(session, organization_id)
-            if not view.effective(rule, None, None).enabled:
-                for executor in await session.scalars(
-                    select(Executor).where(
-                        Executor.id.in_(
-                            select(Incident.subject_id).where(
-                                Incident.organization_id == organization_id,
-                                Incident.rule == rule.value,
-                                Incident.open_key.is_not(None),
-                            )
-                        )
-                    )
-                ):
-                    await resolve_incident(
-                        session, rule, executor_subject(executor), utcnow(), "rule disabled"
-                    )
+    if rule is AlertRule.EXECUTOR_OFFLINE:
+        await _reevaluate_executors(session, organization_id)
         return
     query = select(Node).where(Node.organization_id == organization_id, Node.deleted_at.is_(None))
     if node_id is not None:
         query = query.where(Node.id == node_id)
     nodes = list((await session.scalars(query.order_by(Node.id).with_for_update())).all())
     await evaluate_nodes(session, nodes, utcnow(), rules=(rule,))
+
+
+async def _reevaluate_executors(session: AsyncSession, organization_id: UUID) -> None:
+    """executor_offline after its default changed: resolved everywhere when disabled; opened
+    for executors already marked offline with nodes when enabled (the sweep marks each only
+    once, so it would not come back to them)."""
+    view = await load_settings(session, organization_id)
+    now = utcnow()
+    if not view.effective(AlertRule.EXECUTOR_OFFLINE, None, None).enabled:
+        for executor in await session.scalars(
+            select(Executor).where(
+                Executor.id.in_(
+                    select(Incident.subject_id).where(
+                        Incident.organization_id == organization_id,
+                        Incident.rule == AlertRule.EXECUTOR_OFFLINE.value,
+                        Incident.open_key.is_not(None),
+                    )
+                )
+            )
+        ):
+            await resolve_incident(
+                session,
+                AlertRule.EXECUTOR_OFFLINE,
+                executor_subject(executor),
+                now,
+                "rule disabled",
+            )
+        return
+    offline = await session.execute(
+        select(Executor, func.count(Node.id))
+        .join(Node, Node.executor_id == Executor.id)
+        .where(Executor.organization_id == organization_id, Executor.connected.is_(False))
+        .group_by(Executor.id)
+        .order_by(Executor.id)
+    )
+    for executor, node_count in offline.tuples():
+        await executor_went_offline(
+            session,
+            organization_id,
+            executor.id,
+            executor.name,
+            executor.last_sync_at,
+            node_count,
+            now,
+        )
 
 
 async def forget_node(session: AsyncSession, node_id: UUID) -> None:
