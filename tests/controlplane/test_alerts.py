@@ -174,6 +174,14 @@ def test_node_down_waits_for_the_current_revision(org: Org, executor: FakeExecut
     assert len(open_of(org.owner, nid, "NODE_DOWN")) == 1
     executor.sync({nid: observed(revision=2)})
     assert open_of(org.owner, nid, "NODE_DOWN") == []
+    # Down again and restarted again, then the rule is turned off for the node while the
+    # executor is still applying: that resolves it at once.
+    executor.sync({nid: observed(ProcessStatus.STOPPED, revision=2)})
+    assert len(open_of(org.owner, nid, "NODE_DOWN")) == 1
+    act(org.owner, nid, "RESTART")
+    org.owner(SET_OVERRIDE, {"n": nid, "r": "NODE_DOWN", "e": False})
+    assert open_of(org.owner, nid, "NODE_DOWN") == []
+    assert incidents(org.owner, nodeId=nid)[0]["resolution"] == "rule disabled"
 
 
 # ---- disk_usage and settings -----------------------------------------------------------------

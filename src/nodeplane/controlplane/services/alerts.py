@@ -379,11 +379,17 @@ async def evaluate_nodes(
                 is_open = (node.id, rule) in opened
                 if (finding is not None) == is_open:
                     continue
-                if rule is AlertRule.NODE_DOWN and node_down_undecided(
-                    _desired(node),
-                    node.revision,
-                    node.deleted_at is not None,
-                    _observation(node.observed),
+                # While a revision is applied node_down waits, unless the rule was turned off.
+                enabled = view.effective(rule, node.chain, node.id).enabled
+                if (
+                    enabled
+                    and rule is AlertRule.NODE_DOWN
+                    and node_down_undecided(
+                        _desired(node),
+                        node.revision,
+                        node.deleted_at is not None,
+                        _observation(node.observed),
+                    )
                 ):
                     continue
                 if node.executor_id not in names:
