@@ -16,7 +16,7 @@ from sqlalchemy import func, select, text
 from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
-from nodeplane.controlplane.store.models import Event, Incident, Organization
+from nodeplane.controlplane.store.models import AlertSetting, Event, Incident, Organization
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from nodeplane.protocol.alerts import AlertRule, Finding
 from tests.support.calls import act, all_events, deploy, wait_until
@@ -579,3 +579,35 @@ def test_executor_offline_follows_its_organization_default(org: Org, server: Ser
         "RESOLVED",
         "rule disabled",
     )
+
+
+def test_deleting_a_node_resolves_its_incidents_and_teardown_drops_its_overrides(
+    org: Org, executor: FakeExecutor, server: ServerProcess
+) -> None:
+    node = deploy(org.owner, executor, unique("gone"))
+    nid = node["id"]
+    org.owner(SET_OVERRIDE, {"n": nid, "r": "DISK_USAGE", "t": 50})
+    executor.sync(
+        {nid: observed(ProcessStatus.ERROR, disk_total_bytes=100, disk_available_bytes=10)}
+    )
+    assert {i["rule"] for i in incidents(org.owner, state="OPEN", nodeId=nid)} == {
+        "NODE_DOWN",
+        "DISK_USAGE",
+    }
+    org.owner("mutation($id: UUID!) { deleteNode(nodeId: $id) { id } }", {"id": nid})
+    rows = incidents(org.owner, nodeId=nid)
+    assert {(r["rule"], r["state"], r["resolution"]) for r in rows} == {
+        ("NODE_DOWN", "RESOLVED", "node deleted"),
+        ("DISK_USAGE", "RESOLVED", "node deleted"),
+    }
+    # Reports during the teardown reopen nothing; the confirmed teardown drops the override,
+    # and the incidents stay as history under the node's name.
+    executor.sync({nid: observed(ProcessStatus.STOPPED)})
+    assert incidents(org.owner, state="OPEN") == []
+    assert executor.confirm_teardown(nid) is True
+    with connect(server.database_url) as conn:
+        left = conn.execute(
+            select(func.count()).where(AlertSetting.node_id == uuid.UUID(nid))
+        ).scalar_one()
+    assert left == 0
+    assert {r["subjectName"] for r in incidents(org.owner, nodeId=nid)} == {node["name"]}
