@@ -1,5 +1,5 @@
 """What one unchanged sync or poll costs the server:
-`python -m bench.sync_cost [--backend B] [-n N] [--call sync|poll]`.
+`python -m bench.sync_cost [--backend B] [-n N] [--call sync|poll] [--calls]`.
 
 One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
 observing every node at the revision it already reported (the steady state of a fleet); with
@@ -7,12 +7,19 @@ observing every node at the revision it already reported (the steady state of a 
 without the hold). The
 server's CPU time over the syncs is a ratio that stays put on a noisy machine, unlike latency;
 on PostgreSQL the database's transaction and row counters are read around the run as well.
+
+With `--calls`, the server runs under cProfile instead and the figure is the Python function
+calls the server makes per sync (the difference between a run of N and one of 2N, so start-up
+and warm-up cancel out): not a time, but it does not move when other work shares the machine,
+so it compares two versions of the code where CPU time on a busy machine cannot.
 """
 
 import argparse
 import asyncio
+import pstats
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +161,30 @@ def measure(backend: str, n: int, call: str = "sync", py_spy: Path | None = None
     )
 
 
+def measure_calls(backend: str, n: int, call: str = "sync") -> float:
+    """Python function calls the server makes per call (see the module's docstring)."""
+    totals = []
+    for count in (n, 2 * n):
+        with tempfile.TemporaryDirectory(prefix="nodeplane-calls-") as tmp:
+            profile = Path(tmp) / "server.pstats"
+            with target(backend, profile=profile) as t:
+                spec = t.fleet("cost", 1)[0]
+                asyncio.run(_calls(t, spec, count, call, None))
+            totals.append(_calls_outside_the_loop(pstats.Stats(str(profile))))
+    return (totals[1] - totals[0]) / n
+
+
+def _calls_outside_the_loop(stats: pstats.Stats) -> int:
+    """Calls counted, but for the event loop's own machinery, whose count follows how often the
+    loop woke (a matter of timing) rather than the work done."""
+    loop_files = ("/asyncio/", "/selectors.py", "/threading.py")
+    return sum(
+        calls
+        for (filename, _, name), (_, calls, *_rest) in stats.stats.items()  # type: ignore[attr-defined]
+        if not any(part in filename for part in loop_files) and "poll' of 'select.epoll" not in name
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
@@ -162,9 +193,16 @@ def main() -> None:
     parser.add_argument(
         "--py-spy", type=Path, help="sample the server with py-spy into FILE.<backend>.txt"
     )
+    parser.add_argument(
+        "--calls", action="store_true", help="count the server's Python calls per sync instead"
+    )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
+        if args.calls:
+            per = measure_calls(backend, args.n, args.call)
+            print(f"{backend}: {per:.0f} Python calls per {args.call} in the server", flush=True)
+            continue
         out = args.py_spy.with_suffix(f".{backend}.txt") if args.py_spy else None
         print(measure(backend, args.n, args.call, out).line(), flush=True)
 

@@ -386,6 +386,11 @@ def test_unauthenticated_calls_are_refused(
         "apiKeys": (API_KEYS, {}),
         "members": (MEMBERS, {}),
         "executorSpecs": ("{ executorSpecs { nodeId } }", {}),
+        "executorLogSessions": ("{ executorLogSessions { sessionId } }", {}),
+        "postLogChunk": (
+            "mutation($c: JSON!) { postLogChunk(chunk: $c) }",
+            {"c": {"sessionId": str(uuid.uuid4()), "lines": []}},
+        ),
         "syncExecutor": (
             "mutation($i: JSON!) { syncExecutor(input: $i) { executor { id } } }",
             {"i": {"name": unique("host"), "kind": "agent", "version": "1"}},

@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.server, pytest.mark.latency]
 
 
 ANSWER_WITHIN_S = 2.0
-# /healthz must stay under 50 ms while hostile documents arrive: most calls well under, and none
-# slowed by a whole document's work (a noisy 2-core machine gets a little room on the slowest).
+# /healthz may slow by at most 50 ms (p95) while hostile documents arrive, over what the same idle
+# server took just before: most calls well under, and none slowed by a whole document's work (which
+# took 3.6-10.7 s on the base code). A noisy 2-core machine gets a little room on the slowest.
 HEALTHZ_P95_S = 0.050
 HEALTHZ_WORST_S = 0.250
 KNOWN_CODES = {
@@ -82,8 +83,8 @@ def refusal(body: dict[str, Any]) -> dict[str, Any]:
 def assert_healthy(samples: HealthzSamples | None) -> None:
     assert samples is not None and samples.latencies
     assert set(samples.statuses) == {200}, samples.statuses
-    assert samples.p95 < HEALTHZ_P95_S, samples.summary()
-    assert samples.worst < HEALTHZ_WORST_S, samples.summary()
+    assert samples.p95 < HEALTHZ_P95_S + samples.idle_p95, samples.summary()
+    assert samples.worst < HEALTHZ_WORST_S + samples.idle_worst, samples.summary()
 
 
 def doubling_fragments(levels: int = 40) -> str:

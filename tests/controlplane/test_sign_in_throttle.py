@@ -86,6 +86,14 @@ def test_password_hashing_does_not_stall_the_event_loop(server: ServerProcess) -
     latencies: list[float] = []
     with httpx.Client(base_url=server.url) as probe:
         probe.get("/healthz")  # connected before the load starts, as a monitor would be
+        # The idle server's own latency, so that what is bounded is the slowdown the logins
+        # cause, not the machine's speed (a slow CI machine answered idle in 20-30 ms).
+        idle: list[float] = []
+        for _ in range(20):
+            started = time.perf_counter()
+            probe.get("/healthz", timeout=5)
+            idle.append(time.perf_counter() - started)
+            time.sleep(0.02)
         for w in workers:
             w.start()
         try:
@@ -102,9 +110,13 @@ def test_password_hashing_does_not_stall_the_event_loop(server: ServerProcess) -
                 w.join(timeout=30)
 
     p95 = statistics.quantiles(latencies, n=20, method="inclusive")[-1]
-    summary = f"p95 {p95 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, {len(codes)} logins"
-    assert p95 < 0.050, summary
-    assert max(latencies) < 0.150, summary
+    idle_p95 = statistics.quantiles(idle, n=20, method="inclusive")[-1]
+    summary = (
+        f"p95 {p95 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms, {len(codes)} logins; "
+        f"idle p95 {idle_p95 * 1000:.0f} ms, max {max(idle) * 1000:.0f} ms"
+    )
+    assert p95 < 0.050 + idle_p95, summary
+    assert max(latencies) < 0.150 + max(idle), summary
     # The load was real: argon2 kept answering wrong passwords (busy refusals are allowed too).
     assert codes.count("unauthenticated") >= 5, summary
     assert set(codes) <= {"unauthenticated", "rate_limited"}, summary

@@ -8,13 +8,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from nodeplane.protocol.logs import LogChunk, LogLevel, LogLine
 from tests.support.calls import act, deploy, wait_until
 from tests.support.fleet import FakeExecutor, Org, make_org
 from tests.support.gql import Client
+from tests.support.log_stream import LogStreamReader
 from tests.support.server import (
     ServerProcess,
     admin_token,
@@ -141,3 +144,39 @@ def test_several_workers_on_sqlite_are_refused_with_a_reason(tmp_path: Path) -> 
     assert done.returncode == 2
     assert "--workers above 1 needs PostgreSQL" in done.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_live_logs_cross_the_workers(workers: ServerProcess) -> None:
+    """Viewers' streams, the executor's session poll and its chunk posts land on either worker
+    (a connection each): every session is listed, every line reaches its own viewer."""
+    org: Org = make_org(workers.url, Client(workers.url, admin_token(workers.url)))
+    executor = FakeExecutor(workers.url, org.executor_key())
+    executor.sync()
+    node_id = deploy(org.owner, executor, "w-logs")["id"]
+    viewers = [
+        LogStreamReader(workers.url, org.owner.token, node_id, tail=i).start() for i in range(6)
+    ]
+    try:
+        sessions: dict[int, Any] = {}
+        deadline = time.monotonic() + 20
+        while len(sessions) < 6 and time.monotonic() < deadline:
+            listed = executor.log_sessions(
+                [s.session_id for s in sessions.values()], wait=5
+            )  # a worker that just started first hears every session announced
+            sessions = {s.tail: s for s in listed}
+        assert sorted(sessions) == list(range(6))
+        for tail, session in sessions.items():
+            for n in range(3):  # three posts, three fresh connections
+                assert executor.post_log_chunk(
+                    LogChunk(
+                        session_id=session.session_id,
+                        lines=[LogLine(level=LogLevel.INFO, text=f"viewer {tail} line {n}")],
+                    )
+                )
+        for tail, viewer in enumerate(viewers):
+            got = viewer.lines(timeout=10, until=f"viewer {tail} line 2")
+            assert [text for _, text in got] == [f"viewer {tail} line {n}" for n in range(3)]
+    finally:
+        for viewer in viewers:
+            viewer.close()
+    wait_until(lambda: executor.log_sessions([], wait=0) == [], 10, what="every session closed")

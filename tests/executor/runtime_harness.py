@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from nodeplane.executor.controlplane_client import ControlPlaneClient
+from nodeplane.executor.runtime.backend import LogsUnavailable
 from nodeplane.executor.runtime.local_state import LocalState
 from nodeplane.executor.runtime.runtime import ExecutorRuntime, Intervals
 from nodeplane.protocol import (
@@ -85,6 +86,9 @@ class ScriptedBackend:
 
     def capabilities(self) -> ExecutorCapabilities:
         return ExecutorCapabilities()
+
+    def log_file(self, node: AssignedNodeSpec, role: str) -> Path:
+        raise LogsUnavailable("the scripted backend keeps no logs")
 
     def resources(self) -> HostResources:
         return HostResources()
@@ -163,6 +167,12 @@ class ScriptedControlPlane(ControlPlaneClient):
                 specs = await self.specs.get()
         self._check()  # a long-poll held when the control plane went away fails, too
         return specs
+
+    async def poll_log_sessions(self, known: Sequence[UUID], wait_seconds: float) -> list[Any]:
+        """No live-log sessions: the poll is held its whole wait."""
+        self._check()
+        await asyncio.sleep(wait_seconds)
+        return []
 
     async def confirm_teardown(self, node_id: UUID) -> bool:
         self._check()

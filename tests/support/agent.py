@@ -52,6 +52,8 @@ class AgentProcess:
     starts: int = 0
     # agent.toml's [supervision] (restart_delay, stable_after, max_backoff), when set.
     supervision: dict[str, float] = field(default_factory=dict)
+    # agent.toml's [metrics] listen (host:port), when set.
+    metrics_listen: str | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -103,6 +105,7 @@ format = "json"
                 if self.supervision
                 else []
             )
+            + (f'\n[metrics]\nlisten = "{self.metrics_listen}"\n' if self.metrics_listen else "")
         )
         # Binaries come from the host's PATH or <data_dir>/bin: offer anvil the second way.
         bin_dir = self.data_dir / "bin"
@@ -136,6 +139,13 @@ format = "json"
                 f"--property=StandardOutput=append:{self.log_path}",
                 f"--property=StandardError=append:{self.log_path}",
                 "--setenv=PYTHONUNBUFFERED=1",
+                # The code under test where the run chose it (a worktree), as the process driver's
+                # agent inherits it.
+                *(
+                    [f"--setenv=PYTHONPATH={os.environ['PYTHONPATH']}"]
+                    if os.environ.get("PYTHONPATH")
+                    else []
+                ),
                 f"--working-directory={self.workdir}",
                 *self._argv(),
             )

@@ -256,3 +256,13 @@ class FakeExecutor:
     def report(self, *events: RuntimeEvent) -> int:
         result: int = self._run(lambda c: c.report_events(list(events)))
         return result
+
+    def log_sessions(self, known: list[uuid.UUID] | None = None, wait: float = 0.0) -> list[Any]:
+        """The live-log session long-poll."""
+        result: list[Any] = self._run(lambda c: c.poll_log_sessions(known or [], wait))
+        return result
+
+    def post_log_chunk(self, chunk: Any) -> bool:
+        """Lines of a live-log session; False when it is not open (or not this executor's)."""
+        result: bool = self._run(lambda c: c.post_log_chunk(chunk))
+        return result

@@ -1,6 +1,9 @@
 """A typed, synchronous client for the control plane's GraphQL API, used by the CLI commands."""
 
+import json
 import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -46,6 +49,45 @@ MEMBER_FIELDS = "id email role createdAt"
 MEMBER_ACCESS_FIELDS = f"member {{ {MEMBER_FIELDS} }} sessionsEnded apiKeysRevoked"
 
 CONNECT_TIMEOUT = 10.0
+# A log stream sends a heartbeat every 10 s; silence this long means the connection is gone.
+LOG_STREAM_READ_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One event of a node's log stream: lines (level, text) with the count of lines dropped
+    before them, or the end (`ended`, with `code` and `message` when the session failed)."""
+
+    lines: tuple[tuple[str, str], ...] = ()
+    dropped: int = 0
+    ended: bool = False
+    code: str | None = None
+    message: str | None = None
+
+
+def _log_event(name: str, data: str) -> LogEvent | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise ConnectionFailed("unexpected log stream from the control plane") from None
+    if not isinstance(body, dict):
+        return None
+    if name == "lines":
+        lines = tuple(
+            (str(pair[0]), str(pair[1]))
+            for pair in body.get("lines", [])
+            if isinstance(pair, list) and len(pair) == 2
+        )
+        return LogEvent(lines=lines, dropped=int(body.get("dropped") or 0))
+    if name == "end":
+        code = body.get("code")
+        return LogEvent(
+            ended=True,
+            code=str(code) if code else None,
+            message=str(body.get("message") or "") or None,
+        )
+    return None
+
 
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A", bound=ApiModel)
@@ -193,6 +235,64 @@ class NodeplaneClient:
         """Who the token belongs to, or None when it is not valid."""
         data = self.call(f"{{ me {{ {ME_FIELDS} }} }}")
         return self._parse(Me, data["me"]) if data.get("me") else None
+
+    # ---- live logs ------------------------------------------------------------------------
+
+    def stream_logs(
+        self,
+        node_id: UUID,
+        *,
+        role: str | None = None,
+        tail: int | None = None,
+        level: str | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogEvent]:
+        """A node's log as it streams (`GET /nodes/{id}/logs/stream`, Server-Sent Events),
+        until the stream ends; a refusal raises ApiError with the server's code."""
+        params = {"follow": "1" if follow else "0"}
+        if role is not None:
+            params["role"] = role
+        if tail is not None:
+            params["tail"] = str(tail)
+        if level is not None:
+            params["level"] = level
+        timeout = httpx.Timeout(LOG_STREAM_READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+        try:
+            with self._http.stream(
+                "GET", f"/nodes/{node_id}/logs/stream", params=params, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._stream_refusal(response)
+                yield from self._sse(response)
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(describe_transport_error(self.url, exc)) from None
+
+    def _stream_refusal(self, response: httpx.Response) -> Exception:
+        try:
+            error = response.json().get("error") or {}
+        except (ValueError, AttributeError):
+            error = {}
+        if not isinstance(error, dict) or "code" not in error:
+            return ConnectionFailed(self._not_graphql(response.status_code))
+        return ApiError(str(error["code"]), str(error.get("message", "")), error.get("field"))
+
+    @staticmethod
+    def _sse(response: httpx.Response) -> Iterator[LogEvent]:
+        name, data = "message", ""
+        for line in response.iter_lines():
+            if line == "":
+                if data:
+                    event = _log_event(name, data)
+                    if event is not None:
+                        yield event
+                        if event.ended:
+                            return
+                name, data = "message", ""
+            elif line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data += line[5:].strip()
 
     # ---- nodes ----------------------------------------------------------------------------
 

@@ -6,6 +6,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodeplane.protocol.executor_api import INSTANCE_CONFLICT_CODE
+from nodeplane.protocol.logs import (
+    EXECUTOR_NOT_ANSWERING_CODE,
+    EXECUTOR_OFFLINE_CODE,
+    LOGS_UNAVAILABLE_CODE,
+)
 
 
 class ErrorCode(StrEnum):
@@ -29,6 +34,11 @@ class ErrorCode(StrEnum):
     EXECUTOR_INSTANCE_CONFLICT = INSTANCE_CONFLICT_CODE
     # The server is saturated (database pool, document worker); retrying later succeeds.
     UNAVAILABLE = "unavailable"
+    # Live logs: the executor kind keeps no logs to read (the operator, without a kubelet), the
+    # executor is offline, or it did not answer a log session in time.
+    LOGS_UNAVAILABLE = LOGS_UNAVAILABLE_CODE
+    EXECUTOR_OFFLINE = EXECUTOR_OFFLINE_CODE
+    EXECUTOR_NOT_ANSWERING = EXECUTOR_NOT_ANSWERING_CODE
 
 
 class DomainError(Exception):

@@ -15,6 +15,7 @@ from nodeplane.protocol import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.logs import LogChunk, LogSessionRequest
 
 _SYNC = """
 mutation Sync($input: JSON!) {
@@ -28,6 +29,13 @@ query Poll($known: JSON, $wait: Float!) {
 }"""
 _CONFIRM = "mutation Confirm($id: UUID!) { confirmNodeTeardown(nodeId: $id) }"
 _REPORT = "mutation Report($events: JSON!) { reportRuntimeEvents(events: $events) }"
+_LOG_SESSIONS = """
+query LogSessions($known: [UUID!], $wait: Float!) {
+  executorLogSessions(known: $known, waitSeconds: $wait) {
+    sessionId nodeId role tail level follow
+  }
+}"""
+_LOG_CHUNK = "mutation LogChunk($chunk: JSON!) { postLogChunk(chunk: $chunk) }"
 
 
 class ControlPlaneError(Exception):
@@ -126,3 +134,20 @@ class ControlPlaneClient:
         """Send runtime events (crashes, init failures, sync errors)."""
         data = await self._call(_REPORT, {"events": [e.to_wire() for e in events]})
         return int(data["reportRuntimeEvents"])
+
+    async def poll_log_sessions(
+        self, known: Sequence[UUID], wait_seconds: float
+    ) -> list[LogSessionRequest]:
+        """The live-log sessions to serve; held up to `wait_seconds` while they equal `known`."""
+        wait = min(wait_seconds, self._max_poll_wait)
+        data = await self._call(
+            _LOG_SESSIONS,
+            {"known": [str(k) for k in known], "wait": wait},
+            request_timeout=wait + self._timeout,
+        )
+        return [LogSessionRequest.model_validate(item) for item in data["executorLogSessions"]]
+
+    async def post_log_chunk(self, chunk: LogChunk) -> bool:
+        """Lines of a live-log session; False when the session is no longer open."""
+        data = await self._call(_LOG_CHUNK, {"chunk": chunk.to_wire()})
+        return bool(data["postLogChunk"])

@@ -32,7 +32,7 @@ from nodeplane.protocol import MAX_POLL_WAIT_SECONDS
 T = TypeVar("T")
 
 # Root fields that hold the request open on purpose; their wait is added to the time budget.
-LONG_POLL_FIELDS = frozenset({"executorSpecs"})
+LONG_POLL_FIELDS = frozenset({"executorSpecs", "executorLogSessions"})
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ LIST_SIZES: dict[tuple[str, str], PageSize | int] = {
     ("Query", "nodeRevisions"): 100,
     ("Query", "nodeRevisionDiff"): 100,
     ("Query", "executorSpecs"): 100,
+    ("Query", "executorLogSessions"): 100,
 }
 DEFAULT_LIST_SIZE = 10
 # `__schema` and `__type` answer from memory; their cost is flat, whatever they select.

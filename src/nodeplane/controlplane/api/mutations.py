@@ -36,11 +36,20 @@ from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
 from nodeplane.controlplane.errors import DomainError, ErrorCode
-from nodeplane.controlplane.services import accounts, alerts, api_keys, executors, members, nodes
+from nodeplane.controlplane.services import (
+    accounts,
+    alerts,
+    api_keys,
+    executors,
+    logs,
+    members,
+    nodes,
+)
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
 from nodeplane.protocol import RuntimeEvent, SyncExecutorRequest
+from nodeplane.protocol.logs import LogChunk
 
 
 @strawberry.input
@@ -355,6 +364,14 @@ class Mutation:
                 uow.session, ctx.principal, ctx.instance_id, ctx.heartbeat
             )
             return await executors.report_runtime_events(uow, ctx.principal, parsed)
+
+    @strawberry.mutation(
+        description="Lines of a live-log session from its executor; false when the session is "
+        "not open (its viewer left): the executor stops serving it."
+    )
+    async def post_log_chunk(self, info: Info, chunk: JSON) -> bool:
+        parsed = parse_wire(LogChunk, chunk, field="chunk")
+        return await logs.post_chunk(info.context.db, info.context.principal, parsed)
 
     @strawberry.mutation(
         description="Bind an executor key to an executor; the keys bound before are revoked."

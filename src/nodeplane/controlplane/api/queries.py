@@ -15,6 +15,7 @@ from nodeplane.controlplane.api.types import (
     EventConnection,
     EventLevel,
     Executor,
+    ExecutorLogSession,
     Incident,
     IncidentConnection,
     IncidentState,
@@ -31,9 +32,19 @@ from nodeplane.controlplane.api.types import (
 from nodeplane.controlplane.api.validation import json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
 from nodeplane.controlplane.auth.principal import require_principal
-from nodeplane.controlplane.services import accounts, alerts, api_keys, events, executors, nodes
+from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services import (
+    accounts,
+    alerts,
+    api_keys,
+    events,
+    executors,
+    logs,
+    nodes,
+)
 from nodeplane.protocol import KnownRevision
 from nodeplane.protocol import NodePhase as NodePhaseValue
+from nodeplane.protocol.logs import MAX_LOG_SESSIONS_PER_POLL
 
 
 @strawberry.input
@@ -233,3 +244,30 @@ class Query:
                 heartbeat=ctx.heartbeat,
             )
         return [AssignedNodeSpec.from_model(m) for m in pending]
+
+    @strawberry.field(
+        description="Executor log-session long-poll: the executor's open live-log sessions, at "
+        "once when they differ from `known`, else held up to waitSeconds until they change."
+    )
+    async def executor_log_sessions(
+        self, info: Info, known: list[UUID] | None = None, wait_seconds: float = 0.0
+    ) -> list[ExecutorLogSession]:
+        ctx = info.context
+        held = known or []
+        if len(held) > MAX_LOG_SESSIONS_PER_POLL:
+            raise DomainError(
+                ErrorCode.INVALID_INPUT,
+                f"known: at most {MAX_LOG_SESSIONS_PER_POLL} sessions",
+                field="known",
+            )
+        async with executors.recording_refusals(ctx.db):
+            sessions = await logs.poll_sessions(
+                ctx.db,
+                ctx.principal,
+                held,
+                wait_seconds,
+                max_wait=ctx.settings.max_poll_wait,
+                instance=ctx.instance_id,
+                heartbeat=ctx.heartbeat,
+            )
+        return [ExecutorLogSession.from_model(s) for s in sessions]

@@ -20,6 +20,7 @@ from nodeplane.protocol import EventLevel as EventLevelValue
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
 from nodeplane.protocol import NodePhase as NodePhaseValue
 from nodeplane.protocol.alerts import AlertRule as AlertRuleValue
+from nodeplane.protocol.logs import LogSessionRequest
 from nodeplane.protocol.spec_diff import SpecChange as SpecChangeModel
 
 NodePhase = strawberry.enum(NodePhaseValue, name="NodePhase")
@@ -301,6 +302,27 @@ class AssignedNodeSpec:
             spec=JSON(m.spec.to_wire()) if m.spec else None,
             deleted=m.deleted,
             retain_data=m.retain_data,
+        )
+
+
+@strawberry.type(description="A live-log session an executor is asked to serve (issue 10).")
+class ExecutorLogSession:
+    session_id: UUID
+    node_id: UUID
+    role: str
+    tail: int
+    level: str
+    follow: bool
+
+    @classmethod
+    def from_model(cls, m: LogSessionRequest) -> "ExecutorLogSession":
+        return cls(
+            session_id=m.session_id,
+            node_id=m.node_id,
+            role=m.role,
+            tail=m.tail,
+            level=m.level.value,
+            follow=m.follow,
         )
 
 

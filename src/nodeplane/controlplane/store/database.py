@@ -23,7 +23,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from nodeplane.controlplane.store.log_relay import LogRelay
 from nodeplane.controlplane.store.notify import (
+    LOGS_CHANNEL,
     NODES_CHANNEL,
     SPEC_CHANNEL,
     ChangeNotifier,
@@ -229,6 +231,10 @@ class Database:
         self.notifier = ChangeNotifier(
             libpq_conninfo(url) if self.dialect == "postgresql" else None
         )
+        # Open live-log sessions and their lines, between this process and the others.
+        self.logs = LogRelay(
+            self.notifier, self._notify_logs if self.dialect == "postgresql" else None
+        )
         # Heartbeat, report and key-use times, written behind the requests (seen_times.py).
         self.seen = SeenTimes()
         self._seen_flush_seconds = seen_flush_seconds
@@ -242,6 +248,7 @@ class Database:
     async def start(self) -> None:
         """Start background listeners (PostgreSQL LISTEN) and the writer of heard-from times."""
         await self.notifier.start()
+        self.logs.start()
         if self._seen_flusher is None:
             self._seen_flusher = asyncio.create_task(
                 self._flush_seen_forever(), name="nodeplane-seen-times"
@@ -258,8 +265,16 @@ class Database:
             await self.flush_seen()
         except Exception as error:  # the database is gone: at most one interval is lost
             log.warning("seen_times.final_flush_failed", error=str(error)[:200])
+        await self.logs.stop()
         await self.notifier.stop()
         await self.engine.dispose()
+
+    async def _notify_logs(self, payload: str) -> None:
+        """NOTIFY a live-log message to every process, at once (outside any transaction)."""
+        async with self.quick_read() as session:
+            await session.execute(
+                text("SELECT pg_notify(:c, :p)"), {"c": LOGS_CHANNEL, "p": payload}
+            )
 
     async def flush_seen(self) -> int:
         """Write the heard-from times held now; returns how many rows were pending. On failure

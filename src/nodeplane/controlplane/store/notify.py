@@ -1,5 +1,5 @@
-"""Wake-ups for held spec polls and changed nodes for open nodes pages: in-process, fed by
-PostgreSQL LISTEN when on PostgreSQL."""
+"""Wake-ups for held spec polls, changed nodes for open nodes pages and live-log messages
+(store/log_relay.py): in-process, fed by PostgreSQL LISTEN when on PostgreSQL."""
 
 import asyncio
 import contextlib
@@ -12,6 +12,7 @@ import structlog
 
 SPEC_CHANNEL = "nodeplane_specs"
 NODES_CHANNEL = "nodeplane_nodes"
+LOGS_CHANNEL = "nodeplane_logs"
 # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: past this many, the payload says
 # "every node of the organization" instead of naming them.
 MAX_NODES_PAYLOAD = 7000
@@ -52,6 +53,8 @@ class ChangeNotifier:
         self._listening = asyncio.Event()
         self._node_listeners: list[NodeListener] = []
         self._close_listeners: list[Callable[[], None]] = []
+        self._log_listeners: list[Callable[[str], None]] = []
+        self._listen_listeners: list[Callable[[], None]] = []
         self.closing = False
 
     async def start(self) -> None:
@@ -93,6 +96,15 @@ class ChangeNotifier:
         """Call `listener` with every committed change to nodes, from any replica."""
         self._node_listeners.append(listener)
 
+    def on_logs(self, listener: Callable[[str], None]) -> None:
+        """Call `listener` with every payload NOTIFYed on the live-logs channel (any replica)."""
+        self._log_listeners.append(listener)
+
+    def on_listening(self, listener: Callable[[], None]) -> None:
+        """Call `listener` each time LISTEN is (re)established: what was NOTIFYed before may
+        have been missed."""
+        self._listen_listeners.append(listener)
+
     def publish_nodes(self, organization_id: UUID | None, node_ids: frozenset[UUID] | None) -> None:
         """Tell this process's node listeners that these nodes changed."""
         for listener in self._node_listeners:
@@ -126,7 +138,10 @@ class ChangeNotifier:
                 ) as conn:
                     await conn.execute(f"LISTEN {SPEC_CHANNEL}")
                     await conn.execute(f"LISTEN {NODES_CHANNEL}")
+                    await conn.execute(f"LISTEN {LOGS_CHANNEL}")
                     self._listening.set()
+                    for listener in self._listen_listeners:
+                        listener()
                     # Anything committed while we were not listening: let every poll re-read,
                     # and every open nodes page take every row afresh.
                     self._wake_all()
@@ -137,6 +152,9 @@ class ChangeNotifier:
                             parsed = parse_nodes_payload(notice.payload)
                             if parsed is not None:
                                 self.publish_nodes(*parsed)
+                        elif notice.channel == LOGS_CHANNEL:
+                            for log_listener in self._log_listeners:
+                                log_listener(notice.payload)
                         else:
                             self.publish_local(notice.payload)
             except asyncio.CancelledError:

@@ -14,6 +14,7 @@ from nodeplane.controlplane.errors import DomainError
 from nodeplane.controlplane.services import accounts
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.web.live import LiveNodes, RowFilter, stream_events
+from nodeplane.controlplane.web.log_stream import log_stream_endpoint
 from nodeplane.controlplane.web.pages import PHASES, Pages, status_for, uuid_or_none
 from nodeplane.controlplane.web.params import read_params, text_problem
 from nodeplane.controlplane.web.session import current_user
@@ -142,6 +143,7 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         Route("/nodes/stream", nodes_stream, methods=["GET"]),
         Route("/nodes/new", pages.page(pages.deploy), methods=["GET"]),
         Route("/nodes/{node_id}", pages.page(pages.node), methods=["GET"]),
+        Route("/nodes/{node_id}/logs/stream", log_stream_endpoint(db, settings), methods=["GET"]),
         Route("/executors", pages.page(pages.executors), methods=["GET"]),
         Route("/keys", pages.page(pages.api_keys), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),

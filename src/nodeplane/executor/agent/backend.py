@@ -434,6 +434,16 @@ class AgentBackend:
             stable_after_s=self.stable_after_s,
         )
 
+    def log_file(self, node: AssignedNodeSpec, role: str) -> Path:
+        """`<node>/logs/<role>.log`: both drivers append the process's output there (the
+        systemd unit with `StandardOutput=append:`, the supervisor by redirection)."""
+        if node.spec is None or role not in node.spec.clients:
+            raise ValueError(f"node {node.name} has no role {role!r}")
+        try:
+            return inside(self._layout(node.name).root, f"logs/{role}.log")
+        except UnsafePath as exc:
+            raise ValueError(str(exc)) from None
+
     # ---- apply ------------------------------------------------------------------------------
 
     async def housekeeping(self) -> None:

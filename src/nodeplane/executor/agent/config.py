@@ -16,6 +16,7 @@ from pydantic import (
 
 from nodeplane.executor.agent.paths import DEFAULT_DATA_DIR
 from nodeplane.executor.agent.port_range import PortRange
+from nodeplane.executor.runtime.metrics import loopback_problem
 from nodeplane.protocol import node_name_problem
 
 
@@ -104,6 +105,38 @@ class PortsSection(_Section):
         return PortRange(self.first, self.last)
 
 
+class MetricsSection(_Section):
+    """Where the agent serves its own Prometheus metrics (docs/metrics.md), if anywhere:
+    `listen = "127.0.0.1:9465"`. Loopback addresses only: the agent has no authentication of
+    its own, so a Prometheus on another host scrapes it through something that has."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _loopback(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        host, port = split_listen_address(listen)
+        if problem := loopback_problem(host):
+            raise ValueError(problem)
+        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None."""
+        return split_listen_address(self.listen) if self.listen else None
+
+
+def split_listen_address(value: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) as host and port; ValueError when it is not one (port 0
+    lets the system choose)."""
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host, int(port)
+
+
 class LoggingSection(_Section):
     """Log level and format."""
 
@@ -120,6 +153,7 @@ class AgentConfig(_Section):
     supervision: SupervisionSection = Field(default_factory=SupervisionSection)
     ports: PortsSection = Field(default_factory=PortsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
 
 
 class ConfigError(Exception):

@@ -18,6 +18,7 @@ from nodeplane.executor.agent.instance_lock import lock_data_dir
 from nodeplane.executor.controlplane_client import ControlPlaneClient
 from nodeplane.executor.runtime.backend import ApplyError
 from nodeplane.executor.runtime.local_state import LocalState
+from nodeplane.executor.runtime.metrics import serve_metrics
 from nodeplane.executor.runtime.runtime import ExecutorRuntime, Intervals
 from nodeplane.protocol import ExecutorCapabilities
 
@@ -135,7 +136,13 @@ async def run_agent(config: AgentConfig) -> None:
             instance_id=lock.instance_id,
             previous_instance_ids=lock.previous_instance_ids,
         )
+        metrics_server = None
+        if (address := config.metrics.address()) is not None:
+            metrics_server = serve_metrics(runtime.metrics, *address)
+            log.info("agent.metrics", host=address[0], port=metrics_server.port)
         try:
             await runtime.run()
         finally:
+            if metrics_server is not None:
+                metrics_server.close()
             await runtime.client.aclose()

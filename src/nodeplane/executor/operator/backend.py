@@ -22,6 +22,7 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -44,7 +45,7 @@ from nodeplane.executor.operator.resource import (
     blockchain_node_body,
 )
 from nodeplane.executor.operator.status import CONDITION_RENDERED
-from nodeplane.executor.runtime.backend import ApplyError
+from nodeplane.executor.runtime.backend import ApplyError, LogsUnavailable
 from nodeplane.protocol import (
     AssignedNodeSpec,
     EventLevel,
@@ -240,6 +241,12 @@ class OperatorBackend:
         if self._cluster_info_errors.get(what) != message:
             self._cluster_info_errors[what] = message
             log.warning("operator.cluster_info_unreadable", what=what, error=message)
+
+    def log_file(self, node: AssignedNodeSpec, role: str) -> Path:
+        """Never: a Pod's log is the kubelet's to serve, and this operator does not read it."""
+        raise LogsUnavailable(
+            "logs are not available for operator executors; read the Pod's log with kubectl"
+        )
 
     def drain_events(self) -> list[RuntimeEvent]:
         """Container restarts and failures seen since the last call."""

@@ -1,5 +1,6 @@
 """What a backend (agent or operator) does for the runtime."""
 
+from pathlib import Path
 from typing import Protocol
 
 from nodeplane.protocol import (
@@ -14,6 +15,10 @@ from nodeplane.protocol import (
 
 class ApplyError(Exception):
     """A revision cannot be applied (bad config, missing binary, ...); reported as applyError."""
+
+
+class LogsUnavailable(Exception):
+    """This backend cannot show the process's output (the operator: no kubelet to ask)."""
 
 
 class Backend(Protocol):
@@ -47,4 +52,9 @@ class Backend(Protocol):
 
     def drain_events(self) -> list[RuntimeEvent]:
         """Runtime events noticed since the last call (crashes, restarts, init failures)."""
+        ...
+
+    def log_file(self, node: AssignedNodeSpec, role: str) -> Path:
+        """The file the process of `role` writes its output to (it may not exist yet); raise
+        LogsUnavailable when this backend keeps none, ValueError for a role the node lacks."""
         ...

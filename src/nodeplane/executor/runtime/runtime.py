@@ -19,6 +19,7 @@ node does ends the executor.
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
@@ -28,6 +29,14 @@ import structlog
 from nodeplane.executor.controlplane_client import ControlPlaneClient, ControlPlaneError
 from nodeplane.executor.runtime.backend import ApplyError, Backend
 from nodeplane.executor.runtime.local_state import HeldNode, LocalState
+from nodeplane.executor.runtime.log_sessions import LogSessions
+from nodeplane.executor.runtime.metrics import (
+    APPLIED,
+    APPLY_FAILED,
+    TEARDOWN_FAILED,
+    TORN_DOWN,
+    ExecutorMetrics,
+)
 from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
 from nodeplane.executor.runtime.workqueue import ExponentialBackoff, QueueShutDown, WorkQueue
 from nodeplane.protocol import (
@@ -108,8 +117,11 @@ class ExecutorRuntime:
         intervals: Intervals | None = None,
         instance_id: UUID | None = None,
         previous_instance_ids: Sequence[UUID] = (),
+        metrics: ExecutorMetrics | None = None,
     ) -> None:
         self.name = name
+        # Counted whether or not anything serves them (serve_metrics): a few increments.
+        self.metrics = metrics or ExecutorMetrics(name, backend.kind.value, version)
         # This process, and the ones before it on the same data directory (instance_lock.py).
         self.instance_id = instance_id
         self.previous_instance_ids = list(previous_instance_ids)
@@ -149,6 +161,23 @@ class ExecutorRuntime:
         # live); while set, nothing is applied or observed: what runs is left as it is.
         self.refused: str | None = None
         self._first_sync = asyncio.Event()
+        # Live-log sessions, learnt of on a long-poll of their own (the spec poll is untouched).
+        self.log_sessions = LogSessions(
+            client,
+            backend,
+            self._held_spec,
+            poll_wait=self.intervals.poll_wait,
+            retry=self.intervals.retry,
+            paused=lambda: self.refused is not None,
+        )
+
+    def _held_spec(self, node_id: UUID) -> AssignedNodeSpec | None:
+        held = self.state.nodes.get(node_id)
+        return held.assigned if held is not None else None
+
+    async def _log_loop(self) -> None:
+        await self._registered.wait()
+        await self.log_sessions.run()
 
     async def run(self) -> None:
         """Run every loop until cancelled; only a loop's own bug ends it, never a node's failure."""
@@ -158,6 +187,7 @@ class ExecutorRuntime:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._heartbeat_loop(), name="heartbeat")
                 group.create_task(self._poll_loop(), name="spec-poll")
+                group.create_task(self._log_loop(), name="log-poll")
                 group.create_task(self._resync_loop(), name="resync")
                 group.create_task(self._housekeeping_loop(), name="housekeeping")
                 group.create_task(self._report_loop(), name="report")
@@ -238,12 +268,15 @@ class ExecutorRuntime:
             else:
                 self.reachability.failed("sync", describe_error(exc))
                 log.debug("sync.failed", error=describe_error(exc))
+            self.metrics.synced(False)
             return False
         except Exception as exc:  # any failure of the call: retried, never the executor's end
             self.reachability.failed("sync", describe_error(exc))
             log.debug("sync.failed", error=describe_error(exc))
+            self.metrics.synced(False)
             return False
         self.reachability.succeeded(started)
+        self.metrics.synced(True)
         if self.refused is not None:
             log.info("executor.instance_accepted", instance_id=str(self.instance_id))
             self.refused = None
@@ -261,6 +294,11 @@ class ExecutorRuntime:
     def queue_event(self, event: RuntimeEvent) -> None:
         """Send `event` with the next heartbeat."""
         self._pending_events.append(event)
+        self._count_events([event])
+
+    def _count_events(self, events: list[RuntimeEvent]) -> None:
+        names = {str(nid): held.name for nid, held in self.state.nodes.items()}
+        self.metrics.events(events, names)
 
     def _refuse(self, message: str) -> None:
         """Another instance of this executor is live: stop applying, say so once."""
@@ -269,7 +307,9 @@ class ExecutorRuntime:
         self.refused = message
 
     async def _flush_events(self) -> None:
-        self._pending_events += self.backend.drain_events()
+        drained = self.backend.drain_events()
+        self._count_events(drained)
+        self._pending_events += drained
         if not self._pending_events:
             return
         batch, self._pending_events = self._pending_events[:100], self._pending_events[100:]
@@ -382,11 +422,15 @@ class ExecutorRuntime:
                 self.queue.forget(node_id)
                 self._node_locks.pop(node_id, None)
                 return
+            started = time.perf_counter()
             if held.assigned.deleted:
                 ok = await self._teardown(node_id, held)
+                outcome = TORN_DOWN if ok else TEARDOWN_FAILED
             else:
                 ok = await self._apply(held)
+                outcome = APPLIED if ok else APPLY_FAILED
                 self._reconciled.add(node_id)
+            self.metrics.reconciled(outcome, time.perf_counter() - started, held.name)
         if node_id not in self.state.nodes:
             self._node_locks.pop(node_id, None)
         if ok:
@@ -540,6 +584,7 @@ class ExecutorRuntime:
         held = list(self.state.nodes.items())
         states = await asyncio.gather(*(self._observe(nid, h) for nid, h in held))
         self._observations = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
+        self.metrics.observed(len(held), self._observations.values())
 
     async def _observe(self, node_id: UUID, held: HeldNode) -> ObservedNodeState | None:
         """One node's observed state; an observation that fails is reported as its error."""

@@ -837,11 +837,163 @@ function initAlertSettings() {
   });
 }
 
+// ---------- node page: tabs and the live log ----------
+// The log is a Server-Sent Events stream (/nodes/{id}/logs/stream) open only while the Logs tab
+// shows: leaving the tab, or the page, ends the session and the executor stops tailing. Lines
+// are text (textContent), never markup. At most LOG_KEEP lines stay on the page; while paused,
+// at most LOG_KEEP wait, and the rest are counted as dropped.
+const LOG_KEEP = 5000;
+const LOG_END_MESSAGES = {
+  logs_unavailable: "Logs are not available for this executor kind.",
+  executor_offline: "The executor is offline; its logs cannot be read now.",
+  executor_not_answering: "The executor did not answer; is it running a version with live logs?",
+};
+
+function initNodeTabs(onShow) {
+  const tabs = $$("[role=tab][data-tab]");
+  if (!tabs.length) return;
+  const select = (name, focus) => {
+    for (const tab of tabs) {
+      const on = tab.dataset.tab === name;
+      tab.setAttribute("aria-selected", on ? "true" : "false");
+      tab.tabIndex = on ? 0 : -1;
+      $(`#${tab.getAttribute("aria-controls")}`).hidden = !on;
+      if (on && focus) tab.focus();
+    }
+    onShow(name);
+  };
+  for (const tab of tabs) {
+    tab.addEventListener("click", () => {
+      select(tab.dataset.tab, false);
+      history.replaceState(null, "", tab.dataset.tab === "overview" ? location.pathname : `#${tab.dataset.tab}`);
+    });
+    tab.addEventListener("keydown", (e) => {
+      if (e.key !== "ArrowRight" && e.key !== "ArrowLeft") return;
+      const i = tabs.indexOf(tab) + (e.key === "ArrowRight" ? 1 : -1);
+      select(tabs[(i + tabs.length) % tabs.length].dataset.tab, true);
+    });
+  }
+  if (location.hash === "#logs") select("logs", false);
+}
+
+function initLogs() {
+  const panel = $("[data-logs]");
+  if (!panel) return () => {};
+  const form = $("[data-logs-form]", panel);
+  const box = $("[data-logs-lines]", panel);
+  const status = $("[data-logs-status]", panel);
+  const pauseButton = $("[data-logs-pause]", panel);
+  let source = null;
+  let paused = false;
+  let held = [];
+  let heldDropped = 0;
+  let stick = true;  // follow the end until the user scrolls up
+  let retry = null;
+  let visible = false;
+
+  box.addEventListener("scroll", () => {
+    stick = box.scrollTop + box.clientHeight >= box.scrollHeight - 8;
+  });
+
+  const note = (cls, text) => el("div", { class: cls }, text);
+  const append = (nodes) => {
+    if (!nodes.length) return;
+    box.append(...nodes);
+    while (box.childElementCount > LOG_KEEP) box.firstElementChild.remove();
+    if (stick) box.scrollTop = box.scrollHeight;
+  };
+  const render = (items) => {
+    const nodes = [];
+    for (const item of items) {
+      if (item.dropped) nodes.push(note("log-dropped", `… ${item.dropped} lines dropped`));
+      for (const [level, text] of item.lines) nodes.push(el("div", { class: `log-line log-${level}`, "data-level": level }, text));
+    }
+    append(nodes);
+  };
+  const setPaused = (value) => {
+    paused = value;
+    pauseButton.setAttribute("aria-pressed", paused ? "true" : "false");
+    pauseButton.textContent = paused ? "Resume" : "Pause";
+    if (!paused) {
+      const items = held;
+      held = [];
+      if (heldDropped) items.unshift({ lines: [], dropped: heldDropped });
+      heldDropped = 0;
+      render(items);
+      status.textContent = source ? "Live." : status.textContent;
+    }
+  };
+  const close = () => {
+    clearTimeout(retry);
+    retry = null;
+    if (source) { source.close(); source = null; }
+  };
+  const wanted = () => new URLSearchParams({ role: form.role.value, level: form.level.value,
+    tail: String(Math.max(0, Math.min(1000, Math.floor(Number(form.tail.value)) || 0))) }).toString();
+  let current = "";
+  const open = (tail) => {
+    close();
+    current = wanted();
+    const params = new URLSearchParams(current);
+    if (tail !== undefined) params.set("tail", String(tail));
+    status.textContent = "Connecting…";
+    const es = new EventSource(`${panel.dataset.stream}?${params}`);
+    source = es;
+    es.addEventListener("open", () => { if (source === es) status.textContent = paused ? "Paused." : "Live."; });
+    es.addEventListener("lines", (e) => {
+      if (source !== es) return;
+      const item = JSON.parse(e.data);
+      if (paused) {
+        held.push(item);
+        let count = held.reduce((n, h) => n + h.lines.length, 0);
+        while (count > LOG_KEEP && held.length) {
+          const first = held.shift();
+          heldDropped += first.lines.length + (first.dropped || 0);
+          count -= first.lines.length;
+        }
+        status.textContent = `Paused (${count} new lines waiting).`;
+      } else {
+        render([item]);
+        status.textContent = "Live.";
+      }
+    });
+    es.addEventListener("end", (e) => {
+      if (source !== es) return;
+      const data = JSON.parse(e.data || "{}");
+      close();
+      const text = data.code ? (LOG_END_MESSAGES[data.code] || data.message || data.code) : "The log ended.";
+      status.textContent = text;
+      append([note("log-note", text)]);
+    });
+    es.addEventListener("error", () => {
+      if (source !== es) return;
+      // The browser would reconnect and replay the tail; instead reconnect once, without a
+      // tail, so no line shows twice.
+      close();
+      status.textContent = "Connection lost; reconnecting…";
+      if (visible) retry = setTimeout(() => open(0), 3000);
+    });
+  };
+
+  // A change that asks for the same stream (a field left without a new value) keeps it.
+  form.addEventListener("change", () => { if (visible && wanted() !== current) { box.replaceChildren(); open(); } });
+  form.addEventListener("submit", (e) => e.preventDefault());
+  pauseButton.addEventListener("click", () => setPaused(!paused));
+  $("[data-logs-clear]", panel).addEventListener("click", () => { box.replaceChildren(); held = []; heldDropped = 0; });
+  window.addEventListener("pagehide", close);
+  return (tab) => {
+    visible = tab === "logs";
+    if (visible && !source) { box.replaceChildren(); open(); }
+    if (!visible) { close(); status.textContent = "Not connected."; }
+  };
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   initBell();
   initAlertSettings();
   initNodesPage();
   initNodePage();
+  initNodeTabs(initLogs());
   initExecutorsPage();
   initKeysPage();
   initDeployPage();
