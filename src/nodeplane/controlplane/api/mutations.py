@@ -29,6 +29,7 @@ from nodeplane.controlplane.api.types import (
 )
 from nodeplane.controlplane.api.validation import datetime_input, json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookMutation
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
@@ -91,7 +92,7 @@ async def _signed_in(ctx: Context, result: LoginResult) -> LoginPayload:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(WebhookMutation):
     @strawberry.mutation(description="Sign in; the token works as a Bearer token and as a cookie.")
     async def login(
         self, info: Info, email: str, password: str, organization_id: UUID | None = None
