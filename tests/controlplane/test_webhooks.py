@@ -271,6 +271,15 @@ def test_loopback_http_and_https_urls_are_accepted_and_updates_are_checked_too(
         with pytest.raises(GraphQLError) as refused:
             wh_org.owner(UPDATE, {"input": {"id": endpoint_id, "url": "http://hooks.example.com/"}})
         assert refused.value.code == "insecure_webhook_url"
+    # `localhost` may resolve to ::1 first: the attempt goes on to 127.0.0.1, where this listens.
+    with webhook_receiver() as receiver:
+        port = receiver.url.split(":")[2].split("/")[0]
+        endpoint_id, secret = create_endpoint(wh_org.owner, f"http://localhost:{port}/hook")
+        sent = wh_org.owner(TEST, {"id": endpoint_id})["testWebhook"]["id"]
+        (request,) = receiver.wait_for(1)
+        assert verify(secret, request.headers, request.body)
+        assert request.headers["host"] == f"localhost:{port}"
+        wait_delivery(wh_org.owner, sent, "SUCCEEDED")
     with pytest.raises(GraphQLError) as refused:
         wh_org.owner(CREATE, {"input": {"url": "https://a.example/", "eventTypes": ["node.deleted"]}})
     assert (refused.value.code, refused.value.extensions["field"]) == ("invalid_input", "eventTypes")

@@ -226,7 +226,7 @@ class WebhookDispatcher:
         try:
             async with asyncio.timeout(timeout):
                 target = check_webhook_url(claimed.url)
-                address = await resolve_destination(target)
+                addresses = await resolve_destination(target)
                 body = claimed.body.encode()
                 headers = signed_headers(
                     claimed.secret,
@@ -237,22 +237,16 @@ class WebhookDispatcher:
                 )
                 headers["host"] = urlsplit(target.url).netloc
                 extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-                async with self._client.stream(
-                    "POST",
-                    pinned_url(target, address),
-                    content=body,
-                    headers=headers,
-                    extensions=extensions,
-                ) as response:
-                    status_code = response.status_code
-                    received = bytearray()
-                    async for chunk in response.aiter_raw():
-                        received += chunk
-                        if len(received) >= RESPONSE_EXCERPT_BYTES:
-                            break
-                    excerpt = bytes(received[:RESPONSE_EXCERPT_BYTES]).decode(
-                        "utf-8", errors="replace"
-                    )
+                for index, address in enumerate(addresses):
+                    try:
+                        status_code, excerpt = await self._post(
+                            pinned_url(target, address), body, headers, extensions
+                        )
+                        break
+                    except httpx.ConnectError:
+                        if index == len(addresses) - 1:
+                            raise
+                assert status_code is not None
                 if not 200 <= status_code < 300:
                     error = f"the receiver answered {status_code}"
         except TimeoutError:
@@ -272,6 +266,21 @@ class WebhookDispatcher:
             response_excerpt=_storable(excerpt, RESPONSE_EXCERPT_BYTES),
             error=_storable(error, MAX_ERROR_CHARS) if error is not None else None,
         )
+
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], extensions: dict[str, str]
+    ) -> tuple[int, str]:
+        """POST once; the status and the first RESPONSE_EXCERPT_BYTES of the answer."""
+        async with self._client.stream(
+            "POST", url, content=body, headers=headers, extensions=extensions
+        ) as response:
+            received = bytearray()
+            async for chunk in response.aiter_raw():
+                received += chunk
+                if len(received) >= RESPONSE_EXCERPT_BYTES:
+                    break
+            excerpt = bytes(received[:RESPONSE_EXCERPT_BYTES]).decode("utf-8", errors="replace")
+            return response.status_code, excerpt
 
     async def _deliver(self, claimed: ClaimedDelivery) -> None:
         result = await self.attempt(claimed)

@@ -14,8 +14,9 @@ addresses its host resolves to, before every attempt.
 - No user name or password in the URL (the signature authenticates the sender; credentials
   in a URL end up in logs), no fragment, at most MAX_URL_CHARS, ASCII only (IDNs as punycode).
 
-Each attempt connects to the address checked (resolve_destination), not to whatever the name
-resolves to a moment later, so a name cannot be re-pointed between the check and the send.
+Each attempt connects to an address checked (resolve_destination; the next one if it refuses
+the connection, as `localhost` may name ::1 first for a receiver on 127.0.0.1), not to whatever
+the name resolves to a moment later, so a name cannot be re-pointed between check and send.
 """
 
 import asyncio
@@ -138,9 +139,9 @@ class DestinationRefused(Exception):
     """The host resolved to no address a delivery may go to (see the module's rules)."""
 
 
-async def resolve_destination(target: WebhookUrl) -> IPAddress:
-    """The address an attempt connects to: the host's first allowed address, after checking
-    every address it resolves to (one refused address refuses the host: a name that also
+async def resolve_destination(target: WebhookUrl) -> list[IPAddress]:
+    """The addresses an attempt may connect to, in the resolver's order, after checking every
+    address the host resolves to (one refused address refuses the host: a name that also
     points at a metadata service is not a receiver)."""
     literal = _literal_address(target.host)
     if literal is not None:
@@ -162,7 +163,7 @@ async def resolve_destination(target: WebhookUrl) -> IPAddress:
             raise DestinationRefused(
                 f"{target.host} resolves to {address}: plain http:// goes to loopback only"
             )
-    return found[0]
+    return found
 
 
 def pinned_url(target: WebhookUrl, address: IPAddress) -> str:
