@@ -24,6 +24,7 @@ import contextlib
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
@@ -55,6 +56,8 @@ MAX_ERROR_CHARS = 500
 # A claim outlives the attempt's deadline by this much before another process may take it.
 LEASE_MARGIN_SECONDS = 30.0
 USER_AGENT = f"nodeplane-webhooks/{__version__}"
+# Threads for DNS lookups of receivers' names (a lookup cannot be cancelled once started).
+RESOLVER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class WebhookDispatcher:
             ),
             headers={"user-agent": USER_AGENT},
         )
+        self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns")
         self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
         self._per_endpoint: Counter[uuid.UUID] = Counter()
         self._slot_freed = asyncio.Event()
@@ -146,6 +150,7 @@ class WebhookDispatcher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self._client.aclose()
+        self._resolver.shutdown(wait=False, cancel_futures=True)
 
     def _start(self, claimed: ClaimedDelivery) -> None:
         self._per_endpoint[claimed.endpoint_id] += 1
@@ -226,7 +231,7 @@ class WebhookDispatcher:
         try:
             async with asyncio.timeout(timeout):
                 target = check_webhook_url(claimed.url)
-                addresses = await resolve_destination(target)
+                addresses = await resolve_destination(target, self._resolver)
                 body = claimed.body.encode()
                 headers = signed_headers(
                     claimed.secret,

@@ -23,6 +23,7 @@ import asyncio
 import ipaddress
 import re
 import socket
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -139,17 +140,23 @@ class DestinationRefused(Exception):
     """The host resolved to no address a delivery may go to (see the module's rules)."""
 
 
-async def resolve_destination(target: WebhookUrl) -> list[IPAddress]:
+async def resolve_destination(
+    target: WebhookUrl, resolver: Executor | None = None
+) -> list[IPAddress]:
     """The addresses an attempt may connect to, in the resolver's order, after checking every
     address the host resolves to (one refused address refuses the host: a name that also
-    points at a metadata service is not a receiver)."""
+    points at a metadata service is not a receiver).
+
+    `resolver` runs the blocking lookup (the loop's default executor if None): the dispatcher
+    gives it threads of its own, so a resolver that hangs holds none the server needs."""
     literal = _literal_address(target.host)
     if literal is not None:
         found: list[IPAddress] = [literal]
     else:
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                target.host, target.port, type=socket.SOCK_STREAM
+            infos = await asyncio.get_running_loop().run_in_executor(
+                resolver,
+                lambda: socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM),
             )
         except (socket.gaierror, UnicodeError) as error:
             raise DestinationRefused(f"cannot resolve {target.host}: {error}") from None
