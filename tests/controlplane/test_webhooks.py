@@ -23,7 +23,14 @@ from nodeplane.protocol import EventLevel
 from tests.conftest import new_database_url
 from tests.support.fleet import Org, make_org
 from tests.support.gql import Client, GraphQLError
-from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD, ServerProcess, drop_pg_database
+from tests.support.server import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    ServerProcess,
+    admin_token,
+    create_pg_database,
+    drop_pg_database,
+)
 from tests.support.webhook_receiver import webhook_receiver
 
 pytestmark = pytest.mark.server
@@ -402,3 +409,33 @@ def test_alert_events_enqueued_in_the_callers_transaction_reach_subscribed_endpo
             "notification.alert.opened"
         ]
 
+
+
+def test_two_workers_on_postgresql_send_each_delivery_once(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Both worker processes claim from the one outbox (FOR UPDATE SKIP LOCKED and a lease):
+    every delivery reaches the receiver once, none twice."""
+    url = create_pg_database()
+    server = ServerProcess(
+        database_url=url,
+        workdir=tmp_path_factory.mktemp("webhook-workers"),
+        extra_env={**SERVER_ENV, "NODEPLANE_WEBHOOK_POLL_INTERVAL": "0.05"},
+        extra_args=["--workers", "2"],
+    )
+    server.start()
+    try:
+        owner = make_org(server.url, Client(server.url, admin_token(server.url))).owner
+        with webhook_receiver() as receiver:
+            endpoints = [create_endpoint(owner, receiver.url)[0] for _ in range(3)]
+            sent = [owner(TEST, {"id": endpoints[i % 3]})["testWebhook"]["id"] for i in range(30)]
+            receiver.wait_for(30)
+            time.sleep(1.5)  # room for a duplicate to show up
+            got = [r.headers["nodeplane-delivery"] for r in receiver.requests()]
+            assert sorted(got) == sorted(sent)
+            for delivery_id in sent:
+                done = wait_delivery(owner, delivery_id, "SUCCEEDED")
+                assert done["attemptCount"] == 1 and len(done["attempts"]) == 1
+    finally:
+        server.stop()
+        drop_pg_database(url)
