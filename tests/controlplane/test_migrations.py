@@ -235,9 +235,7 @@ def test_0003_keeps_executors_working_and_starts_recording_their_instance(
 
 
 @pytest.mark.server  # runs the upgraded control plane
-def test_0005_adds_webhooks_and_keeps_everything_before_them(
-    database: str, tmp_path: Path
-) -> None:
+def test_0005_adds_webhooks_and_keeps_everything_before_them(database: str, tmp_path: Path) -> None:
     # The schema this migration follows (its down_revision), whatever it is rebased onto.
     webhooks_migration = importlib.import_module(
         "nodeplane.controlplane.store.migrations.versions.0005_webhooks"
@@ -313,7 +311,7 @@ def test_0005_adds_webhooks_and_keeps_everything_before_them(
         assert {"type": "node.created", "message": "ops created node n1"} in events
         assert owner("{ webhookEndpoints { id } }")["webhookEndpoints"] == []
         created = owner(
-            "mutation { createWebhookEndpoint(input: {url: \"https://hooks.example.com/a\"}) "
+            'mutation { createWebhookEndpoint(input: {url: "https://hooks.example.com/a"}) '
             "{ secret endpoint { id eventTypes } } }"
         )["createWebhookEndpoint"]
         assert created["endpoint"]["eventTypes"] == [

@@ -140,9 +140,7 @@ def test_signature_follows_the_documented_recipe() -> None:
     assert headers["Nodeplane-Delivery"] == "d1"
     ok = verify_signature(secret, "1700000000", f"v1={expected}", body, now=1_700_000_100)
     assert ok
-    assert verify_signature(
-        secret, "1700000000", f"v1=00, v1={expected}", body, now=1_700_000_000
-    )
+    assert verify_signature(secret, "1700000000", f"v1=00, v1={expected}", body, now=1_700_000_000)
     assert not verify_signature(secret, "1700000000", f"v1={expected}", body + b"x", now=1.7e9)
     assert not verify_signature("other", "1700000000", f"v1={expected}", body, now=1.7e9)
     # A replay past the tolerance is refused even with a valid signature.

@@ -6,6 +6,7 @@ endpoints, plain HTTP off loopback is refused, and roles and organizations are r
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import statistics
 import time
@@ -49,7 +50,9 @@ CREATE = """mutation($input: CreateWebhookEndpointInput!) {
 UPDATE = """mutation($input: UpdateWebhookEndpointInput!) {
   updateWebhookEndpoint(input: $input) { id url enabled eventTypes description } }"""
 DELETE = "mutation($id: UUID!) { deleteWebhookEndpoint(id: $id) }"
-ROTATE = "mutation($id: UUID!) { rotateWebhookSecret(id: $id) { secret endpoint { secretPrefix } } }"
+ROTATE = (
+    "mutation($id: UUID!) { rotateWebhookSecret(id: $id) { secret endpoint { secretPrefix } } }"
+)
 TEST = "mutation($id: UUID!) { testWebhook(id: $id) { id status eventType } }"
 REDELIVER = "mutation($id: UUID!) { redeliverWebhook(deliveryId: $id) { id status series } }"
 ENDPOINTS = "{ webhookEndpoints { id url description enabled eventTypes secretPrefix } }"
@@ -63,7 +66,9 @@ DELIVERIES = f"""query($e: UUID, $first: Int!, $after: String) {{
 
 
 @pytest.fixture(scope="module")
-def webhook_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def webhook_server(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """A control plane whose webhook retries come in seconds."""
     workdir = tmp_path_factory.mktemp(f"webhooks-{backend}")
     url = new_database_url(backend, workdir)
@@ -190,7 +195,7 @@ def test_a_receiver_failing_twice_gets_the_delivery_on_the_third_try(wh_org: Org
         assert {r.headers["nodeplane-delivery"] for r in requests} == {delivery["id"]}
         assert all(verify(secret, r.headers, r.body) for r in requests)
         # Backoff: at least half the base after the first failure, half twice it after the second.
-        gaps = [b.at - a.at for a, b in zip(requests, requests[1:], strict=False)]
+        gaps = [b.at - a.at for a, b in itertools.pairwise(requests)]
         assert gaps[0] >= BACKOFF_BASE * 0.5 - 0.05
         assert gaps[1] >= BACKOFF_BASE - 0.05
         done = wait_delivery(wh_org.owner, delivery["id"], "SUCCEEDED")
@@ -236,9 +241,15 @@ def test_a_receiver_that_never_answers_slows_neither_the_api_nor_other_endpoints
         while time.monotonic() < deadline and not attempts:
             attempts = wh_org.owner(DELIVERY, {"id": stuck[0]})["webhookDelivery"]["attempts"]
             time.sleep(0.2)
-        assert attempts and attempts[0]["error"] == f"no complete answer within {ATTEMPT_TIMEOUT:g} s"
+        assert (
+            attempts and attempts[0]["error"] == f"no complete answer within {ATTEMPT_TIMEOUT:g} s"
+        )
         assert attempts[0]["statusCode"] is None
-        assert ATTEMPT_TIMEOUT * 1000 * 0.9 <= attempts[0]["durationMs"] < ATTEMPT_TIMEOUT * 1000 + 2000
+        assert (
+            ATTEMPT_TIMEOUT * 1000 * 0.9
+            <= attempts[0]["durationMs"]
+            < ATTEMPT_TIMEOUT * 1000 + 2000
+        )
 
 
 @pytest.mark.parametrize(
@@ -272,8 +283,12 @@ def test_unsafe_or_malformed_urls_are_refused_with_typed_errors(
 def test_loopback_http_and_https_urls_are_accepted_and_updates_are_checked_too(
     wh_org: Org,
 ) -> None:
-    for url in ("http://127.0.0.1:9/x", "http://localhost:8080/relay", "http://[::1]:9/",
-                "https://hooks.example.com/nodeplane?team=ops"):
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://localhost:8080/relay",
+        "http://[::1]:9/",
+        "https://hooks.example.com/nodeplane?team=ops",
+    ):
         endpoint_id, _ = create_endpoint(wh_org.owner, url)
         with pytest.raises(GraphQLError) as refused:
             wh_org.owner(UPDATE, {"input": {"id": endpoint_id, "url": "http://hooks.example.com/"}})
@@ -288,8 +303,13 @@ def test_loopback_http_and_https_urls_are_accepted_and_updates_are_checked_too(
         assert request.headers["host"] == f"localhost:{port}"
         wait_delivery(wh_org.owner, sent, "SUCCEEDED")
     with pytest.raises(GraphQLError) as refused:
-        wh_org.owner(CREATE, {"input": {"url": "https://a.example/", "eventTypes": ["node.deleted"]}})
-    assert (refused.value.code, refused.value.extensions["field"]) == ("invalid_input", "eventTypes")
+        wh_org.owner(
+            CREATE, {"input": {"url": "https://a.example/", "eventTypes": ["node.deleted"]}}
+        )
+    assert (refused.value.code, refused.value.extensions["field"]) == (
+        "invalid_input",
+        "eventTypes",
+    )
 
 
 def test_members_read_without_the_secret_and_only_owners_and_admins_change(
@@ -368,9 +388,7 @@ def test_alert_events_enqueued_in_the_callers_transaction_reach_subscribed_endpo
     transaction; the server's dispatcher sends it to the endpoints subscribed to its type."""
     with webhook_receiver() as both, webhook_receiver() as resolved_only, webhook_receiver() as off:
         both_id, both_secret = create_endpoint(wh_org.owner, both.url)
-        create_endpoint(
-            wh_org.owner, resolved_only.url, eventTypes=["notification.alert.resolved"]
-        )
+        create_endpoint(wh_org.owner, resolved_only.url, eventTypes=["notification.alert.resolved"])
         off_id, _ = create_endpoint(wh_org.owner, off.url)
         wh_org.owner(UPDATE, {"input": {"id": off_id, "enabled": False}})
 
@@ -408,7 +426,6 @@ def test_alert_events_enqueued_in_the_callers_transaction_reach_subscribed_endpo
         assert [d["eventType"] for d in page["webhookDeliveries"]["items"]] == [
             "notification.alert.opened"
         ]
-
 
 
 def test_two_workers_on_postgresql_send_each_delivery_once(

@@ -54,13 +54,17 @@ class Receiver:
 
 def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_POST(self) -> None:
             length = int(self.headers.get("content-length", "0"))
             body = self.rfile.read(length)
             with receiver.lock:
                 receiver.received.append(
-                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body,
-                             time.monotonic())
+                    Received(
+                        self.path,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        time.monotonic(),
+                    )
                 )
             if receiver.hang:
                 receiver.released.wait(120)

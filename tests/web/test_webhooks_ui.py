@@ -85,7 +85,9 @@ def test_add_an_endpoint_test_it_and_redeliver_from_the_deliveries_page(
         assert second.headers["nodeplane-delivery"] == delivery_id
 
         row.get_by_role("link", name="Deliveries").click()
-        delivery = page.locator(f'#deliveries-table tbody.delivery[data-delivery-id="{delivery_id}"]')
+        delivery = page.locator(
+            f'#deliveries-table tbody.delivery[data-delivery-id="{delivery_id}"]'
+        )
         expect(delivery).to_have_attribute("data-status", "succeeded")
         attempts = delivery.locator("tr[data-attempt]")
         expect(attempts).to_have_count(2)

@@ -24,8 +24,8 @@ from nodeplane.controlplane.api.types import (
     SpecRevision,
 )
 from nodeplane.controlplane.api.validation import json_list, parse_wire
-from nodeplane.controlplane.api.webhooks import WebhookQuery
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookQuery
 from nodeplane.controlplane.auth.principal import require_principal
 from nodeplane.controlplane.services import accounts, api_keys, events, executors, nodes
 from nodeplane.protocol import KnownRevision

@@ -399,7 +399,9 @@ async def redeliver(
     return delivery
 
 
-async def list_endpoints(session: AsyncSession, principal: Principal | None) -> list[WebhookEndpoint]:
+async def list_endpoints(
+    session: AsyncSession, principal: Principal | None
+) -> list[WebhookEndpoint]:
     """The organization's endpoints, oldest first (any member)."""
     p = require_member(principal)
     rows = await session.scalars(

@@ -146,8 +146,6 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         Route("/keys", pages.page(pages.api_keys), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/webhooks", pages.page(pages.webhooks), methods=["GET"]),
-        Route(
-            "/webhooks/deliveries", pages.page(pages.webhook_deliveries), methods=["GET"]
-        ),
+        Route("/webhooks/deliveries", pages.page(pages.webhook_deliveries), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

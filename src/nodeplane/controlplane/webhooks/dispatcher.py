@@ -115,9 +115,7 @@ class WebhookDispatcher:
             # The environment's proxies would undo the pinned address (urls.py).
             trust_env=False,
             timeout=httpx.Timeout(settings.attempt_timeout_seconds),
-            limits=httpx.Limits(
-                max_connections=settings.concurrency, max_keepalive_connections=4
-            ),
+            limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=4),
             headers={"user-agent": USER_AGENT},
         )
         self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns")
@@ -137,9 +135,7 @@ class WebhookDispatcher:
                     log.warning("webhooks.claim_failed", error=repr(error)[:300])
             self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._slot_freed.wait(), self.settings.poll_interval_seconds
-                )
+                await asyncio.wait_for(self._slot_freed.wait(), self.settings.poll_interval_seconds)
 
     async def close(self) -> None:
         """Stop the attempts in flight (their leases end and they are retried) and the client."""
@@ -208,7 +204,12 @@ class WebhookDispatcher:
                 counts[row.endpoint_id] += 1
                 taken.append(
                     ClaimedDelivery(
-                        row.id, claim_id, row.endpoint_id, row.url, row.secret, row.event_type,
+                        row.id,
+                        claim_id,
+                        row.endpoint_id,
+                        row.url,
+                        row.secret,
+                        row.event_type,
                         row.body,
                     )
                 )
@@ -259,9 +260,9 @@ class WebhookDispatcher:
         except (WebhookUrlError, DestinationRefused) as refused:
             error = f"refused: {refused}"
         except httpx.HTTPError as failure:
-            error = f"{type(failure).__name__}: {failure}" if str(failure) else type(
-                failure
-            ).__name__
+            error = (
+                f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+            )
         except OSError as failure:
             error = f"{type(failure).__name__}: {failure}"
         return AttemptResult(

@@ -11,6 +11,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+# Jitter needs no secrecy; one generator for the process.
+_JITTER = random.Random()
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -23,8 +26,8 @@ class RetryPolicy:
     def delay(self, failed_attempts: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the `failed_attempts`-th failure of a series."""
         exponent = max(0, failed_attempts - 1)
-        full = min(self.max_delay_seconds, self.base_seconds * (2 ** min(exponent, 30)))
-        return full * (0.5 + 0.5 * (rng or random).random())
+        full = min(self.max_delay_seconds, self.base_seconds * (1 << min(exponent, 30)))
+        return full * (0.5 + 0.5 * (rng or _JITTER).random())
 
     def next_attempt(
         self,

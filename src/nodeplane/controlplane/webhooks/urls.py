@@ -120,14 +120,11 @@ def check_webhook_url(raw: str) -> WebhookUrl:
         if name.split(".")[-1].isdigit():
             raise _invalid("host is not a valid DNS name or IP address")
     elif problem := address_problem(address):
-        raise WebhookUrlError(
-            ErrorCode.WEBHOOK_ADDRESS_REFUSED, f"url host {problem}", field="url"
-        )
+        raise WebhookUrlError(ErrorCode.WEBHOOK_ADDRESS_REFUSED, f"url host {problem}", field="url")
     if scheme == "http" and not is_loopback_name(host):
         raise WebhookUrlError(
             ErrorCode.INSECURE_WEBHOOK_URL,
-            "plain http:// is allowed only to loopback (localhost, 127.0.0.0/8, ::1); "
-            "use https://",
+            "plain http:// is allowed only to loopback (localhost, 127.0.0.0/8, ::1); use https://",
             field="url",
         )
     if port == 0:
