@@ -12,16 +12,21 @@ import statistics
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 
 from nodeplane.controlplane.services.actors import Actor
 from nodeplane.controlplane.services.events import record_event
-from nodeplane.controlplane.services.webhooks import enqueue_webhook_deliveries
+from nodeplane.controlplane.services.webhooks import enqueue_webhook_deliveries, prune_deliveries
+from nodeplane.controlplane.store import models
 from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.store.models import WebhookDelivery
 from nodeplane.protocol import EventLevel
 from tests.conftest import new_database_url
+from tests.support.db import connect
 from tests.support.fleet import Org, make_org
 from tests.support.gql import Client, GraphQLError
 from tests.support.server import (
@@ -456,3 +461,49 @@ def test_two_workers_on_postgresql_send_each_delivery_once(
     finally:
         server.stop()
         drop_pg_database(url)
+
+
+def test_finished_deliveries_past_their_retention_are_pruned_with_their_attempts(
+    wh_org: Org, webhook_server: ServerProcess
+) -> None:
+    with webhook_receiver() as receiver:
+        endpoint_id, _ = create_endpoint(wh_org.owner, receiver.url)
+        old, recent = (wh_org.owner(TEST, {"id": endpoint_id})["testWebhook"]["id"] for _ in "ab")
+        for delivery_id in (old, recent):
+            wait_delivery(wh_org.owner, delivery_id, "SUCCEEDED")
+    with webhook_receiver(hang=True) as hanging:
+        stuck_endpoint, _ = create_endpoint(wh_org.owner, hanging.url)
+        stuck = wh_org.owner(TEST, {"id": stuck_endpoint})["testWebhook"]["id"]
+        hanging.wait_for(1)
+
+        async def age_and_prune() -> int:
+            db = Database(webhook_server.database_url)
+            try:
+                async with db.write() as uow:
+                    # A month old: one finished delivery, and the pending one (still trying).
+                    long_ago = datetime.now(UTC) - timedelta(days=31)
+                    await uow.session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id == uuid.UUID(old))
+                        .values(completed_at=long_ago, created_at=long_ago)
+                    )
+                    await uow.session.execute(
+                        update(WebhookDelivery)
+                        .where(WebhookDelivery.id == uuid.UUID(stuck))
+                        .values(created_at=long_ago, series_started_at=long_ago)
+                    )
+                async with db.write() as uow:
+                    return await prune_deliveries(uow.session, older_than_days=30)
+            finally:
+                await db.close()
+
+        assert asyncio.run(age_and_prune()) >= 1
+        assert wh_org.owner(DELIVERY, {"id": old})["webhookDelivery"] is None
+        assert wh_org.owner(DELIVERY, {"id": recent})["webhookDelivery"]["status"] == "SUCCEEDED"
+        assert wh_org.owner(DELIVERY, {"id": stuck})["webhookDelivery"]["status"] == "PENDING"
+        with connect(webhook_server.database_url) as conn:
+            attempts = models.WebhookAttempt.__table__
+            left = conn.execute(
+                select(attempts.c.id).where(attempts.c.delivery_id == uuid.UUID(old))
+            ).all()
+        assert left == []

@@ -120,6 +120,10 @@ class WebhookSettings:
     poll_interval_seconds: float = field(
         default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_POLL_INTERVAL", 1.0)
     )
+    # Succeeded and failed deliveries (and their attempts) are deleted this long after.
+    retention_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_RETENTION_DAYS", 30.0)
+    )
 
 
 @dataclass(frozen=True)

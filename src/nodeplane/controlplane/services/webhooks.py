@@ -10,7 +10,7 @@ the dispatcher (webhooks/dispatcher.py) sends them.
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -44,6 +44,8 @@ TEST_EVENT_TYPE = "webhook.test"
 MAX_ENDPOINTS_PER_ORGANIZATION = 20
 MAX_DESCRIPTION_CHARS = 200
 MAX_PAGE = 100
+# Deliveries deleted per pruning transaction (the rest go in the next rounds).
+PRUNE_BATCH = 1000
 
 
 class DeliveryStatus:
@@ -524,3 +526,18 @@ async def get_delivery(
     if delivery is None:
         return None
     return delivery, (await attempts_of(session, [delivery.id]))[delivery.id]
+
+
+async def prune_deliveries(session: AsyncSession, *, older_than_days: float) -> int:
+    """Delete deliveries that finished (succeeded or failed) more than `older_than_days` ago,
+    with their attempts; pending ones stay whatever their age. Returns how many went."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    finished = select(WebhookDelivery.id).where(
+        WebhookDelivery.status != DeliveryStatus.PENDING,
+        WebhookDelivery.completed_at < cutoff,
+    )
+    ids = list((await session.scalars(finished.limit(PRUNE_BATCH))).all())
+    if ids:
+        await session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+        await session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+    return len(ids)

@@ -35,7 +35,7 @@ from sqlalchemy import select, update
 
 from nodeplane import __version__
 from nodeplane.controlplane.config import WebhookSettings
-from nodeplane.controlplane.services.webhooks import DeliveryStatus
+from nodeplane.controlplane.services.webhooks import DeliveryStatus, prune_deliveries
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from nodeplane.controlplane.store.types import utcnow
@@ -58,6 +58,8 @@ LEASE_MARGIN_SECONDS = 30.0
 USER_AGENT = f"nodeplane-webhooks/{__version__}"
 # Threads for DNS lookups of receivers' names (a lookup cannot be cancelled once started).
 RESOLVER_THREADS = 4
+# How often finished deliveries past their retention are deleted.
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,11 @@ class WebhookDispatcher:
 
     async def run(self) -> None:
         """Claim and send until cancelled; a failing claim is logged and retried next round."""
+        next_prune = 0.0
         while True:
+            if time.monotonic() >= next_prune:
+                next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
+                await self.prune()
             free = self.settings.concurrency - len(self._in_flight)
             if free > 0:
                 try:
@@ -136,6 +142,25 @@ class WebhookDispatcher:
             self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), self.settings.poll_interval_seconds)
+
+    async def prune(self) -> int:
+        """Delete finished deliveries past their retention, a batch per transaction; the
+        deletes are conditions on time, so several processes doing it at once is harmless."""
+        pruned = 0
+        try:
+            while True:
+                async with self.db.write() as uow:
+                    batch = await prune_deliveries(
+                        uow.session, older_than_days=self.settings.retention_days
+                    )
+                pruned += batch
+                if batch == 0:
+                    break
+        except Exception as error:
+            log.warning("webhooks.prune_failed", error=repr(error)[:300])
+        if pruned:
+            log.info("webhooks.pruned", deliveries=pruned)
+        return pruned
 
     async def close(self) -> None:
         """Stop the attempts in flight (their leases end and they are retried) and the client."""
@@ -166,9 +191,22 @@ class WebhookDispatcher:
 
     async def claim(self, free: int) -> list[ClaimedDelivery]:
         """Take up to `free` due deliveries for this process (see the module's step 1)."""
-        limit = self.settings.per_endpoint_concurrency
+        limit = max(1, self.settings.per_endpoint_concurrency)
         busy = [e for e, n in self._per_endpoint.items() if n >= limit]
         now = utcnow()
+        # Most rounds find nothing due: a plain read says so without taking SQLite's one write
+        # lock (or a PostgreSQL transaction) every poll interval.
+        async with self.db.quick_read() as session:
+            due = await session.scalar(
+                select(WebhookDelivery.id)
+                .where(
+                    WebhookDelivery.status == DeliveryStatus.PENDING,
+                    WebhookDelivery.next_attempt_at <= now,
+                )
+                .limit(1)
+            )
+        if due is None:
+            return []
         query = (
             select(
                 WebhookDelivery.id,
