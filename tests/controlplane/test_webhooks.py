@@ -26,7 +26,7 @@ from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.models import WebhookDelivery
 from nodeplane.protocol import EventLevel
 from tests.conftest import new_database_url
-from tests.support.db import connect
+from tests.support.db import cells_containing, connect
 from tests.support.fleet import Org, make_org
 from tests.support.gql import Client, GraphQLError
 from tests.support.server import (
@@ -132,7 +132,9 @@ def wait_delivery(
     raise AssertionError(f"delivery did not become {status}: {delivery}")
 
 
-def test_a_test_delivery_arrives_signed_and_redeliver_sends_it_again(wh_org: Org) -> None:
+def test_a_test_delivery_arrives_signed_and_redeliver_sends_it_again(
+    wh_org: Org, webhook_server: ServerProcess
+) -> None:
     with webhook_receiver() as receiver:
         endpoint_id, secret = create_endpoint(
             wh_org.owner, receiver.url, description="on-call relay"
@@ -176,6 +178,17 @@ def test_a_test_delivery_arrives_signed_and_redeliver_sends_it_again(wh_org: Org
         third = receiver.wait_for(3)[2]
         assert verify(rotated["secret"], third.headers, third.body)
         assert not verify(secret, third.headers, third.body)
+
+    # The secret is stored where signing needs it and nowhere else: not in the events feed, a
+    # delivery's body or an attempt, and never in the server's log.
+    new_secret = rotated["secret"]
+    assert cells_containing(webhook_server.database_url, new_secret) == [
+        ("webhook_endpoints", "secret")
+    ]
+    assert cells_containing(webhook_server.database_url, secret) == []
+    for log in webhook_server.workdir.glob("server-*.log"):
+        text = log.read_text(errors="replace")
+        assert new_secret not in text and secret not in text
 
 
 def test_a_pending_delivery_cannot_be_redelivered(wh_org: Org) -> None:
