@@ -44,8 +44,10 @@ pytestmark = pytest.mark.server
 # Short enough for retries to happen in seconds; the schedule's shape is the real one.
 BACKOFF_BASE = 0.5
 ATTEMPT_TIMEOUT = 3.0
+RETRY_WINDOW = 4.0
 SERVER_ENV = {
     "NODEPLANE_WEBHOOK_BACKOFF_BASE": str(BACKOFF_BASE),
+    "NODEPLANE_WEBHOOK_RETRY_WINDOW": str(RETRY_WINDOW),
     "NODEPLANE_WEBHOOK_POLL_INTERVAL": "0.2",
     "NODEPLANE_WEBHOOK_TIMEOUT": str(ATTEMPT_TIMEOUT),
 }
@@ -226,6 +228,31 @@ def test_a_receiver_failing_twice_gets_the_delivery_on_the_third_try(wh_org: Org
         assert json.loads(done["attempts"][1]["responseExcerpt"])["status"] == 503
         time.sleep(1.0)
         assert len(receiver.requests()) == 3  # nothing more once it succeeded
+
+
+def test_a_receiver_failing_past_the_window_fails_the_delivery_and_redeliver_retries_it(
+    wh_org: Org,
+) -> None:
+    with webhook_receiver(statuses=[503]) as receiver:
+        endpoint_id, secret = create_endpoint(wh_org.owner, receiver.url)
+        delivery = wh_org.owner(TEST, {"id": endpoint_id})["testWebhook"]
+        failed = wait_delivery(wh_org.owner, delivery["id"], "FAILED", timeout=RETRY_WINDOW + 10)
+        tried = len(failed["attempts"])
+        # 0.25-0.5 s, then 0.5-1 s, 1-2 s, 2-4 s: three to five attempts fit in the window.
+        assert 3 <= tried <= 5, failed["attempts"]
+        assert all(a["statusCode"] == 503 and not a["succeeded"] for a in failed["attempts"])
+        assert failed["lastStatusCode"] == 503
+        time.sleep(1.0)
+        assert len(receiver.requests()) == tried  # no attempt after the delivery failed
+
+        receiver.statuses = [200]
+        again = wh_org.owner(REDELIVER, {"id": delivery["id"]})["redeliverWebhook"]
+        assert (again["status"], again["series"]) == ("PENDING", 2)
+        done = wait_delivery(wh_org.owner, delivery["id"], "SUCCEEDED")
+        assert [(a["series"], a["number"]) for a in done["attempts"]][-1] == (2, 1)
+        last = receiver.requests()[-1]
+        assert last.headers["nodeplane-delivery"] == delivery["id"]
+        assert verify(secret, last.headers, last.body)
 
 
 def test_a_receiver_that_never_answers_slows_neither_the_api_nor_other_endpoints(
