@@ -255,7 +255,7 @@ class WebhookMutation:
     @strawberry.mutation(description="Queue a webhook.test delivery to one endpoint.")
     async def test_webhook(self, info: Info, id: UUID) -> WebhookDelivery:
         async with info.context.db.write() as uow:
-            delivery = await webhooks.test_endpoint(uow, info.context.principal, id)
+            delivery = await webhooks.send_test_delivery(uow, info.context.principal, id)
         return await _delivery_view(info, delivery.id)
 
     @strawberry.mutation(description="Send a finished delivery again, as a new attempt series.")

@@ -283,7 +283,8 @@ def delivery_body(delivery_id: UUID, event: Event, organization: Organization) -
             "createdAt": _iso(event.created_at),
         },
     }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    # ASCII (non-ASCII as \u escapes): the bytes signed and sent never depend on an encoding.
+    return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
 
 async def enqueue_webhook_deliveries(
@@ -340,7 +341,7 @@ async def enqueue_webhook_deliveries(
     return deliveries
 
 
-async def test_endpoint(
+async def send_test_delivery(
     uow: UnitOfWork, principal: Principal | None, endpoint_id: UUID
 ) -> WebhookDelivery:
     """Queue a `webhook.test` delivery to one endpoint (owners and admins)."""

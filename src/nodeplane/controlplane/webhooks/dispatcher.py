@@ -102,7 +102,6 @@ class WebhookDispatcher:
         self,
         db: Database,
         settings: WebhookSettings,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -112,7 +111,6 @@ class WebhookDispatcher:
             window_seconds=settings.retry_window_seconds,
         )
         self._client = httpx.AsyncClient(
-            transport=transport,
             follow_redirects=False,
             # The environment's proxies would undo the pinned address (urls.py).
             trust_env=False,
@@ -121,7 +119,8 @@ class WebhookDispatcher:
             headers={"user-agent": USER_AGENT},
         )
         self._resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns")
-        self._in_flight: dict[uuid.UUID, asyncio.Task[None]] = {}
+        # Keyed by (delivery, claim): a delivery whose lease ended may be claimed again.
+        self._in_flight: dict[tuple[uuid.UUID, uuid.UUID], asyncio.Task[None]] = {}
         self._per_endpoint: Counter[uuid.UUID] = Counter()
         self._slot_freed = asyncio.Event()
 
@@ -129,6 +128,8 @@ class WebhookDispatcher:
         """Claim and send until cancelled; a failing claim is logged and retried next round."""
         next_prune = 0.0
         while True:
+            # Cleared before looking, so an attempt ending meanwhile wakes the wait below.
+            self._slot_freed.clear()
             if time.monotonic() >= next_prune:
                 next_prune = time.monotonic() + PRUNE_INTERVAL_SECONDS
                 await self.prune()
@@ -139,7 +140,6 @@ class WebhookDispatcher:
                         self._start(claimed)
                 except Exception as error:
                     log.warning("webhooks.claim_failed", error=repr(error)[:300])
-            self._slot_freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), self.settings.poll_interval_seconds)
 
@@ -178,10 +178,11 @@ class WebhookDispatcher:
         task = asyncio.create_task(
             self._deliver(claimed), name=f"nodeplane-webhook-{claimed.delivery_id}"
         )
-        self._in_flight[claimed.delivery_id] = task
+        key = (claimed.delivery_id, claimed.claim_id)
+        self._in_flight[key] = task
 
         def done(_task: "asyncio.Task[None]") -> None:
-            self._in_flight.pop(claimed.delivery_id, None)
+            self._in_flight.pop(key, None)
             self._per_endpoint[claimed.endpoint_id] -= 1
             if self._per_endpoint[claimed.endpoint_id] <= 0:
                 del self._per_endpoint[claimed.endpoint_id]
@@ -327,13 +328,13 @@ class WebhookDispatcher:
             return response.status_code, excerpt
 
     async def _deliver(self, claimed: ClaimedDelivery) -> None:
-        result = await self.attempt(claimed)
         try:
+            result = await self.attempt(claimed)
             outcome = await self.record(claimed, result)
         except Exception as error:
             # The lease ends and the delivery is tried again: at least once, never lost.
             log.warning(
-                "webhooks.record_failed",
+                "webhooks.delivery_failed",
                 delivery_id=str(claimed.delivery_id),
                 error=repr(error)[:300],
             )
