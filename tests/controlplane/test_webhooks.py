@@ -37,7 +37,11 @@ from tests.support.server import (
     create_pg_database,
     drop_pg_database,
 )
-from tests.support.webhook_receiver import webhook_receiver
+from tests.support.webhook_receiver import (
+    ReceiverCertificates,
+    make_certificates,
+    webhook_receiver,
+)
 
 pytestmark = pytest.mark.server
 
@@ -73,13 +77,24 @@ DELIVERIES = f"""query($e: UUID, $first: Int!, $after: String) {{
 
 
 @pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> ReceiverCertificates:
+    """A CA of the tests' own, and a certificate it signed for `localhost`."""
+    return make_certificates(tmp_path_factory.mktemp("webhook-tls"))
+
+
+@pytest.fixture(scope="module")
 def webhook_server(
-    backend: str, tmp_path_factory: pytest.TempPathFactory
+    backend: str, tmp_path_factory: pytest.TempPathFactory, certificates: ReceiverCertificates
 ) -> Iterator[ServerProcess]:
-    """A control plane whose webhook retries come in seconds."""
+    """A control plane whose webhook retries come in seconds, trusting the tests' CA (as a
+    control plane trusts an organization's own CA: through OpenSSL's SSL_CERT_FILE)."""
     workdir = tmp_path_factory.mktemp(f"webhooks-{backend}")
     url = new_database_url(backend, workdir)
-    server = ServerProcess(database_url=url, workdir=workdir, extra_env=SERVER_ENV)
+    server = ServerProcess(
+        database_url=url,
+        workdir=workdir,
+        extra_env={**SERVER_ENV, "SSL_CERT_FILE": str(certificates.ca)},
+    )
     server.start()
     yield server
     server.stop()
@@ -191,6 +206,33 @@ def test_a_test_delivery_arrives_signed_and_redeliver_sends_it_again(
     for log in webhook_server.workdir.glob("server-*.log"):
         text = log.read_text(errors="replace")
         assert new_secret not in text and secret not in text
+
+
+def test_an_https_receiver_is_verified_under_the_name_in_its_url(
+    wh_org: Org, certificates: ReceiverCertificates
+) -> None:
+    with webhook_receiver(tls=certificates) as receiver:
+        assert receiver.url.startswith("https://localhost:")
+        endpoint_id, secret = create_endpoint(wh_org.owner, receiver.url)
+        sent = wh_org.owner(TEST, {"id": endpoint_id})["testWebhook"]["id"]
+        (request,) = receiver.wait_for(1)
+        assert verify(secret, request.headers, request.body)
+        port = receiver.url.split(":")[2].split("/")[0]
+        assert request.headers["host"] == f"localhost:{port}"
+        wait_delivery(wh_org.owner, sent, "SUCCEEDED")
+
+        # The same receiver by its address: the certificate names localhost, not 127.0.0.1, so
+        # the attempt fails in the handshake and nothing reaches the receiver.
+        by_address, _ = create_endpoint(wh_org.owner, f"https://127.0.0.1:{port}/hook")
+        refused = wh_org.owner(TEST, {"id": by_address})["testWebhook"]["id"]
+        deadline = time.monotonic() + 10
+        attempts: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not attempts:
+            attempts = wh_org.owner(DELIVERY, {"id": refused})["webhookDelivery"]["attempts"]
+            time.sleep(0.1)
+        assert attempts and "CERTIFICATE_VERIFY_FAILED" in attempts[0]["error"], attempts
+        assert attempts[0]["statusCode"] is None
+        assert len(receiver.requests()) == 1
 
 
 def test_a_pending_delivery_cannot_be_redelivered(wh_org: Org) -> None:

@@ -1,12 +1,15 @@
 """A real HTTP receiver of webhooks on loopback, for tests: a threaded http.server that records
 every request and answers as the test scripts it (status codes in turn, or never)."""
 
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -83,14 +86,85 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+@dataclass(frozen=True)
+class ReceiverCertificates:
+    """A throwaway CA and a server certificate it signed for the name `localhost` only."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> ReceiverCertificates:
+    """Create a CA and a `localhost` certificate with the openssl command line."""
+    ca_key, ca, key, csr, cert = (
+        directory / name for name in ("ca.key", "ca.pem", "leaf.key", "leaf.csr", "leaf.pem")
+    )
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(ca),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=nodeplane webhook test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
+    _openssl("req", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost")
+    extensions = directory / "leaf.ext"
+    extensions.write_text(
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-out",
+        str(cert),
+        "-days",
+        "2",
+        "-extfile",
+        str(extensions),
+    )
+    return ReceiverCertificates(ca, cert, key)
+
+
 @contextmanager
-def webhook_receiver(statuses: list[int] | None = None, hang: bool = False) -> Iterator[Receiver]:
-    """A receiver on 127.0.0.1 at a free port, path /hook, stopped afterwards."""
+def webhook_receiver(
+    statuses: list[int] | None = None,
+    hang: bool = False,
+    tls: ReceiverCertificates | None = None,
+) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1 at a free port, path /hook, stopped afterwards; with `tls`, it
+    speaks HTTPS with the certificate for `localhost` (its URL names localhost then)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(Receiver("")))
     server.daemon_threads = True
-    receiver = Receiver(
-        f"http://127.0.0.1:{server.server_address[1]}/hook", statuses or [200], hang
-    )
+    port = server.server_address[1]
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    url = f"https://localhost:{port}/hook" if tls else f"http://127.0.0.1:{port}/hook"
+    receiver = Receiver(url, statuses or [200], hang)
     server.RequestHandlerClass = _handler(receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -21,6 +21,7 @@ each for at most the attempt timeout: other endpoints, alert evaluation and API 
 
 import asyncio
 import contextlib
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -114,6 +115,9 @@ class WebhookDispatcher:
             follow_redirects=False,
             # The environment's proxies would undo the pinned address (urls.py).
             trust_env=False,
+            # The system's trust store (and SSL_CERT_FILE / SSL_CERT_DIR, as OpenSSL reads
+            # them), so receivers behind an organization's own CA verify as they do elsewhere.
+            verify=ssl.create_default_context(),
             timeout=httpx.Timeout(settings.attempt_timeout_seconds),
             limits=httpx.Limits(max_connections=settings.concurrency, max_keepalive_connections=4),
             headers={"user-agent": USER_AGENT},
