@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import signal
 import statistics
 import time
 import uuid
@@ -589,3 +590,32 @@ def test_finished_deliveries_past_their_retention_are_pruned_with_their_attempts
                 select(attempts.c.id).where(attempts.c.delivery_id == uuid.UUID(old))
             ).all()
         assert left == []
+
+
+def test_a_server_stops_promptly_while_a_receiver_hangs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    workdir = tmp_path_factory.mktemp("webhook-stop")
+    server = ServerProcess(
+        database_url=f"sqlite:///{workdir / 'nodeplane.db'}",
+        workdir=workdir,
+        extra_env={**SERVER_ENV, "NODEPLANE_WEBHOOK_TIMEOUT": "60"},
+    )
+    server.start()
+    try:
+        owner = make_org(server.url, Client(server.url, admin_token(server.url))).owner
+        with webhook_receiver(hang=True) as receiver:
+            endpoint_id, _ = create_endpoint(owner, receiver.url)
+            owner(TEST, {"id": endpoint_id})
+            receiver.wait_for(1)
+            process = server.process
+            assert process is not None
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 10
+            # Stopped by its own shutdown (uvicorn re-raises SIGTERM afterwards), not killed.
+            assert process.returncode == -signal.SIGTERM
+            log = "".join(p.read_text() for p in workdir.glob("server-*.log"))
+            assert "Application shutdown complete." in log
+    finally:
+        server.stop()
