@@ -6,7 +6,7 @@ and endpoint, its body fixed at enqueue time); `webhook_attempts` records every 
 start empty: nothing existing changes.
 
 Revision ID: 0005_webhooks
-Revises: 0004_alerts
+Revises: 0004_alerts (0003 until the alerts branch is merged: see DOWN_REVISION)
 Create Date: 2027-02-01
 """
 
