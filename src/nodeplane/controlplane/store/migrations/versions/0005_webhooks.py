@@ -5,8 +5,8 @@ them; `webhook_deliveries` is the outbox the dispatcher claims due rows from (on
 and endpoint, its body fixed at enqueue time); `webhook_attempts` records every try. All three
 start empty: nothing existing changes.
 
-Revision ID: 0005_webhooks
-Revises: 0004_alerts (0003 until the alerts branch is merged: see DOWN_REVISION)
+Revision ID: 0005
+Revises: 0004 (0004_alerts.py; 0003 until the alerts branch is merged: see DOWN_REVISION)
 Create Date: 2027-02-01
 """
 
@@ -19,9 +19,9 @@ from sqlalchemy.dialects import postgresql
 from nodeplane.controlplane.store.types import UTCDateTime
 
 # rebased onto 0004_alerts at merge
-DOWN_REVISION = "0003"
+DOWN_REVISION = "0003"  # at the merge: "0004", the revision id in 0004_alerts.py
 
-revision: str = "0005_webhooks"
+revision: str = "0005"
 down_revision: str | None = DOWN_REVISION
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
