@@ -35,21 +35,22 @@ def test_node_down_opened_and_resolved_reach_a_receiver_signed(
         executor.sync({node["id"]: observed(ProcessStatus.STOPPED)})
         executor.sync({node["id"]: observed(ProcessStatus.RUNNING, height=6)})
 
-        opened, resolved = receiver.wait_for(2)
+        # Deliveries are not ordered (they are sent side by side and retried apart): the
+        # event's id, which grows, puts them in order.
+        requests = sorted(receiver.wait_for(2), key=lambda r: json.loads(r.body)["event"]["id"])
         bodies: list[dict[str, Any]] = []
-        for request, kind in ((opened, "opened"), (resolved, "resolved")):
+        for request, kind in zip(requests, ("opened", "resolved"), strict=True):
             assert verify(secret, request.headers, request.body)
             body = json.loads(request.body)
             assert body["type"] == request.headers["nodeplane-event"]
             assert body["type"] == f"notification.alert.{kind}"
-            assert body["event"]["payload"]["rule"] == "node_down"
-            assert body["event"]["payload"]["subject"]["id"] == node["id"]
+            payload = body["event"]["payload"]
+            assert payload["rule"] == "node_down" and payload["subject"]["id"] == node["id"]
+            assert payload["state"] == ("open" if kind == "opened" else "resolved")
             assert body["organization"]["id"] == org.id
             bodies.append(body)
-        assert (
-            bodies[0]["event"]["payload"]["incidentId"]
-            == (bodies[1]["event"]["payload"]["incidentId"])
-        )
+        incident_ids = {b["event"]["payload"]["incidentId"] for b in bodies}
+        assert len(incident_ids) == 1
         page = org.owner(DELIVERIES, {"e": endpoint_id, "first": 10, "after": None})
         delivered = page["webhookDeliveries"]["items"]
         assert {d["id"] for d in delivered} == {b["id"] for b in bodies}
