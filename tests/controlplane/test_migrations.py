@@ -2,6 +2,7 @@
 up again, and each upgrade keeps (or correctly transforms) the data of the schema before it, with a
 real server starting on the result."""
 
+import importlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -384,3 +385,101 @@ def test_0004_keeps_nodes_and_starts_alerting_on_them(database: str, tmp_path: P
         assert owner(incidents)["openIncidentCount"] == 0
     finally:
         server.stop()
+
+
+def test_0005_adds_webhooks_and_keeps_everything_before_them(database: str, tmp_path: Path) -> None:
+    # The schema this migration follows (its down_revision), whatever it is rebased onto.
+    webhooks_migration = importlib.import_module(
+        "nodeplane.controlplane.store.migrations.versions.0005_webhooks"
+    )
+    upgrade(database, webhooks_migration.down_revision)
+    now = datetime.now(UTC)
+    org_id, user_id = uuid.uuid4(), uuid.uuid4()
+    session_token = f"nps_{uuid.uuid4().hex}"
+    seed(
+        database,
+        {
+            "organizations": [{"id": org_id, "name": "acme", "created_at": now}],
+            "users": [
+                {
+                    "id": user_id,
+                    "email": "ops@acme.example",
+                    "password_hash": hash_password("ops-password-1"),
+                    "is_system_admin": False,
+                    "created_at": now,
+                }
+            ],
+            "members": [
+                {
+                    "id": uuid.uuid4(),
+                    "organization_id": org_id,
+                    "user_id": user_id,
+                    "role": "owner",
+                    "created_at": now,
+                }
+            ],
+            "sessions": [
+                {
+                    "id": uuid.uuid4(),
+                    "user_id": user_id,
+                    "organization_id": org_id,
+                    "token_hash": token_digest(session_token),
+                    "created_at": now,
+                    "expires_at": now + timedelta(days=1),
+                    "last_used_at": None,
+                }
+            ],
+            "events": [
+                {
+                    "organization_id": org_id,
+                    "type": "node.created",
+                    "level": "info",
+                    "source": "control_plane",
+                    "message": "ops created node n1",
+                    "actor_type": "user",
+                    "actor_id": user_id,
+                    "actor": "ops@acme.example",
+                    "node_id": None,
+                    "node_name": "n1",
+                    "executor_id": None,
+                    "payload": {},
+                    "created_at": now,
+                }
+            ],
+        },
+    )
+    assert "webhook_endpoints" not in table_names(database)
+
+    server = ServerProcess(database_url=database, workdir=tmp_path / "server")
+    server.start()
+    try:
+        assert schema_drift(database) == []
+        assert {"webhook_endpoints", "webhook_deliveries", "webhook_attempts"} <= table_names(
+            database
+        )
+        owner = Client(server.url, session_token)
+        assert owner(ME)["me"]["organization"]["name"] == "acme"
+        events = owner("{ events { items { type message } } }")["events"]["items"]
+        assert {"type": "node.created", "message": "ops created node n1"} in events
+        assert owner("{ webhookEndpoints { id } }")["webhookEndpoints"] == []
+        created = owner(
+            'mutation { createWebhookEndpoint(input: {url: "https://hooks.example.com/a"}) '
+            "{ secret endpoint { id eventTypes } } }"
+        )["createWebhookEndpoint"]
+        assert created["endpoint"]["eventTypes"] == [
+            "notification.alert.opened",
+            "notification.alert.resolved",
+        ]
+        delivery = owner(
+            "mutation($id: UUID!) { testWebhook(id: $id) { id status } }",
+            {"id": created["endpoint"]["id"]},
+        )["testWebhook"]
+        assert delivery["status"] == "PENDING"
+    finally:
+        server.stop()
+    # And back down to the schema before, with what it held.
+    downgrade(database, webhooks_migration.down_revision)
+    assert "webhook_endpoints" not in table_names(database)
+    with connect(database) as conn:
+        users = models.User.__table__
+        assert conn.execute(select(users.c.email)).scalars().all() == ["ops@acme.example"]

@@ -45,6 +45,7 @@ from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
 from nodeplane.controlplane.web.security import BrowserSecurity
+from nodeplane.controlplane.webhooks.dispatcher import WebhookDispatcher
 from nodeplane.protocol.text import unstorable_text_problem
 
 log = structlog.get_logger(__name__)
@@ -328,13 +329,20 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
         sweeper = asyncio.create_task(
             _sweep_forever(db, settings, heartbeat, full_collections), name="nodeplane-sweeper"
         )
+        # Webhooks go out from a task of their own, never from a request (webhooks/dispatcher.py).
+        dispatcher = WebhookDispatcher(db, settings.webhooks)
+        dispatching = asyncio.create_task(dispatcher.run(), name="nodeplane-webhooks")
         log.info("controlplane.started", database=db.dialect, production=settings.production)
         try:
             yield
         finally:
             sweeper.cancel()
+            dispatching.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatching
+            await dispatcher.close()
             shutdown_password_workers()
             await db.close()
 

@@ -93,6 +93,40 @@ class AccountLimits:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How webhooks are sent (docs/webhooks.md): the retry schedule, timeouts and concurrency."""
+
+    # First retry delay; each further failure doubles it (jittered), up to max_delay.
+    backoff_base_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_BACKOFF_BASE", 10.0)
+    )
+    max_delay_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_MAX_DELAY", 15 * 60.0)
+    )
+    # How long after a series starts it is retried before the delivery is marked failed.
+    retry_window_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_RETRY_WINDOW", 60 * 60.0)
+    )
+    # The whole of one attempt: connecting, sending and reading the answer.
+    attempt_timeout_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_TIMEOUT", 10.0)
+    )
+    # Attempts in flight at once in this process, and to any one endpoint.
+    concurrency: int = field(default_factory=lambda: _int_env("NODEPLANE_WEBHOOK_CONCURRENCY", 16))
+    per_endpoint_concurrency: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_WEBHOOK_PER_ENDPOINT_CONCURRENCY", 2)
+    )
+    # How often the outbox is looked at for due deliveries.
+    poll_interval_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_POLL_INTERVAL", 1.0)
+    )
+    # Succeeded and failed deliveries (and their attempts) are deleted this long after.
+    retention_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_RETENTION_DAYS", 30.0)
+    )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
 
@@ -138,6 +172,7 @@ class Settings:
         default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))
     )
     accounts: AccountLimits = field(default_factory=AccountLimits)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     # Bearer token that opens /metrics on the main port (operator-level: every organization's
     # fleet); unset, /metrics there is 404. Kept out of repr so it never reaches a log.
     metrics_token: str | None = field(

@@ -32,6 +32,7 @@ from nodeplane.controlplane.api.types import (
 )
 from nodeplane.controlplane.api.validation import datetime_input, json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookMutation
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
@@ -109,7 +110,7 @@ def _finite(value: float | None) -> float | None:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(WebhookMutation):
     @strawberry.mutation(
         description="Set an alert rule's organization default (owners and admins); a null "
         "threshold means the built-in one."

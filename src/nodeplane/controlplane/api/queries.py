@@ -31,6 +31,7 @@ from nodeplane.controlplane.api.types import (
 )
 from nodeplane.controlplane.api.validation import json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookQuery
 from nodeplane.controlplane.auth.principal import require_principal
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services import (
@@ -71,7 +72,7 @@ class IncidentFilter:
 
 
 @strawberry.type
-class Query:
+class Query(WebhookQuery):
     @strawberry.field(description="The caller: user or executor key, with organization and role.")
     async def me(self, info: Info) -> Me | None:
         async with info.context.db.read() as session:

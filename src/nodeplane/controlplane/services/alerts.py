@@ -36,6 +36,7 @@ from nodeplane.controlplane.auth.principal import Principal, require_mutator, re
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.webhooks import enqueue_webhook_deliveries
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
 from nodeplane.controlplane.store.models import AlertSetting, Executor, Incident, Node
 from nodeplane.controlplane.store.types import utcnow
@@ -170,7 +171,7 @@ async def open_incident(
     if incident_id is None:
         return None
     incident = Incident(id=incident_id, resolved_at=None, resolution=None, **values)
-    await record_event(
+    event = await record_event(
         session,
         organization_id=subject.organization_id,
         type=OPENED,
@@ -181,6 +182,8 @@ async def open_incident(
         executor_id=subject.executor_id,
         payload=event_payload(incident, subject.executor_name),
     )
+    # Webhooks: an outbox row per subscribed endpoint, committed with the incident or not at all.
+    await enqueue_webhook_deliveries(session, organization_id=subject.organization_id, event=event)
     log.info("alert.opened", rule=rule.value, subject=subject.name, incident=str(incident_id))
     return incident
 
@@ -210,7 +213,7 @@ async def resolve_incident(
     if row is None:
         return None
     incident = Incident(**row._mapping)
-    await record_event(
+    event = await record_event(
         session,
         organization_id=subject.organization_id,
         type=RESOLVED,
@@ -221,6 +224,7 @@ async def resolve_incident(
         executor_id=subject.executor_id,
         payload=event_payload(incident, subject.executor_name),
     )
+    await enqueue_webhook_deliveries(session, organization_id=subject.organization_id, event=event)
     log.info("alert.resolved", rule=rule.value, subject=subject.name, incident=str(incident.id))
     return incident
 

@@ -298,3 +298,87 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None]
     resolution: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """Where an organization's notifications are POSTed (controlplane/webhooks/).
+
+    `secret` is the HMAC-SHA256 key each delivery is signed with. It is kept as the server needs
+    it to sign, not hashed (a digest cannot sign); docs/security.md says what that means.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The event types sent to this endpoint (webhook.test is sent on request whatever they are).
+    event_types: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    secret_prefix: Mapped[str] = mapped_column(String(16))
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to send to one endpoint: the outbox row the dispatcher claims and retries.
+
+    `id` is the delivery id receivers deduplicate on; `body` is the exact JSON sent, written
+    once at enqueue time so every attempt and every redelivery carries the same bytes. A
+    pending row is due at `next_attempt_at`; a claimed one carries the claim's id and has its
+    `next_attempt_at` pushed past the attempt's deadline (a lease), so a process that dies
+    mid-attempt only delays the delivery until another process takes it again.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_org_created", "organization_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    # pending | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16))
+    # Redeliver starts a new series; attempts count within the current one.
+    series: Mapped[int] = mapped_column(Integer, default=1)
+    series_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claim_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """One try at sending a delivery: what the receiver answered, or why nothing was."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    series: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # At most RESPONSE_EXCERPT_CHARS of the answer's body, as text.
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(String(500))
+    succeeded: Mapped[bool] = mapped_column(Boolean)

@@ -66,6 +66,16 @@ BELL_SIZE = 5
 API_KEYS = """{ apiKeys { id name kind prefix enabled executorId expiresAt lastUsedAt createdAt
   revokedAt } }"""
 
+WEBHOOK_ENDPOINTS = """{ webhookEventTypes
+  webhookEndpoints { id url description enabled eventTypes secretPrefix createdAt } }"""
+WEBHOOK_DELIVERIES = """query($endpoint: UUID, $after: String) {
+  webhookEndpoints { id url }
+  webhookDeliveries(endpointId: $endpoint, first: 25, after: $after) {
+    items { id endpointId eventType status series attemptCount nextAttemptAt lastStatusCode
+      lastError createdAt completedAt
+      attempts { series number startedAt durationMs statusCode responseExcerpt error succeeded } }
+    pageInfo { endCursor hasNextPage } } }"""
+
 Handler = Callable[[Request], Awaitable[Response]]
 PageHandler = Callable[[Request, PageQuery, Principal], Awaitable[Response]]
 
@@ -558,4 +568,59 @@ class Pages:
         rows = (await query(ALERT_SETTINGS))["alertSettings"]
         return self.render(
             request, "alert_settings.html", principal, settings=rows, active="incidents"
+        )
+
+    async def webhooks(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        data = await query(WEBHOOK_ENDPOINTS)
+        return self.render(
+            request,
+            "webhooks.html",
+            principal,
+            endpoints=data["webhookEndpoints"],
+            event_types=data["webhookEventTypes"],
+        )
+
+    async def webhook_deliveries(
+        self, request: Request, query: PageQuery, principal: Principal
+    ) -> Response:
+        params, problems = read_params(request.query_params, ("endpoint", "after"))
+        endpoint_id = uuid_or_none(params["endpoint"])
+        after = params["after"] or None
+        error = "; ".join(problems) or None
+        status = 400 if problems else 200
+        data: dict[str, Any] = {
+            "webhookEndpoints": [],
+            "webhookDeliveries": {
+                "items": [],
+                "pageInfo": {"endCursor": None, "hasNextPage": False},
+            },
+        }
+        if error is None:
+            try:
+                data = await query(WEBHOOK_DELIVERIES, {"endpoint": endpoint_id, "after": after})
+            except DomainError as exc:
+                error, status = exc.message, status_for(exc)
+        urls = {e["id"]: e["url"] for e in data["webhookEndpoints"]}
+        page = data["webhookDeliveries"]
+        base = {"endpoint": endpoint_id} if endpoint_id else {}
+        older = (
+            "/webhooks/deliveries?" + urlencode({**base, "after": page["pageInfo"]["endCursor"]})
+            if page["pageInfo"]["hasNextPage"]
+            else None
+        )
+        return self.render(
+            request,
+            "webhook_deliveries.html",
+            principal,
+            status_code=status,
+            deliveries=page["items"],
+            endpoints=data["webhookEndpoints"],
+            urls=urls,
+            endpoint_id=endpoint_id,
+            older=older,
+            newest="/webhooks/deliveries" + ("?" + urlencode(base) if base else ""),
+            paged=after is not None,
+            pending=any(d["status"] == "PENDING" for d in page["items"]),
+            error=error,
+            active="webhooks",
         )

@@ -149,5 +149,7 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         Route("/events", pages.page(pages.events), methods=["GET"]),
         Route("/incidents", pages.page(pages.incidents), methods=["GET"]),
         Route("/settings/alerts", pages.page(pages.alert_settings), methods=["GET"]),
+        Route("/webhooks", pages.page(pages.webhooks), methods=["GET"]),
+        Route("/webhooks/deliveries", pages.page(pages.webhook_deliveries), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -570,6 +570,98 @@ function initKeysPage() {
   });
 }
 
+// ---------- webhooks ----------
+const WEBHOOK_FIELDS = "id url enabled";
+
+function showWebhookSecret(secret) {
+  $("#webhook-secret").value = secret;
+  $("#webhook-secret-box").hidden = false;
+  $("#webhook-secret").focus();
+  $("#webhook-secret").select();
+}
+
+async function refreshTable(selector) {
+  const fresh = $(selector, await fetchOwnPage());
+  const current = $(selector);
+  if (fresh && current) current.replaceWith(fresh);
+}
+
+function initWebhooksPage() {
+  if (!$("#webhooks-table")) return;
+  const form = $("#webhook-form");
+  if (form) form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    for (const p of $$("[data-error-for]", form)) p.textContent = "";
+    const eventTypes = $$("input[name=eventTypes]:checked", form).map((i) => i.value);
+    try {
+      const data = await gql(`mutation($input: CreateWebhookEndpointInput!) {
+        createWebhookEndpoint(input: $input) { secret endpoint { ${WEBHOOK_FIELDS} } } }`,
+        { input: { url: form.url.value, description: form.description.value, eventTypes } });
+      showWebhookSecret(data.createWebhookEndpoint.secret);
+      await refreshTable("#webhooks-table");
+      form.url.value = "";
+      form.description.value = "";
+    } catch (err) {
+      const slot = (err.field && $(byAttr("data-error-for", err.field), form)) || $("[data-error-for=url]", form);
+      slot.textContent = err.message;
+    }
+  });
+  document.addEventListener("click", async (e) => {
+    const test = e.target.closest("[data-webhook-test]");
+    const toggle = e.target.closest("[data-webhook-toggle]");
+    const rotate = e.target.closest("[data-webhook-rotate]");
+    const remove = e.target.closest("[data-webhook-delete]");
+    try {
+      if (test) {
+        test.disabled = true;
+        await gql(`mutation($id: UUID!) { testWebhook(id: $id) { id } }`, { id: test.dataset.webhookTest });
+        test.disabled = false;
+        toast("Test delivery queued: see Deliveries for each attempt.");
+      } else if (toggle) {
+        const enabled = toggle.dataset.enabled !== "1";
+        await gql(`mutation($input: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $input) { id } }`,
+          { input: { id: toggle.dataset.webhookToggle, enabled } });
+        await refreshTable("#webhooks-table");
+      } else if (rotate) {
+        if (!confirm("Rotate this endpoint's secret? Deliveries are signed with the new one at once.")) return;
+        const data = await gql(`mutation($id: UUID!) { rotateWebhookSecret(id: $id) { secret } }`, { id: rotate.dataset.webhookRotate });
+        showWebhookSecret(data.rotateWebhookSecret.secret);
+        await refreshTable("#webhooks-table");
+      } else if (remove) {
+        if (!confirm("Delete this endpoint and its deliveries?")) return;
+        await gql(`mutation($id: UUID!) { deleteWebhookEndpoint(id: $id) }`, { id: remove.dataset.webhookDelete });
+        await refreshTable("#webhooks-table");
+      }
+    } catch (err) {
+      if (test) test.disabled = false;
+      toast(err.message, "error");
+    }
+  });
+}
+
+function initDeliveriesPage() {
+  const table = $("#deliveries-table");
+  if (!table) return;
+  document.addEventListener("click", async (e) => {
+    const b = e.target.closest("[data-redeliver]");
+    if (!b) return;
+    b.disabled = true;
+    try {
+      await gql(`mutation($id: UUID!) { redeliverWebhook(deliveryId: $id) { id } }`, { id: b.dataset.redeliver });
+      toast("Redelivery queued.");
+      await refreshTable("#deliveries-table");
+    } catch (err) {
+      b.disabled = false;
+      toast(err.message, "error");
+    }
+  });
+  // While a delivery is pending, its attempts appear as they are made.
+  setInterval(async () => {
+    if ($("#deliveries-table").dataset.pending !== "1" || document.hidden) return;
+    try { await refreshTable("#deliveries-table"); } catch (_) { /* next tick */ }
+  }, POLL_MS);
+}
+
 // ---------- deploy wizard ----------
 const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$/;
 const NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
@@ -996,6 +1088,8 @@ document.addEventListener("DOMContentLoaded", () => {
   initNodeTabs(initLogs());
   initExecutorsPage();
   initKeysPage();
+  initWebhooksPage();
+  initDeliveriesPage();
   initDeployPage();
   // Tick "x s ago" labels between polls.
   setInterval(() => {
