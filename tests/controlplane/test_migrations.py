@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, inspect, select
 
 from nodeplane.controlplane.auth.secrets import hash_password, token_digest
 from nodeplane.controlplane.store import models
@@ -483,3 +483,53 @@ def test_0005_adds_webhooks_and_keeps_everything_before_them(database: str, tmp_
     with connect(database) as conn:
         users = models.User.__table__
         assert conn.execute(select(users.c.email)).scalars().all() == ["ops@acme.example"]
+
+
+def test_0006_keeps_every_event_and_indexes_the_prunable_ones(
+    database: str, tmp_path: Path
+) -> None:
+    upgrade(database, "0005")
+    now = datetime.now(UTC)
+    org_id = uuid.uuid4()
+    events = [
+        {
+            "organization_id": org_id,
+            "type": kind,
+            "level": "info",
+            "source": source,
+            "message": f"{kind} {i}",
+            "actor_type": actor,
+            "actor_id": None,
+            "actor": "someone",
+            "node_id": None,
+            "node_name": None,
+            "executor_id": None,
+            "payload": {"i": i},
+            "created_at": now - timedelta(days=40 - i),
+        }
+        for i, (kind, source, actor) in enumerate(
+            [
+                ("node.created", "control_plane", "user"),
+                ("node.process.crashed", "runtime", "executor"),
+                ("node.lifecycle.transition", "control_plane", "executor"),
+                ("executor.disconnected", "control_plane", "system"),
+            ]
+        )
+    ]
+    seed(database, {"organizations": [{"id": org_id, "name": "acme", "created_at": now}]})
+    seed(database, {"events": events})
+    upgrade(database, "0006")
+    with connect(database) as conn:
+        kept = conn.execute(
+            select(models.Event.__table__.c.type, models.Event.__table__.c.payload).order_by(
+                models.Event.__table__.c.id
+            )
+        ).all()
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("events")}
+    assert [(row.type, row.payload) for row in kept] == [(e["type"], e["payload"]) for e in events]
+    assert {"ix_events_prunable_age", "ix_events_prunable_org"} <= indexes
+    downgrade(database, "0005")
+    with connect(database) as conn:
+        indexes = {ix["name"] for ix in inspect(conn).get_indexes("events")}
+        assert conn.execute(select(func.count()).select_from(models.Event.__table__)).scalar() == 4
+    assert not indexes & {"ix_events_prunable_age", "ix_events_prunable_org"}

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
-from nodeplane.controlplane.config import Settings, parse_listen_address
+from nodeplane.controlplane.config import EventRetention, Settings, parse_listen_address
 from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.gc_policy import FullCollections, settle_after_startup
 from nodeplane.controlplane.metrics.endpoint import (
@@ -36,6 +36,7 @@ from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
 from nodeplane.controlplane.services.alerts import sweep_alerts
+from nodeplane.controlplane.services.event_retention import prune_events
 from nodeplane.controlplane.services.executors import (
     sweep_instance_refusals,
     sweep_offline_executors,
@@ -250,6 +251,19 @@ async def _sweep_forever(
         await asyncio.sleep(settings.sweep_interval)
 
 
+async def _prune_events_forever(db: Database, retention: EventRetention) -> None:
+    """The events feed's retention, in a task of its own: a long first round on a big feed
+    must not delay the offline sweep."""
+    while True:
+        try:
+            pruned = await prune_events(db, retention)
+            if pruned is not None and (pruned.by_age or pruned.by_count):
+                log.info("events.pruned", by_age=pruned.by_age, by_count=pruned.by_count)
+        except Exception:
+            log.exception("events.prune_failed")
+        await asyncio.sleep(retention.interval)
+
+
 class ControlPlaneApp:
     """The ASGI application plus the hook a server calls when asked to shut down.
 
@@ -332,16 +346,18 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
         # Webhooks go out from a task of their own, never from a request (webhooks/dispatcher.py).
         dispatcher = WebhookDispatcher(db, settings.webhooks)
         dispatching = asyncio.create_task(dispatcher.run(), name="nodeplane-webhooks")
+        pruner = asyncio.create_task(
+            _prune_events_forever(db, settings.event_retention), name="nodeplane-event-pruner"
+        )
         log.info("controlplane.started", database=db.dialect, production=settings.production)
         try:
             yield
         finally:
-            sweeper.cancel()
-            dispatching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatching
+            for task in (sweeper, dispatching, pruner):
+                task.cancel()
+            for task in (sweeper, dispatching, pruner):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await dispatcher.close()
             shutdown_password_workers()
             await db.close()

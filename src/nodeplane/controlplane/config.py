@@ -127,6 +127,25 @@ class WebhookSettings:
 
 
 @dataclass(frozen=True)
+class EventRetention:
+    """How much of the fleet's own chatter the events feed keeps (README, "Running nodeplane").
+    Zero turns a limit off. Events a person caused (the audit trail) are never pruned."""
+
+    max_age_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_EVENT_RETENTION_DAYS", 30.0)
+    )
+    max_per_organization: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_EVENT_RETENTION_COUNT", 100_000)
+    )
+    # How often the pruner runs, and how many rows one of its transactions deletes (short
+    # transactions: on SQLite every other writer waits while one runs).
+    interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_EVENT_PRUNE_INTERVAL", 300.0)
+    )
+    batch: int = field(default_factory=lambda: _int_env("NODEPLANE_EVENT_PRUNE_BATCH", 2_000))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
 
@@ -173,6 +192,7 @@ class Settings:
     )
     accounts: AccountLimits = field(default_factory=AccountLimits)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    event_retention: EventRetention = field(default_factory=EventRetention)
     # Bearer token that opens /metrics on the main port (operator-level: every organization's
     # fleet); unset, /metrics there is 404. Kept out of repr so it never reaches a log.
     metrics_token: str | None = field(

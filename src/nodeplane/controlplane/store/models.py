@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -225,6 +226,23 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_org_id", "organization_id", "id"),
         Index("ix_events_node_id", "node_id", "id"),
+        # What the retention pruner scans (services/event_retention.py): events no person
+        # caused, oldest first, overall (by age) and per organization (by count).
+        Index(
+            "ix_events_prunable_age",
+            "created_at",
+            "id",
+            postgresql_where=text("actor_type <> 'user'"),
+            sqlite_where=text("actor_type <> 'user'"),
+        ),
+        Index(
+            "ix_events_prunable_org",
+            "organization_id",
+            "created_at",
+            "id",
+            postgresql_where=text("actor_type <> 'user'"),
+            sqlite_where=text("actor_type <> 'user'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(
