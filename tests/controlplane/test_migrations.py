@@ -387,6 +387,7 @@ def test_0004_keeps_nodes_and_starts_alerting_on_them(database: str, tmp_path: P
         server.stop()
 
 
+@pytest.mark.server  # runs the upgraded control plane
 def test_0005_adds_webhooks_and_keeps_everything_before_them(database: str, tmp_path: Path) -> None:
     # The schema this migration follows (its down_revision), whatever it is rebased onto.
     webhooks_migration = importlib.import_module(
