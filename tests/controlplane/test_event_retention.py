@@ -22,7 +22,7 @@ from nodeplane.protocol import (
 )
 from tests.conftest import new_database_url
 from tests.support.calls import act, deploy
-from tests.support.db import HEARTBEAT_EVENTS, connect
+from tests.support.db import ALERT_EVENTS, HEARTBEAT_EVENTS, connect
 from tests.support.fleet import FakeExecutor, Org, make_org, unique
 from tests.support.gql import Client
 from tests.support.migrations import empty_database, upgrade
@@ -121,7 +121,9 @@ def test_events_past_the_age_go_and_the_audit_trail_stays(org: Org, server: Serv
         return [
             e
             for e in stored_feed(server.database_url, org.id)
-            if not (e[0] > last_aged and e[1] in HEARTBEAT_EVENTS)
+            if not (
+                e[0] > last_aged and (e[1] in HEARTBEAT_EVENTS or e[1].startswith(ALERT_EVENTS))
+            )
         ]
 
     assert wait_until(lambda: now_stored() == kept), now_stored()
