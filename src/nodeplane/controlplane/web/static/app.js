@@ -571,7 +571,7 @@ function initKeysPage() {
 }
 
 // ---------- webhooks ----------
-const WEBHOOK_FIELDS = "id url enabled";
+const WEBHOOK_FIELDS = `id url enabled`;
 
 function showWebhookSecret(secret) {
   $("#webhook-secret").value = secret;
