@@ -1,8 +1,11 @@
 """Alerts from real parts: a real agent on the process driver running real litecoind regtest
-nodes. A litecoind killed by hand opens node_down and running again resolves it; a killed agent
+nodes. A litecoind killed by hand opens node_down and running again resolves it, and a real
+receiver on loopback gets both as signed webhook deliveries; a killed agent
 opens executor_offline and its return resolves it; a node cut off from its peer while the peer
 mines opens sync_stalled and catching up resolves it."""
 
+import contextlib
+import json
 from typing import Any
 
 import pytest
@@ -11,6 +14,8 @@ from tests.e2e.conftest import wait_for
 from tests.e2e.scenario import ChainRpc, Fleet, kill_main_process, litecoin_spec
 from tests.support.agent import AgentProcess
 from tests.support.fleet import Org
+from tests.support.webhook_receiver import webhook_receiver
+from tests.support.webhooks import create_endpoint, verify
 
 INCIDENTS = """query($f: IncidentFilter) { incidents(filter: $f, first: 200) { items {
   id rule state subjectKind subjectId subjectName nodeId executorId message value threshold
@@ -41,7 +46,14 @@ def alert_events(fleet: Fleet, node_id: str) -> list[dict[str, Any]]:
 def test_litecoind_stopped_by_hand_opens_node_down_and_a_killed_agent_executor_offline(
     e2e_org: Org, agent: AgentProcess
 ) -> None:
+    with contextlib.ExitStack() as stack:
+        _stopped_by_hand(e2e_org, agent, stack)
+
+
+def _stopped_by_hand(e2e_org: Org, agent: AgentProcess, stack: contextlib.ExitStack) -> None:
     fleet = Fleet(e2e_org, agent)
+    receiver = stack.enter_context(webhook_receiver())
+    _, secret = create_endpoint(e2e_org.owner, receiver.url)
     # No restart policy: the client stays down once stopped, as an operator's `kill` leaves it.
     node_id = fleet.create("ltc-alert", litecoin_spec(agent={"restartPolicy": "no"}))
     fleet.wait_phase(node_id, "RUNNING")
@@ -80,6 +92,13 @@ def test_litecoind_stopped_by_hand_opens_node_down_and_a_killed_agent_executor_o
         "notification.alert.resolved",
     ]
     assert len(incidents_of(e2e_org, node_id, "NODE_DOWN")) == 1
+    # Both transitions reached the receiver, signed with the endpoint's secret (deliveries are
+    # not ordered: the event id is).
+    delivered = sorted(receiver.wait_for(2), key=lambda r: json.loads(r.body)["event"]["id"])
+    for request, state in zip(delivered, ("open", "resolved"), strict=True):
+        assert verify(secret, request.headers, request.body)
+        payload = json.loads(request.body)["event"]["payload"]
+        assert (payload["incidentId"], payload["state"]) == (incident["id"], state)
 
     # The agent dies (its litecoind keeps running): executor_offline, with the node counted.
     executor_id = fleet.executor_id
