@@ -1021,6 +1021,8 @@ async def rebind_executor(
         ).all()
     )
     actor = actor_of(p)
+    # Cached authentications of these keys are dropped when this commits (store/key_cache.py).
+    uow.keys_changed([key.id, *(old.id for old in revoked)])
     for old in revoked:
         old.enabled = False
         old.revoked_at = now
