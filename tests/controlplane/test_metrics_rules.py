@@ -27,17 +27,30 @@ from nodeplane.controlplane.metrics.request_labels import (
     operation_label,
 )
 from nodeplane.controlplane.services.fleet_status import ExecutorStatus, FleetStatus, NodeStatus
+from nodeplane.executor.runtime.metrics import ExecutorMetrics
 from nodeplane.protocol import NodePhase, ObservedProcess, ProcessStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "nodeplane.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 
+
+def agent_metric_names() -> set[str]:
+    """What an agent serves (executor/runtime/metrics.py), as Prometheus names them."""
+    registry = ExecutorMetrics("host", "agent", "0").registry
+    return {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in registry.collect()
+    }
+
+
 COLLECTED = {
     *NODE_METRIC_NAMES,
     *EXECUTOR_METRIC_NAMES,
     instruments.REQUEST_DURATION_SECONDS,
     instruments.SPEC_POLLS_HELD,
+    f"{instruments.EVENTS_PRUNED}_total",
+    *agent_metric_names(),
 }
 HISTOGRAMS = {instruments.REQUEST_DURATION_SECONDS}
 NAME = re.compile(r"\bnodeplane_[a-z0-9_]+")

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from nodeplane.executor.controlplane_client import ControlPlaneError
 from nodeplane.protocol.logs import LogChunk, LogLevel, LogLine
 from tests.support.calls import act, deploy, wait_until
 from tests.support.fleet import FakeExecutor, Org, make_org
@@ -180,3 +181,50 @@ def test_live_logs_cross_the_workers(workers: ServerProcess) -> None:
         for viewer in viewers:
             viewer.close()
     wait_until(lambda: executor.log_sessions([], wait=0) == [], 10, what="every session closed")
+
+
+def test_a_revoked_or_rebound_executor_key_is_refused_by_every_worker_at_once(
+    workers: ServerProcess,
+) -> None:
+    """Each worker keeps what executor keys authenticate as (store/key_cache.py); a revocation
+    committed on one must reach the other before the revoking call has answered its caller's
+    next request, whichever worker that lands on."""
+    org: Org = make_org(workers.url, Client(workers.url, admin_token(workers.url)))
+    revoked_key = org.executor_key("to-revoke")
+    executor = FakeExecutor(workers.url, revoked_key)
+    # A new connection per call: the kernel spreads them over both workers, warming both.
+    for _ in range(12):
+        executor.sync()
+    keys = {k["name"]: k["id"] for k in org.owner("{ apiKeys { id name } }")["apiKeys"]}
+    org.owner("mutation($id: UUID!) { revokeApiKey(id: $id) { id } }", {"id": keys["to-revoke"]})
+    refusals = []
+    for _ in range(12):
+        try:
+            executor.sync()
+            refusals.append("accepted")
+        except ControlPlaneError as err:
+            refusals.append(err.code)
+    assert refusals == ["unauthenticated"] * 12
+
+    # Rebinding an executor to a new key revokes the key it had, on every worker as well.
+    first = FakeExecutor(workers.url, org.executor_key("first"))
+    for _ in range(12):
+        first.sync()
+    assert first.id is not None
+    replacement = org.executor_key("replacement")
+    keys = {k["name"]: k["id"] for k in org.owner("{ apiKeys { id name } }")["apiKeys"]}
+    org.owner(
+        "mutation($e: UUID!, $k: UUID!) { rebindExecutor(executorId: $e, apiKeyId: $k) { executor { id } } }",
+        {"e": first.id, "k": keys["replacement"]},
+    )
+    outcomes = []
+    for _ in range(12):
+        try:
+            first.sync()
+            outcomes.append("accepted")
+        except ControlPlaneError as err:
+            outcomes.append(err.code)
+    assert outcomes == ["unauthenticated"] * 12
+    second = FakeExecutor(workers.url, replacement, name=first.name)
+    second.sync()
+    assert second.id == first.id

@@ -3,14 +3,25 @@
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, create_engine, func, inspect, select, text
+from sqlalchemy import ColumnElement, Connection, and_, create_engine, func, inspect, select, text
 
 from nodeplane.controlplane.store import models
 from nodeplane.controlplane.store.database import sync_url
 
 # Heartbeat bookkeeping that the server's sweeper may write at any time, unasked.
 HEARTBEAT_EVENTS = ("executor.disconnected", "executor.reconnected")
+# So are alerts about an executor (executor_offline opens with the disconnect): alert events
+# with no node.
+ALERT_EVENTS = "notification.alert."
+
+
+def heartbeat_noise(event: dict[str, Any]) -> bool:
+    """Whether an event (as the API shows it) is the sweeper's, written unasked."""
+    return event["type"] in HEARTBEAT_EVENTS or (
+        event["type"].startswith(ALERT_EVENTS) and event.get("nodeId") is None
+    )
 
 
 @contextmanager
@@ -63,7 +74,14 @@ def org_row_counts(database_url: str, organization_id: str) -> dict[str, int]:
         return {
             "nodes": count("nodes"),
             "spec_revisions": count("spec_revisions"),
-            "events": count("events", tables["events"].c.type.notin_(HEARTBEAT_EVENTS)),
+            "events": count(
+                "events",
+                tables["events"].c.type.notin_(HEARTBEAT_EVENTS),
+                ~and_(
+                    tables["events"].c.type.startswith(ALERT_EVENTS),
+                    tables["events"].c.node_id.is_(None),
+                ),
+            ),
             "api_keys": count("api_keys"),
             "executors": count("executors"),
             "invites": count("invites"),

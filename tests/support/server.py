@@ -89,8 +89,12 @@ class ServerProcess:
             "NODEPLANE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "NODEPLANE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
             "NODEPLANE_SWEEP_INTERVAL": "0.5",
+            # The alert timer (sync_stalled) every second, not every 10 s.
+            "NODEPLANE_ALERT_INTERVAL": "1",
             # Tests age rows by hand and watch them go: sweep accounts often (default 60 s).
             "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "1",
+            # ... and events as well (default 300 s).
+            "NODEPLANE_EVENT_PRUNE_INTERVAL": "1",
             **(
                 {"NODEPLANE_MAX_POLL_WAIT": str(self.max_poll_wait)}
                 if self.max_poll_wait is not None

@@ -3,7 +3,7 @@ wrote nothing."""
 
 from typing import Any
 
-from tests.support.db import HEARTBEAT_EVENTS, org_row_counts
+from tests.support.db import heartbeat_noise, org_row_counts
 from tests.support.fleet import EVENTS, Org
 
 NODES_STATE = """
@@ -21,7 +21,7 @@ def all_events(org: Org) -> list[dict[str, Any]]:
         if not page["pageInfo"]["hasNextPage"]:
             break
         after = page["pageInfo"]["endCursor"]
-    return [e for e in items if e["type"] not in HEARTBEAT_EVENTS]
+    return [e for e in items if not heartbeat_noise(e)]
 
 
 def org_state(org: Org, database_url: str) -> dict[str, Any]:

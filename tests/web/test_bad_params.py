@@ -29,6 +29,7 @@ ODD = {
 PAGES = {
     "/nodes": ["q", "chain", "phase", "executor", "sort", "dir", "page", "per_page"],
     "/events": ["level", "type", "node", "after"],
+    "/webhooks/deliveries": ["endpoint", "after"],
 }
 LABELS = {
     "q": "search",
@@ -36,8 +37,12 @@ LABELS = {
     "after": "page cursor",
     "per_page": "rows per page",
 }
-FORM = {"/nodes": 'action="/nodes"', "/events": 'action="/events"'}
-OTHER_PAGES = ["/nodes/new", "/executors", "/keys"]
+FORM = {
+    "/nodes": 'action="/nodes"',
+    "/events": 'action="/events"',
+    "/webhooks/deliveries": 'action="/webhooks/deliveries"',
+}
+OTHER_PAGES = ["/nodes/new", "/executors", "/keys", "/webhooks"]
 SAMPLE = ("nul", "100KB", "surrogate", "markup")
 
 

@@ -14,7 +14,15 @@ from tests.support.fleet import FakeExecutor, Org
 from tests.support.server import ServerProcess
 from tests.web.forms import FOREIGN_ORIGIN, browser_session
 
-UI_PAGES = ["/nodes", "/nodes/new", "/executors", "/keys", "/events"]
+UI_PAGES = [
+    "/nodes",
+    "/nodes/new",
+    "/executors",
+    "/keys",
+    "/events",
+    "/webhooks",
+    "/webhooks/deliveries",
+]
 COMMON = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",

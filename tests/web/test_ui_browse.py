@@ -340,6 +340,12 @@ def test_events_paging_and_level_filter(page: Page, e2e_server: ServerProcess, o
     page.get_by_label("Level", exact=True).select_option("error")
     page.get_by_role("button", name="Apply").click()
     expect(page).to_have_url(re.compile(r"level=error"))
+    # The one error: the silent executor hosts a node, so its disconnect opened executor_offline.
+    expect(rows).to_have_count(1)
+    expect(rows).to_have_attribute("data-event-type", "notification.alert.opened")
+    expect(messages).to_have_text(re.compile(r"^executor_offline opened: executor "))
+    page.get_by_label("Type").fill("node.*")
+    page.get_by_role("button", name="Apply").click()
     expect(page.locator("#events-table tbody")).to_have_text("No events.")
     page.get_by_role("link", name="Clear").click()
     expect(page).to_have_url(f"{base}/events")

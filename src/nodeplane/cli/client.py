@@ -16,6 +16,7 @@ from nodeplane.cli.models import (
     CreatedApiKey,
     Event,
     Executor,
+    Incident,
     Invite,
     Me,
     Member,
@@ -36,6 +37,10 @@ NODE_FIELDS = """
 EXECUTOR_FIELDS = "id name kind version status lastSyncAt nodeCount capabilities createdAt"
 EVENT_FIELDS = """
   id type level source message actorType actor nodeId nodeName executorId payload createdAt
+"""
+INCIDENT_FIELDS = """
+  id rule severity state subjectKind subjectId subjectName nodeId executorId message value
+  threshold details openedAt resolvedAt resolution
 """
 REVISION_FIELDS = "nodeId nodeName revision spec author cause createdAt"
 KEY_FIELDS = "id name kind prefix enabled executorId expiresAt lastUsedAt createdAt revokedAt"
@@ -405,6 +410,18 @@ class NodeplaneClient:
             {"f": {"nodeId": str(node_id) if node_id else None}, "first": first, "after": after},
         )
         return self._page(Event, data["events"])
+
+    def incidents(
+        self, *, state: str | None = None, first: int = 50, after: str | None = None
+    ) -> Page[Incident]:
+        """One page of alert incidents, newest opened first; `state` OPEN or RESOLVED."""
+        data = self.call(
+            "query($f: IncidentFilter, $first: Int!, $after: String) { incidents(filter: $f, "
+            f"first: $first, after: $after) {{ items {{ {INCIDENT_FIELDS} }} "
+            "pageInfo { endCursor hasNextPage } } }",
+            {"f": {"state": state}, "first": first, "after": after},
+        )
+        return self._page(Incident, data["incidents"])
 
     def executors(self) -> list[Executor]:
         """The organization's executors, by name."""

@@ -8,6 +8,7 @@ import typer
 
 from nodeplane.cli.agent import agent_app
 from nodeplane.cli.executors import executors_app
+from nodeplane.cli.incidents import incidents_app
 from nodeplane.cli.keys import keys_app
 from nodeplane.cli.login import login
 from nodeplane.cli.members import members_app
@@ -23,6 +24,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(operator_app, name="operator")
 app.add_typer(nodes_app, name="nodes")
 app.add_typer(executors_app, name="executors")
+app.add_typer(incidents_app, name="incidents")
 app.add_typer(keys_app, name="keys")
 app.add_typer(members_app, name="members")
 app.command()(login)

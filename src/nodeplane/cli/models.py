@@ -101,6 +101,27 @@ class Event(ApiModel):
     created_at: datetime
 
 
+class Incident(ApiModel):
+    """An alert incident: a rule's condition holding for a node or an executor."""
+
+    id: UUID
+    rule: Lower
+    severity: str
+    state: Lower
+    subject_kind: str
+    subject_id: UUID
+    subject_name: str
+    node_id: UUID | None = None
+    executor_id: UUID | None = None
+    message: str
+    value: float | None = None
+    threshold: float | None = None
+    details: dict[str, Any]
+    opened_at: datetime
+    resolved_at: datetime | None = None
+    resolution: str | None = None
+
+
 class Revision(ApiModel):
     """One immutable revision of a node's spec."""
 

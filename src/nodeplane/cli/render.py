@@ -15,7 +15,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from nodeplane.cli.models import ApiKey, Event, Executor, Member, Node, Revision
+from nodeplane.cli.models import ApiKey, Event, Executor, Incident, Member, Node, Revision
 from nodeplane.protocol import EventLevel, NodePhase
 
 PHASE_STYLE: dict[NodePhase, str] = {
@@ -213,6 +213,22 @@ def events_table(events: Sequence[Event]) -> Table:
             Text(e.level.value, style=LEVEL_STYLE.get(e.level, "")),
             Text(e.message),
             e.type,
+        )
+    return table
+
+
+def incidents_table(incidents: Sequence[Incident]) -> Table:
+    """Alert incidents, newest opened first."""
+    table = _table("OPENED", "STATE", "SEVERITY", "RULE", "SUBJECT", "RESOLVED", wrap=["MESSAGE"])
+    for i in incidents:
+        table.add_row(
+            when(i.opened_at),
+            Text(i.state, style="bold red" if i.state == "open" else "dim"),
+            Text(i.severity, style="red" if i.severity == "critical" else "yellow"),
+            i.rule,
+            Text(f"{i.subject_kind} {i.subject_name}"),
+            when(i.resolved_at),
+            Text(i.message),
         )
     return table
 

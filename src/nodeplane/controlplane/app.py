@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
-from nodeplane.controlplane.config import Settings, parse_listen_address
+from nodeplane.controlplane.config import EventRetention, Settings, parse_listen_address
 from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.gc_policy import FullCollections, settle_after_startup
 from nodeplane.controlplane.metrics.endpoint import (
@@ -35,6 +35,8 @@ from nodeplane.controlplane.metrics.request_metrics import RequestMetrics
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
 from nodeplane.controlplane.services.accounts import bootstrap_admin
+from nodeplane.controlplane.services.alerts import sweep_alerts
+from nodeplane.controlplane.services.event_retention import prune_events
 from nodeplane.controlplane.services.executors import (
     sweep_instance_refusals,
     sweep_offline_executors,
@@ -44,6 +46,7 @@ from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
 from nodeplane.controlplane.web.security import BrowserSecurity
+from nodeplane.controlplane.webhooks.dispatcher import WebhookDispatcher
 from nodeplane.protocol.text import unstorable_text_problem
 
 log = structlog.get_logger(__name__)
@@ -222,13 +225,22 @@ async def _sweep_forever(
     db: Database, settings: Settings, heartbeat: Heartbeat, full_collections: FullCollections | None
 ) -> None:
     next_account_sweep = 0.0
+    next_alert_sweep = 0.0
     while True:
         if full_collections is not None and (freed := full_collections.maybe_collect()) is not None:
             log.debug("gc.full_collection", freed=freed)
         try:
+            # Also opens executor_offline, in the transaction that marks an executor offline.
             await sweep_offline_executors(db, heartbeat)
         except Exception:
             log.exception("sweep.failed")
+        if time.monotonic() >= next_alert_sweep:
+            next_alert_sweep = time.monotonic() + settings.alert_interval
+            try:
+                # What time alone makes true (sync_stalled); observations are judged on arrival.
+                await sweep_alerts(db)
+            except Exception:
+                log.exception("alert_sweep.failed")
         if time.monotonic() >= next_account_sweep:
             next_account_sweep = time.monotonic() + settings.accounts.sweep_interval
             try:
@@ -237,6 +249,19 @@ async def _sweep_forever(
             except Exception:
                 log.exception("account_sweep.failed")
         await asyncio.sleep(settings.sweep_interval)
+
+
+async def _prune_events_forever(db: Database, retention: EventRetention) -> None:
+    """The events feed's retention, in a task of its own: a long first round on a big feed
+    must not delay the offline sweep."""
+    while True:
+        try:
+            pruned = await prune_events(db, retention)
+            if pruned is not None and (pruned.by_age or pruned.by_count):
+                log.info("events.pruned", by_age=pruned.by_age, by_count=pruned.by_count)
+        except Exception:
+            log.exception("events.prune_failed")
+        await asyncio.sleep(retention.interval)
 
 
 class ControlPlaneApp:
@@ -318,13 +343,22 @@ def create_app(settings: Settings | None = None, *, manage_gc: bool = False) -> 
         sweeper = asyncio.create_task(
             _sweep_forever(db, settings, heartbeat, full_collections), name="nodeplane-sweeper"
         )
+        # Webhooks go out from a task of their own, never from a request (webhooks/dispatcher.py).
+        dispatcher = WebhookDispatcher(db, settings.webhooks)
+        dispatching = asyncio.create_task(dispatcher.run(), name="nodeplane-webhooks")
+        pruner = asyncio.create_task(
+            _prune_events_forever(db, settings.event_retention), name="nodeplane-event-pruner"
+        )
         log.info("controlplane.started", database=db.dialect, production=settings.production)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, dispatching, pruner):
+                task.cancel()
+            for task in (sweeper, dispatching, pruner):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await dispatcher.close()
             shutdown_password_workers()
             await db.close()
 

@@ -93,6 +93,59 @@ class AccountLimits:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How webhooks are sent (docs/webhooks.md): the retry schedule, timeouts and concurrency."""
+
+    # First retry delay; each further failure doubles it (jittered), up to max_delay.
+    backoff_base_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_BACKOFF_BASE", 10.0)
+    )
+    max_delay_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_MAX_DELAY", 15 * 60.0)
+    )
+    # How long after a series starts it is retried before the delivery is marked failed.
+    retry_window_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_RETRY_WINDOW", 60 * 60.0)
+    )
+    # The whole of one attempt: connecting, sending and reading the answer.
+    attempt_timeout_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_TIMEOUT", 10.0)
+    )
+    # Attempts in flight at once in this process, and to any one endpoint.
+    concurrency: int = field(default_factory=lambda: _int_env("NODEPLANE_WEBHOOK_CONCURRENCY", 16))
+    per_endpoint_concurrency: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_WEBHOOK_PER_ENDPOINT_CONCURRENCY", 2)
+    )
+    # How often the outbox is looked at for due deliveries.
+    poll_interval_seconds: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_POLL_INTERVAL", 1.0)
+    )
+    # Succeeded and failed deliveries (and their attempts) are deleted this long after.
+    retention_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_WEBHOOK_RETENTION_DAYS", 30.0)
+    )
+
+
+@dataclass(frozen=True)
+class EventRetention:
+    """How much of the fleet's own chatter the events feed keeps (README, "Running nodeplane").
+    Zero turns a limit off. Events a person caused (the audit trail) are never pruned."""
+
+    max_age_days: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_EVENT_RETENTION_DAYS", 30.0)
+    )
+    max_per_organization: int = field(
+        default_factory=lambda: _int_env("NODEPLANE_EVENT_RETENTION_COUNT", 100_000)
+    )
+    # How often the pruner runs, and how many rows one of its transactions deletes (short
+    # transactions: on SQLite every other writer waits while one runs).
+    interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_EVENT_PRUNE_INTERVAL", 300.0)
+    )
+    batch: int = field(default_factory=lambda: _int_env("NODEPLANE_EVENT_PRUNE_BATCH", 2_000))
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the control plane needs to start."""
 
@@ -109,6 +162,11 @@ class Settings:
     )
     sweep_interval: float = field(
         default_factory=lambda: _float_env("NODEPLANE_SWEEP_INTERVAL", 5.0)
+    )
+    # How often the alert timer judges what time alone makes true (sync_stalled); observations
+    # are judged when they arrive, executors when the offline sweep finds them silent.
+    alert_interval: float = field(
+        default_factory=lambda: _float_env("NODEPLANE_ALERT_INTERVAL", 10.0)
     )
     # How often heartbeat, report and key-use times are written (store/seen_times.py): the most
     # lastSyncAt, observedAt and lastUsedAt lag, and the most of them a crash loses.
@@ -133,6 +191,8 @@ class Settings:
         default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))
     )
     accounts: AccountLimits = field(default_factory=AccountLimits)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    event_retention: EventRetention = field(default_factory=EventRetention)
     # Bearer token that opens /metrics on the main port (operator-level: every organization's
     # fleet); unset, /metrics there is 404. Kept out of repr so it never reaches a log.
     metrics_token: str | None = field(

@@ -32,6 +32,10 @@ class ErrorCode(StrEnum):
     # Another process of the same executor (a cloned host, a second agent) is live: this one
     # is refused until that one has been silent for the heartbeat timeout.
     EXECUTOR_INSTANCE_CONFLICT = INSTANCE_CONFLICT_CODE
+    # A webhook URL with plain HTTP to a host that is not loopback by name (webhooks/urls.py).
+    INSECURE_WEBHOOK_URL = "insecure_webhook_url"
+    # A webhook URL whose address no delivery may go to (link-local, unspecified, multicast).
+    WEBHOOK_ADDRESS_REFUSED = "webhook_address_refused"
     # The server is saturated (database pool, document worker); retrying later succeeds.
     UNAVAILABLE = "unavailable"
     # Live logs: the executor kind keeps no logs to read (the operator, without a kubelet), the

@@ -1,5 +1,6 @@
 """GraphQL mutations: thin wrappers over the domain services, which own the transactions."""
 
+import math
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -9,6 +10,8 @@ from strawberry.scalars import JSON
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info
 from nodeplane.controlplane.api.types import (
+    AlertRule,
+    AlertRuleSetting,
     ApiKey,
     ApiKeyKind,
     CreateApiKeyPayload,
@@ -30,11 +33,20 @@ from nodeplane.controlplane.api.types import (
 )
 from nodeplane.controlplane.api.validation import datetime_input, json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookMutation
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
 from nodeplane.controlplane.errors import DomainError, ErrorCode
-from nodeplane.controlplane.services import accounts, api_keys, executors, logs, members, nodes
+from nodeplane.controlplane.services import (
+    accounts,
+    alerts,
+    api_keys,
+    executors,
+    logs,
+    members,
+    nodes,
+)
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
 from nodeplane.protocol import DesiredState as DesiredStateValue
@@ -106,8 +118,49 @@ async def _signed_in(ctx: Context, result: LoginResult) -> LoginPayload:
     return LoginPayload(token=result.token, me=me)
 
 
+def _finite(value: float | None) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise DomainError(ErrorCode.INVALID_INPUT, "threshold must be a number", field="threshold")
+    return value
+
+
 @strawberry.type
-class Mutation:
+class Mutation(WebhookMutation):
+    @strawberry.mutation(
+        description="Set an alert rule's organization default (owners and admins); a null "
+        "threshold means the built-in one."
+    )
+    async def set_alert_default(
+        self,
+        info: Info,
+        rule: AlertRule,  # type: ignore[valid-type]
+        enabled: bool,
+        threshold: float | None = None,
+    ) -> list[AlertRuleSetting]:
+        async with info.context.db.write() as uow:
+            rows = await alerts.set_default(
+                uow, info.context.principal, rule, enabled, _finite(threshold)
+            )
+        return [AlertRuleSetting.from_model(r) for r in rows]
+
+    @strawberry.mutation(
+        description="Override an alert rule for one node (owners and admins); null fields "
+        "inherit the organization's, and both null removes the override."
+    )
+    async def set_node_alert_override(
+        self,
+        info: Info,
+        node_id: UUID,
+        rule: AlertRule,  # type: ignore[valid-type]
+        enabled: bool | None = None,
+        threshold: float | None = None,
+    ) -> list[AlertRuleSetting]:
+        async with info.context.db.write() as uow:
+            rows = await alerts.set_node_override(
+                uow, info.context.principal, node_id, rule, enabled, _finite(threshold)
+            )
+        return [AlertRuleSetting.from_model(r) for r in rows]
+
     @strawberry.mutation(description="Sign in; the token works as a Bearer token and as a cookie.")
     async def login(
         self, info: Info, email: str, password: str, organization_id: UUID | None = None

@@ -8,6 +8,8 @@ from strawberry.scalars import JSON
 from nodeplane.controlplane.api.context import Info
 from nodeplane.controlplane.api.mutations import UpdateNodeInput
 from nodeplane.controlplane.api.types import (
+    AlertRule,
+    AlertRuleSetting,
     ApiKey,
     AssignedNodeSpec,
     Event,
@@ -15,6 +17,9 @@ from nodeplane.controlplane.api.types import (
     EventLevel,
     Executor,
     ExecutorLogSession,
+    Incident,
+    IncidentConnection,
+    IncidentState,
     Me,
     Member,
     Node,
@@ -27,9 +32,18 @@ from nodeplane.controlplane.api.types import (
 )
 from nodeplane.controlplane.api.validation import json_list, parse_wire
 from nodeplane.controlplane.api.views import me_view, node_views
+from nodeplane.controlplane.api.webhooks import WebhookQuery
 from nodeplane.controlplane.auth.principal import require_principal
 from nodeplane.controlplane.errors import DomainError, ErrorCode
-from nodeplane.controlplane.services import accounts, api_keys, events, executors, logs, nodes
+from nodeplane.controlplane.services import (
+    accounts,
+    alerts,
+    api_keys,
+    events,
+    executors,
+    logs,
+    nodes,
+)
 from nodeplane.protocol import KnownRevision
 from nodeplane.protocol import NodePhase as NodePhaseValue
 from nodeplane.protocol.logs import MAX_LOG_SESSIONS_PER_POLL
@@ -51,8 +65,15 @@ class EventFilter:
     level: EventLevel | None = None  # type: ignore[valid-type]
 
 
+@strawberry.input
+class IncidentFilter:
+    state: IncidentState | None = None
+    node_id: UUID | None = None
+    rule: AlertRule | None = None  # type: ignore[valid-type]
+
+
 @strawberry.type
-class Query:
+class Query(WebhookQuery):
     @strawberry.field(description="The caller: user or executor key, with organization and role.")
     async def me(self, info: Info) -> Me | None:
         async with info.context.db.read() as session:
@@ -172,6 +193,51 @@ class Query:
             items=[Event.from_row(e) for e in page.items],
             page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
         )
+
+    @strawberry.field(description="Alert incidents, newest opened first; `after` is endCursor.")
+    async def incidents(
+        self,
+        info: Info,
+        filter: IncidentFilter | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> IncidentConnection:
+        f = filter or IncidentFilter()
+        flt = alerts.IncidentFilter(
+            state=f.state.value if f.state is not None else None,
+            node_id=f.node_id,
+            rule=f.rule,
+        )
+        async with info.context.db.read() as session:
+            page = await alerts.list_incidents(
+                session, info.context.principal, flt, first=first, after=after
+            )
+        return IncidentConnection(
+            items=[Incident.from_row(r) for r in page.items],
+            page_info=PageInfo(end_cursor=page.end_cursor, has_next_page=page.has_next_page),
+        )
+
+    @strawberry.field
+    async def incident(self, info: Info, id: UUID) -> Incident | None:
+        async with info.context.db.read() as session:
+            row = await alerts.get_incident(session, info.context.principal, id)
+        return Incident.from_row(row) if row else None
+
+    @strawberry.field(description="How many incidents are open (the bell's count).")
+    async def open_incident_count(self, info: Info) -> int:
+        async with info.context.db.read() as session:
+            return await alerts.count_open(session, info.context.principal)
+
+    @strawberry.field(
+        description="Alert rule settings: the organization's, or with nodeId one node's "
+        "(null for a node the caller cannot see)."
+    )
+    async def alert_settings(
+        self, info: Info, node_id: UUID | None = None
+    ) -> list[AlertRuleSetting] | None:
+        async with info.context.db.read() as session:
+            rows = await alerts.alert_settings(session, info.context.principal, node_id)
+        return [AlertRuleSetting.from_model(r) for r in rows] if rows is not None else None
 
     @strawberry.field
     async def api_keys(self, info: Info) -> list[ApiKey]:

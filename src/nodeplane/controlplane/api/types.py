@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 from nodeplane.controlplane.api.context import Info
 from nodeplane.controlplane.auth.principal import ApiKeyKind as ApiKeyKindValue
 from nodeplane.controlplane.auth.principal import Role as RoleValue
+from nodeplane.controlplane.services import alerts as alert_service
 from nodeplane.controlplane.services import executors as executor_service
 from nodeplane.controlplane.services import nodes as node_service
 from nodeplane.controlplane.store import models
@@ -18,6 +19,7 @@ from nodeplane.protocol import DesiredState as DesiredStateValue
 from nodeplane.protocol import EventLevel as EventLevelValue
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
 from nodeplane.protocol import NodePhase as NodePhaseValue
+from nodeplane.protocol.alerts import AlertRule as AlertRuleValue
 from nodeplane.protocol.logs import LogSessionRequest
 from nodeplane.protocol.spec_diff import SpecChange as SpecChangeModel
 
@@ -376,3 +378,88 @@ class RebindExecutorPayload:
     executor: Executor
     api_key: ApiKey
     revoked_keys: list[ApiKey]
+
+
+AlertRule = strawberry.enum(AlertRuleValue, name="AlertRule")
+
+
+@strawberry.enum
+class IncidentState(Enum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@strawberry.type
+class Incident:
+    id: UUID
+    rule: AlertRule  # type: ignore[valid-type]
+    severity: str
+    state: IncidentState
+    subject_kind: str
+    subject_id: UUID
+    subject_name: str
+    node_id: UUID | None
+    executor_id: UUID | None
+    message: str
+    value: float | None
+    threshold: float | None
+    details: JSON
+    opened_at: datetime
+    resolved_at: datetime | None
+    resolution: str | None
+
+    @classmethod
+    def from_row(cls, row: models.Incident) -> "Incident":
+        return cls(
+            id=row.id,
+            rule=AlertRuleValue(row.rule),
+            severity=row.severity,
+            state=IncidentState.OPEN if row.resolved_at is None else IncidentState.RESOLVED,
+            subject_kind=row.subject_kind,
+            subject_id=row.subject_id,
+            subject_name=row.subject_name,
+            node_id=row.node_id,
+            executor_id=row.executor_id,
+            message=row.message,
+            value=row.value,
+            threshold=row.threshold,
+            details=JSON(row.details),
+            opened_at=row.opened_at,
+            resolved_at=row.resolved_at,
+            resolution=row.resolution,
+        )
+
+
+@strawberry.type
+class IncidentConnection:
+    items: list[Incident]
+    page_info: PageInfo
+
+
+@strawberry.type(description="One rule's effective settings, and the layers they come from.")
+class AlertRuleSetting:
+    rule: AlertRule  # type: ignore[valid-type]
+    enabled: bool
+    threshold: float | None
+    default_threshold: float | None
+    threshold_meaning: str | None
+    org_enabled: bool | None
+    org_threshold: float | None
+    node_enabled: bool | None
+    node_threshold: float | None
+    node_id: UUID | None
+
+    @classmethod
+    def from_model(cls, s: alert_service.RuleSetting) -> "AlertRuleSetting":
+        return cls(
+            rule=s.rule,
+            enabled=s.enabled,
+            threshold=s.threshold,
+            default_threshold=s.default_threshold,
+            threshold_meaning=s.threshold_meaning,
+            org_enabled=s.org_enabled,
+            org_threshold=s.org_threshold,
+            node_enabled=s.node_enabled,
+            node_threshold=s.node_threshold,
+            node_id=s.node_id,
+        )

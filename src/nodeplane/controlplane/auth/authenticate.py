@@ -1,19 +1,22 @@
 """Turn a bearer token (session or API key) into a Principal."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import ApiKeyKind, Principal, Role
-from nodeplane.controlplane.auth.secrets import token_digest
+from nodeplane.controlplane.auth.secrets import EXECUTOR_KEY_PREFIX, token_digest
 from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.store.key_cache import CachedKey
 from nodeplane.controlplane.store.models import ApiKey, Executor, Member, Session, User
 from nodeplane.controlplane.store.types import utcnow
 
 # lastUsedAt is advisory; writing it at most this often keeps reads from turning into writes.
 LAST_USED_RESOLUTION = timedelta(seconds=30)
+# Executor keys are the ones authenticated every few seconds: theirs are cached (key_cache.py).
+EXECUTOR_TOKEN_PREFIX = f"{EXECUTOR_KEY_PREFIX}_"
 
 
 async def authenticate(db: Database, token: str | None) -> Principal | None:
@@ -22,6 +25,14 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
         return None
     digest = token_digest(token)
     now = utcnow()
+    if token.startswith(EXECUTOR_TOKEN_PREFIX):
+        cached = db.key_cache.get(digest, now)
+        if cached is not None:
+            _note_use(db, cached, now)
+            known: Principal = cached.value
+            return known
+    # Read before the lookup: an eviction meanwhile keeps what is read out of the cache.
+    generation = db.key_cache.generation
     # One statement for a key (and one more for a user's role): no snapshot to share.
     async with db.quick_read() as session:
         if token.startswith("nps_"):
@@ -81,6 +92,16 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
                 api_key_id=key.id,
                 executor_id=key.executor_id,
             )
+            # A key not yet bound to its executor is bound by its first sync: not kept.
+            if key.executor_id is not None and token.startswith(EXECUTOR_TOKEN_PREFIX):
+                db.key_cache.put(
+                    digest,
+                    generation,
+                    key.id,
+                    principal,
+                    key.expires_at,
+                    key.last_used_at,
+                )
         else:
             owner = await session.get(User, key.created_by_id) if key.created_by_id else None
             role = await _role(session, key.organization_id, owner.id) if owner else None
@@ -99,6 +120,13 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
     if stale_use:
         db.seen.key_used(key.id, now)  # written behind the request (store/seen_times.py)
     return principal
+
+
+def _note_use(db: Database, cached: CachedKey[Principal], now: datetime) -> None:
+    """Record a cached key's use as a read one's is: at most every LAST_USED_RESOLUTION."""
+    if cached.last_used_at is None or now - cached.last_used_at > LAST_USED_RESOLUTION:
+        cached.last_used_at = now
+        db.seen.key_used(cached.key_id, now)  # written behind the request (store/seen_times.py)
 
 
 async def _role(session: AsyncSession, organization_id: UUID | None, user_id: UUID) -> Role | None:

@@ -26,6 +26,11 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return False
 
 
+# The readable prefixes of API keys' secrets, by kind (services/api_keys.py).
+EXECUTOR_KEY_PREFIX = "npx"
+PERSONAL_KEY_PREFIX = "npk"
+
+
 def new_token(prefix: str) -> str:
     """A new random bearer token with a readable prefix (`nps_`, `npk_`, `npi_`)."""
     return f"{prefix}_{secrets.token_urlsafe(32)}"

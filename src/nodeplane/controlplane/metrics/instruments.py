@@ -9,13 +9,14 @@ the workers (prometheus_client's multiprocess mode, see multiprocess.py), so a s
 any worker reports the sum over all of them.
 """
 
-from prometheus_client import Gauge, Histogram, disable_created_metrics
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
 # `_created` series double the output for nothing a dashboard uses.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REQUEST_DURATION_SECONDS = "nodeplane_http_request_duration_seconds"
 SPEC_POLLS_HELD = "nodeplane_spec_polls_held"
+EVENTS_PRUNED = "nodeplane_events_pruned"
 
 # Up to a spec long-poll's longest wait (30 s), which `executorSpecs` requests take on purpose.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -32,4 +33,10 @@ spec_polls_held = Gauge(
     "Executor spec long-polls held open, waiting for a change or their timeout.",
     # Summed over live workers; a dead worker's polls are gone with it.
     multiprocess_mode="livesum",
+)
+
+events_pruned = Counter(
+    EVENTS_PRUNED,
+    "Events deleted by the retention pruner, by the limit that removed them (age or count).",
+    ["reason"],
 )

@@ -14,7 +14,12 @@ from nodeplane.controlplane.auth.principal import (
     require_member,
     require_mutator,
 )
-from nodeplane.controlplane.auth.secrets import new_token, token_digest
+from nodeplane.controlplane.auth.secrets import (
+    EXECUTOR_KEY_PREFIX,
+    PERSONAL_KEY_PREFIX,
+    new_token,
+    token_digest,
+)
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden, not_found
 from nodeplane.controlplane.services.actors import actor_of
 from nodeplane.controlplane.services.events import record_event
@@ -23,7 +28,7 @@ from nodeplane.controlplane.store.models import ApiKey, Executor
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import datetime_problem, unstorable_text_problem
 
-KEY_PREFIX = {ApiKeyKind.EXECUTOR: "npx", ApiKeyKind.PERSONAL: "npk"}
+KEY_PREFIX = {ApiKeyKind.EXECUTOR: EXECUTOR_KEY_PREFIX, ApiKeyKind.PERSONAL: PERSONAL_KEY_PREFIX}
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,8 @@ async def revoke_api_key(uow: UnitOfWork, principal: Principal | None, key_id: U
     if key.enabled:
         key.enabled = False
         key.revoked_at = utcnow()
+        # Cached authentications of it are dropped when this commits (store/key_cache.py).
+        uow.keys_changed([key.id])
         await record_event(
             uow.session,
             organization_id=key.organization_id,

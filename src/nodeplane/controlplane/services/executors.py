@@ -34,6 +34,7 @@ from nodeplane.controlplane.auth.principal import (
 )
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
 from nodeplane.controlplane.metrics.instruments import spec_polls_held
+from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
@@ -349,6 +350,7 @@ async def sync_executor(
             actor=actor,
             executor_id=executor.id,
         )
+        await alerts.executor_came_back(session, executor, now)
     # Assigning an equal value writes nothing (the ORM compares), so an agent that resends the
     # same capabilities every few seconds costs no row update for them.
     executor.version = request.version
@@ -439,7 +441,16 @@ async def _store_observations(
             before = phase_of(node)
             node.observed = wire
             node.observed_at = now
+            alerts.move_marks(node, now)
             await record_phase_change(session, node, before, actor)
+        # Alerts are judged only when an observation changed: a steady heartbeat changes
+        # nothing a rule reads, and the timer catches what time alone changes (sync_stalled).
+        await alerts.evaluate_nodes(
+            session,
+            [nodes[node_id] for node_id in dict(changed)],
+            now,
+            executor_names={executor.id: executor.name},
+        )
     return [node_id for node_id, _ in changed]
 
 
@@ -738,7 +749,18 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
                 payload={"lastSyncAt": row.last_sync_at.isoformat() if row.last_sync_at else None},
             )
             # Its nodes show as stale on the open nodes pages from now on.
-            uow.nodes_changed(row.organization_id, await _node_ids_of(uow.session, executor_id))
+            node_ids = await _node_ids_of(uow.session, executor_id)
+            uow.nodes_changed(row.organization_id, node_ids)
+            # In the transaction that marks it: exactly one replica opens executor_offline.
+            await alerts.executor_went_offline(
+                uow.session,
+                row.organization_id,
+                executor_id,
+                row.name,
+                row.last_sync_at,
+                len(node_ids),
+                utcnow(),
+            )
             marked += 1
     return marked
 
@@ -877,6 +899,10 @@ async def confirm_teardown(uow: UnitOfWork, principal: Principal | None, node_id
         node=node,
         payload={"retainData": node.retain_data, "revision": node.revision},
     )
+    await alerts.evaluate_nodes(
+        session, [node], utcnow(), executor_names={executor.id: executor.name}
+    )
+    await alerts.forget_node(session, node.id)
     await session.delete(node)
     uow.wake(executor.id)
     uow.nodes_changed(node.organization_id, [node.id])
@@ -1000,6 +1026,8 @@ async def rebind_executor(
         ).all()
     )
     actor = actor_of(p)
+    # Cached authentications of these keys are dropped when this commits (store/key_cache.py).
+    uow.keys_changed([key.id, *(old.id for old in revoked)])
     for old in revoked:
         old.enabled = False
         old.revoked_at = now

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
 from nodeplane.controlplane.errors import DomainError, ErrorCode, not_found, validation_error
+from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.filter_text import check_filter_text
@@ -520,6 +521,8 @@ async def _write_revision(
     uow.session.add(_history_row(node, actor, cause))
     await uow.session.flush()
     await record_phase_change(uow.session, node, before, actor)
+    # A new desired state or a delete may clear (or, on a start, not yet open) an incident.
+    await alerts.evaluate_nodes(uow.session, [node], utcnow())
     uow.wake(node.executor_id)
     uow.nodes_changed(node.organization_id, [node.id])
 
@@ -927,6 +930,8 @@ async def delete_node(
         payload={"retainData": retain_data, "revision": node.revision},
     )
     await record_phase_change(uow.session, node, before, actor)
+    # A new desired state or a delete may clear (or, on a start, not yet open) an incident.
+    await alerts.evaluate_nodes(uow.session, [node], utcnow())
     uow.wake(node.executor_id)
     uow.nodes_changed(node.organization_id, [node.id])
     return node

@@ -23,8 +23,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util import greenlet_spawn
 
+from nodeplane.controlplane.store.key_cache import KeyCache
 from nodeplane.controlplane.store.log_relay import LogRelay
 from nodeplane.controlplane.store.notify import (
+    KEYS_CHANNEL,
     LOGS_CHANNEL,
     NODES_CHANNEL,
     SPEC_CHANNEL,
@@ -160,10 +162,16 @@ class UnitOfWork:
     session: AsyncSession
     wake_executors: set[UUID] = field(default_factory=set)
     changed_nodes: dict[UUID, set[UUID]] = field(default_factory=dict)
+    changed_keys: set[UUID] = field(default_factory=set)
 
     def wake(self, executor_id: UUID) -> None:
         """Wake the executor's held spec polls once this transaction commits."""
         self.wake_executors.add(executor_id)
+
+    def keys_changed(self, key_ids: Iterable[UUID]) -> None:
+        """These API keys change in this transaction (revoked, bound, rebound): every process
+        forgets what it cached of them once it commits (store/key_cache.py)."""
+        self.changed_keys.update(key_ids)
 
     def nodes_changed(self, organization_id: UUID, node_ids: Iterable[UUID]) -> None:
         """Push these nodes' rows to the open nodes pages once this transaction commits."""
@@ -179,6 +187,10 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
         for organization_id, node_ids in uow.changed_nodes.items()
         if node_ids
     ]
+    if uow.changed_keys:
+        # Under 8,000 bytes whatever the count: past 200 ids, an empty payload (forget all).
+        ids = sorted(str(k) for k in uow.changed_keys)
+        notices.append((KEYS_CHANNEL, ",".join(ids) if len(ids) <= 200 else ""))
     if not notices:
         return
     calls = ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(len(notices)))
@@ -237,8 +249,23 @@ class Database:
         )
         # Heartbeat, report and key-use times, written behind the requests (seen_times.py).
         self.seen = SeenTimes()
+        # Executor keys' principals between requests (key_cache.py); on PostgreSQL only while
+        # LISTEN is up, since evictions from other processes arrive that way.
+        self.key_cache: KeyCache[Any] = KeyCache(
+            usable=(lambda: self.notifier.connected)
+            if self.dialect == "postgresql"
+            else (lambda: True)
+        )
+        self.notifier.on_keys(self._keys_changed)
+        self.notifier.on_listening(self.key_cache.clear)
         self._seen_flush_seconds = seen_flush_seconds
         self._seen_flusher: asyncio.Task[None] | None = None
+
+    def _keys_changed(self, key_ids: list[UUID]) -> None:
+        if key_ids:
+            self.key_cache.evict(key_ids)
+        else:
+            self.key_cache.clear()
 
     @property
     def is_postgresql(self) -> bool:
@@ -359,6 +386,9 @@ class Database:
             # ended, so the next writer does not wait out busy_timeout behind it.
             if self._write_lock is not None:
                 self._write_lock.release()
+        if uow.changed_keys:
+            # Here at once, before the caller answers; other processes when the NOTIFY arrives.
+            self.key_cache.evict(uow.changed_keys)
         if not self.is_postgresql:
             for executor_id in uow.wake_executors:
                 self.notifier.publish_local(str(executor_id))

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -190,6 +192,11 @@ class Node(Base):
     retain_data: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Per process, the height last seen to change and when (protocol/alerts.py, "marks"), moved
+    # only when an observation changes; `heights_since` is the oldest mark's time, indexed so
+    # the alert timer finds the nodes that may have stalled without reading the others.
+    height_marks: Mapped[dict[str, Any] | None]
+    heights_since: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class SpecRevision(Base):
@@ -219,6 +226,23 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_org_id", "organization_id", "id"),
         Index("ix_events_node_id", "node_id", "id"),
+        # What the retention pruner scans (services/event_retention.py): events no person
+        # caused, oldest first, overall (by age) and per organization (by count).
+        Index(
+            "ix_events_prunable_age",
+            "created_at",
+            "id",
+            postgresql_where=text("actor_type <> 'user'"),
+            sqlite_where=text("actor_type <> 'user'"),
+        ),
+        Index(
+            "ix_events_prunable_org",
+            "organization_id",
+            "created_at",
+            "id",
+            postgresql_where=text("actor_type <> 'user'"),
+            sqlite_where=text("actor_type <> 'user'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(
@@ -237,3 +261,142 @@ class Event(Base):
     executor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AlertSetting(Base):
+    """One rule's settings for an organization (`node_id` None) or a node (an override).
+
+    `scope` is "org" or the node's id, so one row per (organization, scope, rule) is a plain
+    unique constraint on both databases. A None `enabled` or `threshold` inherits.
+    """
+
+    __tablename__ = "alert_settings"
+    __table_args__ = (UniqueConstraint("organization_id", "scope", "rule"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    scope: Mapped[str] = mapped_column(String(40))
+    node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool | None] = mapped_column(Boolean)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    updated_by: Mapped[str] = mapped_column(String(320))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Incident(Base):
+    """An alert rule's condition holding for one subject, from when it opened to when it cleared.
+
+    While open, `open_key` is "<rule>:<subject id>"; it is set to None on resolution. Its unique
+    constraint (NULLs never collide) is what keeps one open incident per (organization, rule,
+    subject) when several processes or replicas evaluate at once.
+    """
+
+    __tablename__ = "incidents"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "open_key"),
+        Index("ix_incidents_org_opened", "organization_id", "opened_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    rule: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    subject_name: Mapped[str] = mapped_column(String(63))
+    # No foreign keys: an incident outlives the node or executor it was about.
+    node_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)
+    executor_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float | None] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    open_key: Mapped[str | None] = mapped_column(String(100))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    resolution: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookEndpoint(Base):
+    """Where an organization's notifications are POSTed (controlplane/webhooks/).
+
+    `secret` is the HMAC-SHA256 key each delivery is signed with. It is kept as the server needs
+    it to sign, not hashed (a digest cannot sign); docs/security.md says what that means.
+    """
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The event types sent to this endpoint (webhook.test is sent on request whatever they are).
+    event_types: Mapped[list[str]] = mapped_column(JSONDocument, default=list)
+    secret: Mapped[str] = mapped_column(String(128))
+    secret_prefix: Mapped[str] = mapped_column(String(16))
+    created_by_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to send to one endpoint: the outbox row the dispatcher claims and retries.
+
+    `id` is the delivery id receivers deduplicate on; `body` is the exact JSON sent, written
+    once at enqueue time so every attempt and every redelivery carries the same bytes. A
+    pending row is due at `next_attempt_at`; a claimed one carries the claim's id and has its
+    `next_attempt_at` pushed past the attempt's deadline (a lease), so a process that dies
+    mid-attempt only delays the delivery until another process takes it again.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_org_created", "organization_id", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    organization_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("organizations.id"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    event_id: Mapped[int | None] = mapped_column(BigInteger)
+    event_type: Mapped[str] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    # pending | succeeded | failed
+    status: Mapped[str] = mapped_column(String(16))
+    # Redeliver starts a new series; attempts count within the current one.
+    series: Mapped[int] = mapped_column(Integer, default=1)
+    series_started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claim_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
+
+
+class WebhookAttempt(Base):
+    """One try at sending a delivery: what the receiver answered, or why nothing was."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE")
+    )
+    series: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    # At most RESPONSE_EXCERPT_CHARS of the answer's body, as text.
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(String(500))
+    succeeded: Mapped[bool] = mapped_column(Boolean)

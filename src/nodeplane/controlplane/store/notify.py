@@ -1,5 +1,6 @@
-"""Wake-ups for held spec polls, changed nodes for open nodes pages and live-log messages
-(store/log_relay.py): in-process, fed by PostgreSQL LISTEN when on PostgreSQL."""
+"""Wake-ups for held spec polls, changed nodes for open nodes pages, live-log messages
+(store/log_relay.py) and changed API keys (store/key_cache.py): in-process, fed by PostgreSQL
+LISTEN when on PostgreSQL."""
 
 import asyncio
 import contextlib
@@ -13,6 +14,7 @@ import structlog
 SPEC_CHANNEL = "nodeplane_specs"
 NODES_CHANNEL = "nodeplane_nodes"
 LOGS_CHANNEL = "nodeplane_logs"
+KEYS_CHANNEL = "nodeplane_keys"
 # PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: past this many, the payload says
 # "every node of the organization" instead of naming them.
 MAX_NODES_PAYLOAD = 7000
@@ -55,6 +57,9 @@ class ChangeNotifier:
         self._close_listeners: list[Callable[[], None]] = []
         self._log_listeners: list[Callable[[str], None]] = []
         self._listen_listeners: list[Callable[[], None]] = []
+        self._key_listeners: list[Callable[[list[UUID]], None]] = []
+        # True while the LISTEN connection is up (what is NOTIFYed now reaches this process).
+        self.connected = False
         self.closing = False
 
     async def start(self) -> None:
@@ -100,6 +105,17 @@ class ChangeNotifier:
         """Call `listener` with every payload NOTIFYed on the live-logs channel (any replica)."""
         self._log_listeners.append(listener)
 
+    def on_keys(self, listener: Callable[[list[UUID]], None]) -> None:
+        """Call `listener` with the ids of API keys a committed transaction changed (any
+        replica's, this process's included)."""
+        self._key_listeners.append(listener)
+
+    def publish_keys(self, key_ids: Iterable[UUID]) -> None:
+        """Tell this process's key listeners that these keys changed."""
+        ids = list(key_ids)
+        for listener in self._key_listeners:
+            listener(ids)
+
     def on_listening(self, listener: Callable[[], None]) -> None:
         """Call `listener` each time LISTEN is (re)established: what was NOTIFYed before may
         have been missed."""
@@ -139,6 +155,8 @@ class ChangeNotifier:
                     await conn.execute(f"LISTEN {SPEC_CHANNEL}")
                     await conn.execute(f"LISTEN {NODES_CHANNEL}")
                     await conn.execute(f"LISTEN {LOGS_CHANNEL}")
+                    await conn.execute(f"LISTEN {KEYS_CHANNEL}")
+                    self.connected = True
                     self._listening.set()
                     for listener in self._listen_listeners:
                         listener()
@@ -155,11 +173,24 @@ class ChangeNotifier:
                         elif notice.channel == LOGS_CHANNEL:
                             for log_listener in self._log_listeners:
                                 log_listener(notice.payload)
+                        elif notice.channel == KEYS_CHANNEL:
+                            self.publish_keys(_key_ids(notice.payload))
                         else:
                             self.publish_local(notice.payload)
             except asyncio.CancelledError:
+                self.connected = False
                 raise
             except Exception as exc:  # reconnect on any connection failure
+                self.connected = False
                 log.warning("listen.failed", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+
+def _key_ids(payload: str) -> list[UUID]:
+    """The key ids of a `nodeplane_keys` payload (comma-separated); a malformed one yields
+    none of its ids, which `publish_keys` listeners treat as a reason to forget everything."""
+    try:
+        return [UUID(part) for part in payload.split(",") if part]
+    except ValueError:
+        return []

@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.services import alerts as alert_service
 from nodeplane.controlplane.services import executors as executor_service
 from nodeplane.controlplane.services import nodes as node_service
 from nodeplane.controlplane.store import models
@@ -50,8 +51,31 @@ EVENTS = """query($filter: EventFilter, $after: String) {
   events(filter: $filter, first: 50, after: $after) {
     items { id type level source message actor nodeId nodeName createdAt }
     pageInfo { endCursor hasNextPage } } }"""
+INCIDENT_FIELDS = """id rule severity state subjectKind subjectId subjectName nodeId executorId
+message value threshold openedAt resolvedAt resolution"""
+INCIDENTS = f"""query($filter: IncidentFilter, $after: String) {{
+  incidents(filter: $filter, first: 50, after: $after) {{
+    items {{ {INCIDENT_FIELDS} }} pageInfo {{ endCursor hasNextPage }} }}
+  openIncidentCount }}"""
+ALERT_SETTING_FIELDS = """rule enabled threshold defaultThreshold thresholdMeaning orgEnabled
+orgThreshold nodeEnabled nodeThreshold"""
+ALERT_SETTINGS = f"{{ alertSettings {{ {ALERT_SETTING_FIELDS} }} }}"
+NODE_ALERTS = f"""query($id: UUID!) {{ alertSettings(nodeId: $id) {{ {ALERT_SETTING_FIELDS} }}
+  incidents(filter: {{nodeId: $id}}, first: 10) {{ items {{ {INCIDENT_FIELDS} }} }} }}"""
+# The bell in the top bar: how many incidents are open, and the latest few.
+BELL_SIZE = 5
 API_KEYS = """{ apiKeys { id name kind prefix enabled executorId expiresAt lastUsedAt createdAt
   revokedAt } }"""
+
+WEBHOOK_ENDPOINTS = """{ webhookEventTypes
+  webhookEndpoints { id url description enabled eventTypes secretPrefix createdAt } }"""
+WEBHOOK_DELIVERIES = """query($endpoint: UUID, $after: String) {
+  webhookEndpoints { id url }
+  webhookDeliveries(endpointId: $endpoint, first: 25, after: $after) {
+    items { id endpointId eventType status series attemptCount nextAttemptAt lastStatusCode
+      lastError createdAt completedAt
+      attempts { series number startedAt durationMs statusCode responseExcerpt error succeeded } }
+    pageInfo { endCursor hasNextPage } } }"""
 
 Handler = Callable[[Request], Awaitable[Response]]
 PageHandler = Callable[[Request, PageQuery, Principal], Awaitable[Response]]
@@ -247,6 +271,7 @@ class Pages:
                     target += "?" + request.url.query
                 return RedirectResponse("/signin?" + urlencode({"next": target}), status_code=303)
             query = PageQuery(self.db, self.settings, principal, request)
+            request.state.bell = await self.bell(principal)
             try:
                 return await handler(request, query, principal)
             except DomainError as exc:
@@ -261,6 +286,31 @@ class Pages:
 
         return wrapped
 
+    async def bell(self, principal: Principal) -> dict[str, Any]:
+        """The top bar's bell: the open count and the latest open incidents (app.js keeps
+        it current between page loads)."""
+        async with self.db.read() as session:
+            count = await alert_service.count_open(session, principal)
+            latest = (
+                await alert_service.list_incidents(
+                    session, principal, alert_service.IncidentFilter(state="open"), first=BELL_SIZE
+                )
+            ).items
+        return {
+            "count": count,
+            "latest": [
+                {
+                    "id": str(i.id),
+                    "rule": i.rule,
+                    "severity": i.severity,
+                    "subject": i.subject_name,
+                    "href": f"/nodes/{i.node_id}" if i.node_id else "/executors",
+                    "openedAt": i.opened_at.isoformat(),
+                }
+                for i in latest
+            ],
+        }
+
     def render(
         self,
         request: Request,
@@ -270,10 +320,11 @@ class Pages:
         **context: Any,
     ) -> Response:
         context.setdefault("active", name.removesuffix(".html"))
+        bell = getattr(request.state, "bell", None)
         return templates.TemplateResponse(
             request,
             name,
-            {"user": principal.label, "can_mutate": principal.can_mutate, **context},
+            {"user": principal.label, "can_mutate": principal.can_mutate, "bell": bell, **context},
             status_code=status_code,
         )
 
@@ -394,10 +445,13 @@ class Pages:
             return self.render(
                 request, "not_found.html", principal, what="Node", active="nodes", status_code=404
             )
+        alerts = await query(NODE_ALERTS, {"id": node_id})
         return self.render(
             request,
             "node.html",
             principal,
+            alert_settings=alerts["alertSettings"] or [],
+            incidents=alerts["incidents"]["items"],
             node=data["node"],
             client_versions=client_versions(data["node"]),
             revisions=sorted(data["nodeRevisions"], key=lambda r: -r["revision"]),
@@ -492,4 +546,104 @@ class Pages:
             newest="/events" + ("?" + urlencode(base) if base else ""),
             paged=after is not None,
             error=error,
+        )
+
+    async def incidents(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        params, problems = read_params(request.query_params, ("state", "after"))
+        state = params["state"] if params["state"] in ("open", "resolved") else None
+        after = params["after"] or None
+        error = "; ".join(problems) or None
+        status = 400 if problems else 200
+        page: dict[str, Any] = {"items": [], "pageInfo": {"endCursor": None, "hasNextPage": False}}
+        open_count = 0
+        if error is None:
+            try:
+                data = await query(
+                    INCIDENTS,
+                    {"filter": {"state": state.upper() if state else None}, "after": after},
+                )
+                page, open_count = data["incidents"], data["openIncidentCount"]
+            except DomainError as exc:
+                error, status = exc.message, status_for(exc)
+        base = {"state": state} if state else {}
+        older = (
+            "/incidents?" + urlencode({**base, "after": page["pageInfo"]["endCursor"]})
+            if page["pageInfo"]["hasNextPage"]
+            else None
+        )
+        return self.render(
+            request,
+            "incidents.html",
+            principal,
+            status_code=status,
+            incidents=page["items"],
+            state=state,
+            open_count=open_count,
+            older=older,
+            newest="/incidents" + ("?" + urlencode(base) if base else ""),
+            paged=after is not None,
+            error=error,
+        )
+
+    async def alert_settings(
+        self, request: Request, query: PageQuery, principal: Principal
+    ) -> Response:
+        rows = (await query(ALERT_SETTINGS))["alertSettings"]
+        return self.render(
+            request, "alert_settings.html", principal, settings=rows, active="incidents"
+        )
+
+    async def webhooks(self, request: Request, query: PageQuery, principal: Principal) -> Response:
+        data = await query(WEBHOOK_ENDPOINTS)
+        return self.render(
+            request,
+            "webhooks.html",
+            principal,
+            endpoints=data["webhookEndpoints"],
+            event_types=data["webhookEventTypes"],
+        )
+
+    async def webhook_deliveries(
+        self, request: Request, query: PageQuery, principal: Principal
+    ) -> Response:
+        params, problems = read_params(request.query_params, ("endpoint", "after"))
+        endpoint_id = uuid_or_none(params["endpoint"])
+        after = params["after"] or None
+        error = "; ".join(problems) or None
+        status = 400 if problems else 200
+        data: dict[str, Any] = {
+            "webhookEndpoints": [],
+            "webhookDeliveries": {
+                "items": [],
+                "pageInfo": {"endCursor": None, "hasNextPage": False},
+            },
+        }
+        if error is None:
+            try:
+                data = await query(WEBHOOK_DELIVERIES, {"endpoint": endpoint_id, "after": after})
+            except DomainError as exc:
+                error, status = exc.message, status_for(exc)
+        urls = {e["id"]: e["url"] for e in data["webhookEndpoints"]}
+        page = data["webhookDeliveries"]
+        base = {"endpoint": endpoint_id} if endpoint_id else {}
+        older = (
+            "/webhooks/deliveries?" + urlencode({**base, "after": page["pageInfo"]["endCursor"]})
+            if page["pageInfo"]["hasNextPage"]
+            else None
+        )
+        return self.render(
+            request,
+            "webhook_deliveries.html",
+            principal,
+            status_code=status,
+            deliveries=page["items"],
+            endpoints=data["webhookEndpoints"],
+            urls=urls,
+            endpoint_id=endpoint_id,
+            older=older,
+            newest="/webhooks/deliveries" + ("?" + urlencode(base) if base else ""),
+            paged=after is not None,
+            pending=any(d["status"] == "PENDING" for d in page["items"]),
+            error=error,
+            active="webhooks",
         )

@@ -147,5 +147,9 @@ def web_routes(db: Database, settings: Settings) -> list[BaseRoute]:
         Route("/executors", pages.page(pages.executors), methods=["GET"]),
         Route("/keys", pages.page(pages.api_keys), methods=["GET"]),
         Route("/events", pages.page(pages.events), methods=["GET"]),
+        Route("/incidents", pages.page(pages.incidents), methods=["GET"]),
+        Route("/settings/alerts", pages.page(pages.alert_settings), methods=["GET"]),
+        Route("/webhooks", pages.page(pages.webhooks), methods=["GET"]),
+        Route("/webhooks/deliveries", pages.page(pages.webhook_deliveries), methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]

@@ -756,6 +756,98 @@ function initKeysPage() {
   });
 }
 
+// ---------- webhooks ----------
+const WEBHOOK_FIELDS = `id url enabled`;
+
+function showWebhookSecret(secret) {
+  $("#webhook-secret").value = secret;
+  $("#webhook-secret-box").hidden = false;
+  $("#webhook-secret").focus();
+  $("#webhook-secret").select();
+}
+
+async function refreshTable(selector) {
+  const fresh = $(selector, await fetchOwnPage());
+  const current = $(selector);
+  if (fresh && current) current.replaceWith(fresh);
+}
+
+function initWebhooksPage() {
+  if (!$("#webhooks-table")) return;
+  const form = $("#webhook-form");
+  if (form) form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    for (const p of $$("[data-error-for]", form)) p.textContent = "";
+    const eventTypes = $$("input[name=eventTypes]:checked", form).map((i) => i.value);
+    try {
+      const data = await gql(`mutation($input: CreateWebhookEndpointInput!) {
+        createWebhookEndpoint(input: $input) { secret endpoint { ${WEBHOOK_FIELDS} } } }`,
+        { input: { url: form.url.value, description: form.description.value, eventTypes } });
+      showWebhookSecret(data.createWebhookEndpoint.secret);
+      await refreshTable("#webhooks-table");
+      form.url.value = "";
+      form.description.value = "";
+    } catch (err) {
+      const slot = (err.field && $(byAttr("data-error-for", err.field), form)) || $("[data-error-for=url]", form);
+      slot.textContent = err.message;
+    }
+  });
+  document.addEventListener("click", async (e) => {
+    const test = e.target.closest("[data-webhook-test]");
+    const toggle = e.target.closest("[data-webhook-toggle]");
+    const rotate = e.target.closest("[data-webhook-rotate]");
+    const remove = e.target.closest("[data-webhook-delete]");
+    try {
+      if (test) {
+        test.disabled = true;
+        await gql(`mutation($id: UUID!) { testWebhook(id: $id) { id } }`, { id: test.dataset.webhookTest });
+        test.disabled = false;
+        toast("Test delivery queued: see Deliveries for each attempt.");
+      } else if (toggle) {
+        const enabled = toggle.dataset.enabled !== "1";
+        await gql(`mutation($input: UpdateWebhookEndpointInput!) { updateWebhookEndpoint(input: $input) { id } }`,
+          { input: { id: toggle.dataset.webhookToggle, enabled } });
+        await refreshTable("#webhooks-table");
+      } else if (rotate) {
+        if (!confirm("Rotate this endpoint's secret? Deliveries are signed with the new one at once.")) return;
+        const data = await gql(`mutation($id: UUID!) { rotateWebhookSecret(id: $id) { secret } }`, { id: rotate.dataset.webhookRotate });
+        showWebhookSecret(data.rotateWebhookSecret.secret);
+        await refreshTable("#webhooks-table");
+      } else if (remove) {
+        if (!confirm("Delete this endpoint and its deliveries?")) return;
+        await gql(`mutation($id: UUID!) { deleteWebhookEndpoint(id: $id) }`, { id: remove.dataset.webhookDelete });
+        await refreshTable("#webhooks-table");
+      }
+    } catch (err) {
+      if (test) test.disabled = false;
+      toast(err.message, "error");
+    }
+  });
+}
+
+function initDeliveriesPage() {
+  const table = $("#deliveries-table");
+  if (!table) return;
+  document.addEventListener("click", async (e) => {
+    const b = e.target.closest("[data-redeliver]");
+    if (!b) return;
+    b.disabled = true;
+    try {
+      await gql(`mutation($id: UUID!) { redeliverWebhook(deliveryId: $id) { id } }`, { id: b.dataset.redeliver });
+      toast("Redelivery queued.");
+      await refreshTable("#deliveries-table");
+    } catch (err) {
+      b.disabled = false;
+      toast(err.message, "error");
+    }
+  });
+  // While a delivery is pending, its attempts appear as they are made.
+  setInterval(async () => {
+    if ($("#deliveries-table").dataset.pending !== "1" || document.hidden) return;
+    try { await refreshTable("#deliveries-table"); } catch (_) { /* next tick */ }
+  }, POLL_MS);
+}
+
 // ---------- deploy wizard ----------
 const QUANTITY = /^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$/;
 const NAME = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
@@ -940,6 +1032,88 @@ function initDeployPage() {
   }
 }
 
+// ---------- the bell and alert settings ----------
+const BELL_MS = 10000;
+const BELL_QUERY = `{ openIncidentCount incidents(filter: {state: OPEN}, first: 5) {
+  items { id rule severity subjectName nodeId openedAt } } }`;
+
+function renderBell(bell, data) {
+  const count = data.openIncidentCount;
+  const badge = $("[data-bell-count]", bell);
+  badge.textContent = String(count);
+  badge.hidden = count === 0;
+  $("[data-bell-button]", bell).setAttribute("aria-label", `Incidents: ${count} open`);
+  const list = $("[data-bell-list]", bell);
+  const items = data.incidents.items.map((i) => el("li", {},
+    el("a", { href: i.nodeId ? `/nodes/${i.nodeId}` : "/executors" },
+      el("span", { class: `level level-${i.severity === "critical" ? "error" : "warn"}` }, i.rule.toLowerCase()),
+      ` ${i.subjectName}`),
+    " ", el("span", { class: "muted small" }, ago(i.openedAt))));
+  list.replaceChildren(...(items.length ? items : [el("li", { class: "muted" }, "No open incidents.")]));
+}
+
+function initBell() {
+  const bell = $("[data-bell]");
+  if (!bell) return;
+  const button = $("[data-bell-button]", bell);
+  const panel = $("[data-bell-panel]", bell);
+  const show = (open) => {
+    panel.hidden = !open;
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+  };
+  button.addEventListener("click", (e) => { e.stopPropagation(); show(panel.hidden); });
+  document.addEventListener("click", (e) => { if (!bell.contains(e.target)) show(false); });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !panel.hidden) { show(false); button.focus(); } });
+  const refresh = async () => {
+    if (document.hidden) return;
+    try { renderBell(bell, await gql(BELL_QUERY)); } catch (_) { /* the next tick retries */ }
+  };
+  setInterval(refresh, BELL_MS);
+}
+
+function thresholdOf(row) {
+  const input = $("input[name=threshold]", row);
+  if (!input || input.value.trim() === "") return null;
+  return Number(input.value);
+}
+
+async function saveAlertRow(row, mutation, variables) {
+  const error = $("[data-error-for=threshold]", row);
+  if (error) error.textContent = "";
+  try {
+    await gql(mutation, variables);
+    toast("Alert settings saved");
+    const fresh = await fetchOwnPage();
+    const table = row.closest("table");
+    const replacement = fresh.getElementById(table.id);
+    if (replacement) table.replaceWith(replacement);
+  } catch (err) {
+    if (error && err.field === "threshold") error.textContent = err.message;
+    else toast(err.message, "error");
+  }
+}
+
+function initAlertSettings() {
+  document.addEventListener("click", (e) => {
+    const orgSave = e.target.closest("[data-save-alert-default]");
+    if (orgSave) {
+      const row = orgSave.closest("tr");
+      saveAlertRow(row,
+        `mutation($r: AlertRule!, $e: Boolean!, $t: Float) { setAlertDefault(rule: $r, enabled: $e, threshold: $t) { rule } }`,
+        { r: orgSave.dataset.saveAlertDefault, e: $("input[name=enabled]", row).checked, t: thresholdOf(row) });
+      return;
+    }
+    const nodeSave = e.target.closest("[data-save-node-alert]");
+    if (nodeSave) {
+      const row = nodeSave.closest("tr");
+      const choice = $("select[name=enabled]", row).value;
+      saveAlertRow(row,
+        `mutation($n: UUID!, $r: AlertRule!, $e: Boolean, $t: Float) { setNodeAlertOverride(nodeId: $n, rule: $r, enabled: $e, threshold: $t) { rule } }`,
+        { n: $("#node-detail").dataset.nodeId, r: nodeSave.dataset.saveNodeAlert,
+          e: choice === "" ? null : choice === "true", t: thresholdOf(row) });
+    }
+  });
+}
 
 // ---------- node page: tabs and the live log ----------
 // The log is a Server-Sent Events stream (/nodes/{id}/logs/stream) open only while the Logs tab
@@ -1093,11 +1267,15 @@ function initLogs() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  initBell();
+  initAlertSettings();
   initNodesPage();
   initNodePage();
   initNodeTabs(initLogs());
   initExecutorsPage();
   initKeysPage();
+  initWebhooksPage();
+  initDeliveriesPage();
   initDeployPage();
   // Tick "x s ago" labels between polls.
   setInterval(() => {
