@@ -13,7 +13,6 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
-from nodeplane.controlplane.config import parse_listen_address
 from nodeplane.controlplane.metrics import instruments
 from nodeplane.controlplane.metrics.endpoint import bearer_matches, token_problem
 from nodeplane.controlplane.metrics.fleet_collector import (
@@ -29,6 +28,7 @@ from nodeplane.controlplane.metrics.request_labels import (
 from nodeplane.controlplane.services.fleet_status import ExecutorStatus, FleetStatus, NodeStatus
 from nodeplane.executor.runtime.metrics import ExecutorMetrics
 from nodeplane.protocol import NodePhase, ObservedProcess, ProcessStatus
+from nodeplane.protocol.addresses import parse_listen_address
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "nodeplane.json"

@@ -70,11 +70,12 @@ def server(
     from nodeplane.cli.common import print_error
     from nodeplane.controlplane import worker_processes
     from nodeplane.controlplane.app import create_app
-    from nodeplane.controlplane.config import Settings, parse_listen_address
+    from nodeplane.controlplane.config import Settings
     from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
     from nodeplane.controlplane.metrics.endpoint import token_problem
     from nodeplane.controlplane.profiling import profiled
+    from nodeplane.protocol.addresses import parse_listen_address
 
     configure_logging(log_level, json_logs)
     settings = Settings()

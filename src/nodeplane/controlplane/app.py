@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
-from nodeplane.controlplane.config import EventRetention, Settings, parse_listen_address
+from nodeplane.controlplane.config import EventRetention, Settings
 from nodeplane.controlplane.errors import ErrorCode
 from nodeplane.controlplane.gc_policy import FullCollections, settle_after_startup
 from nodeplane.controlplane.metrics.endpoint import (
@@ -47,6 +47,7 @@ from nodeplane.controlplane.store.migrate import migrate
 from nodeplane.controlplane.web.routes import web_routes
 from nodeplane.controlplane.web.security import BrowserSecurity
 from nodeplane.controlplane.webhooks.dispatcher import WebhookDispatcher
+from nodeplane.protocol.addresses import parse_listen_address
 from nodeplane.protocol.text import unstorable_text_problem
 
 log = structlog.get_logger(__name__)

@@ -32,15 +32,6 @@ def _int_env(name: str, default: int) -> int:
     return int(raw) if raw else default
 
 
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """`host:port` (or `[v6]:port`) as a host and a port; ValueError if it is not one."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
-    return host, int(port)
-
-
 def _default_password_workers() -> int:
     # argon2 runs several lanes per hash already; half the CPUs leaves the event loop room.
     return max(1, (os.cpu_count() or 2) // 2)

@@ -18,6 +18,7 @@ from nodeplane.executor.agent.paths import DEFAULT_DATA_DIR
 from nodeplane.executor.agent.port_range import PortRange
 from nodeplane.executor.runtime.metrics import loopback_problem
 from nodeplane.protocol import node_name_problem
+from nodeplane.protocol.addresses import parse_listen_address
 
 
 class _Section(BaseModel):
@@ -117,24 +118,14 @@ class MetricsSection(_Section):
     def _loopback(cls, listen: str | None) -> str | None:
         if listen is None:
             return None
-        host, port = split_listen_address(listen)
+        host, _port = parse_listen_address(listen)
         if problem := loopback_problem(host):
             raise ValueError(problem)
-        return f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        return listen
 
     def address(self) -> tuple[str, int] | None:
         """(host, port) to listen on, or None."""
-        return split_listen_address(self.listen) if self.listen else None
-
-
-def split_listen_address(value: str) -> tuple[str, int]:
-    """`host:port` (or `[v6]:port`) as host and port; ValueError when it is not one (port 0
-    lets the system choose)."""
-    host, sep, port = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"expected host:port, got {value!r}")
-    return host, int(port)
+        return parse_listen_address(self.listen) if self.listen else None
 
 
 class LoggingSection(_Section):

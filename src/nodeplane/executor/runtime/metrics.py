@@ -11,6 +11,7 @@ import ipaddress
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -131,16 +132,12 @@ class MetricsServer:
 
     host: str
     port: int
-    _server: object
+    _server: WSGIServer
 
     def close(self) -> None:
         """Stop listening."""
-        shutdown = getattr(self._server, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
-        server_close = getattr(self._server, "server_close", None)
-        if server_close is not None:
-            server_close()
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def loopback_problem(host: str) -> str | None:

@@ -301,6 +301,8 @@ class ExecutorRuntime:
         self._count_events([event])
 
     def _count_events(self, events: list[RuntimeEvent]) -> None:
+        if not events:  # most heartbeats drain nothing
+            return
         names = {str(nid): held.name for nid, held in self.state.nodes.items()}
         self.metrics.events(events, names)
 
