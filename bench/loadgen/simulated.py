@@ -15,7 +15,6 @@ from tests.support.fleet import CAPABILITIES
 
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.stats import WorkerReport
-from nodeplane.executor.controlplane_client import _POLL, _SYNC
 from nodeplane.protocol import (
     INSTANCE_HEADER,
     ExecutorKind,
@@ -25,6 +24,7 @@ from nodeplane.protocol import (
     ProcessStatus,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.executor_documents import POLL_SPECS, SYNC_EXECUTOR
 
 # An agent waits this long after a failed poll before the next (it backs off further; a load
 # generator should keep the pressure on).
@@ -96,7 +96,7 @@ class SimulatedExecutor:
         """One heartbeat with an observation of every node whose spec the poll returned."""
         reported = dict(self.known)
         body = {
-            "query": _SYNC,
+            "query": SYNC_EXECUTOR,
             "variables": {
                 "input": {**self._base, "nodes": [self._observation(n) for n in reported]}
             },
@@ -142,7 +142,7 @@ class SimulatedExecutor:
     async def poll_once(self, wait: float) -> None:
         """One spec poll (held up to `wait` s); records when each new revision arrived."""
         known = [{"nodeId": n, "revision": r, "deleted": False} for n, r in self.known.items()]
-        body = {"query": _POLL, "variables": {"known": known, "wait": wait}}
+        body = {"query": POLL_SPECS, "variables": {"known": known, "wait": wait}}
         response = await self._http.post(
             "/graphql", json=body, headers=self._headers, timeout=wait + self._timeout
         )

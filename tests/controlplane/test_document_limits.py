@@ -18,8 +18,7 @@ from nodeplane.controlplane.api.limits import (
 from nodeplane.controlplane.api.schema import DOCUMENT_LIMITS, schema
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.web import pages
-from nodeplane.executor import controlplane_client
-from nodeplane.protocol import MAX_POLL_WAIT_SECONDS
+from nodeplane.protocol import MAX_POLL_WAIT_SECONDS, executor_documents
 
 GRAPHQL_SCHEMA = schema._schema
 APP_JS = Path(pages.__file__).parent / "static" / "app.js"
@@ -68,10 +67,10 @@ def client_documents() -> dict[str, str]:
         "pages.EXECUTORS": pages.EXECUTORS,
         "pages.EVENTS": pages.EVENTS,
         "pages.API_KEYS": pages.API_KEYS,
-        "agent sync": controlplane_client._SYNC,
-        "agent poll": controlplane_client._POLL,
-        "agent confirm": controlplane_client._CONFIRM,
-        "agent report": controlplane_client._REPORT,
+        "agent sync": executor_documents.SYNC_EXECUTOR,
+        "agent poll": executor_documents.POLL_SPECS,
+        "agent confirm": executor_documents.CONFIRM_TEARDOWN,
+        "agent report": executor_documents.REPORT_RUNTIME_EVENTS,
         "GraphiQL introspection": get_introspection_query(
             descriptions=True,
             specified_by_url=True,
@@ -91,7 +90,7 @@ def test_every_real_client_document_is_within_the_limits(name: str) -> None:
 
 
 def test_the_spec_long_poll_is_recognised() -> None:
-    report = measure(controlplane_client._POLL)
+    report = measure(executor_documents.POLL_SPECS)
     assert "executorSpecs" in next(iter(report.root_fields.values()))
     # It may hold its request for the poll cap on top of the request's time budget.
     assert long_poll_seconds(report) == MAX_POLL_WAIT_SECONDS == 30

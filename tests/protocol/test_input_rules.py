@@ -7,6 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from nodeplane.protocol import (
@@ -24,7 +26,7 @@ from nodeplane.protocol import (
     spec_bound_problems,
     unstorable_text_problem,
 )
-from nodeplane.protocol.json_values import PAYLOAD_LIMITS
+from nodeplane.protocol.json_values import PAYLOAD_LIMITS, _walk_problem
 from nodeplane.protocol.quantities import (
     QuantityKind,
     cpu_cores,
@@ -487,3 +489,37 @@ def test_the_executor_version_is_a_version() -> None:
     for bad in ("<b>1</b>", "", "1 0", "v" * 65):
         with pytest.raises(ValidationError):
             SyncExecutorRequest.model_validate({**base, "version": bad})
+
+
+# Scalars at and past every bound, text with and without what a database refuses.
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([2**63 - 1, -(2**63 - 1), 2**63, -(2**63)]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=6),
+    st.sampled_from(["abc", "\x00", "é", "\ud800", "x" * 7, "k\x00"]),
+)
+_json_like = st.recursive(
+    _scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(
+            st.one_of(st.text(max_size=4), st.sampled_from(["\x00", "\udc00", "y" * 7])),
+            children,
+            max_size=4,
+        ),
+    ),
+    max_leaves=30,
+)
+_small_limits = JsonLimits(max_depth=3, max_values=12, max_string_length=6, max_encoded_bytes=200)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_like, small=st.booleans())
+def test_the_plain_fast_check_agrees_with_the_full_walk(value: Any, small: bool) -> None:
+    """`json_value_problem` answers plain values without the walk that names paths; the answer
+    (problem or none, and which) is the walk's, for every value."""
+    limits = _small_limits if small else JsonLimits()
+    assert json_value_problem(value, limits) == _walk_problem(value, limits)

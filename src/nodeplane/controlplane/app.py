@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.schema import GraphQLApp
+from nodeplane.controlplane.api.steady_sync import SYNC_BODY_SCOPE_KEY, carries_sync_document
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import EventRetention, Settings
 from nodeplane.controlplane.errors import ErrorCode
@@ -175,6 +176,9 @@ class GraphQLBodyGuard:
         if problem := _request_problem(parsed, body):
             await self._reject(scope, receive, send, 400, ErrorCode.BAD_REQUEST, problem)
             return
+        if carries_sync_document(parsed):
+            # Parsed once: the steady-heartbeat path reads it from here (api/steady_sync.py).
+            scope[SYNC_BODY_SCOPE_KEY] = parsed
 
         await self.app(scope, replay_body(body, receive), send)
 

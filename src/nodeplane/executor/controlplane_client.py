@@ -15,27 +15,15 @@ from nodeplane.protocol import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.executor_documents import (
+    CONFIRM_TEARDOWN,
+    POLL_LOG_SESSIONS,
+    POLL_SPECS,
+    POST_LOG_CHUNK,
+    REPORT_RUNTIME_EVENTS,
+    SYNC_EXECUTOR,
+)
 from nodeplane.protocol.logs import LogChunk, LogSessionRequest
-
-_SYNC = """
-mutation Sync($input: JSON!) {
-  syncExecutor(input: $input) { executor { id name } rejected { nodeId reason } }
-}"""
-_POLL = """
-query Poll($known: JSON, $wait: Float!) {
-  executorSpecs(known: $known, waitSeconds: $wait) {
-    nodeId name revision spec deleted retainData
-  }
-}"""
-_CONFIRM = "mutation Confirm($id: UUID!) { confirmNodeTeardown(nodeId: $id) }"
-_REPORT = "mutation Report($events: JSON!) { reportRuntimeEvents(events: $events) }"
-_LOG_SESSIONS = """
-query LogSessions($known: [UUID!], $wait: Float!) {
-  executorLogSessions(known: $known, waitSeconds: $wait) {
-    sessionId nodeId role tail level follow
-  }
-}"""
-_LOG_CHUNK = "mutation LogChunk($chunk: JSON!) { postLogChunk(chunk: $chunk) }"
 
 
 class ControlPlaneError(Exception):
@@ -109,7 +97,7 @@ class ControlPlaneClient:
 
     async def sync(self, request: SyncExecutorRequest) -> dict[str, Any]:
         """Heartbeat with capabilities and observations; returns the executor and rejections."""
-        data = await self._call(_SYNC, {"input": request.to_wire()})
+        data = await self._call(SYNC_EXECUTOR, {"input": request.to_wire()})
         result: dict[str, Any] = data["syncExecutor"]
         return result
 
@@ -119,7 +107,7 @@ class ControlPlaneClient:
         """Specs newer than `known`; the call is held up to `wait_seconds` for a change."""
         wait = min(wait_seconds, self._max_poll_wait)
         data = await self._call(
-            _POLL,
+            POLL_SPECS,
             {"known": [k.to_wire() for k in known], "wait": wait},
             request_timeout=wait + self._timeout,
         )
@@ -127,12 +115,12 @@ class ControlPlaneClient:
 
     async def confirm_teardown(self, node_id: UUID) -> bool:
         """Tell the control plane a deleted node is torn down."""
-        data = await self._call(_CONFIRM, {"id": str(node_id)})
+        data = await self._call(CONFIRM_TEARDOWN, {"id": str(node_id)})
         return bool(data["confirmNodeTeardown"])
 
     async def report_events(self, events: Sequence[RuntimeEvent]) -> int:
         """Send runtime events (crashes, init failures, sync errors)."""
-        data = await self._call(_REPORT, {"events": [e.to_wire() for e in events]})
+        data = await self._call(REPORT_RUNTIME_EVENTS, {"events": [e.to_wire() for e in events]})
         return int(data["reportRuntimeEvents"])
 
     async def poll_log_sessions(
@@ -141,7 +129,7 @@ class ControlPlaneClient:
         """The live-log sessions to serve; held up to `wait_seconds` while they equal `known`."""
         wait = min(wait_seconds, self._max_poll_wait)
         data = await self._call(
-            _LOG_SESSIONS,
+            POLL_LOG_SESSIONS,
             {"known": [str(k) for k in known], "wait": wait},
             request_timeout=wait + self._timeout,
         )
@@ -149,5 +137,5 @@ class ControlPlaneClient:
 
     async def post_log_chunk(self, chunk: LogChunk) -> bool:
         """Lines of a live-log session; False when the session is no longer open."""
-        data = await self._call(_LOG_CHUNK, {"chunk": chunk.to_wire()})
+        data = await self._call(POST_LOG_CHUNK, {"chunk": chunk.to_wire()})
         return bool(data["postLogChunk"])

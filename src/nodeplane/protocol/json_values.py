@@ -8,6 +8,7 @@ reason in spirit: few readers keep them exact, and Python will not even print on
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -52,11 +53,66 @@ def _scalar_problem(value: object, limits: JsonLimits) -> str | None:
     return f"{type(value).__name__} is not a JSON value"
 
 
+def _plainly_within(value: Any, limits: JsonLimits) -> bool:
+    """True if `value` is certainly a storable JSON value within `limits` (but its encoded
+    size); False if it may not be, and the walk below must say why.
+
+    Every argument an executor sends passes here (a sync's observations, on every heartbeat),
+    and nearly all are plain: ASCII text, 64-bit integers, finite floats. This pass checks those
+    by exact type and keeps no paths; anything else (non-ASCII text, a subclass, a problem)
+    goes to the walk that names the path. Iterative, as the walk is.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return _scalar_problem(value, limits) is None and type(value) in _PLAIN_SCALARS
+    max_depth, max_length = limits.max_depth, limits.max_string_length
+    seen = 1
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if depth >= max_depth:
+            return False
+        children: Iterable[Any] = item
+        if type(item) is dict:
+            for key in item:
+                if type(key) is not str or len(key) > max_length or not key.isascii():
+                    return False
+                if "\x00" in key:
+                    return False
+            children = item.values()
+        for child in children:
+            seen += 1
+            kind = type(child)
+            if kind is str:
+                if len(child) > max_length or not child.isascii() or "\x00" in child:
+                    return False
+            elif kind is int:
+                if not -MAX_JSON_INTEGER <= child <= MAX_JSON_INTEGER:
+                    return False
+            elif kind is float:
+                if not math.isfinite(child):
+                    return False
+            elif kind is dict or kind is list:
+                pending.append((child, depth + 1))
+            elif child is not None and kind is not bool:
+                return False
+    return seen <= limits.max_values
+
+
+_PLAIN_SCALARS = (str, int, float, bool, type(None))
+
+
 def json_value_problem(value: Any, limits: JsonLimits = JsonLimits()) -> str | None:
     """Why `value` is not a storable JSON value within `limits` (with the path), or None.
 
     Walks iteratively, so a deeply nested value cannot exhaust the stack.
     """
+    if _plainly_within(value, limits):
+        return _size_problem(value, limits)
+    return _walk_problem(value, limits)
+
+
+def _walk_problem(value: Any, limits: JsonLimits) -> str | None:
+    """The full walk of `json_value_problem`, which names the path of the first problem."""
     pending: list[tuple[Any, str, int]] = [(value, "", 0)]
     seen = 0
     while pending:
@@ -83,6 +139,10 @@ def json_value_problem(value: Any, limits: JsonLimits = JsonLimits()) -> str | N
                 pending += [(child, f"{path}[{i}]", depth + 1) for i, child in enumerate(item)]
         elif problem := _scalar_problem(item, limits):
             return f"{where}: {problem}"
+    return _size_problem(value, limits)
+
+
+def _size_problem(value: Any, limits: JsonLimits) -> str | None:
     if len(json.dumps(value, ensure_ascii=False).encode()) > limits.max_encoded_bytes:
         return f"at most {limits.max_encoded_bytes} bytes as JSON"
     return None

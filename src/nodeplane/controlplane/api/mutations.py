@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info
+from nodeplane.controlplane.api.steady_sync import NOT_STEADY_SCOPE_KEY
 from nodeplane.controlplane.api.types import (
     AlertRule,
     AlertRuleSetting,
@@ -378,7 +379,11 @@ class Mutation(WebhookMutation):
                 field="instanceId",
             )
         result = await executors.sync(
-            info.context.db, info.context.principal, request, info.context.heartbeat
+            info.context.db,
+            info.context.principal,
+            request,
+            info.context.heartbeat,
+            known_not_steady=NOT_STEADY_SCOPE_KEY in info.context.request.scope,
         )
         return SyncExecutorPayload(
             executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),

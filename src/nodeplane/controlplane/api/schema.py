@@ -28,6 +28,11 @@ from nodeplane.controlplane.api.document_guard import DocumentGuard, DocumentWor
 from nodeplane.controlplane.api.limits import DocumentLimits, DocumentReport
 from nodeplane.controlplane.api.mutations import Mutation
 from nodeplane.controlplane.api.queries import Query
+from nodeplane.controlplane.api.steady_sync import (
+    PRINCIPAL_SCOPE_KEY,
+    SYNC_BODY_SCOPE_KEY,
+    SteadySync,
+)
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
@@ -223,8 +228,12 @@ class GraphQLApp(GraphQL[Context, None]):
         self.db = db
         self.settings = settings
         self.heartbeat = heartbeat
+        self.steady_sync = SteadySync(db, settings, self.encode_json)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        parsed = scope.pop(SYNC_BODY_SCOPE_KEY, None)
+        if parsed is not None and await self.steady_sync.answer(scope, parsed, send):
+            return
         try:
             await super().__call__(scope, receive, send)
         except (PoolTimeoutError, OperationalError) as exc:
@@ -249,7 +258,10 @@ class GraphQLApp(GraphQL[Context, None]):
             "application/json"
         ):
             token = None
-        principal = await authenticate(self.db, token)
+        # The steady-heartbeat path may have authenticated this very request already.
+        principal = request.scope.pop(PRINCIPAL_SCOPE_KEY, None) or await authenticate(
+            self.db, token
+        )
         return Context(
             db=self.db,
             settings=self.settings,

@@ -40,3 +40,13 @@ events_pruned = Counter(
     "Events deleted by the retention pruner, by the limit that removed them (age or count).",
     ["reason"],
 )
+
+STEADY_SYNCS = "nodeplane_steady_syncs"
+
+steady_syncs = Counter(
+    STEADY_SYNCS,
+    "Syncs that carried the executors' own sync document, by whether the steady-heartbeat path "
+    "answered them (answered) or the GraphQL path did (handed_on: a first sync, a change, an "
+    "error).",
+    ["outcome"],
+)

@@ -11,7 +11,7 @@ When rules run:
 - the offline sweep (services/executors.py `sweep_offline_executors`): executor_offline, in the
   transaction that marks the executor disconnected; a reconnecting sync resolves it;
 - the alert timer (`sweep_alerts`): sync_stalled, which becomes true by time passing alone (a
-  steady heartbeat writes nothing, services/executors.py `_unchanged_sync`);
+  steady heartbeat writes nothing, services/executors.py `unchanged_sync`);
 - a change of settings: the changed rule for the nodes it touches.
 
 One open incident per (organization, rule, subject) is a database rule: `incidents.open_key` is

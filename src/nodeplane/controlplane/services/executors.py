@@ -1,6 +1,7 @@
 """Executors: heartbeat sync, spec long-poll, teardown confirmation, runtime events (DESIGN §4)."""
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -14,7 +15,13 @@ from sqlalchemy import (
     ColumnElement,
     CursorResult,
     Result,
+    Row,
+    Select,
+    Table,
+    Text,
     and_,
+    bindparam,
+    column,
     delete,
     false,
     func,
@@ -22,6 +29,9 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import cast as cast_
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -238,13 +248,19 @@ async def record_bind_refusal(uow: UnitOfWork, refused: BindRefused) -> None:
 
 
 async def sync(
-    db: Database, principal: Principal | None, request: SyncExecutorRequest, heartbeat: Heartbeat
+    db: Database,
+    principal: Principal | None,
+    request: SyncExecutorRequest,
+    heartbeat: Heartbeat,
+    *,
+    known_not_steady: bool = False,
 ) -> SyncResult:
     """`sync_executor` in its own transaction; a refused takeover or a refused second instance
-    is recorded in another."""
+    is recorded in another. `known_not_steady`: `unchanged_sync` has just said no (the
+    steady-heartbeat path, api/steady_sync.py), so it is not asked again."""
     require_executor(principal)
     assert principal is not None
-    if (unchanged := await _unchanged_sync(db, principal, request)) is not None:
+    if not known_not_steady and (unchanged := await unchanged_sync(db, principal, request)):
         return unchanged
     try:
         async with recording_refusals(db), db.write() as uow:
@@ -255,7 +271,7 @@ async def sync(
         raise
 
 
-async def _unchanged_sync(
+async def unchanged_sync(
     db: Database, p: Principal, request: SyncExecutorRequest
 ) -> SyncResult | None:
     """The steady state of a fleet, answered from one read: the executor's live instance syncs
@@ -269,29 +285,62 @@ async def _unchanged_sync(
     ids = [obs.node_id for obs in request.nodes]
     if len(set(ids)) != len(ids):
         return None
-    executors, nodes = Executor.__table__, Node.__table__
+    if db.is_postgresql:
+        row = await _steady_row_compared_in_postgresql(db, p.executor_id, request)
+    else:
+        row = await _steady_row_compared_here(db, p.executor_id, request)
+    if row is None:
+        return None
+    now = utcnow()
+    db.seen.executor_synced(row.id, request.instance_id, ids, now)
+    # Detached: the payload is built from it, nothing is written through it. What the sync
+    # repeats equals what is stored, so its capabilities and resources stand for the stored ones.
+    executor = Executor(**{c.key: getattr(row, c.key) for c in _STEADY_EXECUTOR_COLUMNS})
+    executor.capabilities = request.capabilities.to_wire()
+    executor.resources = request.resources.to_wire()
+    executor.last_sync_at = executor.instance_seen_at = now
+    return SyncResult(executor)
+
+
+_EXECUTORS = cast(Table, Executor.__table__)
+_NODES = cast(Table, Node.__table__)
+# The executor's columns a steady sync reads as they are; its JSON documents are only compared.
+_STEADY_EXECUTOR_COLUMNS = [c for c in _EXECUTORS.c if c.key not in ("capabilities", "resources")]
+
+
+def _same_identity(row: Row[Any], request: SyncExecutorRequest) -> bool:
+    return bool(
+        row.instance_id == request.instance_id
+        and row.connected
+        and row.name == request.name
+        and row.kind == request.kind.value
+        and row.version == request.version
+    )
+
+
+async def _steady_row_compared_here(
+    db: Database, executor_id: UUID, request: SyncExecutorRequest
+) -> Row[Any] | None:
+    """The executor's row if the sync repeats what is stored, comparing in Python (SQLite)."""
+    ids = [obs.node_id for obs in request.nodes]
     # The executor and the nodes it names in one statement: the steady sync is the request a
     # fleet sends most, and each round trip costs the server more CPU than the comparison.
-    statement = select(executors, nodes.c.id, nodes.c.revision, nodes.c.observed).where(
-        executors.c.id == p.executor_id
+    statement = select(_EXECUTORS, _NODES.c.id, _NODES.c.revision, _NODES.c.observed).where(
+        _EXECUTORS.c.id == executor_id
     )
     if ids:
         statement = statement.outerjoin(
-            nodes, (nodes.c.executor_id == executors.c.id) & nodes.c.id.in_(ids)
+            _NODES, (_NODES.c.executor_id == _EXECUTORS.c.id) & _NODES.c.id.in_(ids)
         )
     else:
-        statement = statement.outerjoin(nodes, false())
+        statement = statement.outerjoin(_NODES, false())
     async with db.quick_read() as session:
         rows = (await session.execute(statement)).all()
     if not rows:
         return None
     row = rows[0]
     if (
-        row.instance_id != request.instance_id
-        or not row.connected
-        or row.name != request.name
-        or row.kind != request.kind.value
-        or row.version != request.version
+        not _same_identity(row, request)
         or row.capabilities != request.capabilities.to_wire()
         or row.resources != request.resources.to_wire()
     ):
@@ -301,12 +350,82 @@ async def _unchanged_sync(
         found = stored.get(obs.node_id)
         if found is None or obs.observed.revision > found[0] or obs.observed.to_wire() != found[1]:
             return None
-    now = utcnow()
-    db.seen.executor_synced(row.id, request.instance_id, ids, now)
-    # Detached: the payload is built from it, nothing is written through it.
-    executor = Executor(**{c.key: row[i] for i, c in enumerate(executors.c)})
-    executor.last_sync_at = executor.instance_seen_at = now
-    return SyncResult(executor)
+    return row
+
+
+def _steady_statement_postgresql() -> Select[Any]:
+    """One statement whatever the number of nodes (so it is prepared once per connection): the
+    executor's row, and for each node the sync names, its revision and whether its stored
+    observation equals the sync's. PostgreSQL compares the JSON documents itself (jsonb `=`),
+    so none of them is sent back and decoded only to be compared: that decoding was the largest
+    part of a steady sync (docs/benchmarks.md)."""
+    # What the sync says, as one JSON text (one parameter of one type: psycopg's array dumpers
+    # would quote each observation in Python).
+    sent = (
+        func.jsonb_to_recordset(cast_(bindparam("sent", type_=Text), JSONB))
+        .table_valued(column("id", postgresql.UUID(as_uuid=True)), column("observed", JSONB))
+        .render_derived(name="sent", with_types=True)
+    )
+    return (
+        select(
+            *_STEADY_EXECUTOR_COLUMNS,
+            (
+                _EXECUTORS.c.capabilities == cast_(bindparam("capabilities", type_=Text), JSONB)
+            ).label("capabilities_same"),
+            (_EXECUTORS.c.resources == cast_(bindparam("resources", type_=Text), JSONB)).label(
+                "resources_same"
+            ),
+            sent.c.id.label("node_id"),
+            _NODES.c.revision.label("node_revision"),
+            (_NODES.c.observed == sent.c.observed).label("observed_same"),
+        )
+        .select_from(
+            _EXECUTORS.outerjoin(
+                sent.join(_NODES, _NODES.c.id == sent.c.id),
+                _NODES.c.executor_id == _EXECUTORS.c.id,
+            )
+        )
+        .where(_EXECUTORS.c.id == bindparam("executor_id"))
+    )
+
+
+_STEADY_POSTGRESQL = _steady_statement_postgresql()
+
+
+async def _steady_row_compared_in_postgresql(
+    db: Database, executor_id: UUID, request: SyncExecutorRequest
+) -> Row[Any] | None:
+    """The executor's row if the sync repeats what is stored, compared by PostgreSQL."""
+    async with db.quick_read() as session:
+        rows = (
+            await session.execute(
+                _STEADY_POSTGRESQL,
+                {
+                    "executor_id": executor_id,
+                    "sent": json.dumps(
+                        [
+                            {"id": str(obs.node_id), "observed": obs.observed.to_wire()}
+                            for obs in request.nodes
+                        ]
+                    ),
+                    "capabilities": json.dumps(request.capabilities.to_wire()),
+                    "resources": json.dumps(request.resources.to_wire()),
+                },
+            )
+        ).all()
+    if not rows:
+        return None
+    row: Row[Any] = rows[0]
+    if not (_same_identity(row, request) and row.capabilities_same and row.resources_same):
+        return None
+    found = {r.node_id: r for r in rows if r.node_id is not None}
+    if len(found) != len(request.nodes):
+        return None  # a node that is not (or no longer) this executor's
+    for obs in request.nodes:
+        r = found[obs.node_id]
+        if r.observed_same is not True or obs.observed.revision > r.node_revision:
+            return None
+    return row
 
 
 async def sync_executor(

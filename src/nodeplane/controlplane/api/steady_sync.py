@@ -1,0 +1,165 @@
+"""The executor's steady heartbeat, answered without the GraphQL executor.
+
+A fleet's most frequent request by far is an executor's `syncExecutor` repeating what it said
+last time (docs/benchmarks.md, issue 8). Through graphql-core it pays for a second parse of the
+body, the document's execution field by field, Starlette's request and response objects and
+the resolver's ORM rows, several times the cost of deciding that nothing changed. Executors send
+one known document for it (protocol/executor_documents.py, a persisted query in effect); when a
+request carries exactly that document, this path authenticates the key, validates the input as
+the resolver does and asks `executors.unchanged_sync`. If the sync is the steady case, it
+answers here, with the bytes the GraphQL path would send. Anything else (another document, no
+executor key, an input the resolver would refuse, a sync that changes anything, a database that
+fails) falls through to the GraphQL path, which decides it exactly as before: this path can
+only be faster, never different. `tests/controlplane/test_steady_sync_path.py` sends syncs both
+ways and compares the bytes.
+"""
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import UUID
+
+import structlog
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.types import Scope, Send
+
+from nodeplane.controlplane.api.validation import parse_wire
+from nodeplane.controlplane.auth.authenticate import authenticate
+from nodeplane.controlplane.auth.principal import Principal
+from nodeplane.controlplane.config import Settings
+from nodeplane.controlplane.errors import DomainError
+from nodeplane.controlplane.metrics.instruments import steady_syncs
+from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY
+from nodeplane.controlplane.services import executors
+from nodeplane.controlplane.store.database import Database
+from nodeplane.protocol import SyncExecutorRequest
+from nodeplane.protocol.executor_api import INSTANCE_HEADER
+from nodeplane.protocol.executor_documents import SYNC_EXECUTOR
+
+log = structlog.get_logger(__name__)
+
+# Where the body guard leaves a parsed body that carries the sync document (app.py), and where
+# this path leaves the principal it authenticated when it hands the request on.
+SYNC_BODY_SCOPE_KEY = "nodeplane.sync_body"
+PRINCIPAL_SCOPE_KEY = "nodeplane.principal"
+# Set when this path found the sync not steady: the resolver goes straight to the write path.
+NOT_STEADY_SCOPE_KEY = "nodeplane.sync_not_steady"
+
+_INSTANCE_HEADER = INSTANCE_HEADER.lower().encode("latin-1")
+_BODY_KEYS = frozenset({"query", "variables", "operationName"})
+_OPERATION_NAMES = (None, "Sync")
+
+
+def carries_sync_document(parsed: Any) -> bool:
+    """Whether a parsed GraphQL body is the executors' own sync document, and nothing more."""
+    return (
+        isinstance(parsed, dict)
+        and parsed.get("query") == SYNC_EXECUTOR
+        and parsed.keys() <= _BODY_KEYS
+        and parsed.get("operationName") in _OPERATION_NAMES
+        and isinstance(variables := parsed.get("variables"), dict)
+        and variables.keys() == {"input"}
+    )
+
+
+class SteadySync:
+    """Answers the steady sync, or says it did not so the GraphQL path answers."""
+
+    def __init__(self, db: Database, settings: Settings, encode: Callable[[object], str]) -> None:
+        self.db = db
+        self.settings = settings
+        # The GraphQL view's own encoder: the same bytes for the same answer.
+        self.encode = encode
+
+    async def answer(self, scope: Scope, parsed: dict[str, Any], send: Send) -> bool:
+        """Send the answer and return True, or send nothing and return False."""
+        token = _bearer_token(_first(scope["headers"], b"authorization"))
+        try:
+            instance = _instance(_first(scope["headers"], _INSTANCE_HEADER))
+        except ValueError:
+            instance = token = None  # the resolver refuses the header, with its message
+        if token is None:
+            steady_syncs.labels(outcome="handed_on").inc()
+            return False
+        try:
+            async with asyncio.timeout(self.settings.request_time_budget):
+                principal = await authenticate(self.db, token)
+                payload = await self._steady_payload(scope, principal, instance, parsed)
+        except (DomainError, PoolTimeoutError, OperationalError, TimeoutError) as error:
+            # The GraphQL path meets the same condition and answers it in its own words.
+            log.debug("steady_sync.handed_on", error=type(error).__name__)
+            payload = None
+        if payload is None:
+            steady_syncs.labels(outcome="handed_on").inc()
+            return False
+        scope[OPERATION_SCOPE_KEY] = "syncExecutor"
+        await _send_json(send, self.encode(payload).encode("utf-8"))
+        steady_syncs.labels(outcome="answered").inc()
+        return True
+
+    async def _steady_payload(
+        self, scope: Scope, principal: Principal | None, instance: UUID | None, parsed: Any
+    ) -> dict[str, Any] | None:
+        if principal is None or not principal.is_executor:
+            return None
+        # Authenticated once: the GraphQL path takes the principal from here if it gets the call.
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        request = parse_wire(SyncExecutorRequest, parsed["variables"]["input"], field="input")
+        if instance is not None:
+            if request.instance_id is None:
+                request = request.model_copy(update={"instance_id": instance})
+            elif request.instance_id != instance:
+                return None  # the resolver refuses it, with its message
+        result = await executors.unchanged_sync(self.db, principal, request)
+        if result is None:
+            scope[NOT_STEADY_SCOPE_KEY] = True
+            return None
+        executor = result.executor
+        return {
+            "data": {
+                "syncExecutor": {
+                    "executor": {"id": str(executor.id), "name": executor.name},
+                    "rejected": [],
+                }
+            }
+        }
+
+
+def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of header `name`, as Starlette's `headers.get` finds it."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _bearer_token(raw: bytes | None) -> str | None:
+    """The bearer token of an Authorization header, as the GraphQL view reads it; None when the
+    request has none (a browser's session cookie is the GraphQL path's business)."""
+    if raw is None:
+        return None
+    header = raw.decode("latin-1")
+    if not header.lower().startswith("bearer "):
+        return None
+    return header[7:].strip()
+
+
+def _instance(raw: bytes | None) -> UUID | None:
+    """The Nodeplane-Instance header's UUID, None without one; ValueError if it is not one."""
+    return None if raw is None else UUID(raw.decode("latin-1").strip())
+
+
+async def _send_json(send: Send, body: bytes) -> None:
+    # The headers Starlette's JSON Response sets for the GraphQL view, in its order.
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(len(body)).encode("latin-1")),
+                (b"content-type", b"application/json"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
