@@ -305,6 +305,16 @@ def main() -> None:
         )
 
     document = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
+
+    def save(section: str, text: str) -> None:
+        # Each part's section is written as soon as it is measured: a later part that fails
+        # does not throw away what an hour of measuring found.
+        nonlocal document
+        document = replace_section(document, section, text)
+        if not args.no_write:
+            RESULTS.parent.mkdir(exist_ok=True)
+            RESULTS.write_text(document)
+
     if "latency" in parts:
         n = min(args.n, 20) if args.quick else args.n
         results = [r for b in backends for r in run_backend(b, n)]
@@ -323,17 +333,16 @@ def main() -> None:
             "|---|---|---:|---:|---:|---:|",
             *[r.row() for r in results],
         ]
-        document = replace_section(document, "latency", "\n".join(table))
+        save("latency", "\n".join(table))
     if "load" in parts:
         pg_workers = sorted({int(x) for x in args.workers.split(",")})
         rows = loadgen_suite.run_scenarios(backends, sizes, pg_workers)
-        document = replace_section(document, "load", _load_section(rows, args.quick))
+        save("load", _load_section(rows, args.quick))
     if "profile" in parts:
         executors = args.profile_executors or (50 if args.quick else 300)
         seconds = min(args.profile_seconds, 10.0) if args.quick else args.profile_seconds
         profiles = [loadgen_suite.profile_sync_load(b, executors, seconds) for b in backends]
-        document = replace_section(
-            document,
+        save(
             "profile",
             "## Profile of the server under sync load\n\n"
             "cProfile of the server's main thread (NODEPLANE_PROFILE, see "
@@ -346,14 +355,11 @@ def main() -> None:
             args.agent_nodes or (5 if args.quick else 50),
             args.agent_seconds or (30.0 if args.quick else 300.0),
         )
-        document = replace_section(document, "agent", _agent_section(overhead, args.quick))
+        save("agent", _agent_section(overhead, args.quick))
     if "ui" in parts:
         rows = ui.run(backends, ui.QUICK if args.quick else ui.FULL)
-        document = replace_section(document, "ui", ui.section(rows, args.quick))
+        save("ui", ui.section(rows, args.quick))
     print(document)
-    if not args.no_write:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(document)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,8 @@ def target(
         token = admin_token(server.url)
         yield Target(backend, url, server, token, workers)
     finally:
-        server.stop()
+        # A profiled server is slower to drain its connections and then writes its profile:
+        # killed at the usual 15 s, it would leave none.
+        server.stop(timeout=90.0 if profile else 15.0)
         if backend == "postgresql":
             drop_pg_database(url)

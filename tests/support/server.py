@@ -131,13 +131,13 @@ class ServerProcess:
         self.process.wait()
         self.process = None
 
-    def stop(self) -> None:
-        """Stop the server gracefully (SIGTERM), killing it if it hangs."""
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the server gracefully (SIGTERM), killing it if it hangs past `timeout`."""
         if self.process is None:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

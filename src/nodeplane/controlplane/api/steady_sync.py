@@ -90,6 +90,11 @@ class SteadySync:
             # The GraphQL path meets the same condition and answers it in its own words.
             log.debug("steady_sync.handed_on", error=type(error).__name__)
             payload = None
+        except Exception:
+            # A fault here must not cost the executor its heartbeat: the GraphQL path decides
+            # the sync by itself, and reports a fault of its own as an internal error.
+            log.exception("steady_sync.failed")
+            payload = None
         if payload is None:
             steady_syncs.labels(outcome="handed_on").inc()
             return False
