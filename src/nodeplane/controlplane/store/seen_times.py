@@ -13,18 +13,21 @@ reconnect — those are written in the request, as before. Every write is condit
 written late never moves a value backwards nor touches a row that changed hands meanwhile.
 """
 
+import functools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, bindparam, column, or_, update, values
+from sqlalchemy import Table, Text, Update, bindparam, column, func, or_, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
 from nodeplane.controlplane.store.models import ApiKey, Executor, Node
-from nodeplane.controlplane.store.types import UTCDateTime
 
 _EXECUTORS = cast(Table, Executor.__table__)
 _NODES = cast(Table, Node.__table__)
@@ -144,8 +147,8 @@ async def _move_times(
 ) -> None:
     """UPDATE `table` SET each of `times` to a row's time, where the `match` columns equal the
     row's leading values and the first of `times` is older. On PostgreSQL one UPDATE per chunk
-    joined to a VALUES list; SQLite cannot name a VALUES list's columns, and its statements are
-    in-process calls, so there one statement runs per row (executemany)."""
+    joined to the chunk's rows, sent as one JSON text; SQLite's statements are in-process
+    calls, so there one statement runs per row (executemany)."""
     if not rows:
         return
     c = table.c
@@ -163,15 +166,34 @@ async def _move_times(
             ],
         )
         return
+    statement = _postgresql_move(table, match, times)
     for chunk in _chunks(rows):
-        v = values(
-            *(column(name, c[name].type) for name in match),
-            column("at", UTCDateTime),
-            name="seen",
-        ).data(list(chunk))
-        await session.execute(
-            update(table)
-            .where(*(c[name] == v.c[name] for name in match))
-            .where(or_(moved.is_(None), moved < v.c.at))
-            .values({name: v.c.at for name in times})
-        )
+        # One JSON text per chunk, read by jsonb_to_recordset: the statement is the same for
+        # every flush (compiled once, prepared by PostgreSQL) and its parameter is dumped by
+        # the C JSON encoder, where a VALUES list of a few thousand bound values took the event
+        # loop tens of milliseconds every second to compile and dump (docs/benchmarks.md).
+        seen = [
+            {
+                **{name: str(v) for name, v in zip(match, row, strict=False)},
+                "at": row[-1].isoformat(),
+            }
+            for row in chunk
+        ]
+        await session.execute(statement, {"seen": json.dumps(seen)})
+
+
+@functools.cache
+def _postgresql_move(table: Table, match: tuple[str, ...], times: tuple[str, ...]) -> Update:
+    c = table.c
+    moved = c[times[0]]
+    seen = (
+        func.jsonb_to_recordset(sql_cast(bindparam("seen", type_=Text), JSONB))
+        .table_valued(*(column(name, c[name].type) for name in match), column("at", moved.type))
+        .render_derived(name="seen", with_types=True)
+    )
+    return (
+        update(table)
+        .where(*(c[name] == seen.c[name] for name in match))
+        .where(or_(moved.is_(None), moved < seen.c.at))
+        .values({name: seen.c.at for name in times})
+    )
