@@ -50,6 +50,7 @@ COLLECTED = {
     instruments.REQUEST_DURATION_SECONDS,
     instruments.SPEC_POLLS_HELD,
     f"{instruments.EVENTS_PRUNED}_total",
+    f"{instruments.STEADY_SYNCS}_total",
     *agent_metric_names(),
 }
 HISTOGRAMS = {instruments.REQUEST_DURATION_SECONDS}
