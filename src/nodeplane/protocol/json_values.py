@@ -63,7 +63,7 @@ def _plainly_within(value: Any, limits: JsonLimits) -> bool:
     goes to the walk that names the path. Iterative, as the walk is.
     """
     if type(value) is not dict and type(value) is not list:
-        return _scalar_problem(value, limits) is None and type(value) in _PLAIN_SCALARS
+        return False  # a lone scalar: the walk is as quick
     max_depth, max_length = limits.max_depth, limits.max_string_length
     seen = 1
     pending: list[tuple[Any, int]] = [(value, 0)]
@@ -74,9 +74,12 @@ def _plainly_within(value: Any, limits: JsonLimits) -> bool:
         children: Iterable[Any] = item
         if type(item) is dict:
             for key in item:
-                if type(key) is not str or len(key) > max_length or not key.isascii():
-                    return False
-                if "\x00" in key:
+                if (
+                    type(key) is not str
+                    or len(key) > max_length
+                    or not key.isascii()
+                    or "\x00" in key
+                ):
                     return False
             children = item.values()
         for child in children:
@@ -96,9 +99,6 @@ def _plainly_within(value: Any, limits: JsonLimits) -> bool:
             elif child is not None and kind is not bool:
                 return False
     return seen <= limits.max_values
-
-
-_PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
 def json_value_problem(value: Any, limits: JsonLimits = JsonLimits()) -> str | None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from uuid import UUID
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.types import Info as StrawberryInfo
@@ -16,7 +17,7 @@ from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
-from nodeplane.protocol.executor_api import INSTANCE_HEADER
+from nodeplane.protocol.executor_api import INSTANCE_HEADER, SyncExecutorRequest
 
 SESSION_COOKIE = "nodeplane_session"
 
@@ -47,17 +48,7 @@ class Context:
     @cached_property
     def instance_id(self) -> UUID | None:
         """The agent process an executor call comes from (the Nodeplane-Instance header)."""
-        raw = self.request.headers.get(INSTANCE_HEADER)
-        if raw is None:
-            return None
-        try:
-            return UUID(raw.strip())
-        except ValueError:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT,
-                f"the {INSTANCE_HEADER} header must be a UUID",
-                field=INSTANCE_HEADER,
-            ) from None
+        return instance_header(self.request.headers)
 
     @cached_property
     def loaders(self) -> Loaders:
@@ -66,3 +57,39 @@ class Context:
 
 
 Info = StrawberryInfo[Context, None]
+
+
+def bearer_token(headers: Headers) -> str | None:
+    """The token of an `Authorization: Bearer` header, or None."""
+    header = headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def instance_header(headers: Headers) -> UUID | None:
+    """The Nodeplane-Instance header's UUID, None without one; `invalid_input` if it is not."""
+    raw = headers.get(INSTANCE_HEADER)
+    if raw is None:
+        return None
+    try:
+        return UUID(raw.strip())
+    except ValueError:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            f"the {INSTANCE_HEADER} header must be a UUID",
+            field=INSTANCE_HEADER,
+        ) from None
+
+
+def with_instance(request: SyncExecutorRequest, header: UUID | None) -> SyncExecutorRequest:
+    """The sync naming the instance of its header; `invalid_input` if the two disagree."""
+    if header is None:
+        return request
+    if request.instance_id is None:
+        return request.model_copy(update={"instance_id": header})
+    if header != request.instance_id:
+        raise DomainError(
+            ErrorCode.INVALID_INPUT,
+            "input.instanceId and the Nodeplane-Instance header name different instances",
+            field="instanceId",
+        )
+    return request

@@ -8,7 +8,7 @@ from uuid import UUID
 import strawberry
 from strawberry.scalars import JSON
 
-from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info
+from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info, with_instance
 from nodeplane.controlplane.api.steady_sync import NOT_STEADY_SCOPE_KEY
 from nodeplane.controlplane.api.types import (
     AlertRule,
@@ -368,16 +368,9 @@ class Mutation(WebhookMutation):
 
     @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
     async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
-        request = parse_wire(SyncExecutorRequest, input, field="input")
-        header = info.context.instance_id
-        if request.instance_id is None and header is not None:
-            request = request.model_copy(update={"instance_id": header})
-        elif header is not None and header != request.instance_id:
-            raise DomainError(
-                ErrorCode.INVALID_INPUT,
-                "input.instanceId and the Nodeplane-Instance header name different instances",
-                field="instanceId",
-            )
+        request = with_instance(
+            parse_wire(SyncExecutorRequest, input, field="input"), info.context.instance_id
+        )
         result = await executors.sync(
             info.context.db,
             info.context.principal,

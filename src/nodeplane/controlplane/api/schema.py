@@ -23,7 +23,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext, ExecutionResult
 from strawberry.types.graphql import OperationType
 
-from nodeplane.controlplane.api.context import SESSION_COOKIE, Context
+from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, bearer_token
 from nodeplane.controlplane.api.document_guard import DocumentGuard, DocumentWork, long_poll_seconds
 from nodeplane.controlplane.api.limits import DocumentLimits, DocumentReport
 from nodeplane.controlplane.api.mutations import Mutation
@@ -210,9 +210,9 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
 
 
 def _bearer(request: Request) -> tuple[str | None, bool]:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip(), False
+    token = bearer_token(request.headers)
+    if token is not None:
+        return token, False
     return request.cookies.get(SESSION_COOKIE), True
 
 
@@ -232,7 +232,7 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         parsed = scope.pop(SYNC_BODY_SCOPE_KEY, None)
-        if parsed is not None and await self.steady_sync.answer(scope, parsed, send):
+        if parsed is not None and await self.steady_sync.answer(scope, receive, send, parsed):
             return
         try:
             await super().__call__(scope, receive, send)

@@ -15,15 +15,17 @@ ways and compares the bytes.
 """
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
-from uuid import UUID
 
 import structlog
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from starlette.types import Scope, Send
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from nodeplane.controlplane.api.context import bearer_token, instance_header, with_instance
 from nodeplane.controlplane.api.validation import parse_wire
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import Principal
@@ -34,7 +36,6 @@ from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY
 from nodeplane.controlplane.services import executors
 from nodeplane.controlplane.store.database import Database
 from nodeplane.protocol import SyncExecutorRequest
-from nodeplane.protocol.executor_api import INSTANCE_HEADER
 from nodeplane.protocol.executor_documents import SYNC_EXECUTOR
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,6 @@ PRINCIPAL_SCOPE_KEY = "nodeplane.principal"
 # Set when this path found the sync not steady: the resolver goes straight to the write path.
 NOT_STEADY_SCOPE_KEY = "nodeplane.sync_not_steady"
 
-_INSTANCE_HEADER = INSTANCE_HEADER.lower().encode("latin-1")
 _BODY_KEYS = frozenset({"query", "variables", "operationName"})
 _OPERATION_NAMES = (None, "Sync")
 
@@ -72,20 +72,18 @@ class SteadySync:
         # The GraphQL view's own encoder: the same bytes for the same answer.
         self.encode = encode
 
-    async def answer(self, scope: Scope, parsed: dict[str, Any], send: Send) -> bool:
+    async def answer(
+        self, scope: Scope, receive: Receive, send: Send, parsed: dict[str, Any]
+    ) -> bool:
         """Send the answer and return True, or send nothing and return False."""
-        token = _bearer_token(_first(scope["headers"], b"authorization"))
-        try:
-            instance = _instance(_first(scope["headers"], _INSTANCE_HEADER))
-        except ValueError:
-            instance = token = None  # the resolver refuses the header, with its message
+        token = bearer_token(Headers(scope=scope))
         if token is None:
             steady_syncs.labels(outcome="handed_on").inc()
             return False
         try:
             async with asyncio.timeout(self.settings.request_time_budget):
                 principal = await authenticate(self.db, token)
-                payload = await self._steady_payload(scope, principal, instance, parsed)
+                payload = await self._steady_payload(scope, principal, parsed)
         except (DomainError, PoolTimeoutError, OperationalError, TimeoutError) as error:
             # The GraphQL path meets the same condition and answers it in its own words.
             log.debug("steady_sync.handed_on", error=type(error).__name__)
@@ -99,23 +97,24 @@ class SteadySync:
             steady_syncs.labels(outcome="handed_on").inc()
             return False
         scope[OPERATION_SCOPE_KEY] = "syncExecutor"
-        await _send_json(send, self.encode(payload).encode("utf-8"))
+        # The response the GraphQL view makes (strawberry's create_response): the same headers.
+        response = Response(self.encode(payload), media_type="application/json")
+        await response(scope, receive, send)
         steady_syncs.labels(outcome="answered").inc()
         return True
 
     async def _steady_payload(
-        self, scope: Scope, principal: Principal | None, instance: UUID | None, parsed: Any
+        self, scope: Scope, principal: Principal | None, parsed: Any
     ) -> dict[str, Any] | None:
         if principal is None or not principal.is_executor:
             return None
         # Authenticated once: the GraphQL path takes the principal from here if it gets the call.
         scope[PRINCIPAL_SCOPE_KEY] = principal
-        request = parse_wire(SyncExecutorRequest, parsed["variables"]["input"], field="input")
-        if instance is not None:
-            if request.instance_id is None:
-                request = request.model_copy(update={"instance_id": instance})
-            elif request.instance_id != instance:
-                return None  # the resolver refuses it, with its message
+        # As the resolver reads them; what it would refuse (a DomainError) is handed on to it.
+        request = with_instance(
+            parse_wire(SyncExecutorRequest, parsed["variables"]["input"], field="input"),
+            instance_header(Headers(scope=scope)),
+        )
         result = await executors.unchanged_sync(self.db, principal, request)
         if result is None:
             scope[NOT_STEADY_SCOPE_KEY] = True
@@ -129,42 +128,3 @@ class SteadySync:
                 }
             }
         }
-
-
-def _first(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """The first value of header `name`, as Starlette's `headers.get` finds it."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
-
-
-def _bearer_token(raw: bytes | None) -> str | None:
-    """The bearer token of an Authorization header, as the GraphQL view reads it; None when the
-    request has none (a browser's session cookie is the GraphQL path's business)."""
-    if raw is None:
-        return None
-    header = raw.decode("latin-1")
-    if not header.lower().startswith("bearer "):
-        return None
-    return header[7:].strip()
-
-
-def _instance(raw: bytes | None) -> UUID | None:
-    """The Nodeplane-Instance header's UUID, None without one; ValueError if it is not one."""
-    return None if raw is None else UUID(raw.decode("latin-1").strip())
-
-
-async def _send_json(send: Send, body: bytes) -> None:
-    # The headers Starlette's JSON Response sets for the GraphQL view, in its order.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-length", str(len(body)).encode("latin-1")),
-                (b"content-type", b"application/json"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

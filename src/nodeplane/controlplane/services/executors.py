@@ -50,6 +50,7 @@ from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.services.nodes import auto_rollback, phase_of, record_phase_change
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
+from nodeplane.controlplane.store.json_rows import json_rows, json_rows_value
 from nodeplane.controlplane.store.models import (
     ApiKey,
     Event,
@@ -285,10 +286,9 @@ async def unchanged_sync(
     ids = [obs.node_id for obs in request.nodes]
     if len(set(ids)) != len(ids):
         return None
-    if db.is_postgresql:
-        row = await _steady_row_compared_in_postgresql(db, p.executor_id, request)
-    else:
-        row = await _steady_row_compared_here(db, p.executor_id, request)
+    said = _Said(request, request.capabilities.to_wire(), request.resources.to_wire())
+    compare = _steady_row_compared_in_postgresql if db.is_postgresql else _steady_row_compared_here
+    row = await compare(db, p.executor_id, said)
     if row is None:
         return None
     now = utcnow()
@@ -296,8 +296,8 @@ async def unchanged_sync(
     # Detached: the payload is built from it, nothing is written through it. What the sync
     # repeats equals what is stored, so its capabilities and resources stand for the stored ones.
     executor = Executor(**{c.key: getattr(row, c.key) for c in _STEADY_EXECUTOR_COLUMNS})
-    executor.capabilities = request.capabilities.to_wire()
-    executor.resources = request.resources.to_wire()
+    executor.capabilities = said.capabilities
+    executor.resources = said.resources
     executor.last_sync_at = executor.instance_seen_at = now
     return SyncResult(executor)
 
@@ -306,6 +306,15 @@ _EXECUTORS = cast(Table, Executor.__table__)
 _NODES = cast(Table, Node.__table__)
 # The executor's columns a steady sync reads as they are; its JSON documents are only compared.
 _STEADY_EXECUTOR_COLUMNS = [c for c in _EXECUTORS.c if c.key not in ("capabilities", "resources")]
+
+
+@dataclass(frozen=True)
+class _Said:
+    """A sync and its executor documents in wire form (computed once per sync)."""
+
+    request: SyncExecutorRequest
+    capabilities: dict[str, object]
+    resources: dict[str, object]
 
 
 def _same_identity(row: Row[Any], request: SyncExecutorRequest) -> bool:
@@ -319,9 +328,10 @@ def _same_identity(row: Row[Any], request: SyncExecutorRequest) -> bool:
 
 
 async def _steady_row_compared_here(
-    db: Database, executor_id: UUID, request: SyncExecutorRequest
+    db: Database, executor_id: UUID, said: _Said
 ) -> Row[Any] | None:
     """The executor's row if the sync repeats what is stored, comparing in Python (SQLite)."""
+    request = said.request
     ids = [obs.node_id for obs in request.nodes]
     # The executor and the nodes it names in one statement: the steady sync is the request a
     # fleet sends most, and each round trip costs the server more CPU than the comparison.
@@ -341,8 +351,8 @@ async def _steady_row_compared_here(
     row = rows[0]
     if (
         not _same_identity(row, request)
-        or row.capabilities != request.capabilities.to_wire()
-        or row.resources != request.resources.to_wire()
+        or row.capabilities != said.capabilities
+        or row.resources != said.resources
     ):
         return None
     stored = {r[-3]: (r[-2], r[-1]) for r in rows if r[-3] is not None}
@@ -359,13 +369,7 @@ def _steady_statement_postgresql() -> Select[Any]:
     observation equals the sync's. PostgreSQL compares the JSON documents itself (jsonb `=`),
     so none of them is sent back and decoded only to be compared: that decoding was the largest
     part of a steady sync (docs/benchmarks.md)."""
-    # What the sync says, as one JSON text (one parameter of one type: psycopg's array dumpers
-    # would quote each observation in Python).
-    sent = (
-        func.jsonb_to_recordset(cast_(bindparam("sent", type_=Text), JSONB))
-        .table_valued(column("id", postgresql.UUID(as_uuid=True)), column("observed", JSONB))
-        .render_derived(name="sent", with_types=True)
-    )
+    sent = json_rows("sent", column("id", postgresql.UUID(as_uuid=True)), column("observed", JSONB))
     return (
         select(
             *_STEADY_EXECUTOR_COLUMNS,
@@ -393,23 +397,22 @@ _STEADY_POSTGRESQL = _steady_statement_postgresql()
 
 
 async def _steady_row_compared_in_postgresql(
-    db: Database, executor_id: UUID, request: SyncExecutorRequest
+    db: Database, executor_id: UUID, said: _Said
 ) -> Row[Any] | None:
     """The executor's row if the sync repeats what is stored, compared by PostgreSQL."""
+    request = said.request
     async with db.quick_read() as session:
         rows = (
             await session.execute(
                 _STEADY_POSTGRESQL,
                 {
                     "executor_id": executor_id,
-                    "sent": json.dumps(
-                        [
-                            {"id": str(obs.node_id), "observed": obs.observed.to_wire()}
-                            for obs in request.nodes
-                        ]
+                    "sent": json_rows_value(
+                        {"id": str(obs.node_id), "observed": obs.observed.to_wire()}
+                        for obs in request.nodes
                     ),
-                    "capabilities": json.dumps(request.capabilities.to_wire()),
-                    "resources": json.dumps(request.resources.to_wire()),
+                    "capabilities": json.dumps(said.capabilities),
+                    "resources": json.dumps(said.resources),
                 },
             )
         ).all()

@@ -14,19 +14,17 @@ written late never moves a value backwards nor touches a row that changed hands 
 """
 
 import functools
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, Text, Update, bindparam, column, func, or_, update
-from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Table, Update, bindparam, column, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
+from nodeplane.controlplane.store.json_rows import json_rows, json_rows_value
 from nodeplane.controlplane.store.models import ApiKey, Executor, Node
 
 _EXECUTORS = cast(Table, Executor.__table__)
@@ -168,28 +166,23 @@ async def _move_times(
         return
     statement = _postgresql_move(table, match, times)
     for chunk in _chunks(rows):
-        # One JSON text per chunk, read by jsonb_to_recordset: the statement is the same for
-        # every flush (compiled once, prepared by PostgreSQL) and its parameter is dumped by
-        # the C JSON encoder, where a VALUES list of a few thousand bound values took the event
-        # loop tens of milliseconds every second to compile and dump (docs/benchmarks.md).
-        seen = [
+        # One statement for every flush (store/json_rows.py), the rows in one JSON parameter.
+        seen = (
             {
                 **{name: str(v) for name, v in zip(match, row, strict=False)},
                 "at": row[-1].isoformat(),
             }
             for row in chunk
-        ]
-        await session.execute(statement, {"seen": json.dumps(seen)})
+        )
+        await session.execute(statement, {"seen": json_rows_value(seen)})
 
 
 @functools.cache
 def _postgresql_move(table: Table, match: tuple[str, ...], times: tuple[str, ...]) -> Update:
     c = table.c
     moved = c[times[0]]
-    seen = (
-        func.jsonb_to_recordset(sql_cast(bindparam("seen", type_=Text), JSONB))
-        .table_valued(*(column(name, c[name].type) for name in match), column("at", moved.type))
-        .render_derived(name="seen", with_types=True)
+    seen = json_rows(
+        "seen", *(column(name, c[name].type) for name in match), column("at", moved.type)
     )
     return (
         update(table)
