@@ -1,12 +1,13 @@
 """What one unchanged sync or poll costs the server:
-`python -m bench.sync_cost [--backend B] [-n N] [--call sync|poll] [--calls]`.
+`python -m bench.sync_cost [--backend B] [-n N] [--call sync|moved|poll] [--calls]`.
 
 One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
 observing every node at the revision it already reported (the steady state of a fleet); with
-`--call poll`, N spec polls that find nothing new and do not wait (a held poll's renewal,
-without the hold). The
-server's CPU time over the syncs is a ratio that stays put on a noisy machine, unlike latency;
-on PostgreSQL the database's transaction and row counters are read around the run as well.
+`--call moved`, each sync's metric values (height, CPU time, ...) have moved since the one
+before, as an agent's do once per metrics interval; with `--call poll`, N spec polls that find
+nothing new and do not wait (a held poll's renewal, without the hold). The server's CPU time
+over the calls is a ratio that stays put on a noisy machine, unlike latency; on PostgreSQL the
+database's transaction and row counters are read around the run as well.
 
 With `--calls`, the server runs under cProfile instead and the figure is the Python function
 calls the server makes per sync (the difference between a run of N and one of 2N, so start-up
@@ -41,6 +42,7 @@ _PG_COUNTERS = (
 )
 _WHAT = {
     "sync": "syncs of 10 unchanged observations",
+    "moved": "syncs of 10 observations whose metric values moved",
     "poll": "spec polls finding nothing new (no wait)",
 }
 
@@ -95,7 +97,16 @@ async def _calls(
             spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
         )
         executor.assume_known(1)
-        once = executor.sync_once if call == "sync" else lambda: executor.poll_once(0)
+
+        async def moved() -> None:
+            executor.moves += 1
+            await executor.sync_once()
+
+        once = {
+            "sync": executor.sync_once,
+            "moved": moved,
+            "poll": lambda: executor.poll_once(0),
+        }[call]
         for _ in range(20):  # warm up: caches, prepared statements, the first writes
             await executor.sync_once()
             await once()
@@ -189,7 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("-n", type=int, default=300)
-    parser.add_argument("--call", choices=["sync", "poll"], default="sync")
+    parser.add_argument("--call", choices=list(_WHAT), default="sync")
     parser.add_argument(
         "--py-spy", type=Path, help="sample the server with py-spy into FILE.<backend>.txt"
     )

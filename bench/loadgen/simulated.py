@@ -2,7 +2,11 @@
 
 It sends what an agent sends (the agent's own GraphQL documents, its capabilities, its instance
 header) and reports, for each node, exactly the revision its spec poll last returned, with the
-process status the spec asks for (running or stopped), as an agent that applied it would.
+process status the spec asks for (running or stopped), as an agent that applied it would. A
+running node's process carries the numbers a probed one does (height, peers, CPU time, memory,
+disk), and they move as a live node's do: an agent sends new values once per metrics interval
+(Intervals.metrics, 30 s by default) and repeats its last observation in between, so one sync in
+six of a simulated executor changes every node's observation, at a moment of its own.
 """
 
 import asyncio
@@ -43,6 +47,8 @@ class SimulatedExecutor:
         sync_interval: float | None,
         poll_wait: float,
         request_timeout: float,
+        metrics_interval: float | None = None,
+        metrics_phase: float = 0.0,
     ) -> None:
         self.spec = spec
         self._http = http
@@ -50,6 +56,13 @@ class SimulatedExecutor:
         self._sync_interval = sync_interval
         self._poll_wait = poll_wait
         self._timeout = request_timeout
+        # None: the numbers never move (every sync repeats the last). `metrics_phase` (seconds)
+        # sets when in the interval this executor's values change, as agents started apart do.
+        self._metrics_interval = metrics_interval
+        self._metrics_phase = metrics_phase
+        self._epoch = -1
+        # Moves made by the caller on top of the interval's (bench/sync_cost.py: every sync).
+        self.moves = 0
         self._headers = {
             "authorization": f"Bearer {spec.secret}",
             INSTANCE_HEADER: spec.instance_id,
@@ -77,17 +90,24 @@ class SimulatedExecutor:
 
     # ---- sync ----------------------------------------------------------------------------
 
+    def _metrics_epoch(self) -> int:
+        """How many times this executor's metric values have moved so far."""
+        if self._metrics_interval is None:
+            return self.moves
+        return self.moves + int((time.monotonic() + self._metrics_phase) // self._metrics_interval)
+
     def _observation(self, node_id: str) -> dict[str, object]:
         revision, running = self.known[node_id], self._running[node_id]
+        epoch = self._metrics_epoch()
+        if epoch != self._epoch:
+            self._observations.clear()
+            self._epoch = epoch
         key = (node_id, revision, running)
         cached = self._observations.get(key)
         if cached is None:
-            status = ProcessStatus.RUNNING if running else ProcessStatus.STOPPED
             cached = NodeObservation(
                 node_id=uuid.UUID(node_id),
-                observed=ObservedNodeState(
-                    revision=revision, processes=[ObservedProcess(role="node", status=status)]
-                ),
+                observed=ObservedNodeState(revision=revision, processes=[_process(running, epoch)]),
             ).to_wire()
             self._observations[key] = cached
         return cached
@@ -110,16 +130,16 @@ class SimulatedExecutor:
             elapsed = time.monotonic() - sent
             payload = _payload(response)
         except httpx.HTTPError as exc:
-            self._report.errors[f"sync {type(exc).__name__}"] += 1
+            self._report.error(f"sync {type(exc).__name__}", sent)
             return
         finally:
             self.sync_in_flight = None
         if isinstance(payload, str):
-            self._report.errors[f"sync {payload}"] += 1
+            self._report.error(f"sync {payload}", sent)
             return
         rejected = payload["syncExecutor"]["rejected"]
         for item in rejected:
-            self._report.errors[f"sync rejected: {item['reason'][:40]}"] += 1
+            self._report.error(f"sync rejected: {item['reason'][:40]}", sent)
         refused = {item["nodeId"] for item in rejected}
         self._report.reported.update({n: r for n, r in reported.items() if n not in refused})
         self._report.syncs.append((sent, elapsed))
@@ -165,10 +185,31 @@ class SimulatedExecutor:
             try:
                 await self.poll_once(self._poll_wait)
             except (httpx.HTTPError, PollError) as exc:
-                self._report.errors[
-                    f"poll {exc if isinstance(exc, PollError) else type(exc).__name__}"
-                ] += 1
+                self._report.error(
+                    f"poll {exc if isinstance(exc, PollError) else type(exc).__name__}",
+                    time.monotonic(),
+                )
                 await asyncio.sleep(RETRY_DELAY)
+
+
+def _process(running: bool, epoch: int) -> ObservedProcess:
+    """A node's process as an agent observes it; a running one's numbers as of `epoch`."""
+    if not running:
+        return ObservedProcess(role="node", status=ProcessStatus.STOPPED)
+    return ObservedProcess(
+        role="node",
+        status=ProcessStatus.RUNNING,
+        pid=4242,
+        height=2_500_000 + epoch,
+        network_height=2_500_000 + epoch,
+        peers=8 + epoch % 3,
+        sync_progress=1.0,
+        disk_total_bytes=2_000_000_000_000,
+        disk_available_bytes=1_200_000_000_000 - epoch * 65_536,
+        cpu_seconds=round(3_600.0 + epoch * 1.7, 2),
+        memory_bytes=700_000_000 + (epoch % 5) * 4096,
+        client_version="0.21.2.1",
+    )
 
 
 class PollError(Exception):

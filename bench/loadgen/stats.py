@@ -29,6 +29,8 @@ class WorkerReport:
     unfinished: list[tuple[float, float]] = field(default_factory=list)
     # Errors by type: "http 503", "graphql executor_instance_conflict", "ReadTimeout", ...
     errors: Counter[str] = field(default_factory=Counter)
+    # (when, type) of each error, so a window counts its own apart from the start-up's.
+    error_times: list[tuple[float, str]] = field(default_factory=list)
     # (node id, revision) -> when a spec poll first returned that revision to the executor.
     pickups: dict[tuple[str, int], float] = field(default_factory=dict)
     # node id -> the revision the executor reported in its last answered sync.
@@ -38,6 +40,11 @@ class WorkerReport:
     # The worker process's own CPU seconds over its run: the load generator's cost.
     cpu_seconds: float = 0.0
 
+    def error(self, kind: str, at: float) -> None:
+        """Count an error of `kind` that happened at `at` (monotonic)."""
+        self.errors[kind] += 1
+        self.error_times.append((at, kind))
+
 
 def merge(reports: list[WorkerReport]) -> WorkerReport:
     """One report for all workers."""
@@ -46,6 +53,7 @@ def merge(reports: list[WorkerReport]) -> WorkerReport:
         out.syncs.extend(r.syncs)
         out.unfinished.extend(r.unfinished)
         out.errors.update(r.errors)
+        out.error_times.extend(r.error_times)
         out.pickups.update(r.pickups)
         out.reported.update(r.reported)
         out.polls += r.polls

@@ -45,6 +45,9 @@ class LoadOptions:
     # Executors start holding revision 1 of every node, as an agent restarted with the specs it
     # keeps on disk does: their first poll is held at once instead of returning every spec.
     known_from_start: bool = False
+    # How often each executor's metric values move (the agent's Intervals.metrics); None: never,
+    # so every sync after the first repeats the one before.
+    metrics_interval: float | None = 30.0
     # At stop, every executor catches up with one poll and reports with one last sync, so the
     # server's observed revisions can be checked against what the executors hold.
     final_sync: bool = False
@@ -77,6 +80,7 @@ async def _run(
     clients = [
         httpx.AsyncClient(base_url=base_url, verify=False, limits=CONNECTION_LIMITS) for _ in specs
     ]
+    rng = random.Random(os.getpid())
     try:
         executors = [
             SimulatedExecutor(
@@ -86,6 +90,8 @@ async def _run(
                 sync_interval=options.sync_interval,
                 poll_wait=options.poll_wait,
                 request_timeout=options.request_timeout,
+                metrics_interval=options.metrics_interval,
+                metrics_phase=rng.uniform(0, options.metrics_interval or 1.0),
             )
             for spec, http in zip(specs, clients, strict=True)
         ]
@@ -98,7 +104,6 @@ async def _run(
         cpu_before = cpu_seconds(os.getpid())
         began = time.monotonic()
         spread = options.spread if options.spread is not None else (options.sync_interval or 5.0)
-        rng = random.Random(os.getpid())
         tasks: list[asyncio.Task[None]] = []
         for ex in executors:
             if options.known_from_start:
@@ -135,6 +140,6 @@ async def _finish(ex: SimulatedExecutor, report: WorkerReport, gate: asyncio.Sem
         try:
             await ex.poll_once(0)
         except (httpx.HTTPError, PollError) as exc:  # counted: the check that follows sees it
-            report.errors[f"final poll {type(exc).__name__}"] += 1
+            report.error(f"final poll {type(exc).__name__}", time.monotonic())
             return
         await ex.sync_once()

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.server
 
 EXECUTORS = 200
 NODES = 10
+SPREAD = 10.0
 
 NODES_PAGE = """
 query($after: String) {
@@ -51,15 +52,19 @@ def test_simulated_executors_leave_exact_observed_revisions(tmp_path: Path) -> N
         # timeouts keep the server well below saturation on a slow or busy machine (at 10 s it
         # saturated the machine of 2026-12-03 afternoon, docs/benchmarks.md): this checks
         # correctness, not speed.
-        run = LoadRun(
-            t.server.url,
-            specs,
-            LoadOptions(sync_interval=20.0, spread=10.0, request_timeout=60.0, final_sync=True),
-            per_worker=EXECUTORS // 2,
+        # Metric values move every 5 s, so most syncs write observations, as a fleet's do.
+        options = LoadOptions(
+            sync_interval=20.0,
+            spread=SPREAD,
+            request_timeout=60.0,
+            final_sync=True,
+            metrics_interval=5.0,
         )
+        run = LoadRun(t.server.url, specs, options, per_worker=EXECUTORS // 2)
         run.start()
         try:
-            time.sleep(6.0)
+            # Every executor has started (its first sync goes half a second after its poll).
+            time.sleep(SPREAD + 2.0)
             with lifecycle_actions(t.server.url, t.token, node_ids, rate=3.0) as actions:
                 # A count, not a duration: on a machine busy with other tests an action can
                 # take seconds, and this checks that actions are picked up, not how fast.

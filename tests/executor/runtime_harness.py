@@ -43,6 +43,7 @@ FAST = Intervals(
     heartbeat=0.02,
     reconcile=0.05,
     report=0.02,
+    metrics=0.02,
     poll_wait=0.05,
     retry=0.01,
     housekeeping=0.01,

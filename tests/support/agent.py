@@ -93,6 +93,7 @@ api_key = "{self.api_key}"
 heartbeat = 1
 reconcile = 1
 report = 2
+metrics = 2
 poll_wait = 10
 
 [logging]

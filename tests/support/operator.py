@@ -77,6 +77,7 @@ class OperatorProcess:
             "--heartbeat=1",
             "--reconcile=1",
             "--report=1",
+            "--metrics-interval=1",
             "--resync=5",
             "--log-format=json",
         ]

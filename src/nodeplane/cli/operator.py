@@ -83,6 +83,11 @@ def run(
     heartbeat: float = typer.Option(5.0, "--heartbeat"),
     reconcile: float = typer.Option(5.0, "--reconcile"),
     report: float = typer.Option(10.0, "--report"),
+    metrics: float = typer.Option(
+        30.0,
+        "--metrics-interval",
+        help="Seconds between reports of metric values alone (height, peers, CPU, disk).",
+    ),
     resync: float = typer.Option(30.0, "--resync", help="Controller resync, seconds."),
     client_version: list[str] = typer.Option(
         [], "--client-version", help="Offer another image tag: CLIENT=VERSION (repeatable)."
@@ -124,7 +129,9 @@ def run(
         namespace=namespace,
         state_dir=state_dir,
         lease=lease,
-        intervals=Intervals(heartbeat=heartbeat, reconcile=reconcile, report=report),
+        intervals=Intervals(
+            heartbeat=heartbeat, reconcile=reconcile, report=report, metrics=metrics
+        ),
         resync=resync,
         extra_versions=_extra_versions(client_version),
         probe_image=probe_image,

@@ -484,12 +484,9 @@ async def sync_executor(
     result = SyncResult(executor)
     if request.nodes:
         changed = await _store_observations(session, executor, request, actor, now, result)
-        uow.nodes_changed(executor.organization_id, changed)
-        for node_id in changed:
-            # Still locked by _store_observations; `get` finds it in the session.
-            node = await session.get(Node, node_id)
-            if node is not None:
-                await auto_rollback(uow, node)
+        uow.nodes_changed(executor.organization_id, [node.id for node in changed])
+        for node in changed:  # still locked by _store_observations
+            await auto_rollback(uow, node)
     return result
 
 
@@ -506,9 +503,10 @@ async def _store_observations(
     actor: Actor,
     now: datetime,
     result: SyncResult,
-) -> list[UUID]:
+) -> list[Node]:
     """Store each accepted observation with its time; record phase changes. Returns the nodes
-    whose stored observation changed (not those whose report time alone moved).
+    whose stored observation changed (not those whose report time alone moved), as loaded: the
+    session holds them only weakly once flushed, and loading each again was a query per node.
 
     The steady state of a fleet is a heartbeat that repeats what it said last time: those nodes
     only get their report time moved, in one statement, without loading their specs. The rows are
@@ -565,15 +563,13 @@ async def _store_observations(
             node.observed_at = now
             alerts.move_marks(node, now)
             await record_phase_change(session, node, before, actor)
-        # Alerts are judged only when an observation changed: a steady heartbeat changes
-        # nothing a rule reads, and the timer catches what time alone changes (sync_stalled).
-        await alerts.evaluate_nodes(
-            session,
-            [nodes[node_id] for node_id in dict(changed)],
-            now,
-            executor_names={executor.id: executor.name},
-        )
-    return [node_id for node_id, _ in changed]
+    if not changed:
+        return []
+    stored = [nodes[node_id] for node_id in dict(changed)]
+    # Alerts are judged only when an observation changed: a steady heartbeat changes nothing a
+    # rule reads, and the timer catches what time alone changes (sync_stalled).
+    await alerts.evaluate_nodes(session, stored, now, executor_names={executor.id: executor.name})
+    return stored
 
 
 # ---- one live instance per executor ----------------------------------------------------------

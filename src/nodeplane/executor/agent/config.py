@@ -70,6 +70,7 @@ class IntervalsSection(_Section):
     heartbeat: float = Field(default=5.0, gt=0)
     reconcile: float = Field(default=5.0, gt=0)
     report: float = Field(default=10.0, gt=0)
+    metrics: float = Field(default=30.0, gt=0)
     poll_wait: float = Field(default=25.0, gt=0, le=30)
 
 

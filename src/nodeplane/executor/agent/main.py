@@ -107,6 +107,7 @@ def build_runtime(
         heartbeat=config.intervals.heartbeat,
         reconcile=config.intervals.reconcile,
         report=config.intervals.report,
+        metrics=config.intervals.metrics,
         poll_wait=config.intervals.poll_wait,
     )
     return ExecutorRuntime(

@@ -53,7 +53,7 @@ from nodeplane.protocol import (
     SyncExecutorRequest,
 )
 from nodeplane.protocol.executor_api import MAX_EVENT_MESSAGE_LENGTH
-from nodeplane.protocol.observed import MAX_APPLY_ERROR_LENGTH
+from nodeplane.protocol.observed import MAX_APPLY_ERROR_LENGTH, differs_beyond_metrics
 from nodeplane.protocol.runtime_events import RuntimeEventType
 from nodeplane.protocol.spec_edit import edit_problems
 from nodeplane.protocol.text import storable_excerpt
@@ -69,6 +69,11 @@ class Intervals:
     # How often every held node is reconciled again although nothing asked (the resync).
     reconcile: float = 5.0
     report: float = 10.0
+    # How often new values of a node's metrics (height, peers, CPU, memory, disk) are sent when
+    # nothing else about it changed; anything else observed goes with the next heartbeat. Between
+    # times the heartbeat repeats the observation it sent, which the control plane answers from
+    # one read (a fleet's metrics would otherwise make every heartbeat a write; issue 8).
+    metrics: float = 30.0
     poll_wait: float = 25.0
     # Calls to an unreachable control plane are retried after a jittered delay from `retry`
     # doubling up to `outage_retry_cap` (None: four heartbeats).
@@ -97,6 +102,15 @@ class _Trigger:
             async with asyncio.timeout(seconds):
                 await self._event.wait()
         self._event.clear()
+
+
+def _unless_only_metrics_moved(
+    sent: ObservedNodeState | None, fresh: ObservedNodeState
+) -> ObservedNodeState:
+    """The observation last sent if `fresh` differs from it only in metric values, else `fresh`."""
+    if sent is not None and not differs_beyond_metrics(sent, fresh):
+        return sent
+    return fresh
 
 
 def describe_error(exc: BaseException) -> str:
@@ -147,6 +161,8 @@ class ExecutorRuntime:
         self._report_now = _Trigger()
         self._sync_now = _Trigger()
         self._observations: dict[UUID, ObservedNodeState] = {}
+        # When the metrics were last sent fresh (monotonic); None: not yet.
+        self._metrics_sent_at: float | None = None
         # Why observing a node failed (kept apart from apply errors, which a good apply clears).
         self._observe_errors: dict[UUID, str] = {}
         # Nodes this process has reconciled at least once. Until then a node is not reported:
@@ -594,8 +610,17 @@ class ExecutorRuntime:
             return
         held = list(self.state.nodes.items())
         states = await asyncio.gather(*(self._observe(nid, h) for nid, h in held))
-        self._observations = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
-        self.metrics.observed(len(held), self._observations.values())
+        fresh = {nid: s for (nid, _), s in zip(held, states, strict=True) if s}
+        now = time.monotonic()
+        due = self._metrics_sent_at is None or now - self._metrics_sent_at >= self.intervals.metrics
+        if due:
+            self._metrics_sent_at = now
+        self._observations = {
+            nid: s if due else _unless_only_metrics_moved(self._observations.get(nid), s)
+            for nid, s in fresh.items()
+        }
+        # This process's own metrics endpoint shows the numbers as read, at every report.
+        self.metrics.observed(len(held), fresh.values())
 
     async def _observe(self, node_id: UUID, held: HeldNode) -> ObservedNodeState | None:
         """One node's observed state; an observation that fails is reported as its error."""
