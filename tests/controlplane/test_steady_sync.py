@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.seen_times import PendingTimes, SeenTimes
@@ -197,6 +198,51 @@ def test_written_times_only_move_forward_and_only_onto_the_same_holder(
     asyncio.run(write((eid, instance, node, later)))
     assert _last_sync(org, agent.id) == later
     assert when(_observed(org, nid)["observedAt"]) == later
+
+
+def test_a_flush_passes_over_a_row_a_request_holds_and_waits_for_nothing(
+    org: Org, server: ServerProcess
+) -> None:
+    """On PostgreSQL a row locked by a transaction in flight (a sync storing a change, a
+    rebind) is passed over: waiting for it held every row the flush had already written, and
+    the requests that wanted those queued behind it (seconds under a starting fleet)."""
+    if not server.database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer and no row locks")
+    held, free = (
+        FakeExecutor(server.url, org.executor_key(), instance_id=uuid.uuid4()) for _ in range(2)
+    )
+    for agent in (held, free):
+        agent.sync()
+    assert held.id is not None and free.id is not None
+    assert held.instance_id is not None and free.instance_id is not None
+    before = {a.id: _last_sync(org, a.id) for a in (held, free)}
+    later = datetime.now(UTC) + timedelta(hours=1)
+
+    async def flush_while_locked() -> None:
+        db = Database(server.database_url)
+        try:
+            async with db.write() as uow:
+                # Another transaction holds the executor's row, as a sync writing it does.
+                await uow.session.execute(
+                    text("SELECT 1 FROM executors WHERE id = :id FOR UPDATE"), {"id": held.id}
+                )
+                flusher = Database(server.database_url)
+                try:
+                    for agent in (held, free):
+                        assert agent.id is not None and agent.instance_id is not None
+                        flusher.seen.executor_synced(
+                            uuid.UUID(agent.id), agent.instance_id, [], later
+                        )
+                    async with asyncio.timeout(30):  # it would wait as long as the lock is held
+                        await flusher.flush_seen()
+                finally:
+                    await flusher.close()
+        finally:
+            await db.close()
+
+    asyncio.run(flush_while_locked())
+    assert _last_sync(org, free.id) == later
+    assert _last_sync(org, held.id) == before[held.id]
 
 
 def test_pending_times_keep_the_latest_per_row() -> None:

@@ -508,16 +508,18 @@ async def _store_observations(
     whose stored observation changed (not those whose report time alone moved), as loaded: the
     session holds them only weakly once flushed, and loading each again was a query per node.
 
-    The steady state of a fleet is a heartbeat that repeats what it said last time: those nodes
-    only get their report time moved, in one statement, without loading their specs. The rows are
-    locked either way (in id order, as every writer of nodes locks them), so an observation is
-    checked against the revision a concurrent lifecycle action is writing, not a stale one.
+    A node whose observation is repeated only gets its report time moved, in one statement.
+    The rows are loaded whole as they are locked (in id order, as every writer of nodes locks
+    them), so an observation is checked against the revision a concurrent lifecycle action is
+    writing, not a stale one. Whole, because a sync that reaches this path mostly changes every
+    node it names: a sync that repeats itself is answered before (`unchanged_sync`), and an
+    executor sends all its nodes' new metric values at once (Intervals.metrics).
     """
     ids = sorted({obs.node_id for obs in request.nodes})
-    current = {
-        row.id: (row.revision, row.observed)
-        for row in await session.execute(
-            select(Node.id, Node.revision, Node.observed)
+    nodes = {
+        node.id: node
+        for node in await session.scalars(
+            select(Node)
             .where(Node.id.in_(ids), Node.executor_id == executor.id)
             .order_by(Node.id)
             .with_for_update()
@@ -527,11 +529,11 @@ async def _store_observations(
     unchanged: list[UUID] = []
     changed: list[tuple[UUID, dict[str, Any]]] = []
     for obs in request.nodes:
-        found = current.get(obs.node_id)
+        found = nodes.get(obs.node_id)
         if found is None:
             result.rejected[obs.node_id] = "not a node of this executor"
             continue
-        revision, stored = found
+        revision, stored = found.revision, found.observed
         if obs.observed.revision > revision:
             result.rejected[obs.node_id] = (
                 f"observed revision {obs.observed.revision} is newer than the spec's {revision}"
@@ -549,27 +551,20 @@ async def _store_observations(
             .values(observed_at=now)
             .execution_options(synchronize_session=False)
         )
-    if changed:
-        nodes = {
-            n.id: n
-            for n in await session.scalars(
-                select(Node).where(Node.id.in_({node_id for node_id, _ in changed}))
-            )
-        }
-        for node_id, wire in changed:
-            node = nodes[node_id]
-            before = phase_of(node)
-            node.observed = wire
-            node.observed_at = now
-            alerts.move_marks(node, now)
-            await record_phase_change(session, node, before, actor)
     if not changed:
         return []
-    stored = [nodes[node_id] for node_id in dict(changed)]
+    for node_id, wire in changed:
+        node = nodes[node_id]
+        before = phase_of(node)
+        node.observed = wire
+        node.observed_at = now
+        alerts.move_marks(node, now)
+        await record_phase_change(session, node, before, actor)
+    written = [nodes[node_id] for node_id in dict(changed)]
     # Alerts are judged only when an observation changed: a steady heartbeat changes nothing a
     # rule reads, and the timer catches what time alone changes (sync_stalled).
-    await alerts.evaluate_nodes(session, stored, now, executor_names={executor.id: executor.name})
-    return stored
+    await alerts.evaluate_nodes(session, written, now, executor_names={executor.id: executor.name})
+    return written
 
 
 # ---- one live instance per executor ----------------------------------------------------------

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from sqlalchemy import Table, Update, bindparam, column, or_, update
+from sqlalchemy import Table, Update, and_, bindparam, column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import BindParameter
 
@@ -179,14 +179,30 @@ async def _move_times(
 
 @functools.cache
 def _postgresql_move(table: Table, match: tuple[str, ...], times: tuple[str, ...]) -> Update:
+    """The flush's UPDATE of `table`, which passes over rows another transaction holds.
+
+    A row locked elsewhere is being written by a request (a sync storing what changed, which
+    writes these times itself, or a rebind or revocation): waiting for it held every row this
+    flush had already updated, and the requests that wanted those waited in turn. Under a fleet
+    whose syncs write (a start, metric values moving), requests queued behind flushes behind
+    requests for seconds, and two processes' flushes could deadlock. A time passed over is one
+    heartbeat's: the next heartbeat records it again.
+    """
     c = table.c
     moved = c[times[0]]
     seen = json_rows(
         "seen", *(column(name, c[name].type) for name in match), column("at", moved.type)
     )
+    free = (
+        select(c.id)
+        .join(seen, and_(*(c[name] == seen.c[name] for name in match)))
+        .where(or_(moved.is_(None), moved < seen.c.at))
+        .with_for_update(of=table, skip_locked=True)
+    )
     return (
         update(table)
         .where(*(c[name] == seen.c[name] for name in match))
         .where(or_(moved.is_(None), moved < seen.c.at))
+        .where(c.id.in_(free.scalar_subquery()))
         .values({name: seen.c.at for name in times})
     )
