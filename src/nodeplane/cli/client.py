@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-import httpx
-from pydantic import BaseModel, ValidationError
-
+from nodeplane.cli.errors import ApiError, ConnectionFailed
+from nodeplane.cli.http import httpx
 from nodeplane.cli.models import (
+    AnswerError,
     ApiKey,
     ApiModel,
     CreatedApiKey,
@@ -89,22 +89,7 @@ def _log_event(name: str, data: str) -> LogEvent | None:
     return None
 
 
-M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A", bound=ApiModel)
-
-
-class ApiError(Exception):
-    """The control plane refused the request; `code` is its `extensions.code`."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-
-class ConnectionFailed(Exception):
-    """The control plane could not be reached, or what answered is not one."""
 
 
 def normalize_url(url: str) -> str:
@@ -213,12 +198,23 @@ class NodeplaneClient:
         )
 
     @staticmethod
-    def _parse(model: type[M], raw: Any) -> M:
+    def _parse(model: type[A], raw: Any) -> A:
         try:
-            return model.model_validate(raw)
-        except ValidationError as exc:
-            # A server of another version: say so rather than show pydantic's internals.
-            raise ConnectionFailed(f"unexpected answer from the control plane: {exc}") from None
+            return model.from_api(raw)
+        except AnswerError as exc:
+            # A server of another version: say what did not fit, as a typed failure.
+            raise ConnectionFailed(
+                f"unexpected answer from the control plane ({model.__name__}): {exc}"
+            ) from None
+
+    @classmethod
+    def _parse_all(cls, model: type[A], raw: Any) -> list[A]:
+        if not isinstance(raw, list):
+            raise ConnectionFailed(
+                f"unexpected answer from the control plane ({model.__name__} list): "
+                f"expected a list, got {type(raw).__name__}"
+            )
+        return [cls._parse(model, item) for item in raw]
 
     # ---- identity -------------------------------------------------------------------------
 
@@ -395,7 +391,7 @@ class NodeplaneClient:
             f"query($id: UUID!) {{ nodeRevisions(nodeId: $id) {{ {REVISION_FIELDS} }} }}",
             {"id": str(node_id)},
         )
-        return [self._parse(Revision, r) for r in data["nodeRevisions"]]
+        return self._parse_all(Revision, data["nodeRevisions"])
 
     # ---- events, executors, keys ----------------------------------------------------------
 
@@ -426,12 +422,12 @@ class NodeplaneClient:
     def executors(self) -> list[Executor]:
         """The organization's executors, by name."""
         data = self.call(f"{{ executors {{ {EXECUTOR_FIELDS} }} }}")
-        return [self._parse(Executor, e) for e in data["executors"]]
+        return self._parse_all(Executor, data["executors"])
 
     def api_keys(self) -> list[ApiKey]:
         """API keys the caller may see."""
         data = self.call(f"{{ apiKeys {{ {KEY_FIELDS} }} }}")
-        return [self._parse(ApiKey, k) for k in data["apiKeys"]]
+        return self._parse_all(ApiKey, data["apiKeys"])
 
     def create_api_key(
         self,
@@ -480,7 +476,7 @@ class NodeplaneClient:
     def members(self) -> list[Member]:
         """The organization's members, by email."""
         data = self.call(f"{{ members {{ {MEMBER_FIELDS} }} }}")
-        return [self._parse(Member, m) for m in data["members"]]
+        return self._parse_all(Member, data["members"])
 
     def invite_member(self, email: str, role: str) -> Invite:
         """An invite for `email` with `role`; its token is in the answer only."""
@@ -517,10 +513,11 @@ class NodeplaneClient:
         )
         return self._parse(MemberAccess, data["revokeSessions"])
 
-    def _page(self, model: type[A], raw: dict[str, Any]) -> Page[A]:
-        info = raw["pageInfo"]
-        return Page[A](
-            items=[self._parse(model, item) for item in raw["items"]],
-            end_cursor=info["endCursor"],
-            has_next_page=info["hasNextPage"],
-        )
+    @staticmethod
+    def _page(model: type[A], raw: Any) -> Page[A]:
+        try:
+            return Page.from_api(model, raw)
+        except AnswerError as exc:
+            raise ConnectionFailed(
+                f"unexpected answer from the control plane ({model.__name__} page): {exc}"
+            ) from None
