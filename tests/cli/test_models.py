@@ -1,5 +1,6 @@
-"""The CLI's records (cli/models.py): read from the API's JSON with every field checked, printed
-by `--output json` as before, and an answer of the wrong shape is a typed failure."""
+"""The CLI's models (cli/models.py, pydantic, built on first use): read from the API's JSON,
+printed by `--output json` as scripts read them, and an answer of the wrong shape is a typed
+failure of the client (ConnectionFailed: exit 3) saying what did not fit, not a traceback."""
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
@@ -7,10 +8,11 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from pydantic import ValidationError
 
 from nodeplane.cli.client import NodeplaneClient
 from nodeplane.cli.errors import ConnectionFailed
-from nodeplane.cli.models import AnswerError, Incident, Node, Page
+from nodeplane.cli.models import Incident, Node, Page
 from nodeplane.protocol import DesiredState, NodePhase
 
 NODE_ID = "2d9b253b-4039-416c-9df4-7421d27fa4d6"
@@ -45,7 +47,7 @@ def node_answer(**changes: Any) -> dict[str, Any]:
 
 
 def test_a_node_is_read_typed_and_printed_as_json_scripts_read_it() -> None:
-    node = Node.from_api(node_answer())
+    node = NodeplaneClient._parse(Node, node_answer())
     assert node.id == UUID(NODE_ID) and node.executor_id == UUID(EXECUTOR_ID)
     assert node.phase is NodePhase.RUNNING and node.desired_state is DesiredState.RUNNING
     assert node.observed_at == datetime(
@@ -54,8 +56,8 @@ def test_a_node_is_read_typed_and_printed_as_json_scripts_read_it() -> None:
     assert node.created_at == datetime(2026, 12, 4, 17, 53, 0, 123456, UTC)
     assert node.executor is not None and node.executor.status == "online"
     assert node.executor_name == "host-1"
-    assert node == Node.from_api(node_answer())
-    with pytest.raises(AttributeError):
+    assert node == Node.model_validate(node_answer())
+    with pytest.raises(ValidationError, match="frozen"):
         node.name = "other"  # type: ignore[misc]
 
     printed = node.to_json()
@@ -78,7 +80,7 @@ def test_fields_the_api_may_leave_out_take_their_defaults() -> None:
     for optional in ("observedRevision", "observed", "observedAt", "deletedAt", "retainData"):
         del answer[optional]
     answer["executor"] = None
-    node = Node.from_api(answer)
+    node = Node.model_validate(answer)
     assert node.observed_revision is None and node.observed is None
     assert node.retain_data is False and node.executor_name == EXECUTOR_ID
 
@@ -98,7 +100,7 @@ def test_numbers_are_read_as_their_fields_say() -> None:
         "details": {},
         "openedAt": "2026-12-04T17:53:00+00:00",
     }
-    incident = Incident.from_api(answer)
+    incident = Incident.model_validate(answer)
     assert incident.value == 91.0 and isinstance(incident.value, float)
     assert incident.rule == "disk_usage" and incident.state == "open"
     assert incident.to_json()["value"] == 91.0
@@ -107,42 +109,68 @@ def test_numbers_are_read_as_their_fields_say() -> None:
 @pytest.mark.parametrize(
     ("answer", "problem"),
     [
-        (None, "expected an object, got None"),
-        (node_answer(phase="BOGUS"), "phase: expected one of deleting, provisioning"),
-        (node_answer(revision="3"), "revision: expected an integer, got '3'"),
-        (node_answer(revision=True), "revision: expected an integer, got True"),
-        (node_answer(stale="no"), "stale: expected true or false, got 'no'"),
-        (node_answer(id="ltc-1"), "id: expected a UUID, got 'ltc-1'"),
-        (node_answer(createdAt="yesterday"), "createdAt: expected an ISO 8601 date and time"),
-        (node_answer(spec=[]), "spec: expected an object, got []"),
-        (node_answer(name=None), "name: expected a string, got None"),
+        (None, "the answer: Input should be a valid dictionary or instance of Node, got None"),
+        (node_answer(phase="BOGUS"), "phase: Input should be 'deleting', 'provisioning',"),
+        (node_answer(revision="three"), "revision: Input should be a valid integer"),
+        (node_answer(revision=3.5), "revision: Input should be a valid integer"),
+        (node_answer(stale="maybe"), "stale: Input should be a valid boolean"),
+        (node_answer(id="ltc-1"), "id: Input should be a valid UUID"),
+        (node_answer(createdAt="yesterday"), "createdAt: Input should be a valid datetime"),
+        (node_answer(spec=[]), "spec: Input should be a valid dictionary, got []"),
+        (node_answer(name=None), "name: Input should be a valid string, got None"),
         ({k: v for k, v in node_answer().items() if k != "chain"}, "chain: missing"),
         (
             node_answer(executor={"id": EXECUTOR_ID, "name": 7, "status": "ONLINE"}),
-            "executor.name: expected a string, got 7",
+            "executor.name: Input should be a valid string, got 7",
         ),
     ],
 )
 def test_an_answer_of_the_wrong_shape_is_a_typed_failure(answer: Any, problem: str) -> None:
-    with pytest.raises(AnswerError) as raised:
-        Node.from_api(answer)
-    assert str(raised.value).startswith(problem)
-    # The client reports it as a failure of the control plane's answer (exit 3), not a traceback.
+    # A server of another version: a failure of the control plane's answer (exit 3) that names
+    # the field as the API spells it, not pydantic's traceback.
     with pytest.raises(ConnectionFailed) as failed:
         NodeplaneClient._parse(Node, answer)
-    assert str(failed.value) == f"unexpected answer from the control plane (Node): {raised.value}"
+    assert str(failed.value).startswith(
+        f"unexpected answer from the control plane (Node): {problem}"
+    )
+    assert "errors.pydantic.dev" not in str(failed.value)
 
 
 def test_a_page_says_which_item_did_not_fit() -> None:
     info = {"endCursor": "c2", "hasNextPage": True}
-    page = Page.from_api(Node, {"items": [node_answer(), node_answer()], "pageInfo": info})
-    assert [n.name for n in page.items] == ["ltc-1", "ltc-1"]
+    page = NodeplaneClient._page(Node, {"items": [node_answer(), node_answer()], "pageInfo": info})
+    assert isinstance(page, Page) and [n.name for n in page.items] == ["ltc-1", "ltc-1"]
+    assert all(isinstance(n, Node) for n in page.items)
     assert page.end_cursor == "c2" and page.has_next_page is True
 
+    prefix = r"^unexpected answer from the control plane \(Node page\): "
     bad = {"items": [node_answer(), node_answer(phase=None)], "pageInfo": info}
-    with pytest.raises(AnswerError, match=r"^items\[1\]\.phase: expected a string, got None"):
-        Page.from_api(Node, bad)
-    with pytest.raises(AnswerError, match=r"^pageInfo\.hasNextPage: missing"):
-        Page.from_api(Node, {"items": [], "pageInfo": {"endCursor": None}})
-    with pytest.raises(ConnectionFailed, match=r"\(Node page\): items: expected a list"):
+    with pytest.raises(ConnectionFailed, match=prefix + r"items\[1\]\.phase: .*, got None$"):
+        NodeplaneClient._page(Node, bad)
+    with pytest.raises(ConnectionFailed, match=prefix + r"pageInfo\.hasNextPage: missing$"):
+        NodeplaneClient._page(Node, {"items": [], "pageInfo": {"endCursor": None}})
+    with pytest.raises(ConnectionFailed, match=prefix + r"items: Input should be a valid list"):
         NodeplaneClient._page(Node, {"items": None, "pageInfo": info})
+
+
+def test_a_list_of_the_wrong_shape_is_a_typed_failure() -> None:
+    nodes = NodeplaneClient._parse_all(Node, [node_answer(), node_answer(name="ltc-2")])
+    assert [n.name for n in nodes] == ["ltc-1", "ltc-2"]
+
+    prefix = r"^unexpected answer from the control plane \(Node list\): "
+    with pytest.raises(
+        ConnectionFailed, match=prefix + r"the answer: Input should be a valid list"
+    ):
+        NodeplaneClient._parse_all(Node, {"items": []})
+    with pytest.raises(ConnectionFailed, match=prefix + r"\[1\]: Input should be a valid dict"):
+        NodeplaneClient._parse_all(Node, [node_answer(), 3])
+
+
+def test_many_problems_are_summed_up() -> None:
+    # Another version's answer breaks the same field in every item: the first few say enough.
+    answer = {"items": [node_answer(phase="NEW")] * 200, "pageInfo": {"endCursor": None}}
+    with pytest.raises(ConnectionFailed) as failed:
+        NodeplaneClient._page(Node, answer)
+    message = str(failed.value)
+    assert message.count("phase: Input should be") == 3 and "items[2].phase" in message
+    assert message.endswith("; and 198 more")  # 197 more phases and pageInfo.hasNextPage

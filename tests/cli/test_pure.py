@@ -34,7 +34,7 @@ def node(phase: str, revision: int, observed: int | None) -> Node:
         "updatedAt": now,
         "executorId": uuid4(),
     }
-    return Node.from_api(raw)
+    return Node.model_validate(raw)
 
 
 @pytest.mark.parametrize(

@@ -1,16 +1,20 @@
 """A typed, synchronous client for the control plane's GraphQL API, used by the CLI commands."""
 
+import functools
 import json
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
 from nodeplane.cli.errors import ApiError, ConnectionFailed
 from nodeplane.cli.http import httpx
 from nodeplane.cli.models import (
-    AnswerError,
     ApiKey,
     ApiModel,
     CreatedApiKey,
@@ -49,6 +53,8 @@ MEMBER_FIELDS = "id email role createdAt"
 MEMBER_ACCESS_FIELDS = f"member {{ {MEMBER_FIELDS} }} sessionsEnded apiKeysRevoked"
 
 CONNECT_TIMEOUT = 10.0
+# An answer of another shape usually breaks the same field in every item: a few say enough.
+MAX_PROBLEMS_SHOWN = 3
 # A log stream sends a heartbeat every 10 s; silence this long means the connection is gone.
 LOG_STREAM_READ_TIMEOUT = 60.0
 
@@ -199,22 +205,13 @@ class NodeplaneClient:
 
     @staticmethod
     def _parse(model: type[A], raw: Any) -> A:
-        try:
-            return model.from_api(raw)
-        except AnswerError as exc:
-            # A server of another version: say what did not fit, as a typed failure.
-            raise ConnectionFailed(
-                f"unexpected answer from the control plane ({model.__name__}): {exc}"
-            ) from None
+        with _answer_of(model.__name__):
+            return model.model_validate(raw)
 
-    @classmethod
-    def _parse_all(cls, model: type[A], raw: Any) -> list[A]:
-        if not isinstance(raw, list):
-            raise ConnectionFailed(
-                f"unexpected answer from the control plane ({model.__name__} list): "
-                f"expected a list, got {type(raw).__name__}"
-            )
-        return [cls._parse(model, item) for item in raw]
+    @staticmethod
+    def _parse_all(model: type[A], raw: Any) -> list[A]:
+        with _answer_of(f"{model.__name__} list"):
+            return _list_of(model).validate_python(raw)
 
     # ---- identity -------------------------------------------------------------------------
 
@@ -301,7 +298,7 @@ class NodeplaneClient:
         phase: NodePhase | None = None,
         first: int = 200,
         after: str | None = None,
-    ) -> Page[Node]:
+    ) -> "Page[Node]":
         """One page of nodes by name; `name` matches a substring."""
         flt = {
             "name": name,
@@ -397,7 +394,7 @@ class NodeplaneClient:
 
     def events(
         self, *, node_id: UUID | None = None, first: int = 50, after: str | None = None
-    ) -> Page[Event]:
+    ) -> "Page[Event]":
         """One page of the events feed, newest first."""
         data = self.call(
             "query($f: EventFilter, $first: Int!, $after: String) { events(filter: $f, "
@@ -409,7 +406,7 @@ class NodeplaneClient:
 
     def incidents(
         self, *, state: str | None = None, first: int = 50, after: str | None = None
-    ) -> Page[Incident]:
+    ) -> "Page[Incident]":
         """One page of alert incidents, newest opened first; `state` OPEN or RESOLVED."""
         data = self.call(
             "query($f: IncidentFilter, $first: Int!, $after: String) { incidents(filter: $f, "
@@ -513,11 +510,42 @@ class NodeplaneClient:
         )
         return self._parse(MemberAccess, data["revokeSessions"])
 
+    # Page[...] is quoted in signatures: subscripting a pydantic generic creates a class, which
+    # `_page` makes for the model a command reads rather than the module for every model.
     @staticmethod
-    def _page(model: type[A], raw: Any) -> Page[A]:
-        try:
-            return Page.from_api(model, raw)
-        except AnswerError as exc:
-            raise ConnectionFailed(
-                f"unexpected answer from the control plane ({model.__name__} page): {exc}"
-            ) from None
+    def _page(model: type[A], raw: Any) -> "Page[A]":
+        page: type[Page[A]] = Page[model]  # type: ignore[valid-type]  # pydantic caches it
+        with _answer_of(f"{model.__name__} page"):
+            return page.model_validate(raw)
+
+
+@functools.cache
+def _list_of(model: type[ApiModel]) -> TypeAdapter[list[Any]]:
+    # Built when a command first reads a list of `model`, not when the module is imported.
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+@contextmanager
+def _answer_of(what: str) -> Iterator[None]:
+    """Reports an answer that does not fit the model (a server of another version) as a typed
+    failure, saying where and what, rather than a traceback of pydantic's."""
+    try:
+        yield
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        shown = "; ".join(_problem(error) for error in errors[:MAX_PROBLEMS_SHOWN])
+        if len(errors) > MAX_PROBLEMS_SHOWN:
+            shown += f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more"
+        raise ConnectionFailed(
+            f"unexpected answer from the control plane ({what}): {shown}"
+        ) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    # The place as the API spells it (camelCase: pydantic reports the alias), items by index.
+    steps = (f"[{step}]" if isinstance(step, int) else f".{step}" for step in error["loc"])
+    where = "".join(steps).lstrip(".") or "the answer"
+    if error["type"] == "missing":
+        return f"{where}: missing"
+    got = repr(error["input"])
+    return f"{where}: {error['msg']}, got {got if len(got) <= 60 else got[:57] + '...'}"
