@@ -1,15 +1,19 @@
 """A typed, synchronous client for the control plane's GraphQL API, used by the CLI commands."""
 
+import functools
 import json
 import ssl
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
+from nodeplane.cli.errors import ApiError, ConnectionFailed
+from nodeplane.cli.http import httpx
 from nodeplane.cli.models import (
     ApiKey,
     ApiModel,
@@ -49,6 +53,8 @@ MEMBER_FIELDS = "id email role createdAt"
 MEMBER_ACCESS_FIELDS = f"member {{ {MEMBER_FIELDS} }} sessionsEnded apiKeysRevoked"
 
 CONNECT_TIMEOUT = 10.0
+# An answer of another shape usually breaks the same field in every item: a few say enough.
+MAX_PROBLEMS_SHOWN = 3
 # A log stream sends a heartbeat every 10 s; silence this long means the connection is gone.
 LOG_STREAM_READ_TIMEOUT = 60.0
 
@@ -89,22 +95,7 @@ def _log_event(name: str, data: str) -> LogEvent | None:
     return None
 
 
-M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A", bound=ApiModel)
-
-
-class ApiError(Exception):
-    """The control plane refused the request; `code` is its `extensions.code`."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
-
-
-class ConnectionFailed(Exception):
-    """The control plane could not be reached, or what answered is not one."""
 
 
 def normalize_url(url: str) -> str:
@@ -213,12 +204,14 @@ class NodeplaneClient:
         )
 
     @staticmethod
-    def _parse(model: type[M], raw: Any) -> M:
-        try:
+    def _parse(model: type[A], raw: Any) -> A:
+        with _answer_of(model.__name__):
             return model.model_validate(raw)
-        except ValidationError as exc:
-            # A server of another version: say so rather than show pydantic's internals.
-            raise ConnectionFailed(f"unexpected answer from the control plane: {exc}") from None
+
+    @staticmethod
+    def _parse_all(model: type[A], raw: Any) -> list[A]:
+        with _answer_of(f"{model.__name__} list"):
+            return _list_of(model).validate_python(raw)
 
     # ---- identity -------------------------------------------------------------------------
 
@@ -305,7 +298,7 @@ class NodeplaneClient:
         phase: NodePhase | None = None,
         first: int = 200,
         after: str | None = None,
-    ) -> Page[Node]:
+    ) -> "Page[Node]":
         """One page of nodes by name; `name` matches a substring."""
         flt = {
             "name": name,
@@ -395,13 +388,13 @@ class NodeplaneClient:
             f"query($id: UUID!) {{ nodeRevisions(nodeId: $id) {{ {REVISION_FIELDS} }} }}",
             {"id": str(node_id)},
         )
-        return [self._parse(Revision, r) for r in data["nodeRevisions"]]
+        return self._parse_all(Revision, data["nodeRevisions"])
 
     # ---- events, executors, keys ----------------------------------------------------------
 
     def events(
         self, *, node_id: UUID | None = None, first: int = 50, after: str | None = None
-    ) -> Page[Event]:
+    ) -> "Page[Event]":
         """One page of the events feed, newest first."""
         data = self.call(
             "query($f: EventFilter, $first: Int!, $after: String) { events(filter: $f, "
@@ -413,7 +406,7 @@ class NodeplaneClient:
 
     def incidents(
         self, *, state: str | None = None, first: int = 50, after: str | None = None
-    ) -> Page[Incident]:
+    ) -> "Page[Incident]":
         """One page of alert incidents, newest opened first; `state` OPEN or RESOLVED."""
         data = self.call(
             "query($f: IncidentFilter, $first: Int!, $after: String) { incidents(filter: $f, "
@@ -426,12 +419,12 @@ class NodeplaneClient:
     def executors(self) -> list[Executor]:
         """The organization's executors, by name."""
         data = self.call(f"{{ executors {{ {EXECUTOR_FIELDS} }} }}")
-        return [self._parse(Executor, e) for e in data["executors"]]
+        return self._parse_all(Executor, data["executors"])
 
     def api_keys(self) -> list[ApiKey]:
         """API keys the caller may see."""
         data = self.call(f"{{ apiKeys {{ {KEY_FIELDS} }} }}")
-        return [self._parse(ApiKey, k) for k in data["apiKeys"]]
+        return self._parse_all(ApiKey, data["apiKeys"])
 
     def create_api_key(
         self,
@@ -480,7 +473,7 @@ class NodeplaneClient:
     def members(self) -> list[Member]:
         """The organization's members, by email."""
         data = self.call(f"{{ members {{ {MEMBER_FIELDS} }} }}")
-        return [self._parse(Member, m) for m in data["members"]]
+        return self._parse_all(Member, data["members"])
 
     def invite_member(self, email: str, role: str) -> Invite:
         """An invite for `email` with `role`; its token is in the answer only."""
@@ -517,10 +510,42 @@ class NodeplaneClient:
         )
         return self._parse(MemberAccess, data["revokeSessions"])
 
-    def _page(self, model: type[A], raw: dict[str, Any]) -> Page[A]:
-        info = raw["pageInfo"]
-        return Page[A](
-            items=[self._parse(model, item) for item in raw["items"]],
-            end_cursor=info["endCursor"],
-            has_next_page=info["hasNextPage"],
-        )
+    # Page[...] is quoted in signatures: subscripting a pydantic generic creates a class, which
+    # `_page` makes for the model a command reads rather than the module for every model.
+    @staticmethod
+    def _page(model: type[A], raw: Any) -> "Page[A]":
+        page: type[Page[A]] = Page[model]  # type: ignore[valid-type]  # pydantic caches it
+        with _answer_of(f"{model.__name__} page"):
+            return page.model_validate(raw)
+
+
+@functools.cache
+def _list_of(model: type[ApiModel]) -> TypeAdapter[list[Any]]:
+    # Built when a command first reads a list of `model`, not when the module is imported.
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+@contextmanager
+def _answer_of(what: str) -> Iterator[None]:
+    """Reports an answer that does not fit the model (a server of another version) as a typed
+    failure, saying where and what, rather than a traceback of pydantic's."""
+    try:
+        yield
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        shown = "; ".join(_problem(error) for error in errors[:MAX_PROBLEMS_SHOWN])
+        if len(errors) > MAX_PROBLEMS_SHOWN:
+            shown += f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more"
+        raise ConnectionFailed(
+            f"unexpected answer from the control plane ({what}): {shown}"
+        ) from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    # The place as the API spells it (camelCase: pydantic reports the alias), items by index.
+    steps = (f"[{step}]" if isinstance(step, int) else f".{step}" for step in error["loc"])
+    where = "".join(steps).lstrip(".") or "the answer"
+    if error["type"] == "missing":
+        return f"{where}: missing"
+    got = repr(error["input"])
+    return f"{where}: {error['msg']}, got {got if len(got) <= 60 else got[:57] + '...'}"

@@ -6,13 +6,16 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import IntEnum, StrEnum
-from typing import Annotated, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Protocol, TypeVar
 
 import typer
 from rich.console import Console, RenderableType
 
-from nodeplane.cli.client import ApiError, ConnectionFailed, NodeplaneClient
 from nodeplane.cli.credentials import load_credentials, resolve
+from nodeplane.cli.errors import ApiError, ConnectionFailed
+
+if TYPE_CHECKING:
+    from nodeplane.cli.client import NodeplaneClient
 
 
 class ExitCode(IntEnum):
@@ -134,8 +137,11 @@ def reported_errors() -> Iterator[None]:
 
 
 @contextmanager
-def connect(url: str | None, token: str | None) -> Iterator[NodeplaneClient]:
+def connect(url: str | None, token: str | None) -> Iterator["NodeplaneClient"]:
     """A client for the chosen control plane, with errors reported as `reported_errors` does."""
+    # Imported here: commands that never connect (and `--help`) need not load the HTTP stack.
+    from nodeplane.cli.client import NodeplaneClient
+
     with reported_errors():
         creds = resolve(url, token, load_credentials())
         if not creds.url:

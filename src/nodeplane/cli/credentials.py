@@ -6,8 +6,6 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nodeplane.cli.client import normalize_url
-
 
 @dataclass(frozen=True)
 class Credentials:
@@ -67,11 +65,12 @@ def resolve(url: str | None, token: str | None, stored: Credentials) -> Credenti
     chosen_url = url or stored.url
     if token:
         return Credentials(url=chosen_url, token=token)
-    same_server = (
-        url is None
-        or stored.url is None
-        or _comparable(normalize_url(url)) == _comparable(stored.url)
-    )
+    same_server = True
+    if url is not None and stored.url is not None:
+        # Imported here, where two URLs are compared: the client module loads the HTTP stack.
+        from nodeplane.cli.client import normalize_url
+
+        same_server = _comparable(normalize_url(url)) == _comparable(stored.url)
     return Credentials(
         url=chosen_url,
         token=stored.token if same_server else None,

@@ -4,7 +4,6 @@ from typing import Annotated
 
 import typer
 
-from nodeplane.cli.client import ApiError
 from nodeplane.cli.common import (
     ExecutorOption,
     NodeArg,
@@ -19,6 +18,7 @@ from nodeplane.cli.common import (
     out,
     print_json,
 )
+from nodeplane.cli.errors import ApiError
 from nodeplane.cli.lookup import find_node
 from nodeplane.cli.models import Node
 from nodeplane.cli.wait import DEFAULT_TIMEOUT, Target, wait_for

@@ -6,7 +6,7 @@ from uuid import UUID
 
 import typer
 
-from nodeplane.cli.client import ApiError, NodeplaneClient, normalize_url
+from nodeplane.cli.client import NodeplaneClient, normalize_url
 from nodeplane.cli.common import (
     OutputFormat,
     OutputOption,
@@ -16,6 +16,7 @@ from nodeplane.cli.common import (
     reported_errors,
 )
 from nodeplane.cli.credentials import Credentials, load_credentials, save_credentials
+from nodeplane.cli.errors import ApiError
 from nodeplane.cli.models import Me
 
 

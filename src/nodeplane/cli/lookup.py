@@ -1,10 +1,14 @@
 """Find nodes, executors, keys and members by the name, email or id a user typed."""
 
+from typing import TYPE_CHECKING
 from uuid import UUID
 
-from nodeplane.cli.client import ApiError, NodeplaneClient
 from nodeplane.cli.common import fail
+from nodeplane.cli.errors import ApiError
 from nodeplane.cli.models import ApiKey, Executor, Member, Node
+
+if TYPE_CHECKING:  # a client is passed in; importing it here would load httpx for `--help`
+    from nodeplane.cli.client import NodeplaneClient
 
 
 def as_uuid(text: str) -> UUID | None:
@@ -15,7 +19,7 @@ def as_uuid(text: str) -> UUID | None:
         return None
 
 
-def find_executor(client: NodeplaneClient, ref: str) -> Executor:
+def find_executor(client: "NodeplaneClient", ref: str) -> Executor:
     """The executor named or identified by `ref`."""
     executors = client.executors()
     ref_id = as_uuid(ref)
@@ -26,7 +30,7 @@ def find_executor(client: NodeplaneClient, ref: str) -> Executor:
     raise ApiError("not_found", f"executor {ref!r} not found (executors: {known})")
 
 
-def default_executor(client: NodeplaneClient) -> Executor:
+def default_executor(client: "NodeplaneClient") -> Executor:
     """The organization's only executor; with several, the user must choose."""
     executors = client.executors()
     if len(executors) == 1:
@@ -37,7 +41,7 @@ def default_executor(client: NodeplaneClient) -> Executor:
     fail(f"several executors ({names}): choose one with --executor NAME")
 
 
-def find_node(client: NodeplaneClient, ref: str, executor_ref: str | None = None) -> Node:
+def find_node(client: "NodeplaneClient", ref: str, executor_ref: str | None = None) -> Node:
     """The node named or identified by `ref`, optionally on one executor.
 
     Names are unique per executor only, so a name used on several executors needs `--executor`.
@@ -63,7 +67,7 @@ def find_node(client: NodeplaneClient, ref: str, executor_ref: str | None = None
     )
 
 
-def node_id_for_history(client: NodeplaneClient, ref: str, executor_ref: str | None) -> UUID:
+def node_id_for_history(client: "NodeplaneClient", ref: str, executor_ref: str | None) -> UUID:
     """A node id for reading history: an id is used as is, since history outlives the node."""
     ref_id = as_uuid(ref)
     if ref_id is not None and executor_ref is None:
@@ -71,7 +75,7 @@ def node_id_for_history(client: NodeplaneClient, ref: str, executor_ref: str | N
     return find_node(client, ref, executor_ref).id
 
 
-def find_key(client: NodeplaneClient, ref: str) -> ApiKey:
+def find_key(client: "NodeplaneClient", ref: str) -> ApiKey:
     """The API key identified by `ref` (an id, or the name of exactly one active key)."""
     keys = client.api_keys()
     ref_id = as_uuid(ref)
@@ -86,7 +90,7 @@ def find_key(client: NodeplaneClient, ref: str) -> ApiKey:
     fail(f"{len(named)} active keys are named {ref!r}: revoke by id (see `nodeplane keys list`)")
 
 
-def key_id(client: NodeplaneClient, ref: str) -> UUID:
+def key_id(client: "NodeplaneClient", ref: str) -> UUID:
     """The id of the key `ref` names; an id goes to the API as is, which says if it is unknown.
 
     Members see only their own keys in `apiKeys`, so looking an id up there would answer
@@ -95,7 +99,7 @@ def key_id(client: NodeplaneClient, ref: str) -> UUID:
     return as_uuid(ref) or find_key(client, ref).id
 
 
-def find_member(client: NodeplaneClient, ref: str) -> Member:
+def find_member(client: "NodeplaneClient", ref: str) -> Member:
     """The member of the caller's organization with the email or member id `ref`."""
     ref_id = as_uuid(ref)
     # The API stores emails trimmed and lower-cased; match what the user typed the same way.

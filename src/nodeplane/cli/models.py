@@ -1,4 +1,10 @@
-"""Typed views of what the CLI reads: nodes, executors, events, revisions, keys and members."""
+"""Typed views of what the CLI reads: nodes, executors, events, revisions, keys and members.
+
+pydantic models, built lazily (`defer_build`): pydantic makes a model's validator when the model
+first validates, not when its class is created, so a command pays for the models it reads only
+(`nodes list`: Node, ExecutorRef, PageInfo and one Page), not for all of them at start. An answer
+that does not fit raises pydantic's ValidationError; the client turns it into its own failure.
+"""
 
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
@@ -25,7 +31,11 @@ class ApiModel(BaseModel):
     """camelCase from the API, snake_case in Python; fields the CLI does not ask for are ignored."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        defer_build=True,
     )
 
     def to_json(self) -> dict[str, Any]:
@@ -216,9 +226,25 @@ class Session(ApiModel):
 T = TypeVar("T", bound=ApiModel)
 
 
-class Page(BaseModel, Generic[T]):
-    """One page of a keyset-paginated list."""
+class PageInfo(ApiModel):
+    """Where a keyset-paginated list goes on."""
 
-    items: list[T]
     end_cursor: str | None
     has_next_page: bool
+
+
+class Page(ApiModel, Generic[T]):
+    """One page of a keyset-paginated list, as the API answers a connection: {items, pageInfo}."""
+
+    items: list[T]
+    page_info: PageInfo
+
+    @property
+    def end_cursor(self) -> str | None:
+        """The cursor to ask for the next page after, if any."""
+        return self.page_info.end_cursor
+
+    @property
+    def has_next_page(self) -> bool:
+        """Whether more items follow this page."""
+        return self.page_info.has_next_page

@@ -1,16 +1,11 @@
 """`nodeplane nodes`: list, inspect and deploy nodes, and read their events and revisions."""
 
-import json
-import sys
 from typing import Annotated
 
 import typer
 
-from nodeplane.cli import edit, lifecycle
-from nodeplane.cli.client import ApiError
 from nodeplane.cli.common import (
     ExecutorOption,
-    ExitCode,
     NodeArg,
     OutputFormat,
     OutputOption,
@@ -22,6 +17,7 @@ from nodeplane.cli.common import (
     print_json,
     print_list,
 )
+from nodeplane.cli.lazy import lazy_group
 from nodeplane.cli.lookup import (
     default_executor,
     find_executor,
@@ -33,18 +29,31 @@ from nodeplane.cli.render import events_table, node_detail, nodes_table, revisio
 from nodeplane.cli.spec_flags import build_spec, read_spec_file
 from nodeplane.cli.wait import DEFAULT_TIMEOUT, Target, wait_for
 from nodeplane.protocol import NodePhase
-from nodeplane.protocol.logs import DEFAULT_LOG_TAIL, MAX_LOG_TAIL, LogLevel
 
 EVENTS_PAGE_SIZE = 100  # one round trip for the default --limit, a few for long histories
 
-nodes_app = typer.Typer(help="Deploy, inspect, start, stop and delete nodes.", no_args_is_help=True)
-
-nodes_app.command("start")(lifecycle.start)
-nodes_app.command("stop")(lifecycle.stop)
-nodes_app.command("restart")(lifecycle.restart)
-nodes_app.command("delete")(lifecycle.delete)
-nodes_app.command("edit")(edit.edit)
-nodes_app.command("rollback")(edit.rollback)
+# The commands that change a node, and logs, live in their own modules, imported when named:
+# `nodes list` does not load the spec-editing rules or the log protocol's models (cli/lazy.py).
+nodes_app = typer.Typer(
+    cls=lazy_group(
+        {
+            "start": "nodeplane.cli.lifecycle:start",
+            "stop": "nodeplane.cli.lifecycle:stop",
+            "restart": "nodeplane.cli.lifecycle:restart",
+            "delete": "nodeplane.cli.lifecycle:delete",
+            "edit": "nodeplane.cli.edit:edit",
+            "rollback": "nodeplane.cli.edit:rollback",
+            "list": None,
+            "get": None,
+            "deploy": None,
+            "events": None,
+            "logs": "nodeplane.cli.logs:logs",
+            "revisions": None,
+        }
+    ),
+    help="Deploy, inspect, start, stop and delete nodes.",
+    no_args_is_help=True,
+)
 
 
 @nodes_app.command("list")
@@ -161,56 +170,6 @@ def events(
             after = page.end_cursor
     found = found[:limit]
     print_list(found, output, events_table, "no events")
-
-
-@nodes_app.command("logs")
-def logs(
-    node: NodeArg,
-    executor: ExecutorOption = None,
-    role: Annotated[
-        str | None, typer.Option("--role", "-r", help="The process (default: the first role).")
-    ] = None,
-    tail: Annotated[
-        int,
-        typer.Option("--tail", "-n", min=0, max=MAX_LOG_TAIL, help="Lines before the live ones."),
-    ] = DEFAULT_LOG_TAIL,
-    level: Annotated[
-        LogLevel | None, typer.Option("--level", "-l", help="Only lines this severe or more.")
-    ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")
-    ] = False,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    output: OutputOption = OutputFormat.TABLE,
-) -> None:
-    """A node's process output: the last --tail lines, then (with -f) new ones as written.
-
-    Lines are printed as the process wrote them (`-o json`: one {"level", "text"} object per
-    line); lines the stream had to drop are counted on stderr."""
-    with connect(url, token) as client:
-        node_id = find_node(client, node, executor).id
-        try:
-            for event in client.stream_logs(
-                node_id,
-                role=role,
-                tail=tail,
-                level=level.value if level else None,
-                follow=follow,
-            ):
-                if event.dropped:
-                    typer.echo(f"[{event.dropped} lines dropped]", err=True)
-                for line_level, text in event.lines:
-                    if output is OutputFormat.JSON:
-                        line = json.dumps({"level": line_level, "text": text})
-                    else:
-                        line = text
-                    sys.stdout.write(line + "\n")
-                sys.stdout.flush()
-                if event.ended and event.code:
-                    raise ApiError(event.code, event.message or "the log stream failed")
-        except KeyboardInterrupt:
-            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
 
 @nodes_app.command("revisions")

@@ -6,17 +6,18 @@ which Rich would read as markup: `[/x]` in a key name must print, not fail or re
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.segment import Segment
 from rich.style import Style
-from rich.table import Table
 from rich.text import Text
 
 from nodeplane.cli.models import ApiKey, Event, Executor, Incident, Member, Node, Revision
 from nodeplane.protocol import EventLevel, NodePhase
+
+if TYPE_CHECKING:  # imported where a table is made: the nodes list (AlignedRows) needs none
+    from rich.table import Table
 
 PHASE_STYLE: dict[NodePhase, str] = {
     NodePhase.RUNNING: "green",
@@ -36,8 +37,11 @@ LEVEL_STYLE: dict[EventLevel, str] = {
 }
 
 
-def _table(*fixed: str, wrap: Sequence[str] = ()) -> Table:
+def _table(*fixed: str, wrap: Sequence[str] = ()) -> "Table":
     """A table whose `fixed` columns never wrap (names, ids, times) and whose `wrap` ones may."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD)
     for header in fixed:
         table.add_column(header, no_wrap=True)
@@ -138,6 +142,8 @@ def nodes_table(nodes: Sequence[Node]) -> AlignedRows:
 
 def node_detail(node: Node) -> RenderableType:
     """A node's fields and, once observed, its processes."""
+    from rich.table import Table
+
     fields = Table.grid(padding=(0, 2))
     fields.add_column(style="bold")
     fields.add_column()
@@ -184,7 +190,7 @@ def _opt(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def executors_table(executors: Sequence[Executor]) -> Table:
+def executors_table(executors: Sequence[Executor]) -> "Table":
     """One row per executor, with what it can run."""
     table = _table("NAME", "KIND", "STATUS", "VERSION", "NODES", "LAST SYNC", wrap=["CHAINS"])
     for e in executors:
@@ -203,7 +209,7 @@ def executors_table(executors: Sequence[Executor]) -> Table:
     return table
 
 
-def events_table(events: Sequence[Event]) -> Table:
+def events_table(events: Sequence[Event]) -> "Table":
     """The events feed, newest first."""
     # The actor is in the message (and in --output json); the message gets the room.
     table = _table("TIME", "LEVEL", wrap=["MESSAGE", "TYPE"])
@@ -217,7 +223,7 @@ def events_table(events: Sequence[Event]) -> Table:
     return table
 
 
-def incidents_table(incidents: Sequence[Incident]) -> Table:
+def incidents_table(incidents: Sequence[Incident]) -> "Table":
     """Alert incidents, newest opened first."""
     table = _table("OPENED", "STATE", "SEVERITY", "RULE", "SUBJECT", "RESOLVED", wrap=["MESSAGE"])
     for i in incidents:
@@ -233,7 +239,7 @@ def incidents_table(incidents: Sequence[Incident]) -> Table:
     return table
 
 
-def revisions_table(revisions: Sequence[Revision]) -> Table:
+def revisions_table(revisions: Sequence[Revision]) -> "Table":
     """A node's spec history."""
     table = _table("REVISION", "TIME", "DESIRED", wrap=["AUTHOR", "CAUSE", "CLIENTS"])
     for r in revisions:
@@ -257,7 +263,7 @@ def key_state(key: ApiKey, now: datetime | None = None) -> str:
     return "active"
 
 
-def keys_table(keys: Sequence[ApiKey]) -> Table:
+def keys_table(keys: Sequence[ApiKey]) -> "Table":
     """API keys, never their secrets."""
     table = _table("NAME", "KIND", "STATE", "LAST USED", "EXPIRES", "ID")
     for k in keys:
@@ -276,7 +282,7 @@ def keys_table(keys: Sequence[ApiKey]) -> Table:
 ROLE_STYLE: dict[str, str] = {"owner": "bold", "admin": "", "member": "dim"}
 
 
-def members_table(members: Sequence[Member]) -> Table:
+def members_table(members: Sequence[Member]) -> "Table":
     """The organization's members and their roles."""
     table = _table("EMAIL", "ROLE", "MEMBER SINCE", "ID")
     for m in members:

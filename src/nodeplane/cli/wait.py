@@ -3,16 +3,20 @@
 import time
 from enum import StrEnum
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.status import Status
 from rich.text import Text
 
-from nodeplane.cli.client import NodeplaneClient
 from nodeplane.cli.common import CliFailure, ExitCode
 from nodeplane.cli.models import Node
 from nodeplane.cli.render import phase_text
 from nodeplane.protocol import NodePhase
+
+if TYPE_CHECKING:  # `nodes deploy` imports this module; only --wait needs a live status line
+    from rich.status import Status
+
+    from nodeplane.cli.client import NodeplaneClient
 
 DEFAULT_TIMEOUT = 300.0
 POLL_INTERVAL = 1.0
@@ -108,7 +112,7 @@ class PhaseLine:
 
 
 def wait_for(
-    client: NodeplaneClient,
+    client: "NodeplaneClient",
     node: Node,
     target: Target,
     *,
@@ -127,7 +131,7 @@ def wait_for(
 
 
 def _follow(
-    client: NodeplaneClient,
+    client: "NodeplaneClient",
     node: Node,
     target: Target,
     timeout: float,
