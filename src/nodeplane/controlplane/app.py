@@ -179,7 +179,9 @@ class GraphQLBodyGuard:
         if carries_sync_document(parsed):
             # Parsed once: the steady-heartbeat path reads it from here (api/steady_sync.py).
             scope[SYNC_BODY_SCOPE_KEY] = parsed
-
+        # A spec poll is held for up to 30 s, thousands at once: keep nothing read here alive
+        # meanwhile (locals live as long as this frame) but the body the application reads.
+        del chunks, parsed, headers
         await self.app(scope, replay_body(body, receive), send)
 
     async def _reject(

@@ -915,14 +915,14 @@ async def _pending_specs(
 
     Most polls find nothing: revisions are read first, and specs only of the nodes that changed.
     """
-    current = (
-        await session.execute(
-            select(Node.id, Node.revision, Node.deleted_at.is_not(None)).where(
-                Node.executor_id == executor_id
-            )
+    # Rows unpack as tuples; Result.tuples() is deprecated in SQLAlchemy 2.1, and each call's
+    # warning walked the stack, giving every coroutine of a held poll a frame object to keep.
+    current = await session.execute(
+        select(Node.id, Node.revision, Node.deleted_at.is_not(None)).where(
+            Node.executor_id == executor_id
         )
-    ).tuples()
-    newer, gone = _stale(list(current), known)
+    )
+    newer, gone = _stale([(row[0], row[1], row[2]) for row in current], known)
     out: list[AssignedNodeSpec] = []
     if newer:
         nodes = await session.scalars(select(Node).where(Node.id.in_(newer)).order_by(Node.id))
@@ -932,6 +932,28 @@ async def _pending_specs(
         for k in gone
     ]
     return out
+
+
+async def _read_pending(
+    db: Database,
+    executor_id: UUID,
+    held: dict[UUID, KnownRevision],
+    principal: Principal | None,
+    instance: UUID | None,
+    heartbeat: Heartbeat | None,
+) -> list[AssignedNodeSpec]:
+    """One look at what the executor lacks, with the instance check when `heartbeat` is given.
+
+    A function of its own so that the session (closed, but with its identity map and event
+    dispatch) is not a local of the poll that then waits: thousands of polls are held at once.
+    """
+    # Each statement may see a later commit than the one before; the specs loaded are the ones
+    # the revisions said changed, or newer still, and a node gone in between is simply not
+    # returned (the next poll reports it).
+    async with db.quick_read() as session:
+        if heartbeat is not None:
+            await check_instance(session, principal, instance, heartbeat)
+        return await _pending_specs(session, executor_id, held)
 
 
 async def poll_specs(
@@ -960,14 +982,10 @@ async def poll_specs(
     while True:
         waiter = db.notifier.subscribe(key)
         try:
-            # Each statement may see a later commit than the one before; the specs loaded are
-            # the ones the revisions said changed, or newer still, and a node gone in between
-            # is simply not returned (the next poll reports it).
-            async with db.quick_read() as session:
-                if first and heartbeat is not None:
-                    await check_instance(session, principal, instance, heartbeat)
-                first = False
-                pending = await _pending_specs(session, executor_id, held)
+            pending = await _read_pending(
+                db, executor_id, held, principal, instance, heartbeat if first else None
+            )
+            first = False
             remaining = deadline - time.monotonic()
             if pending or remaining <= 0 or db.notifier.closing:
                 return pending
@@ -975,7 +993,9 @@ async def poll_specs(
                 # asyncio.timeout, not wait_for: no second task per held poll (10,000 are held).
                 async with asyncio.timeout(remaining):
                     with spec_polls_held.track_inprogress():
-                        await waiter.wait()
+                        # Done already if a change came while reading; cancelled (and
+                        # then left alone by the notifier) when the timeout fires.
+                        await waiter
             except TimeoutError:
                 return []
         finally:

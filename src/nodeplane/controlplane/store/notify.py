@@ -50,7 +50,9 @@ class ChangeNotifier:
 
     def __init__(self, listen_conninfo: str | None) -> None:
         self._conninfo = listen_conninfo
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # A bare future per held poll, not an asyncio.Event: an Event carries a dict and a deque
+        # (over 600 bytes) besides the future it makes to wait, and 10,000 polls are held.
+        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._node_listeners: list[NodeListener] = []
@@ -78,11 +80,12 @@ class ChangeNotifier:
                 await self._task
             self._task = None
 
-    def subscribe(self, key: str) -> asyncio.Event:
-        """Register interest in `key` before reading state, so no change slips between."""
-        waiter = asyncio.Event()
+    def subscribe(self, key: str) -> "asyncio.Future[None]":
+        """Register interest in `key` before reading state, so no change slips between; the
+        future is done once a change (or the shutdown) comes."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.closing:
-            waiter.set()
+            waiter.set_result(None)
         self._waiters[key].add(waiter)
         return waiter
 
@@ -126,7 +129,7 @@ class ChangeNotifier:
         for listener in self._node_listeners:
             listener(organization_id, node_ids)
 
-    def unsubscribe(self, key: str, waiter: asyncio.Event) -> None:
+    def unsubscribe(self, key: str, waiter: "asyncio.Future[None]") -> None:
         """Drop a waiter registered with `subscribe`."""
         waiters = self._waiters.get(key)
         if waiters is not None:
@@ -137,12 +140,12 @@ class ChangeNotifier:
     def publish_local(self, key: str) -> None:
         """Wake every waiter on `key` in this process."""
         for waiter in self._waiters.get(key, ()):
-            waiter.set()
+            _wake(waiter)
 
     def _wake_all(self) -> None:
         for waiters in self._waiters.values():
             for waiter in waiters:
-                waiter.set()
+                _wake(waiter)
 
     async def _listen_forever(self) -> None:
         assert self._conninfo is not None
@@ -185,6 +188,12 @@ class ChangeNotifier:
                 log.warning("listen.failed", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+
+
+def _wake(waiter: "asyncio.Future[None]") -> None:
+    # Done already when woken twice, or cancelled when its poll timed out.
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _key_ids(payload: str) -> list[UUID]:
