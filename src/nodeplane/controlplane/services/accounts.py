@@ -409,7 +409,7 @@ async def list_members(
         .where(Member.organization_id == p.organization_id)
         .order_by(User.email)
     )
-    return [(m, u) for m, u in rows.tuples()]
+    return [(m, u) for m, u in rows]
 
 
 async def get_organization(

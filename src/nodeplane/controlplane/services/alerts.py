@@ -354,7 +354,7 @@ async def open_node_rules(
             Incident.rule.in_([r.value for r in rules]),
         )
     )
-    return {(node_id, AlertRule(rule)) for node_id, rule in rows.tuples() if node_id is not None}
+    return {(node_id, AlertRule(rule)) for node_id, rule in rows if node_id is not None}
 
 
 async def evaluate_nodes(
@@ -780,7 +780,7 @@ async def _reevaluate_executors(session: AsyncSession, organization_id: UUID) ->
         .group_by(Executor.id)
         .order_by(Executor.id)
     )
-    for executor, node_count in offline.tuples():
+    for executor, node_count in offline:
         await executor_went_offline(
             session,
             organization_id,

@@ -140,7 +140,7 @@ async def count_nodes_by_executor(
         .where(Node.executor_id.in_(executor_ids))
         .group_by(Node.executor_id)
     )
-    return {executor_id: count for executor_id, count in rows.tuples()}
+    return {executor_id: count for executor_id, count in rows}
 
 
 # ---- sync ----------------------------------------------------------------------------------

@@ -73,13 +73,13 @@ async def read_fleet_status(
             .join(Organization, Organization.id == Executor.organization_id)
             .order_by(Organization.name, Executor.name)
         )
-    ).tuples()
+    ).all()
     # A comprehension, not dict(): a Result has keys() and would be read as a mapping.
     counts: dict[UUID, int] = {
         executor_id: count
         for executor_id, count in (
             await session.execute(select(Node.executor_id, func.count()).group_by(Node.executor_id))
-        ).tuples()
+        )
     }
     executors: list[ExecutorStatus] = []
     by_id: dict[UUID, ExecutorStatus] = {}
