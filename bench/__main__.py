@@ -192,9 +192,13 @@ LOAD_NOTE = """\
 Produced by `./dev bench` (bench/loadgen/): simulated executors speak the real protocol over
 kept HTTP connections from worker processes of their own (never the server's event loop), each
 with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered starts),
-each observation at exactly the revision its spec poll last returned, and one `executorSpecs`
-poll held and re-issued as soon as it returns. P3 ramps the executor count until syncExecutor
-p99 reaches 100 ms; P1 flips random nodes (STOP/START) at a few per second during each P3
+each observation at exactly the revision its spec poll last returned and carrying what a probed
+node's does (height, peers, CPU time, memory, disk), whose values move once per metrics interval
+(30 s, the agent's default) at each executor's own moment, so one sync in six stores
+observations as a real fleet's do; and one `executorSpecs` poll held and re-issued as soon as it
+returns. P3 ramps the executor count until syncExecutor p99 reaches 100 ms; its errors are those
+of the window, and the start's (every executor's first sync within one interval, each a write)
+are shown apart; P1 flips random nodes (STOP/START) at a few per second during each P3
 window and times the action's request to its executor's poll returning the new revision; P4
 holds one poll per executor with no syncs. Server CPU per sync is the server process's CPU time
 in the window (all its work: syncs, polls, actions, sweeps) over the syncs answered; on
