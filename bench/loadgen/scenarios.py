@@ -5,7 +5,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from bench.loadgen.run import LoadRun, lifecycle_actions, measured, summary
-from bench.loadgen.stats import WorkerReport, percentile
+from bench.loadgen.stats import percentile
 from bench.loadgen.target import Target
 from bench.loadgen.worker import LoadOptions
 
@@ -57,17 +57,8 @@ FULL = Sizes(
 )
 
 
-def _errors(
-    report: WorkerReport,
-    action_errors: int = 0,
-    missing: int = 0,
-    between: tuple[float, float] | None = None,
-) -> str:
-    counts = (
-        dict(report.errors)
-        if between is None
-        else dict(Counter(kind for at, kind in report.error_times if between[0] <= at < between[1]))
-    )
+def _errors(errors: Counter[str], action_errors: int = 0, missing: int = 0) -> str:
+    counts = dict(errors)
     if action_errors:
         counts["lifecycle action failed"] = action_errors
     if missing:
@@ -107,12 +98,11 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
         unfinished = len(latencies) - answered
         seconds = window.ended - window.began
         pickups, missing = actions.pickup_seconds(report)
-        in_window = (window.began, window.ended + 2.0)
-        window_errors = sum(1 for at, _ in report.error_times if in_window[0] <= at < in_window[1])
+        window_errors = report.errors_between(window.began, window.ended + 2.0)
         # The start (every executor's first sync within one interval, each a write) is reported
         # apart: it is the load of a whole fleet starting at once, not of the fleet running.
-        start_up = _errors(report, between=(run.started_at, window.began))
-        errors = window_errors + actions.errors + missing
+        start_up = _errors(report.errors_between(run.started_at, window.began))
+        errors = window_errors.total() + actions.errors + missing
         ok = percentile(latencies, 99) < P99_GOAL and errors == 0 and unfinished == 0
         per_sync = window.server_cpu * 1000 / max(answered, 1)
         database = (
@@ -132,7 +122,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
                 + f"); {answered / seconds:.0f} syncs/s answered; server CPU {per_sync:.1f} ms"
                 f"/sync{database} ({window.server_cpu / seconds:.0%} of a core); load generator "
                 f"{report.cpu_seconds / (time.monotonic() - run.started_at):.0%} of a core; "
-                f"errors: {_errors(report, between=in_window)}"
+                f"errors: {_errors(window_errors)}"
                 + (f"; in the start before the window: {start_up}" if start_up != "none" else ""),
                 ok,
             )
@@ -144,7 +134,7 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
                 load,
                 "action → held poll returns it, p99 < 100 ms",
                 f"p50 / p99 {summary(pickups)} ({len(pickups)} actions); errors: "
-                f"{_errors(WorkerReport(), actions.errors, missing)}",
+                f"{_errors(Counter(), actions.errors, missing)}",
                 bool(pickups) and percentile(pickups, 99) < P99_GOAL and missing == 0,
             )
         )
@@ -219,7 +209,7 @@ def held_polls(t: Target, sizes: Sizes, count: int) -> list[Row]:
             f"{count} held polls",
             "wake p99 < 100 ms",
             f"p50 / p99 {summary(wakes)} ({len(wakes)} actions); errors: "
-            f"{_errors(report, actions.errors, missing)}",
+            f"{_errors(report.errors, actions.errors, missing)}",
             bool(wakes) and percentile(wakes, 99) < P99_GOAL and missing == 0,
         ),
     ]

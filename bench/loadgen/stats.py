@@ -45,6 +45,10 @@ class WorkerReport:
         self.errors[kind] += 1
         self.error_times.append((at, kind))
 
+    def errors_between(self, start: float, end: float) -> Counter[str]:
+        """Errors by type that happened from `start` until before `end` (monotonic)."""
+        return Counter(kind for at, kind in self.error_times if start <= at < end)
+
 
 def merge(reports: list[WorkerReport]) -> WorkerReport:
     """One report for all workers."""
