@@ -50,7 +50,8 @@ COLLECTED = {
     instruments.REQUEST_DURATION_SECONDS,
     instruments.SPEC_POLLS_HELD,
     f"{instruments.EVENTS_PRUNED}_total",
-    f"{instruments.STEADY_SYNCS}_total",
+    f"{instruments.SYNCS}_total",
+    f"{instruments.EXECUTOR_CALLS}_total",
     *agent_metric_names(),
 }
 HISTOGRAMS = {instruments.REQUEST_DURATION_SECONDS}

@@ -19,8 +19,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nodeplane.controlplane.api.executor_calls import EXECUTOR_BODY_SCOPE_KEY, executor_operation
 from nodeplane.controlplane.api.schema import GraphQLApp
-from nodeplane.controlplane.api.steady_sync import SYNC_BODY_SCOPE_KEY, carries_sync_document
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import EventRetention, Settings
 from nodeplane.controlplane.errors import ErrorCode
@@ -176,9 +176,9 @@ class GraphQLBodyGuard:
         if problem := _request_problem(parsed, body):
             await self._reject(scope, receive, send, 400, ErrorCode.BAD_REQUEST, problem)
             return
-        if carries_sync_document(parsed):
-            # Parsed once: the steady-heartbeat path reads it from here (api/steady_sync.py).
-            scope[SYNC_BODY_SCOPE_KEY] = parsed
+        if operation := executor_operation(parsed):
+            # Parsed once: the executors' direct path reads it from here (api/executor_calls.py).
+            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed)
         # A spec poll is held for up to 30 s, thousands at once: keep nothing read here alive
         # meanwhile (locals live as long as this frame) but the body the application reads.
         del chunks, parsed, headers

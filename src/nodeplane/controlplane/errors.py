@@ -76,6 +76,15 @@ def not_found(what: str) -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, f"{what} not found")
 
 
+def time_budget_exceeded(budget: float) -> DomainError:
+    """The error for a request that ran longer than its time budget (`budget` seconds)."""
+    return DomainError(
+        ErrorCode.BAD_REQUEST,
+        f"the request took longer than its {budget:g} s budget",
+        details={"limit": "time"},
+    )
+
+
 def forbidden(message: str = "you are not allowed to do this") -> DomainError:
     """The error for an authenticated caller without the right to act."""
     return DomainError(ErrorCode.FORBIDDEN, message)

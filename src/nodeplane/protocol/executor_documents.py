@@ -1,8 +1,8 @@
 """The GraphQL documents executors send (DESIGN §4), one text each.
 
 They live in the protocol because both sides depend on the exact text: the agent and the
-operator send it, and the control plane answers the steady heartbeat (`SYNC_EXECUTOR`) without
-the GraphQL executor when it recognizes it (controlplane/api/steady_sync.py). Changing a text
+operator send it, and the control plane answers `SYNC_EXECUTOR` and `POLL_SPECS` without the
+GraphQL executor when it recognizes them (controlplane/api/executor_calls.py). Changing a text
 here is a protocol change: the control plane must keep recognizing what older executors send.
 """
 

@@ -9,7 +9,6 @@ import strawberry
 from strawberry.scalars import JSON
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, Info, with_instance
-from nodeplane.controlplane.api.steady_sync import NOT_STEADY_SCOPE_KEY, NotSteady
 from nodeplane.controlplane.api.types import (
     AlertRule,
     AlertRuleSetting,
@@ -368,19 +367,13 @@ class Mutation(WebhookMutation):
 
     @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
     async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
-        # The steady-heartbeat path may have validated this very input and found it not steady.
-        not_steady: NotSteady | None = info.context.request.scope.get(NOT_STEADY_SCOPE_KEY)
-        request = not_steady.validated(input) if not_steady is not None else None
-        if request is None:
-            request = with_instance(
-                parse_wire(SyncExecutorRequest, input, field="input"), info.context.instance_id
-            )
+        # What an executor's own sync document asks is answered without this resolver, by the
+        # same steps (api/executor_calls.py): a change here is a change there.
+        request = with_instance(
+            parse_wire(SyncExecutorRequest, input, field="input"), info.context.instance_id
+        )
         result = await executors.sync(
-            info.context.db,
-            info.context.principal,
-            request,
-            info.context.heartbeat,
-            known_not_steady=not_steady is not None,
+            info.context.db, info.context.principal, request, info.context.heartbeat
         )
         return SyncExecutorPayload(
             executor=Executor.from_row(result.executor, info.context.settings.heartbeat_timeout),

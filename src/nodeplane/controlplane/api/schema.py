@@ -25,17 +25,17 @@ from strawberry.types.graphql import OperationType
 
 from nodeplane.controlplane.api.context import SESSION_COOKIE, Context, bearer_token
 from nodeplane.controlplane.api.document_guard import DocumentGuard, DocumentWork, long_poll_seconds
+from nodeplane.controlplane.api.executor_calls import (
+    EXECUTOR_BODY_SCOPE_KEY,
+    PRINCIPAL_SCOPE_KEY,
+    ExecutorCalls,
+)
 from nodeplane.controlplane.api.limits import DocumentLimits, DocumentReport
 from nodeplane.controlplane.api.mutations import Mutation
 from nodeplane.controlplane.api.queries import Query
-from nodeplane.controlplane.api.steady_sync import (
-    PRINCIPAL_SCOPE_KEY,
-    SYNC_BODY_SCOPE_KEY,
-    SteadySync,
-)
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.config import Settings
-from nodeplane.controlplane.errors import DomainError, ErrorCode
+from nodeplane.controlplane.errors import DomainError, ErrorCode, time_budget_exceeded
 from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY, operation_label
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
@@ -140,13 +140,7 @@ class NodeplaneSchema(strawberry.Schema):
         except TimeoutError:
             if not deadline.expired():
                 raise
-            return _refusal(
-                DomainError(
-                    ErrorCode.BAD_REQUEST,
-                    f"the request took longer than its {budget:g} s budget",
-                    details={"limit": "time"},
-                )
-            )
+            return _refusal(time_budget_exceeded(budget))
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -228,11 +222,13 @@ class GraphQLApp(GraphQL[Context, None]):
         self.db = db
         self.settings = settings
         self.heartbeat = heartbeat
-        self.steady_sync = SteadySync(db, settings, self.encode_json)
+        self.executor_calls = ExecutorCalls(
+            db, settings, heartbeat, self.encode_json, self.error_payload
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        parsed = scope.pop(SYNC_BODY_SCOPE_KEY, None)
-        if parsed is not None and await self.steady_sync.answer(scope, receive, send, parsed):
+        carried = scope.pop(EXECUTOR_BODY_SCOPE_KEY, None)
+        if carried is not None and await self.executor_calls.answer(scope, receive, send, *carried):
             return
         try:
             await super().__call__(scope, receive, send)
@@ -278,6 +274,12 @@ class GraphQLApp(GraphQL[Context, None]):
         if result.errors:
             data["errors"] = [_format_error(e) for e in result.errors]
         return data
+
+    def error_payload(self, errors: list[GraphQLError]) -> dict[str, Any]:
+        """The answer for a result with no data and these errors, logged as execution logs
+        them: what `process_result` makes of it."""
+        schema.process_errors(errors)
+        return {"data": None, "errors": [_format_error(e) for e in errors]}
 
     def encode_json(self, data: object) -> str:
         """JSON without NaN or Infinity, and never larger than the response cap."""

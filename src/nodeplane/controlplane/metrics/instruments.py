@@ -41,12 +41,22 @@ events_pruned = Counter(
     ["reason"],
 )
 
-STEADY_SYNCS = "nodeplane_steady_syncs"
+SYNCS = "nodeplane_syncs"
 
-steady_syncs = Counter(
-    STEADY_SYNCS,
-    "Syncs that carried the executors' own sync document, by whether the steady-heartbeat path "
-    "answered them (answered) or the GraphQL path did (handed_on: a first sync, a change, an "
-    "error).",
+syncs = Counter(
+    SYNCS,
+    "Executor heartbeats (syncExecutor) answered, by outcome: steady (the executor repeated what "
+    "is stored; answered from one read, its times written behind) or written (something changed: "
+    "a first sync, a status, new metric values).",
     ["outcome"],
+)
+
+EXECUTOR_CALLS = "nodeplane_executor_calls"
+
+executor_calls = Counter(
+    EXECUTOR_CALLS,
+    "Requests that carried one of the executors' own documents, by operation and by the path "
+    "that answered: direct (without the GraphQL executor) or graphql (handed on: no executor key, "
+    "or a key that could not be checked).",
+    ["operation", "path"],
 )

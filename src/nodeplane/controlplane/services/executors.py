@@ -43,7 +43,7 @@ from nodeplane.controlplane.auth.principal import (
     require_principal,
 )
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
-from nodeplane.controlplane.metrics.instruments import spec_polls_held
+from nodeplane.controlplane.metrics.instruments import spec_polls_held, syncs
 from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
@@ -253,19 +253,20 @@ async def sync(
     principal: Principal | None,
     request: SyncExecutorRequest,
     heartbeat: Heartbeat,
-    *,
-    known_not_steady: bool = False,
 ) -> SyncResult:
-    """`sync_executor` in its own transaction; a refused takeover or a refused second instance
-    is recorded in another. `known_not_steady`: `unchanged_sync` has just said no (the
-    steady-heartbeat path, api/steady_sync.py), so it is not asked again."""
+    """`sync_executor` in its own transaction, unless the sync repeats what is stored
+    (`unchanged_sync`); a refused takeover or a refused second instance is recorded in
+    another."""
     require_executor(principal)
     assert principal is not None
-    if not known_not_steady and (unchanged := await unchanged_sync(db, principal, request)):
+    if unchanged := await unchanged_sync(db, principal, request):
+        syncs.labels(outcome="steady").inc()
         return unchanged
     try:
         async with recording_refusals(db), db.write() as uow:
-            return await sync_executor(uow, principal, request, heartbeat, db.seen)
+            written = await sync_executor(uow, principal, request, heartbeat, db.seen)
+        syncs.labels(outcome="written").inc()
+        return written
     except BindRefused as refused:
         async with db.write() as uow:
             await record_bind_refusal(uow, refused)
@@ -609,12 +610,18 @@ def _rowcount(result: Result[Any]) -> int:
 def _instance_live(executor: Executor, heartbeat: Heartbeat, now: datetime) -> bool:
     """Whether the recorded instance counts as running: synced within the heartbeat timeout,
     or (during a restarted control plane's grace) recorded at all."""
-    if executor.instance_id is None:
+    return _recorded_live(executor.instance_id, executor.instance_seen_at, heartbeat, now)
+
+
+def _recorded_live(
+    instance_id: UUID | None, seen_at: datetime | None, heartbeat: Heartbeat, now: datetime
+) -> bool:
+    if instance_id is None:
         return False
     cutoff = heartbeat.silent_before(now)
     if cutoff is None:
         return True
-    return executor.instance_seen_at is not None and executor.instance_seen_at >= cutoff
+    return seen_at is not None and seen_at >= cutoff
 
 
 async def _steady_claim(
@@ -908,21 +915,48 @@ def _stale(
     return newer, gone
 
 
+# One statement for a poll's look: the executor's recorded instance (for the instance check)
+# and each of its nodes' revision. Most polls, held or renewed, find nothing newer.
+_POLL_LOOK = (
+    select(
+        _EXECUTORS.c.instance_id,
+        _EXECUTORS.c.instance_seen_at,
+        _NODES.c.id.label("node_id"),
+        _NODES.c.revision,
+        _NODES.c.deleted_at.is_not(None).label("deleted"),
+    )
+    .select_from(_EXECUTORS.outerjoin(_NODES, _NODES.c.executor_id == _EXECUTORS.c.id))
+    .where(_EXECUTORS.c.id == bindparam("executor_id"))
+)
+
+
 async def _pending_specs(
-    session: AsyncSession, executor_id: UUID, known: dict[UUID, KnownRevision]
+    session: AsyncSession,
+    principal: Principal | None,
+    executor_id: UUID,
+    known: dict[UUID, KnownRevision],
+    instance: UUID | None,
+    heartbeat: Heartbeat | None,
 ) -> list[AssignedNodeSpec]:
     """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone.
+    With `instance` and `heartbeat`, first refuses a process that is not the executor's live
+    instance (InstanceConflict), as `check_instance` does.
 
     Most polls find nothing: revisions are read first, and specs only of the nodes that changed.
     """
+    rows = (await session.execute(_POLL_LOOK, {"executor_id": executor_id})).all()
+    if (
+        rows
+        and instance is not None
+        and heartbeat is not None
+        and rows[0].instance_id not in (None, instance)
+        and _recorded_live(rows[0].instance_id, rows[0].instance_seen_at, heartbeat, utcnow())
+    ):
+        # Another process looks live: decided (and refused) on the executor as loaded again.
+        await check_instance(session, principal, instance, heartbeat)
     # Rows unpack as tuples; Result.tuples() is deprecated in SQLAlchemy 2.1, and each call's
     # warning walked the stack, giving every coroutine of a held poll a frame object to keep.
-    current = await session.execute(
-        select(Node.id, Node.revision, Node.deleted_at.is_not(None)).where(
-            Node.executor_id == executor_id
-        )
-    )
-    newer, gone = _stale([(row[0], row[1], row[2]) for row in current], known)
+    newer, gone = _stale([(row[2], row[3], row[4]) for row in rows if row[2] is not None], known)
     out: list[AssignedNodeSpec] = []
     if newer:
         nodes = await session.scalars(select(Node).where(Node.id.in_(newer)).order_by(Node.id))
@@ -951,9 +985,7 @@ async def _read_pending(
     # the revisions said changed, or newer still, and a node gone in between is simply not
     # returned (the next poll reports it).
     async with db.quick_read() as session:
-        if heartbeat is not None:
-            await check_instance(session, principal, instance, heartbeat)
-        return await _pending_specs(session, executor_id, held)
+        return await _pending_specs(session, principal, executor_id, held, instance, heartbeat)
 
 
 async def poll_specs(

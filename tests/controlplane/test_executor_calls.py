@@ -1,14 +1,16 @@
-"""The steady-heartbeat path (controlplane/api/steady_sync.py) answers exactly as the GraphQL path.
+"""The executors' direct path (controlplane/api/executor_calls.py) answers exactly as GraphQL.
 
-Each sync is sent twice against a real server: once with the executors' own document
-(`SYNC_EXECUTOR`, which the steady path recognizes) and once with the same document plus a
-trailing space (which it does not, so graphql-core executes it). Status, headers and body bytes
-must be equal whatever the sync says: steady, changed, refused, unauthenticated or malformed.
-The server's counter shows the steady path did answer the steady ones and handed the rest on.
+Each sync and each spec poll is sent twice against a real server: once with the executors' own
+document (`SYNC_EXECUTOR`, `POLL_SPECS`, which the direct path recognizes) and once with the same
+document plus a trailing space (which it does not, so graphql-core executes it). Status, headers
+and body bytes must be equal whatever the call says: steady, changed, refused, unauthenticated
+or malformed. The server's counters show which path answered.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,9 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from nodeplane.protocol import INSTANCE_HEADER, ObservedNodeState, ObservedProcess, ProcessStatus
-from nodeplane.protocol.executor_documents import SYNC_EXECUTOR
+from nodeplane.protocol.executor_documents import POLL_SPECS, SYNC_EXECUTOR
 from tests.conftest import BACKENDS, new_database_url
-from tests.support.calls import deploy
+from tests.support.calls import act, deploy
 from tests.support.fleet import CAPABILITIES, FakeExecutor, Org, make_org
 from tests.support.gql import Client
 from tests.support.server import ServerProcess, admin_token
@@ -29,8 +31,9 @@ from tests.support.server import ServerProcess, admin_token
 pytestmark = pytest.mark.server
 
 METRICS_TOKEN = "metrics-token-steady-0123456789"
-# Not the executors' document, so the steady path hands it on: graphql-core executes it.
+# Not the executors' documents, so the direct path does not take them: graphql-core executes them.
 GRAPHQL_ONLY = SYNC_EXECUTOR + " "
+POLL_GRAPHQL_ONLY = POLL_SPECS + " "
 IGNORED_HEADERS = {"date", "server"}
 
 
@@ -73,14 +76,25 @@ class Fleet:
             headers=headers,
         )
 
+    def poll(
+        self, document: str, variables: dict[str, Any], headers: dict[str, str]
+    ) -> httpx.Response:
+        return self.http.post(
+            "/graphql", json={"query": document, "variables": variables}, headers=headers
+        )
+
     def counts(self) -> dict[str, float]:
+        """Requests by the path that answered them ("syncExecutor/direct", ...), and syncs by
+        outcome ("steady", "written")."""
         text = self.http.get("/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}).text
-        return {
-            s.labels["outcome"]: s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == "nodeplane_steady_syncs_total"
-        }
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "nodeplane_executor_calls_total":
+                    out[f"{sample.labels['operation']}/{sample.labels['path']}"] = sample.value
+                elif sample.name == "nodeplane_syncs_total":
+                    out[sample.labels["outcome"]] = sample.value
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +132,25 @@ sync_case = st.fixed_dictionaries(
 )
 
 
+def _authorization(fleet: Fleet, auth: str, personal_key: str) -> dict[str, str]:
+    """The executor's key, none, a key that does not exist, or a person's key."""
+    if auth == "key":
+        return {"authorization": f"Bearer {fleet.key}"}
+    if auth == "wrong":
+        return {"authorization": "Bearer npx_" + "0" * 40}
+    if auth == "personal":
+        return {"authorization": f"Bearer {personal_key}"}
+    return {}
+
+
+# Each generated call is sent both ways against one server per backend.
+BOTH_WAYS = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
 def _request(
     fleet: Fleet, case: dict[str, Any], personal_key: str
 ) -> tuple[dict[str, Any], dict[str, str]]:
@@ -148,13 +181,7 @@ def _request(
         body["instanceId"] = str(uuid.UUID(int=9))
     if instance == "garbage":
         headers[INSTANCE_HEADER] = "not-a-uuid"
-    auth = case["auth"]
-    if auth == "key":
-        headers["authorization"] = f"Bearer {fleet.key}"
-    elif auth == "wrong":
-        headers["authorization"] = "Bearer npx_" + "0" * 40
-    elif auth == "personal":
-        headers["authorization"] = f"Bearer {personal_key}"
+    headers.update(_authorization(fleet, case["auth"], personal_key))
     return body, headers
 
 
@@ -170,11 +197,7 @@ def personal_key(fleet: Fleet) -> str:
     return secret
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@BOTH_WAYS
 @given(case=sync_case)
 def test_each_sync_gets_the_same_bytes_from_either_path(
     fleet: Fleet, personal_key: str, case: dict[str, Any]
@@ -189,7 +212,9 @@ def test_each_sync_gets_the_same_bytes_from_either_path(
     assert _shape(first) == _shape(second), (case, first.text, second.text)
 
 
-def test_the_steady_path_answers_steady_syncs_and_hands_on_the_rest(fleet: Fleet) -> None:
+def test_executor_calls_are_answered_directly_and_others_handed_on(
+    fleet: Fleet, personal_key: str
+) -> None:
     headers = {"authorization": f"Bearer {fleet.key}", INSTANCE_HEADER: str(fleet.instance)}
     nodes = [
         {"nodeId": nid, "observed": _observed(1, 40, ProcessStatus.RUNNING)}
@@ -209,11 +234,12 @@ def test_the_steady_path_answers_steady_syncs_and_hands_on_the_rest(fleet: Fleet
     after_steady = fleet.counts()
     for response in (changed, *steady):
         assert response.json()["data"]["syncExecutor"]["rejected"] == []
-    assert after_change.get("handed_on", 0) == before.get("handed_on", 0) + 1
-    assert after_change.get("answered", 0) == before.get("answered", 0)
-    assert after_steady["answered"] == after_change.get("answered", 0) + 3
-    assert after_steady["handed_on"] == after_change["handed_on"]
-    # The changed observation was written by the GraphQL path, which the steady path handed it to.
+    assert after_change["syncExecutor/direct"] == before.get("syncExecutor/direct", 0) + 1
+    assert after_change["written"] == before.get("written", 0) + 1
+    assert after_steady["syncExecutor/direct"] == after_change["syncExecutor/direct"] + 3
+    assert after_steady["steady"] == after_change.get("steady", 0) + 3
+    assert after_steady["written"] == after_change["written"]
+    # The changed observation was written by the direct path.
     observed = fleet.org.owner(
         "query($id: UUID!) { node(id: $id) { observed } }", {"id": fleet.node_ids[0]}
     )["node"]["observed"]
@@ -225,7 +251,116 @@ def test_the_steady_path_answers_steady_syncs_and_hands_on_the_rest(fleet: Fleet
         headers=headers,
     )
     assert named.json()["data"]["syncExecutor"]["executor"]["name"] == fleet.name
-    assert fleet.counts()["answered"] == after_steady["answered"] + 1
+    assert fleet.counts()["syncExecutor/direct"] == after_steady["syncExecutor/direct"] + 1
+    extra = fleet.http.post(
+        "/graphql",
+        json={"query": SYNC_EXECUTOR, "variables": {"input": body}, "extensions": {}},
+        headers=headers,
+    )
+    assert extra.json()["data"]["syncExecutor"]["executor"]["name"] == fleet.name
+    assert fleet.counts()["syncExecutor/direct"] == after_steady["syncExecutor/direct"] + 1
+    # A poll with the executor's key is answered directly; without a key, or with a person's
+    # key, the GraphQL path answers (and refuses) it.
+    poll = {"known": [], "wait": 0}
+    polled = fleet.poll(POLL_SPECS, poll, headers)
+    assert sorted(s["nodeId"] for s in polled.json()["data"]["executorSpecs"]) == sorted(
+        fleet.node_ids
+    )
+    counts = fleet.counts()
+    assert counts["executorSpecs/direct"] >= 1
+    for other in ({}, {"authorization": f"Bearer {personal_key}"}):
+        refused = fleet.poll(POLL_SPECS, poll, other).json()
+        assert refused["data"] is None and refused["errors"][0]["extensions"]["code"] in (
+            "unauthenticated",
+            "forbidden",
+        )
+    after = fleet.counts()
+    assert after["executorSpecs/graphql"] == counts.get("executorSpecs/graphql", 0) + 2
+    assert after["executorSpecs/direct"] == counts["executorSpecs/direct"]
+
+
+# What a spec poll may carry: what the executor holds (nothing, its nodes at some revision, a
+# node it does not have, garbage), how long to wait (numbers the direct path takes, and those it
+# hands on), and the headers of `sync_case`.
+known_item = st.one_of(
+    st.tuples(st.integers(0, 2), st.integers(0, 2), st.booleans()).map(lambda t: ("node", *t)),
+    st.just(("stranger", 0, 1, False)),
+    st.sampled_from([("garbage", 0, 0, False), ("negative", 0, 0, False)]),
+)
+poll_case = st.fixed_dictionaries(
+    {
+        "known": st.one_of(st.none(), st.just("not-a-list"), st.lists(known_item, max_size=4)),
+        "wait": st.sampled_from([0, 0.0, 0.001, -1, False, "0", 2**60]),
+        "instance": st.sampled_from(["header", "header", "none", "garbage", "other"]),
+        "auth": st.sampled_from(["key", "key", "key", "none", "wrong", "personal"]),
+        "graphql_first": st.booleans(),
+    }
+)
+
+
+def _poll_request(
+    fleet: Fleet, case: dict[str, Any], personal_key: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    known: Any = case["known"]
+    if isinstance(known, list):
+        items: list[Any] = []
+        for kind, index, revision, deleted in known:
+            if kind == "node":
+                items.append(
+                    {"nodeId": fleet.node_ids[index], "revision": revision, "deleted": deleted}
+                )
+            elif kind == "stranger":
+                items.append({"nodeId": str(uuid.UUID(int=11)), "revision": revision})
+            elif kind == "garbage":
+                items.append({"nodeId": "nope"})
+            else:
+                items.append({"nodeId": fleet.node_ids[0], "revision": -1})
+        known = items
+    variables: dict[str, Any] = {"wait": case["wait"]}
+    if known is not None:
+        variables["known"] = known
+    headers: dict[str, str] = {}
+    if case["instance"] == "header":
+        headers[INSTANCE_HEADER] = str(fleet.instance)
+    elif case["instance"] == "garbage":
+        headers[INSTANCE_HEADER] = "not-a-uuid"
+    elif case["instance"] == "other":
+        # Another process of the same executor, while the live one is heard from: refused.
+        headers[INSTANCE_HEADER] = str(uuid.UUID(int=13))
+    headers.update(_authorization(fleet, case["auth"], personal_key))
+    return variables, headers
+
+
+@BOTH_WAYS
+@given(case=poll_case)
+def test_each_spec_poll_gets_the_same_bytes_from_either_path(
+    fleet: Fleet, personal_key: str, case: dict[str, Any]
+) -> None:
+    variables, headers = _poll_request(fleet, case, personal_key)
+    documents = [POLL_GRAPHQL_ONLY, POLL_SPECS]
+    if not case["graphql_first"]:
+        documents.reverse()
+    first, second = (fleet.poll(d, variables, headers) for d in documents)
+    assert _shape(first) == _shape(second), (case, first.text, second.text)
+
+
+def test_a_held_poll_on_the_direct_path_returns_the_change_it_waited_for(fleet: Fleet) -> None:
+    headers = {"authorization": f"Bearer {fleet.key}", INSTANCE_HEADER: str(fleet.instance)}
+    current = fleet.poll(POLL_SPECS, {"wait": 0}, headers).json()["data"]["executorSpecs"]
+    known = [{"nodeId": s["nodeId"], "revision": s["revision"]} for s in current]
+    assert fleet.poll(POLL_SPECS, {"known": known, "wait": 0}, headers).json() == {
+        "data": {"executorSpecs": []}
+    }
+    target = fleet.node_ids[1]
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(fleet.poll, POLL_SPECS, {"known": known, "wait": 20}, headers)
+        time.sleep(0.5)
+        assert not held.done()
+        act(fleet.org.owner, target, "STOP")
+        answer = held.result(timeout=10).json()["data"]["executorSpecs"]
+    assert [s["nodeId"] for s in answer] == [target]
+    assert answer[0]["spec"]["desiredState"] == "stopped"
+    assert set(answer[0]) == {"nodeId", "name", "revision", "spec", "deleted", "retainData"}
 
 
 def test_a_revoked_key_is_refused_on_the_steady_path_at_once(server: ServerProcess) -> None:
