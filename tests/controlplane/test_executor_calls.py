@@ -389,3 +389,49 @@ def test_a_revoked_key_is_refused_on_the_steady_path_at_once(server: ServerProce
         assert refused["errors"][0]["extensions"]["code"] == "unauthenticated"
     finally:
         f.http.close()
+
+
+def test_a_sync_is_decided_by_what_is_stored_whatever_this_process_saw_last(
+    fleet: Fleet,
+) -> None:
+    """The direct path skips the steady read for a sync whose bytes differ from the executor's
+    last one it answered; a sync that repeats that one is asked about first. Either way what is
+    stored decides: here another path writes in between."""
+    headers = {"authorization": f"Bearer {fleet.key}", INSTANCE_HEADER: str(fleet.instance)}
+    node_id = fleet.node_ids[0]
+
+    def body(height: int) -> dict[str, Any]:
+        return {
+            "name": fleet.name,
+            "kind": "agent",
+            "version": "0.1.0-test",
+            "capabilities": CAPABILITIES.to_wire(),
+            "nodes": [{"nodeId": node_id, "observed": _observed(1, height, ProcessStatus.RUNNING)}],
+        }
+
+    def stored_height() -> int:
+        observed = fleet.org.owner(
+            "query($id: UUID!) { node(id: $id) { observed } }", {"id": node_id}
+        )["node"]["observed"]
+        height: int = observed["processes"][0]["height"]
+        return height
+
+    def step(document: str, height: int) -> tuple[float, float]:
+        before = fleet.counts()
+        answer = fleet.send(document, body(height), headers).json()
+        assert answer["data"]["syncExecutor"]["rejected"] == [], answer
+        assert stored_height() == height
+        after = fleet.counts()
+        return (
+            after.get("steady", 0) - before.get("steady", 0),
+            after.get("written", 0) - before.get("written", 0),
+        )
+
+    step(SYNC_EXECUTOR, 101)
+    assert step(SYNC_EXECUTOR, 101) == (1, 0)
+    # Another path stores 102: the direct path's last sync (101) is no longer what is stored.
+    assert step(GRAPHQL_ONLY, 102) == (0, 1)
+    assert step(SYNC_EXECUTOR, 101) == (0, 1)  # the same bytes as its last: asked, not steady
+    assert step(SYNC_EXECUTOR, 101) == (1, 0)
+    assert step(SYNC_EXECUTOR, 103) == (0, 1)  # other bytes: written without asking
+    assert step(SYNC_EXECUTOR, 103) == (1, 0)

@@ -178,7 +178,7 @@ class GraphQLBodyGuard:
             return
         if operation := executor_operation(parsed):
             # Parsed once: the executors' direct path reads it from here (api/executor_calls.py).
-            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed)
+            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed, hash(body))
         # A spec poll is held for up to 30 s, thousands at once: keep nothing read here alive
         # meanwhile (locals live as long as this frame) but the body the application reads.
         del chunks, parsed, headers

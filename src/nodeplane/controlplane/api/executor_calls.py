@@ -20,6 +20,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from typing import Any
+from uuid import UUID
 
 import structlog
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, parse
@@ -126,18 +127,27 @@ class ExecutorCalls:
         # and log lines for the same outcome.
         self.encode = encode
         self.error_payload = error_payload
+        # Each executor's last sync answered by this process, as a hash of its bytes: one int per
+        # executor (an executor's connection stays with one worker process).
+        self._last_sync: dict[UUID, int] = {}
 
     async def answer(
-        self, scope: Scope, receive: Receive, send: Send, operation: str, parsed: dict[str, Any]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        operation: str,
+        parsed: dict[str, Any],
+        body_hash: int,
     ) -> bool:
-        """Send the answer to `parsed` (a body `executor_operation` named `operation`) and
-        return True, or send nothing and return False."""
+        """Send the answer to `parsed` (a body `executor_operation` named `operation`, whose
+        bytes hash to `body_hash`) and return True, or send nothing and return False."""
         principal = await self._executor(scope)
         if principal is None:
             executor_calls.labels(operation=operation, path="graphql").inc()
             return False
         scope[OPERATION_SCOPE_KEY] = operation
-        payload = await self._payload(scope, principal, operation, parsed["variables"])
+        payload = await self._payload(scope, principal, operation, parsed["variables"], body_hash)
         response = Response(self.encode(payload), media_type="application/json")
         await response(scope, receive, send)
         executor_calls.labels(operation=operation, path="direct").inc()
@@ -163,7 +173,12 @@ class ExecutorCalls:
         return principal
 
     async def _payload(
-        self, scope: Scope, principal: Principal, operation: str, variables: dict[str, Any]
+        self,
+        scope: Scope,
+        principal: Principal,
+        operation: str,
+        variables: dict[str, Any],
+        body_hash: int,
     ) -> dict[str, Any]:
         budget = self.settings.request_time_budget
         # As the GraphQL path's budget: a long-poll document may hold the request longer.
@@ -172,7 +187,7 @@ class ExecutorCalls:
         try:
             async with deadline:
                 if operation == SYNC:
-                    return await self._sync(scope, principal, variables["input"])
+                    return await self._sync(scope, principal, variables["input"], body_hash)
                 return await self._poll(scope, principal, variables)
         except TimeoutError as error:
             if not deadline.expired():
@@ -190,13 +205,24 @@ class ExecutorCalls:
         )
         return self.error_payload([located])
 
-    async def _sync(self, scope: Scope, principal: Principal, sent: Any) -> dict[str, Any]:
+    async def _sync(
+        self, scope: Scope, principal: Principal, sent: Any, body_hash: int
+    ) -> dict[str, Any]:
         # Mutation.sync_executor, in its order.
         request = with_instance(
             parse_wire(SyncExecutorRequest, sent, field="input"),
             instance_header(Headers(scope=scope)),
         )
-        result = await executors.sync(self.db, principal, request, self.heartbeat)
+        executor_id = principal.executor_id
+        last = self._last_sync.get(executor_id) if executor_id is not None else None
+        # A sync whose bytes differ from the executor's last one here (new metric values, a new
+        # status) is not steady: asking would cost a read to learn it. Only a hint: the write
+        # path decides any sync exactly, steady or not.
+        result = await executors.sync(
+            self.db, principal, request, self.heartbeat, steady_first=last in (None, body_hash)
+        )
+        if executor_id is not None:
+            self._last_sync[executor_id] = body_hash
         executor = result.executor
         return {
             "data": {

@@ -253,13 +253,16 @@ async def sync(
     principal: Principal | None,
     request: SyncExecutorRequest,
     heartbeat: Heartbeat,
+    *,
+    steady_first: bool = True,
 ) -> SyncResult:
     """`sync_executor` in its own transaction, unless the sync repeats what is stored
-    (`unchanged_sync`); a refused takeover or a refused second instance is recorded in
-    another."""
+    (`unchanged_sync`, asked first unless `steady_first` is False: the caller knows the sync
+    differs from the executor's last); a refused takeover or a refused second instance is
+    recorded in another."""
     require_executor(principal)
     assert principal is not None
-    if unchanged := await unchanged_sync(db, principal, request):
+    if steady_first and (unchanged := await unchanged_sync(db, principal, request)):
         syncs.labels(outcome="steady").inc()
         return unchanged
     try:
