@@ -67,9 +67,7 @@ class Fleet:
         self.node_ids = [deploy(self.org.owner, agent, f"n{i}")["id"] for i in range(3)]
         self.http = httpx.Client(base_url=server.url, timeout=30)
 
-    def send(
-        self, document: str, body_input: dict[str, Any], headers: dict[str, str]
-    ) -> httpx.Response:
+    def send(self, document: str, body_input: Any, headers: dict[str, str]) -> httpx.Response:
         return self.http.post(
             "/graphql",
             json={"query": document, "variables": {"input": body_input}},
@@ -126,7 +124,9 @@ sync_case = st.fixed_dictionaries(
         "auth": st.sampled_from(["key", "key", "key", "none", "wrong", "personal"]),
         "version": st.sampled_from(["0.1.0-test", "0.1.0-test", "0.2.0-test"]),
         "name": st.sampled_from(["self", "self", "self", "other"]),
-        "malformed": st.sampled_from([None, None, None, None, "kind", "height"]),
+        "malformed": st.sampled_from(
+            [None, None, None, None, "kind", "height", "null", "list", "text"]
+        ),
         "graphql_first": st.booleans(),
     }
 )
@@ -151,9 +151,7 @@ BOTH_WAYS = settings(
 )
 
 
-def _request(
-    fleet: Fleet, case: dict[str, Any], personal_key: str
-) -> tuple[dict[str, Any], dict[str, str]]:
+def _request(fleet: Fleet, case: dict[str, Any], personal_key: str) -> tuple[Any, dict[str, str]]:
     nodes = []
     for index, revision, height, status in case["observations"]:
         node_id = fleet.node_ids[index]
@@ -182,7 +180,9 @@ def _request(
     if instance == "garbage":
         headers[INSTANCE_HEADER] = "not-a-uuid"
     headers.update(_authorization(fleet, case["auth"], personal_key))
-    return body, headers
+    # Inputs that are not an object at all: graphql-core refuses a null before any resolver runs.
+    whole: Any = {"null": None, "list": [body], "text": "sync"}.get(case["malformed"], body)
+    return whole, headers
 
 
 def _shape(response: httpx.Response) -> tuple[int, list[tuple[str, str]], bytes]:

@@ -91,6 +91,9 @@ def executor_operation(parsed: Any) -> str | None:
         or not required <= variables.keys() <= declared
     ):
         return None
+    # graphql-core refuses a null for a non-null variable before any resolver runs.
+    if field == SYNC and variables["input"] is None:
+        return None
     if field == POLL and _wait_seconds(variables["wait"]) is None:
         return None
     return field
