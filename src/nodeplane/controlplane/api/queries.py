@@ -252,6 +252,8 @@ class Query(WebhookQuery):
         self, info: Info, known: JSON | None = None, wait_seconds: float = 0.0
     ) -> list[AssignedNodeSpec]:
         ctx = info.context
+        # An executor's own poll document is answered without this resolver, by the same steps
+        # (api/executor_calls.py): a change here is a change there.
         require_principal(ctx.principal)
         held = [
             parse_wire(KnownRevision, item, field="known") for item in json_list(known, "known")
