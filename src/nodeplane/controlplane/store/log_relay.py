@@ -14,6 +14,10 @@ messages stay in-process):
 - `c` closes a session (its last viewer left): every process forgets it at once and wakes the
   owning executor's held poll, so the executor stops tailing at once.
 - `k` carries lines of a session to the process holding its viewer, split so each message fits.
+  Lines take this path even when the viewer is on the process the executor posted to: an
+  executor's posts may reach different processes, and only one ordered channel (NOTIFYs are
+  delivered in commit order) keeps its lines in the order it sent them. While this process's
+  LISTEN is down, lines for its own viewers are handed over directly rather than lost.
 
 Everything is bounded: sessions per node (MAX_LOG_VIEWERS_PER_NODE, checked by the service),
 lines per message, lines per second per session (past it lines are counted as dropped and the
@@ -225,6 +229,7 @@ class LogRelay:
         self, notifier: ChangeNotifier, send: Callable[[str], Awaitable[None]] | None
     ) -> None:
         self._send = send
+        self._notifier = notifier
         self.origin = os.urandom(4).hex()
         self.sessions: dict[UUID, OpenSession] = {}
         self._viewers: dict[UUID, LogViewer] = {}
@@ -390,7 +395,7 @@ class LogRelay:
         if session is None or session.executor_id != executor_id:
             return False
         viewer = self._viewers.get(chunk.session_id)
-        if viewer is not None:
+        if viewer is not None and (self._send is None or not self._notifier.connected):
             viewer.push(
                 ViewerEvent(
                     lines=tuple((line.level.value, line.text) for line in chunk.lines),
@@ -412,10 +417,11 @@ class LogRelay:
             await self._send(payload)
 
     def _received(self, payload: str) -> None:
-        """A message from any process (this one's own come back too, and are skipped)."""
+        """A message from any process. This one's own come back too: its lines are taken (they
+        reach its viewers this way, in order), its announcements and closes skipped."""
         try:
             origin, kind, rest = payload.split("|", 2)
-            if origin == self.origin:
+            if origin == self.origin and kind != "k":
                 return
             if kind == "o":
                 data: dict[str, Any] = json.loads(rest)
