@@ -18,6 +18,7 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
 import httpx
+import uvloop
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
@@ -63,7 +64,9 @@ def worker_main(
     results: "Queue[object]",
 ) -> None:
     """Process entry: say ready, run the executors from `start` until `stop`, send the report."""
-    report = asyncio.run(_run(base_url, specs, options, ready, start, stop))
+    # libuv's loop, as the server's: the load generator shares the machine with the server, and
+    # the executors it stands for would each run on a host of their own.
+    report = uvloop.run(_run(base_url, specs, options, ready, start, stop))
     results.put(report)
 
 
