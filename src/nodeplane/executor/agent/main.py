@@ -103,13 +103,6 @@ def build_runtime(
         stable_after_s=config.supervision.stable_after,
         port_range=config.ports.port_range(),
     )
-    intervals = Intervals(
-        heartbeat=config.intervals.heartbeat,
-        reconcile=config.intervals.reconcile,
-        report=config.intervals.report,
-        metrics=config.intervals.metrics,
-        poll_wait=config.intervals.poll_wait,
-    )
     return ExecutorRuntime(
         name=config.agent.name,
         version=__version__,
@@ -118,9 +111,21 @@ def build_runtime(
         ),
         backend=backend,
         state=LocalState(state_path(data_dir)),
-        intervals=intervals,
+        intervals=intervals_of(config),
         instance_id=instance_id,
         previous_instance_ids=previous_instance_ids,
+    )
+
+
+def intervals_of(config: AgentConfig) -> Intervals:
+    """The runtime's cadences from the agent's [intervals] section."""
+    return Intervals(
+        heartbeat=config.intervals.heartbeat,
+        reconcile=config.intervals.reconcile,
+        housekeeping=config.intervals.supervise_every,
+        report=config.intervals.report,
+        metrics=config.intervals.metrics,
+        poll_wait=config.intervals.poll_wait,
     )
 
 
