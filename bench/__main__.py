@@ -225,12 +225,11 @@ AGENT_NOTE = """\
 ## Agent overhead: one agent holding many litecoind nodes (issue 8, P5)
 
 Produced by `./dev bench --only agent` (bench/agent_overhead.py): a control plane on SQLite, one
-`nodeplane agent` on the process driver with the default intervals (heartbeat 5 s, supervisor
-5 s, reports 10 s, resync 30 s, 25 s spec polls), N litecoind regtest nodes deployed through the
-API. The window
-opens once every node is RUNNING and 20 s have passed. Only the agent process is measured: its
-VmRSS sampled every 2 s, and its utime + stime over the window's wall time, plus the CPU of
-short-lived helpers it ran and reaped (`litecoind --version`). The clients are the agent's
+`nodeplane agent` on the process driver with the default intervals (heartbeat 5 s, supervisor 5 s,
+reports 10 s, resync 30 s, 25 s spec polls), N litecoind regtest nodes deployed through the API.
+The window opens once every node is RUNNING and 20 s have passed. Only the agent process is
+measured: its VmRSS sampled every 2 s, and its utime + stime over the window's wall time, plus the
+CPU of short-lived helpers it ran and reaped (`litecoind --version`). The clients are the agent's
 children, but neither figure includes theirs (a client that exited in the window would be counted
 with the helpers: the run line says how many did). Profile: see the notes below the table.
 """

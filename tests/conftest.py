@@ -38,6 +38,16 @@ def new_database_url(backend: str, tmp_path: Path) -> str:
     return create_pg_database()
 
 
+@pytest.fixture(name="pg_url")
+def pg_url_fixture() -> Iterator[str]:
+    """An empty PostgreSQL database of the test's own, dropped after."""
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
 @pytest.fixture(params=BACKENDS, scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
     """The database backend under test."""

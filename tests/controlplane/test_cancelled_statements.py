@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import text
 
 from nodeplane.controlplane.store.database import Database
-from tests.support.server import create_pg_database, drop_pg_database
 
 SWEEP = 14  # event-loop turns after which a task is cancelled: past every await of one read
 
@@ -41,15 +40,6 @@ def pool_complaints_fixture() -> Iterator[PoolComplaints]:
         yield handler
     finally:
         logger.removeHandler(handler)
-
-
-@pytest.fixture(name="pg_url")
-def pg_url_fixture() -> Iterator[str]:
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 async def cancel_after(turns: int, work: Callable[[], Awaitable[object]]) -> None:

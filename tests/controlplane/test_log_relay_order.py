@@ -6,25 +6,15 @@ a line posted to the other process arrived after the next one, posted to the vie
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.log_relay import LogViewer, OpenSession
 from nodeplane.protocol.logs import LogChunk, LogLevel, LogLine, LogSessionRequest
-from tests.support.server import create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(name="pg_url")
-def pg_url_fixture() -> Iterator[str]:
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
 
 
 async def _until(check: Callable[[], bool], what: str, seconds: float = 10.0) -> None:

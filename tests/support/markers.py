@@ -28,6 +28,8 @@ FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
     "server": ("server",),
     "cli_server": ("server",),
     "e2e_server": ("server",),
+    # an empty PostgreSQL database (tests/conftest.py)
+    "pg_url": ("server",),
     # the sandboxed systemd (tests/support/sandbox.py)
     "systemd_sandbox": ("systemd",),
     # real chain clients (tests/chains/conftest.py)
