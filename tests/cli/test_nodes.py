@@ -57,8 +57,9 @@ def test_deploy_with_flags_then_get_and_list(cli: Cli, executor: FakeExecutor) -
     table = cli("nodes", "list")
     assert table.code == 0
     assert "ltc-1" in table.stdout and "running" in table.stdout and executor.name in table.stdout
+    # The table reads rows without specs (NodeRow); JSON still prints whole nodes.
     listed = cli("nodes", "list", "-o", "json").json()
-    assert [n["name"] for n in listed] == ["ltc-1"]
+    assert listed == [by_name]
 
 
 def test_deploy_from_a_spec_file_on_the_only_executor(

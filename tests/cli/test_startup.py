@@ -132,8 +132,8 @@ def test_nodes_list_imports_only_what_it_uses(
     assert {"nodeplane.cli.nodes", "nodeplane.cli.client", "httpx"} <= loaded
     assert sorted(m for m in loaded if _within(m, NOT_FOR_NODES_LIST)) == []
     # The models are pydantic's, built on first use (defer_build): of the CLI's models only the
-    # page of nodes it read has a validator (Node's is part of it), not the other seventeen.
-    assert recorded["built"] == ["Page", "Page[Node]"]
+    # page of node rows it read has a validator (NodeRow's is part of it), none of the others.
+    assert recorded["built"] == ["Page", "Page[NodeRow]"]
 
 
 def test_help_lists_every_command_in_order() -> None:

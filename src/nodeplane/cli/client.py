@@ -26,6 +26,7 @@ from nodeplane.cli.models import (
     Member,
     MemberAccess,
     Node,
+    NodeRow,
     Page,
     RebindResult,
     Revision,
@@ -33,11 +34,12 @@ from nodeplane.cli.models import (
 )
 from nodeplane.protocol import LifecycleAction, NodePhase
 
-NODE_FIELDS = """
+# What a list of nodes shows (NodeRow), and a whole node (Node).
+NODE_ROW_FIELDS = """
   id name chain network phase desiredState revision observedRevision pendingChange stale
-  spec observed observedAt deletedAt retainData createdAt updatedAt executorId
-  executor { id name status }
+  executorId executor { id name status }
 """
+NODE_FIELDS = f"{NODE_ROW_FIELDS} spec observed observedAt deletedAt retainData createdAt updatedAt"
 EXECUTOR_FIELDS = "id name kind version status lastSyncAt nodeCount capabilities createdAt"
 EVENT_FIELDS = """
   id type level source message actorType actor nodeId nodeName executorId payload createdAt
@@ -289,17 +291,37 @@ class NodeplaneClient:
 
     # ---- nodes ----------------------------------------------------------------------------
 
-    def nodes(
+    def all_nodes(self, **filters: Any) -> list[Node]:
+        """Every node matching `filters` (as `nodes` takes them), whole, following the pages."""
+        return self._all_pages(Node, NODE_FIELDS, filters)
+
+    def all_node_rows(self, **filters: Any) -> list[NodeRow]:
+        """Every node matching `filters` as a list shows it (no spec or observation)."""
+        return self._all_pages(NodeRow, NODE_ROW_FIELDS, filters)
+
+    def _all_pages(self, model: type[A], fields: str, filters: dict[str, Any]) -> list[A]:
+        found: list[A] = []
+        after: str | None = None
+        while True:
+            page = self.nodes_page(model, fields, after=after, **filters)
+            found += page.items
+            if not page.has_next_page or page.end_cursor is None:
+                return found
+            after = page.end_cursor
+
+    def nodes_page(
         self,
-        *,
+        model: type[A],
+        fields: str,
         name: str | None = None,
         executor_id: UUID | None = None,
         chain: str | None = None,
         phase: NodePhase | None = None,
         first: int = 200,
         after: str | None = None,
-    ) -> "Page[Node]":
-        """One page of nodes by name; `name` matches a substring."""
+    ) -> "Page[A]":
+        """One page of nodes (as `model`, asking for `fields`) by name; `name` matches a
+        substring."""
         flt = {
             "name": name,
             "executorId": str(executor_id) if executor_id else None,
@@ -308,22 +330,11 @@ class NodeplaneClient:
         }
         data = self.call(
             "query($f: NodeFilter, $first: Int!, $after: String) { nodes(filter: $f, "
-            f"first: $first, after: $after) {{ items {{ {NODE_FIELDS} }} "
+            f"first: $first, after: $after) {{ items {{ {fields} }} "
             "pageInfo { endCursor hasNextPage } } }",
             {"f": flt, "first": first, "after": after},
         )
-        return self._page(Node, data["nodes"])
-
-    def all_nodes(self, **filters: Any) -> list[Node]:
-        """Every node matching `filters`, following the pages."""
-        found: list[Node] = []
-        after: str | None = None
-        while True:
-            page = self.nodes(after=after, **filters)
-            found += page.items
-            if not page.has_next_page or page.end_cursor is None:
-                return found
-            after = page.end_cursor
+        return self._page(model, data["nodes"])
 
     def node(self, node_id: UUID) -> Node | None:
         """The node, or None if it does not exist or is not visible."""

@@ -13,7 +13,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from nodeplane.cli.models import ApiKey, Event, Executor, Incident, Member, Node, Revision
+from nodeplane.cli.models import ApiKey, Event, Executor, Incident, Member, Node, NodeRow, Revision
 from nodeplane.protocol import EventLevel, NodePhase
 
 if TYPE_CHECKING:  # imported where a table is made: the nodes list (AlignedRows) needs none
@@ -102,7 +102,7 @@ def when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
-def _flags(node: Node) -> str:
+def _flags(node: Node | NodeRow) -> str:
     marks = []
     if node.pending_change and node.observed_revision is not None:
         marks.append(f"pending change (applied: {node.observed_revision})")
@@ -123,7 +123,7 @@ def clients_of(spec: dict[str, Any]) -> str:
     )
 
 
-def nodes_table(nodes: Sequence[Node]) -> AlignedRows:
+def nodes_table(nodes: Sequence[Node | NodeRow]) -> AlignedRows:
     """One row per node, as on the UI's nodes page."""
     table = AlignedRows("NAME", "EXECUTOR", "CHAIN", "NETWORK", "PHASE", "DESIRED", "REV", "NOTES")
     for n in nodes:
