@@ -136,6 +136,21 @@ def test_a_restart_on_the_same_data_directory_succeeds_at_once(
     assert len(instance_events(org, first.id, "refused")) == 1
 
 
+def test_a_held_poll_renewed_after_a_takeover_is_refused(org: Org, server: ServerProcess) -> None:
+    key = org.executor_key()
+    first = instance(server, key)
+    first.sync()
+    # Renewed polls are answered from what the first one read (nothing changed since): that
+    # look must not outlive the instance it was checked against.
+    first.poll(wait=0.2)
+    first.poll(wait=0.2)
+    restarted = instance(server, key, first.name, previous_instance_ids=[first.instance_id])
+    restarted.sync()
+    refused(lambda: first.poll(wait=0.2))
+    restarted.poll(wait=0.2)
+    refused(lambda: first.poll(wait=0.2))
+
+
 def test_agents_without_an_instance_id_are_not_checked(org: Org, server: ServerProcess) -> None:
     key = org.executor_key()
     first = instance(server, key)

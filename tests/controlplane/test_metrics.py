@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from nodeplane.protocol import NodePhase, ObservedNodeState, ObservedProcess, ProcessStatus
-from tests.support.calls import deploy, wait_until
+from tests.support.calls import act, deploy, wait_until
 from tests.support.fleet import FakeExecutor, Org, make_org, running, unique
 from tests.support.gql import Client
 from tests.support.server import (
@@ -382,6 +382,54 @@ def test_held_polls_gauge_follows_a_held_poll(
     assert [s.node_id for s in answer[0]] == [uuid.UUID(node_id)]
     assert time.monotonic() - started < POLL_WAIT
     assert held() == 0
+
+
+def test_a_renewed_poll_reads_nothing_until_a_write_changes_its_executor(
+    metrics_server: MetricsServer, metrics_org: Org
+) -> None:
+    ex = FakeExecutor(metrics_server.url, metrics_org.executor_key())
+    ex.sync()
+    nid = deploy(metrics_org.owner, ex, unique("kept"))["id"]
+    absent = str(uuid.uuid4())
+    wait = 0.3  # a held poll's renewal, shortened: nothing comes while it is held
+
+    def looks() -> dict[str, float]:
+        samples = metrics_server.scrape()
+        return {
+            source: sum(
+                s.value for s in find(samples, "nodeplane_spec_poll_looks_total", source=source)
+            )
+            for source in ("kept", "database")
+        }
+
+    def poll(known: dict[str, int], wait: float, **kw: Any) -> tuple[list[Any], dict[str, float]]:
+        before = looks()
+        answer = [(str(s.node_id), s.revision, s.deleted) for s in ex.poll(known, wait, **kw)]
+        after = looks()
+        return answer, {k: after[k] - before[k] for k in after}
+
+    assert poll({}, wait) == ([(nid, 1, False)], {"kept": 0, "database": 1})
+    # Renewals: what the poll before read, unchanged since, decides; a node the executor holds
+    # that is gone is answered from it too.
+    assert poll({nid: 1}, wait) == ([], {"kept": 1, "database": 0})
+    assert poll({nid: 1, absent: 4}, wait) == ([(absent, 4, True)], {"kept": 1, "database": 0})
+    # A poll that does not wait reads (on PostgreSQL a commit's wake-up may be on its way).
+    assert poll({nid: 1}, 0) == ([], {"kept": 0, "database": 1})
+
+    # A write for the executor: the next poll returns it (on PostgreSQL, the wake-up may reach
+    # the held poll after it recalled the look; it then reads).
+    act(metrics_org.owner, nid, "STOP")
+    answer, counted = poll({nid: 1}, 5.0)
+    assert answer == [(nid, 2, False)] and counted["database"] == 1
+    assert poll({nid: 2}, wait) == ([], {"kept": 1, "database": 0})
+
+    metrics_org.owner("mutation($id: UUID!) { deleteNode(nodeId: $id) { id } }", {"id": nid})
+    answer, counted = poll({nid: 2}, 5.0)
+    assert answer == [(nid, 2, True)] and counted["database"] == 1  # a tombstone
+    assert poll({nid: 2}, wait, deleted={nid}) == ([], {"kept": 1, "database": 0})
+    assert ex.confirm_teardown(nid)
+    wait_until(lambda: poll({nid: 2}, wait, deleted={nid})[1]["database"] == 1, timeout=10)
+    assert poll({nid: 2}, wait) == ([(nid, 2, True)], {"kept": 1, "database": 0})  # gone
 
 
 # ---- workers ---------------------------------------------------------------------------------

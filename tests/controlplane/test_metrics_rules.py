@@ -51,6 +51,7 @@ COLLECTED = {
     instruments.SPEC_POLLS_HELD,
     f"{instruments.EVENTS_PRUNED}_total",
     f"{instruments.SYNCS}_total",
+    f"{instruments.POLL_LOOKS}_total",
     f"{instruments.EXECUTOR_CALLS}_total",
     *agent_metric_names(),
 }

@@ -41,6 +41,7 @@ events_pruned = Counter(
     ["reason"],
 )
 
+POLL_LOOKS = "nodeplane_spec_poll_looks"
 SYNCS = "nodeplane_syncs"
 
 syncs = Counter(
@@ -49,6 +50,13 @@ syncs = Counter(
     "is stored; answered from one read, its times written behind) or written (something changed: "
     "a first sync, a status, new metric values).",
     ["outcome"],
+)
+
+poll_looks = Counter(
+    POLL_LOOKS,
+    "Executor spec polls' looks at what their executor lacks, by source: kept (what an earlier "
+    "poll read, unchanged since by any write: no statement) or database.",
+    ["source"],
 )
 
 EXECUTOR_CALLS = "nodeplane_executor_calls"

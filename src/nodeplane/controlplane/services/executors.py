@@ -43,7 +43,7 @@ from nodeplane.controlplane.auth.principal import (
     require_principal,
 )
 from nodeplane.controlplane.errors import DomainError, ErrorCode, forbidden
-from nodeplane.controlplane.metrics.instruments import spec_polls_held, syncs
+from nodeplane.controlplane.metrics.instruments import poll_looks, spec_polls_held, syncs
 from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
@@ -463,7 +463,12 @@ async def sync_executor(
         )
     actor = _executor_actor(executor)
     if steady is None:
+        recorded = executor.instance_id
         await _claim_instance(session, executor, request, heartbeat, now, seen)
+        if executor.instance_id != recorded:
+            # A new live instance: what polls kept of the executor decided their instance
+            # check by the one before (_PollLook.passes).
+            uow.wake(executor.id)
     if not executor.connected:
         executor.connected = True
         # Its nodes stop showing as stale on the open nodes pages.
@@ -933,6 +938,23 @@ _POLL_LOOK = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _PollLook:
+    """A poll's look at the database: the executor's recorded instance and (node id, revision,
+    deleted) of each of its nodes. Kept by the notifier until the executor's next wake-up, which
+    every write that changes it sends (a new revision, a node created, deleted or torn down, a
+    new live instance), so that a renewed poll reads nothing (`ChangeNotifier.remember`)."""
+
+    instance_id: UUID | None
+    instance_seen_at: datetime | None
+    nodes: tuple[tuple[UUID, int, bool], ...]
+
+    def passes(self, instance: UUID | None, heartbeat: Heartbeat | None) -> bool:
+        """Whether the instance check passes whatever the time: no check asked, or the
+        recorded instance is the caller's or none (another one's liveness moves with time)."""
+        return heartbeat is None or instance is None or self.instance_id in (None, instance)
+
+
 async def _pending_specs(
     session: AsyncSession,
     principal: Principal | None,
@@ -940,10 +962,11 @@ async def _pending_specs(
     known: dict[UUID, KnownRevision],
     instance: UUID | None,
     heartbeat: Heartbeat | None,
-) -> list[AssignedNodeSpec]:
-    """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone.
-    With `instance` and `heartbeat`, first refuses a process that is not the executor's live
-    instance (InstanceConflict), as `check_instance` does.
+) -> tuple[list[AssignedNodeSpec], _PollLook | None]:
+    """What the executor lacks: new or newer specs, tombstones it has not seen, and nodes gone;
+    and the look it was decided on (None when the executor's row is gone). With `instance` and
+    `heartbeat`, first refuses a process that is not the executor's live instance
+    (InstanceConflict), as `check_instance` does.
 
     Most polls find nothing: revisions are read first, and specs only of the nodes that changed.
     """
@@ -959,16 +982,28 @@ async def _pending_specs(
         await check_instance(session, principal, instance, heartbeat)
     # Rows unpack as tuples; Result.tuples() is deprecated in SQLAlchemy 2.1, and each call's
     # warning walked the stack, giving every coroutine of a held poll a frame object to keep.
-    newer, gone = _stale([(row[2], row[3], row[4]) for row in rows if row[2] is not None], known)
+    look = (
+        _PollLook(
+            rows[0].instance_id,
+            rows[0].instance_seen_at,
+            tuple((row[2], row[3], bool(row[4])) for row in rows if row[2] is not None),
+        )
+        if rows
+        else None
+    )
+    newer, gone = _stale(look.nodes if look else (), known)
     out: list[AssignedNodeSpec] = []
     if newer:
         nodes = await session.scalars(select(Node).where(Node.id.in_(newer)).order_by(Node.id))
         out += [_assigned(node) for node in nodes]
-    out += [
+    return out + _tombstones(gone), look
+
+
+def _tombstones(gone: list[KnownRevision]) -> list[AssignedNodeSpec]:
+    return [
         AssignedNodeSpec(node_id=k.node_id, name="", revision=k.revision, spec=None, deleted=True)
         for k in gone
     ]
-    return out
 
 
 async def _read_pending(
@@ -978,17 +1013,38 @@ async def _read_pending(
     principal: Principal | None,
     instance: UUID | None,
     heartbeat: Heartbeat | None,
+    waiter: "asyncio.Future[None]",
+    may_recall: bool,
 ) -> list[AssignedNodeSpec]:
-    """One look at what the executor lacks, with the instance check when `heartbeat` is given.
+    """One look at what the executor lacks, with the instance check when `heartbeat` is given;
+    with `may_recall`, from the look kept since the executor's last wake-up when there is one
+    and it decides.
+
+    Only a poll that waits may recall: on PostgreSQL the wake-up of a commit made by another
+    process (or just before) may be on its way, and reaches the waiting poll, which then reads;
+    a poll that does not wait would answer without it.
 
     A function of its own so that the session (closed, but with its identity map and event
     dispatch) is not a local of the poll that then waits: thousands of polls are held at once.
     """
+    key = str(executor_id)
+    kept = db.notifier.recall(key) if may_recall else None
+    if isinstance(kept, _PollLook) and kept.passes(instance, heartbeat):
+        newer, gone = _stale(kept.nodes, held)
+        if not newer:  # specs to send are read from the database, with the look again
+            poll_looks.labels(source="kept").inc()
+            return _tombstones(gone)
+    poll_looks.labels(source="database").inc()
     # Each statement may see a later commit than the one before; the specs loaded are the ones
     # the revisions said changed, or newer still, and a node gone in between is simply not
     # returned (the next poll reports it).
     async with db.quick_read() as session:
-        return await _pending_specs(session, principal, executor_id, held, instance, heartbeat)
+        pending, look = await _pending_specs(
+            session, principal, executor_id, held, instance, heartbeat
+        )
+    if look is not None:
+        db.notifier.remember(key, waiter, look)
+    return pending
 
 
 async def poll_specs(
@@ -1018,7 +1074,14 @@ async def poll_specs(
         waiter = db.notifier.subscribe(key)
         try:
             pending = await _read_pending(
-                db, executor_id, held, principal, instance, heartbeat if first else None
+                db,
+                executor_id,
+                held,
+                principal,
+                instance,
+                heartbeat if first else None,
+                waiter,
+                may_recall=wait_seconds > 0,
             )
             first = False
             remaining = deadline - time.monotonic()

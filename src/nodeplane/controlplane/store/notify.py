@@ -1,6 +1,7 @@
 """Wake-ups for held spec polls, changed nodes for open nodes pages, live-log messages
 (store/log_relay.py) and changed API keys (store/key_cache.py): in-process, fed by PostgreSQL
-LISTEN when on PostgreSQL."""
+LISTEN when on PostgreSQL. Also what spec polls last read of each executor, kept until the
+executor's next wake-up (`remember`)."""
 
 import asyncio
 import contextlib
@@ -60,6 +61,8 @@ class ChangeNotifier:
         self._log_listeners: list[Callable[[str], None]] = []
         self._listen_listeners: list[Callable[[], None]] = []
         self._key_listeners: list[Callable[[list[UUID]], None]] = []
+        # What a poll read of a key (services/executors.py), until the key's next wake-up.
+        self._looks: dict[str, object] = {}
         # True while the LISTEN connection is up (what is NOTIFYed now reaches this process).
         self.connected = False
         self.closing = False
@@ -88,6 +91,23 @@ class ChangeNotifier:
             waiter.set_result(None)
         self._waiters[key].add(waiter)
         return waiter
+
+    @property
+    def complete(self) -> bool:
+        """True while every change reaches this process: in-process (SQLite), or LISTEN up."""
+        return not self.closing and (self._conninfo is None or self.connected)
+
+    def remember(self, key: str, waiter: "asyncio.Future[None]", look: object) -> None:
+        """Keep `look`, what was read of `key` after `waiter` subscribed to it, until the next
+        wake-up of `key`: a renewed poll then need not read it again (most of what 10,000
+        held polls cost). Not kept when a wake-up came meanwhile (`waiter` is done: `look` may
+        predate it) or changes may be missed."""
+        if not waiter.done() and self.complete:
+            self._looks[key] = look
+
+    def recall(self, key: str) -> object | None:
+        """What `remember` kept of `key`, if nothing has changed it since."""
+        return self._looks.get(key) if self.complete else None
 
     def close_all(self) -> None:
         """Shutting down: wake every waiter now and every later one at once."""
@@ -138,11 +158,13 @@ class ChangeNotifier:
                 del self._waiters[key]
 
     def publish_local(self, key: str) -> None:
-        """Wake every waiter on `key` in this process."""
+        """Wake every waiter on `key` in this process (and forget what was read of it)."""
+        self._looks.pop(key, None)
         for waiter in self._waiters.get(key, ()):
             _wake(waiter)
 
     def _wake_all(self) -> None:
+        self._looks.clear()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 _wake(waiter)
@@ -182,9 +204,11 @@ class ChangeNotifier:
                             self.publish_local(notice.payload)
             except asyncio.CancelledError:
                 self.connected = False
+                self._looks.clear()
                 raise
             except Exception as exc:  # reconnect on any connection failure
                 self.connected = False
+                self._looks.clear()
                 log.warning("listen.failed", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
