@@ -1,7 +1,8 @@
-"""Per-request batch loaders: one query for all the executors (or node counts) a page asks for.
+"""Per-request batch loaders: one query for the node counts of all the executors a page asks for.
 
-Without them a list of 200 nodes that selects `executor` opens 200 database sessions at once and
-exhausts the connection pool; with them it runs one query.
+Without them a list of 200 nodes that selects `executor { nodeCount }` opens 200 database
+sessions at once and exhausts the connection pool; with them it runs one query. (A node's
+executor is read with the nodes, api/views.py.)
 """
 
 from collections.abc import Sequence
@@ -11,7 +12,6 @@ from uuid import UUID
 from strawberry.dataloader import DataLoader
 
 from nodeplane.controlplane.services import executors as executor_service
-from nodeplane.controlplane.store import models
 
 if TYPE_CHECKING:
     from nodeplane.controlplane.api.context import Context
@@ -22,13 +22,7 @@ class Loaders:
 
     def __init__(self, context: "Context") -> None:
         self._context = context
-        self.executor: DataLoader[UUID, models.Executor | None] = DataLoader(self._executors)
         self.node_count: DataLoader[UUID, int] = DataLoader(self._node_counts)
-
-    async def _executors(self, ids: list[UUID]) -> Sequence[models.Executor | None]:
-        async with self._context.db.read() as session:
-            found = await executor_service.get_executors(session, self._context.principal, ids)
-        return [found.get(i) for i in ids]
 
     async def _node_counts(self, ids: list[UUID]) -> Sequence[int]:
         async with self._context.db.read() as session:

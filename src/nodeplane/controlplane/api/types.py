@@ -142,14 +142,18 @@ class Node:
     created_at: datetime
     updated_at: datetime
     executor_id: UUID
+    # Read with the nodes (api/views.py): a plain field, not a loader awaited per node, which
+    # was most of graphql-core's work for a list of 200 nodes.
+    executor_view: strawberry.Private[Executor | None] = None
 
     @strawberry.field
-    async def executor(self, info: Info) -> Executor | None:
-        row = await info.context.loaders.executor.load(self.executor_id)
-        return Executor.from_row(row, info.context.settings.heartbeat_timeout) if row else None
+    def executor(self) -> Executor | None:
+        return self.executor_view
 
     @classmethod
-    def from_row(cls, row: models.Node, executor_online: bool) -> "Node":
+    def from_row(
+        cls, row: models.Node, executor_online: bool, executor: Executor | None = None
+    ) -> "Node":
         observed = node_service.observed_of(row)
         observed_revision = observed.revision if observed else None
         return cls(
@@ -171,6 +175,7 @@ class Node:
             created_at=row.created_at,
             updated_at=row.updated_at,
             executor_id=row.executor_id,
+            executor_view=executor,
         )
 
 

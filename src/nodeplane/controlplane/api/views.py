@@ -6,16 +6,17 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.api.context import Context
-from nodeplane.controlplane.api.types import Me, Node, Organization
+from nodeplane.controlplane.api.types import Executor, Me, Node, Organization
 from nodeplane.controlplane.services import accounts
-from nodeplane.controlplane.services.executors import is_online
+from nodeplane.controlplane.services.executors import get_executors, is_online
 from nodeplane.controlplane.store import models
 
 
 async def node_views(
     session: AsyncSession, ctx: Context, rows: Sequence[models.Node]
 ) -> list[Node]:
-    """API nodes, each flagged stale when its executor is offline."""
+    """API nodes, each flagged stale when its executor is offline, with its executor when the
+    caller may see it."""
     ids = {r.executor_id for r in rows}
     executors = (
         {
@@ -28,9 +29,13 @@ async def node_views(
         else {}
     )
     timeout = ctx.settings.heartbeat_timeout
+    visible = await get_executors(session, ctx.principal, list(ids))
+    views = {i: Executor.from_row(e, timeout) for i, e in visible.items()}
     return [
         Node.from_row(
-            r, r.executor_id in executors and is_online(executors[r.executor_id], timeout)
+            r,
+            r.executor_id in executors and is_online(executors[r.executor_id], timeout),
+            views.get(r.executor_id),
         )
         for r in rows
     ]

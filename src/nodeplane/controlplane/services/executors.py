@@ -946,7 +946,6 @@ class _PollLook:
     new live instance), so that a renewed poll reads nothing (`ChangeNotifier.remember`)."""
 
     instance_id: UUID | None
-    instance_seen_at: datetime | None
     nodes: tuple[tuple[UUID, int, bool], ...]
 
     def passes(self, instance: UUID | None, heartbeat: Heartbeat | None) -> bool:
@@ -985,7 +984,6 @@ async def _pending_specs(
     look = (
         _PollLook(
             rows[0].instance_id,
-            rows[0].instance_seen_at,
             tuple((row[2], row[3], bool(row[4])) for row in rows if row[2] is not None),
         )
         if rows
