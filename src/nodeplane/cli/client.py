@@ -292,7 +292,7 @@ class NodeplaneClient:
     # ---- nodes ----------------------------------------------------------------------------
 
     def all_nodes(self, **filters: Any) -> list[Node]:
-        """Every node matching `filters` (as `nodes` takes them), whole, following the pages."""
+        """Every node matching `filters` (as `nodes_page` takes them), whole, all pages."""
         return self._all_pages(Node, NODE_FIELDS, filters)
 
     def all_node_rows(self, **filters: Any) -> list[NodeRow]:

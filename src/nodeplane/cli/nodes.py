@@ -71,7 +71,7 @@ def list_nodes(
     with connect(url, token) as client:
         executor_id = find_executor(client, executor).id if executor else None
         filters = {"name": name, "executor_id": executor_id, "chain": chain, "phase": phase}
-        # The table shows no spec or observation: its rows are a tenth of whole nodes' bytes.
+        # The table shows no spec or observation: its rows are a third of whole nodes' bytes.
         nodes: Sequence[Node | NodeRow] = (
             client.all_nodes(**filters)
             if output is OutputFormat.JSON

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nodeplane.controlplane.api.context import Context
 from nodeplane.controlplane.api.types import Executor, Me, Node, Organization
 from nodeplane.controlplane.services import accounts
-from nodeplane.controlplane.services.executors import get_executors, is_online
+from nodeplane.controlplane.services.executors import is_online, visible_to
 from nodeplane.controlplane.store import models
 
 
@@ -29,8 +29,12 @@ async def node_views(
         else {}
     )
     timeout = ctx.settings.heartbeat_timeout
-    visible = await get_executors(session, ctx.principal, list(ids))
-    views = {i: Executor.from_row(e, timeout) for i, e in visible.items()}
+    p = ctx.principal
+    views = {
+        i: Executor.from_row(e, timeout)
+        for i, e in executors.items()
+        if p is not None and visible_to(p, e)
+    }
     return [
         Node.from_row(
             r,

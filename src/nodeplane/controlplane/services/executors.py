@@ -114,19 +114,25 @@ async def get_executor(
     return executor
 
 
+def visible_to(principal: Principal, executor: Executor) -> bool:
+    """Whether the caller may see the executor: one of its organization's, and for an executor
+    key only its own."""
+    return (
+        principal.organization_id is not None
+        and executor.organization_id == principal.organization_id
+        and (not principal.is_executor or executor.id == principal.executor_id)
+    )
+
+
 async def get_executors(
     session: AsyncSession, principal: Principal | None, executor_ids: list[UUID]
 ) -> dict[UUID, Executor]:
     """The executors among `executor_ids` that the caller may see, by id."""
     p = require_principal(principal)
-    if p.organization_id is None or not executor_ids:
+    if not executor_ids:
         return {}
-    query = select(Executor).where(
-        Executor.id.in_(executor_ids), Executor.organization_id == p.organization_id
-    )
-    if p.is_executor:
-        query = query.where(Executor.id == p.executor_id)
-    return {e.id: e for e in await session.scalars(query)}
+    found = await session.scalars(select(Executor).where(Executor.id.in_(executor_ids)))
+    return {e.id: e for e in found if visible_to(p, e)}
 
 
 async def count_nodes_by_executor(

@@ -204,11 +204,9 @@ class ChangeNotifier:
                             self.publish_local(notice.payload)
             except asyncio.CancelledError:
                 self.connected = False
-                self._looks.clear()
                 raise
             except Exception as exc:  # reconnect on any connection failure
                 self.connected = False
-                self._looks.clear()
                 log.warning("listen.failed", error=str(exc), retry_in=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
