@@ -278,7 +278,9 @@ def main() -> None:
         "--window", type=float, help="seconds measured per P3 step (default by mode)"
     )
     parser.add_argument(
-        "--warmup", type=float, help="seconds before each P3 window (default by mode)"
+        "--warmup",
+        type=float,
+        help="fewest seconds before each P3 window, more until the start settles (default by mode)",
     )
     parser.add_argument(
         "--profile-executors", type=int, help="executors during the profile (default by mode)"

@@ -12,7 +12,7 @@ import httpx
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
-from bench.loadgen.stats import WorkerReport, merge, percentile
+from bench.loadgen.stats import Progress, WorkerReport, merge, percentile
 from bench.loadgen.worker import LoadOptions, worker_main
 
 # Executors per worker process: an asyncio loop keeps a few hundred busy executors (about
@@ -36,14 +36,17 @@ class LoadRun:
         specs: list[SimulatedExecutorSpec],
         options: LoadOptions,
         per_worker: int = PER_WORKER,
+        slow_after: float = 0.1,
     ) -> None:
         self.base_url = base_url
         self.options = options
+        self.executors = len(specs)
         self._ready: multiprocessing.Queue[int] = _CTX.Queue()
         self._results: multiprocessing.Queue[object] = _CTX.Queue()
         self._start = _CTX.Event()
         self._stop = _CTX.Event()
         shares = [specs[i : i + per_worker] for i in range(0, len(specs), per_worker)]
+        self._progress = [Progress(_CTX, slow_after) for _ in shares]
         self._workers = [
             _CTX.Process(
                 target=worker_main,
@@ -55,10 +58,11 @@ class LoadRun:
                     self._start,
                     self._stop,
                     self._results,
+                    progress,
                 ),
                 daemon=True,
             )
-            for share in shares
+            for share, progress in zip(shares, self._progress, strict=True)
         ]
         self.started_at = 0.0
         self.worker_pids: list[int] = []
@@ -70,6 +74,39 @@ class LoadRun:
         self.worker_pids = [self._ready.get(timeout=timeout) for _ in self._workers]
         self.started_at = time.monotonic()
         self._start.set()
+
+    def counts(self) -> tuple[int, int, int]:
+        """Syncs answered, answered slower than `slow_after`, and failed, so far (all workers)."""
+        totals = [p.counts() for p in self._progress]
+        return (
+            sum(t[0] for t in totals),
+            sum(t[1] for t in totals),
+            sum(t[2] for t in totals),
+        )
+
+    def settle(self, minimum: float, interval: float, cap: float) -> float | None:
+        """Wait until the fleet's start is absorbed: at least `minimum` seconds from the start,
+        then until one whole `interval` (a sync interval) in which the syncs answered cover the
+        fleet, at most 1 % were slower than `slow_after` and none failed; at most `cap` seconds
+        from the start. Returns the seconds from the start to that interval's end, or None
+        when the cap came first.
+
+        Every executor's first syncs are writes (its key's first use, its nodes' first
+        observations) and all come within one interval: a fleet starting at once, which a
+        fixed warm-up may not cover at a large count, so the window after it would measure the
+        start's backlog rather than the fleet running (docs/benchmarks.md)."""
+        time.sleep(max(0.0, self.started_at + minimum - interval - time.monotonic()))
+        before = self.counts()
+        while True:
+            time.sleep(interval)
+            now = self.counts()
+            answered, slow, failed = (a - b for a, b in zip(now, before, strict=True))
+            elapsed = time.monotonic() - self.started_at
+            if answered >= 0.95 * self.executors and slow <= 0.01 * answered and failed == 0:
+                return elapsed
+            if elapsed >= cap:
+                return None
+            before = now
 
     def stop(self, timeout: float = 120.0) -> WorkerReport:
         """Stop the load and gather every worker's report."""

@@ -142,7 +142,7 @@ class SimulatedExecutor:
             self._report.error(f"sync rejected: {item['reason'][:40]}", sent)
         refused = {item["nodeId"] for item in rejected}
         self._report.reported.update({n: r for n, r in reported.items() if n not in refused})
-        self._report.syncs.append((sent, elapsed))
+        self._report.synced(sent, elapsed)
 
     async def sync_forever(self, first_at: float) -> None:
         """Sync at a fixed cadence from `first_at` (monotonic); a slow sync delays only itself."""

@@ -3,6 +3,7 @@
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from multiprocessing.context import SpawnContext
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -12,6 +13,32 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100 * len(ordered)))
     return ordered[rank - 1]
+
+
+class Progress:
+    """One worker's running counts of syncs answered, answered slower than `slow_after` seconds,
+    and failed, in memory the orchestrator reads while the load runs (each worker writes only
+    its own counters, so they need no lock)."""
+
+    ANSWERED, SLOW, FAILED = range(3)
+
+    def __init__(self, ctx: SpawnContext, slow_after: float) -> None:
+        self.slow_after = slow_after
+        self._counts = ctx.Array("q", 3, lock=False)
+
+    def synced(self, seconds: float) -> None:
+        """Count a sync answered in `seconds`."""
+        self._counts[self.ANSWERED] += 1
+        if seconds > self.slow_after:
+            self._counts[self.SLOW] += 1
+
+    def failed(self) -> None:
+        """Count a sync that failed."""
+        self._counts[self.FAILED] += 1
+
+    def counts(self) -> tuple[int, int, int]:
+        """(answered, slow, failed) so far."""
+        return (self._counts[0], self._counts[1], self._counts[2])
 
 
 @dataclass
@@ -39,11 +66,21 @@ class WorkerReport:
     polls: int = 0
     # The worker process's own CPU seconds over its run: the load generator's cost.
     cpu_seconds: float = 0.0
+    # Live counts for the orchestrator (set in the worker, dropped before the report is sent).
+    progress: Progress | None = field(default=None, compare=False, repr=False)
+
+    def synced(self, sent: float, seconds: float) -> None:
+        """Record a sync sent at `sent` (monotonic) and answered `seconds` later."""
+        self.syncs.append((sent, seconds))
+        if self.progress is not None:
+            self.progress.synced(seconds)
 
     def error(self, kind: str, at: float) -> None:
         """Count an error of `kind` that happened at `at` (monotonic)."""
         self.errors[kind] += 1
         self.error_times.append((at, kind))
+        if self.progress is not None and kind.startswith("sync "):
+            self.progress.failed()
 
     def errors_between(self, start: float, end: float) -> Counter[str]:
         """Errors by type that happened from `start` until before `end` (monotonic)."""

@@ -23,7 +23,7 @@ import uvloop
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.simulated import PollError, SimulatedExecutor
-from bench.loadgen.stats import WorkerReport
+from bench.loadgen.stats import Progress, WorkerReport
 from nodeplane.controlplane.gc_policy import settle_after_startup
 from nodeplane.executor.controlplane_client import CONNECTION_LIMITS
 
@@ -62,11 +62,14 @@ def worker_main(
     start: Event,
     stop: Event,
     results: "Queue[object]",
+    progress: Progress | None = None,
 ) -> None:
-    """Process entry: say ready, run the executors from `start` until `stop`, send the report."""
+    """Process entry: say ready, run the executors from `start` until `stop` (counting their
+    syncs in `progress` as they finish), send the report."""
     # libuv's loop, as the server's: the load generator shares the machine with the server, and
     # the executors it stands for would each run on a host of their own.
-    report = uvloop.run(_run(base_url, specs, options, ready, start, stop))
+    report = uvloop.run(_run(base_url, specs, options, ready, start, stop, progress))
+    report.progress = None  # shared memory: it goes with the process, not in the report
     results.put(report)
 
 
@@ -77,8 +80,9 @@ async def _run(
     ready: "Queue[int]",
     start: Event,
     stop: Event,
+    progress: Progress | None,
 ) -> WorkerReport:
-    report = WorkerReport()
+    report = WorkerReport(progress=progress)
     # Plain HTTP on loopback: no TLS context to load for each of thousands of clients.
     clients = [
         httpx.AsyncClient(base_url=base_url, verify=False, limits=CONNECTION_LIMITS) for _ in specs

@@ -1,12 +1,14 @@
 """The load generator's path is correct: simulated executors leave exactly the observed
 revisions they hold at the server, with no errors (a correctness check, not a timing test)."""
 
+import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bench.loadgen.run import LoadRun, lifecycle_actions
+from bench.loadgen.stats import Progress, WorkerReport
 from bench.loadgen.target import target
 from bench.loadgen.worker import LoadOptions
 
@@ -91,3 +93,39 @@ def test_simulated_executors_leave_exact_observed_revisions(tmp_path: Path) -> N
         for n in nodes.values():
             desired = n["desiredState"].lower()
             assert n["phase"].lower() == ("running" if desired == "running" else "stopped")
+
+
+def test_progress_counts_each_sync_and_failure_once() -> None:
+    progress = Progress(multiprocessing.get_context("spawn"), slow_after=0.1)
+    report = WorkerReport(progress=progress)
+    report.synced(1.0, 0.05)
+    report.synced(2.0, 0.25)
+    report.error("sync ReadTimeout", 3.0)
+    report.error("poll ReadTimeout", 3.0)  # a poll's failure is not a sync's
+    assert progress.counts() == (2, 1, 1)
+    assert report.syncs == [(1.0, 0.05), (2.0, 0.25)]
+
+
+def test_settle_waits_for_an_interval_answered_in_time(tmp_path: Path) -> None:
+    with target("sqlite", workdir=tmp_path) as t:
+        specs = t.fleet("st", 20, 2)
+        options = LoadOptions(sync_interval=1.0, spread=1.0)
+        run = LoadRun(t.server.url, specs, options, per_worker=10)
+        run.start()
+        try:
+            settled = run.settle(minimum=2.0, interval=1.0, cap=30.0)
+        finally:
+            report = run.stop()
+        assert settled is not None and 2.0 <= settled < 30.0
+        answered, slow, failed = run.counts()
+        # The live counts are the report's: every answered sync once, no failure.
+        assert answered == len(report.syncs) and failed == 0 == report.errors.total()
+        assert slow == sum(1 for _, seconds in report.syncs if seconds > 0.1)
+
+        # No interval counts as absorbed while every sync is "slow": the cap comes first.
+        never = LoadRun(t.server.url, specs, options, per_worker=10, slow_after=0.0)
+        never.start()
+        try:
+            assert never.settle(minimum=1.0, interval=1.0, cap=3.0) is None
+        finally:
+            never.stop()
