@@ -204,10 +204,9 @@ failed; the row says how long that took, and a start not absorbed within 120 s i
 anyway. The window's errors are its own; the start's are shown apart. P1 flips random nodes
 (STOP/START), one a second during each P3 window, and times the action's request to its
 executor's poll returning the new revision; P4 holds one poll per executor with no syncs.
-Server CPU per sync is the server process's CPU time
-in the window (all its work: syncs, polls, actions, sweeps) over the syncs answered; on
-PostgreSQL the database backends' CPU is given beside it. Latencies of syncs still unanswered
-when a step stopped count as lower bounds.
+Server CPU per sync is the server process's CPU time in the window (all its work: syncs, polls,
+actions, sweeps) over the syncs answered; on PostgreSQL the database backends' CPU is given
+beside it. Latencies of syncs still unanswered when a step stopped count as lower bounds.
 """
 
 

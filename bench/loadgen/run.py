@@ -77,12 +77,9 @@ class LoadRun:
 
     def counts(self) -> tuple[int, int, int]:
         """Syncs answered, answered slower than `slow_after`, and failed, so far (all workers)."""
-        totals = [p.counts() for p in self._progress]
-        return (
-            sum(t[0] for t in totals),
-            sum(t[1] for t in totals),
-            sum(t[2] for t in totals),
-        )
+        counts = [p.counts() for p in self._progress]
+        answered, slow, failed = (sum(c) for c in zip(*counts, strict=True))
+        return answered, slow, failed
 
     def settle(self, minimum: float, interval: float, cap: float) -> float | None:
         """Wait until the fleet's start is absorbed: at least `minimum` seconds from the start,

@@ -38,7 +38,8 @@ class Progress:
 
     def counts(self) -> tuple[int, int, int]:
         """(answered, slow, failed) so far."""
-        return (self._counts[0], self._counts[1], self._counts[2])
+        answered, slow, failed = self._counts
+        return answered, slow, failed
 
 
 @dataclass
