@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nodeplane.protocol import AssignedNodeSpec, ObservedProcess, ProcessStatus
+from nodeplane.protocol import AssignedNodeSpec, HostResources, ObservedProcess, ProcessStatus
 from nodeplane.protocol.observed import METRIC_FIELDS, ObservedNodeState, differs_beyond_metrics
 from tests.executor.runtime_harness import FAST, ScriptedBackend, assigned, eventually, running
 
@@ -76,6 +76,42 @@ async def test_metric_values_are_sent_again_at_each_metrics_interval(tmp_path) -
         # Several heartbeats per value (report and heartbeat every 20 ms, metrics every 200 ms).
         assert len(heights) > 2 * len(set(heights))
         assert heights == sorted(heights)
+
+
+class FillingDisk(ScriptedBackend):
+    """A host whose free disk shrinks between any two readings, as a host running a syncing
+    chain's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.free = itertools.count(10**12, -4096)
+
+    def resources(self) -> HostResources:
+        return HostResources(
+            cpu_cores=2.0, disk_total_bytes=2 * 10**12, disk_available_bytes=next(self.free)
+        )
+
+
+def _free(plane_syncs: list) -> list[int | None]:
+    return [request.resources.disk_available_bytes for request in plane_syncs]
+
+
+async def test_the_hosts_resources_wait_for_the_metrics_interval(tmp_path) -> None:
+    """Free disk moves all the time on a busy host: sent at each heartbeat, it made every
+    heartbeat a change the control plane had to write."""
+    backend = FillingDisk()
+    async with running(tmp_path, backend, replace(FAST, metrics=3600.0)) as h:
+        await eventually(lambda: len(h.plane.syncs) > 20)
+        free = _free(h.plane.syncs)
+        # Read for the first heartbeat, and with the first metrics (the first report): then
+        # never again within the interval, however many heartbeats go.
+        assert len(set(free)) <= 2 and free[0] is not None
+        assert len(set(free[-15:])) == 1
+    async with running(tmp_path, FillingDisk(), replace(FAST, metrics=0.2)) as h:
+        await eventually(lambda: len(set(_free(h.plane.syncs))) >= 3, within=5)
+        free = _free(h.plane.syncs)
+        assert len(free) > 2 * len(set(free))
+        assert free == sorted(free, reverse=True)
 
 
 _PROCESS_VALUES = st.fixed_dictionaries(

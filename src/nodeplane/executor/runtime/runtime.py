@@ -46,6 +46,7 @@ from nodeplane.protocol import (
     AssignedNodeSpec,
     EventLevel,
     ExecutorCapabilities,
+    HostResources,
     NodeObservation,
     ObservedNodeState,
     ObservedProcess,
@@ -163,6 +164,9 @@ class ExecutorRuntime:
         self._observations: dict[UUID, ObservedNodeState] = {}
         # When the metrics were last sent fresh (monotonic); None: not yet.
         self._metrics_sent_at: float | None = None
+        # The host's resources as last sent, and whether the metrics interval has come since.
+        self._resources: HostResources | None = None
+        self._resources_due = False
         # Why observing a node failed (kept apart from apply errors, which a good apply clears).
         self._observe_errors: dict[UUID, str] = {}
         # Nodes this process has reconciled at least once. Until then a node is not reported:
@@ -255,7 +259,7 @@ class ExecutorRuntime:
             version=self.version,
             # Detecting capabilities may run client binaries: keep it off the event loop.
             capabilities=await asyncio.to_thread(self.backend.capabilities),
-            resources=self.backend.resources(),
+            resources=self._host_resources(),
             nodes=[
                 NodeObservation(node_id=nid, observed=obs)
                 for nid, obs in self._observations.items()
@@ -264,6 +268,15 @@ class ExecutorRuntime:
             instance_id=self.instance_id,
             previous_instance_ids=self.previous_instance_ids,
         )
+
+    def _host_resources(self) -> HostResources:
+        """The host's resources as last read, read again once per metrics interval (with the
+        nodes' metric values): free disk moves between any two readings on a busy host, and a
+        heartbeat that carried it fresh each time would never repeat the one before."""
+        if self._resources is None or self._resources_due:
+            self._resources = self.backend.resources()
+            self._resources_due = False
+        return self._resources
 
     async def sync_once(self) -> bool:
         """One syncExecutor call with the latest observations; then flush runtime events.
@@ -615,6 +628,7 @@ class ExecutorRuntime:
         due = self._metrics_sent_at is None or now - self._metrics_sent_at >= self.intervals.metrics
         if due:
             self._metrics_sent_at = now
+            self._resources_due = True
         self._observations = {
             nid: s if due else _unless_only_metrics_moved(self._observations.get(nid), s)
             for nid, s in fresh.items()
