@@ -22,6 +22,7 @@ from bench.loadgen.stats import WorkerReport
 from nodeplane.protocol import (
     INSTANCE_HEADER,
     ExecutorKind,
+    HostResources,
     NodeObservation,
     ObservedNodeState,
     ObservedProcess,
@@ -98,23 +99,36 @@ class SimulatedExecutor:
 
     def _observation(self, node_id: str) -> dict[str, object]:
         revision, running = self.known[node_id], self._running[node_id]
-        epoch = self._metrics_epoch()
-        if epoch != self._epoch:
-            self._observations.clear()
-            self._epoch = epoch
         key = (node_id, revision, running)
         cached = self._observations.get(key)
         if cached is None:
             cached = NodeObservation(
                 node_id=uuid.UUID(node_id),
-                observed=ObservedNodeState(revision=revision, processes=[_process(running, epoch)]),
+                observed=ObservedNodeState(
+                    revision=revision, processes=[_process(running, self._epoch)]
+                ),
             ).to_wire()
             self._observations[key] = cached
         return cached
 
+    def _refresh(self, epoch: int) -> None:
+        """New metric values and host resources once per metrics epoch, as an agent sends."""
+        if epoch == self._epoch:
+            return
+        self._observations.clear()
+        self._epoch = epoch
+        # Free disk shrinks as the chains grow; the agent reads it with the nodes' metrics.
+        self._base["resources"] = HostResources(
+            cpu_cores=16.0,
+            memory_bytes=64 * 2**30,
+            disk_total_bytes=4 * 2**40,
+            disk_available_bytes=2**41 - 4096 * max(epoch, 0),
+        ).to_wire()
+
     async def sync_once(self) -> None:
         """One heartbeat with an observation of every node whose spec the poll returned."""
         reported = dict(self.known)
+        self._refresh(self._metrics_epoch())
         body = {
             "query": SYNC_EXECUTOR,
             "variables": {

@@ -1,6 +1,7 @@
 """Two control-plane replicas on one PostgreSQL database: wake-ups and sweeps cross replicas."""
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.support.calls import act, all_events, deploy, executor_view, wait_until
-from tests.support.fleet import FakeExecutor, Org, make_org
+from tests.support.fleet import CAPABILITIES, FakeExecutor, Org, make_org
 from tests.support.gql import Client
 from tests.support.server import (
     ADMIN_EMAIL,
@@ -106,6 +107,54 @@ def test_poll_held_on_b_wakes_on_a_commit_through_a(
         specs = held.result(timeout=25)
         assert time.monotonic() - committed < 2
     assert [s.revision for s in specs] == [5]
+
+
+def test_a_heartbeat_kept_on_a_is_written_again_once_b_stored_a_change(
+    replicas: tuple[ServerProcess, ServerProcess], replica_org: Org
+) -> None:
+    """A keeps an executor's steady heartbeat (services/executors.py `kept_sync`). The
+    executor's connection moves to B and syncs new capabilities, which B stores; back on A,
+    its old heartbeat is a change again and must be stored, not answered from A's look."""
+    a, b = replicas
+    owner = replica_org.owner
+    key = replica_org.executor_key()
+    instance = uuid.uuid4()
+    on_a = FakeExecutor(a.url, key, instance_id=instance)
+    for _ in range(5):  # written, read as steady, then answered from what A kept
+        on_a.sync()
+    assert on_a.id is not None
+    wider = CAPABILITIES.model_copy(update={"storage_classes": ["fast-ssd"]})
+    on_b = FakeExecutor(
+        b.url, key, name=on_a.name, id=on_a.id, instance_id=instance, capabilities=wider
+    )
+    on_b.sync()
+
+    def storage_classes() -> list[str]:
+        executor = owner(
+            "query($id: UUID!) { executor(id: $id) { capabilities } }", {"id": on_a.id}
+        )
+        classes: list[str] = executor["executor"]["capabilities"]["storageClasses"]
+        return classes
+
+    assert storage_classes() == ["fast-ssd"]
+    _notices_reached(a, b, replica_org)
+    on_a.sync()
+    assert storage_classes() == []
+
+
+def _notices_reached(a: ServerProcess, b: ServerProcess, org: Org) -> None:
+    """Return once A has had every notice of what B committed so far: PostgreSQL delivers a
+    listener the notices of different transactions in the order they committed, so a poll held
+    on A that a commit through B wakes has had the earlier ones."""
+    watcher = FakeExecutor(a.url, org.executor_key())
+    watcher.sync()
+    nid = deploy(org.owner, watcher, "barrier")["id"]
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(watcher.poll, {nid: 1}, 20)
+        time.sleep(1.0)
+        assert not held.done()
+        act(Client(b.url, org.owner.token), nid, "STOP")
+        assert [s.revision for s in held.result(timeout=25)] == [2]
 
 
 def test_two_sweeping_replicas_record_one_disconnect_per_silence(

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import re
@@ -178,7 +179,10 @@ class GraphQLBodyGuard:
             return
         if operation := executor_operation(parsed):
             # Parsed once: the executors' direct path reads it from here (api/executor_calls.py).
-            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed, hash(body))
+            # With a digest of its bytes, which tells a repeated heartbeat (a collision-free
+            # one: an answer may be kept for it, services/executors.py `kept_sync`).
+            digest = hashlib.blake2b(body, digest_size=16).digest()
+            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed, digest)
         # A spec poll is held for up to 30 s, thousands at once: keep nothing read here alive
         # meanwhile (locals live as long as this frame) but the body the application reads.
         del chunks, parsed, headers

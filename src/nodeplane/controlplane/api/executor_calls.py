@@ -39,7 +39,7 @@ from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY
 from nodeplane.controlplane.services import executors
 from nodeplane.controlplane.services.heartbeat import Heartbeat
 from nodeplane.controlplane.store.database import Database
-from nodeplane.protocol import KnownRevision, SyncExecutorRequest
+from nodeplane.protocol import INSTANCE_HEADER, KnownRevision, SyncExecutorRequest
 from nodeplane.protocol.executor_documents import POLL_SPECS, SYNC_EXECUTOR
 
 log = structlog.get_logger(__name__)
@@ -99,6 +99,21 @@ def executor_operation(parsed: Any) -> str | None:
     return field
 
 
+def _sync_payload(executor_id: UUID, name: str, rejected: dict[UUID, str]) -> dict[str, Any]:
+    """syncExecutor's data as SYNC_EXECUTOR selects it."""
+    return {
+        "data": {
+            SYNC: {
+                "executor": {"id": str(executor_id), "name": name},
+                "rejected": [
+                    {"nodeId": str(node_id), "reason": reason}
+                    for node_id, reason in rejected.items()
+                ],
+            }
+        }
+    }
+
+
 def _wait_seconds(raw: Any) -> float | None:
     if isinstance(raw, bool):
         return None
@@ -130,9 +145,9 @@ class ExecutorCalls:
         # and log lines for the same outcome.
         self.encode = encode
         self.error_payload = error_payload
-        # Each executor's last sync answered by this process, as a hash of its bytes: one int per
-        # executor (an executor's connection stays with one worker process).
-        self._last_sync: dict[UUID, int] = {}
+        # Each executor's last sync answered by this process, as a digest of its bytes (an
+        # executor's connection stays with one worker process).
+        self._last_sync: dict[UUID, bytes] = {}
 
     async def answer(
         self,
@@ -141,16 +156,17 @@ class ExecutorCalls:
         send: Send,
         operation: str,
         parsed: dict[str, Any],
-        body_hash: int,
+        body_digest: bytes,
     ) -> bool:
         """Send the answer to `parsed` (a body `executor_operation` named `operation`, whose
-        bytes hash to `body_hash`) and return True, or send nothing and return False."""
+        bytes' blake2b digest is `body_digest`) and return True, or send nothing and return
+        False."""
         principal = await self._executor(scope)
         if principal is None:
             executor_calls.labels(operation=operation, path="graphql").inc()
             return False
         scope[OPERATION_SCOPE_KEY] = operation
-        payload = await self._payload(scope, principal, operation, parsed["variables"], body_hash)
+        payload = await self._payload(scope, principal, operation, parsed["variables"], body_digest)
         response = Response(self.encode(payload), media_type="application/json")
         await response(scope, receive, send)
         executor_calls.labels(operation=operation, path="direct").inc()
@@ -181,7 +197,7 @@ class ExecutorCalls:
         principal: Principal,
         operation: str,
         variables: dict[str, Any],
-        body_hash: int,
+        body_digest: bytes,
     ) -> dict[str, Any]:
         budget = self.settings.request_time_budget
         # As the GraphQL path's budget: a long-poll document may hold the request longer.
@@ -190,7 +206,7 @@ class ExecutorCalls:
         try:
             async with deadline:
                 if operation == SYNC:
-                    return await self._sync(scope, principal, variables["input"], body_hash)
+                    return await self._sync(scope, principal, variables["input"], body_digest)
                 return await self._poll(scope, principal, variables)
         except TimeoutError as error:
             if not deadline.expired():
@@ -209,12 +225,17 @@ class ExecutorCalls:
         return self.error_payload([located])
 
     async def _sync(
-        self, scope: Scope, principal: Principal, sent: Any, body_hash: int
+        self, scope: Scope, principal: Principal, sent: Any, body_digest: bytes
     ) -> dict[str, Any]:
+        headers = Headers(scope=scope)
+        # What decides the answer besides the stored state: the bytes, the instance header
+        # (which with_instance folds into the request) and the key.
+        fingerprint = (body_digest, headers.get(INSTANCE_HEADER), principal.api_key_id)
+        if kept := executors.kept_sync(self.db, principal, fingerprint):
+            return _sync_payload(kept.executor_id, kept.name, {})
         # Mutation.sync_executor, in its order.
         request = with_instance(
-            parse_wire(SyncExecutorRequest, sent, field="input"),
-            instance_header(Headers(scope=scope)),
+            parse_wire(SyncExecutorRequest, sent, field="input"), instance_header(headers)
         )
         executor_id = principal.executor_id
         last = self._last_sync.get(executor_id) if executor_id is not None else None
@@ -222,22 +243,17 @@ class ExecutorCalls:
         # status) is not steady: asking would cost a read to learn it. Only a hint: the write
         # path decides any sync exactly, steady or not.
         result = await executors.sync(
-            self.db, principal, request, self.heartbeat, steady_first=last in (None, body_hash)
+            self.db,
+            principal,
+            request,
+            self.heartbeat,
+            steady_first=last in (None, body_digest),
+            fingerprint=fingerprint,
         )
         if executor_id is not None:
-            self._last_sync[executor_id] = body_hash
+            self._last_sync[executor_id] = body_digest
         executor = result.executor
-        return {
-            "data": {
-                SYNC: {
-                    "executor": {"id": str(executor.id), "name": executor.name},
-                    "rejected": [
-                        {"nodeId": str(node_id), "reason": reason}
-                        for node_id, reason in result.rejected.items()
-                    ],
-                }
-            }
-        }
+        return _sync_payload(executor.id, executor.name, result.rejected)
 
     async def _poll(
         self, scope: Scope, principal: Principal, variables: dict[str, Any]

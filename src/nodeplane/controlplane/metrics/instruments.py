@@ -47,8 +47,9 @@ SYNCS = "nodeplane_syncs"
 syncs = Counter(
     SYNCS,
     "Executor heartbeats (syncExecutor) answered, by outcome: steady (the executor repeated what "
-    "is stored; answered from one read, its times written behind) or written (something changed: "
-    "a first sync, a status, new metric values).",
+    "is stored; answered from one read, its times written behind), kept (it repeated, byte for "
+    "byte, a steady sync this process read, unchanged since: no read) or written (something "
+    "changed: a first sync, a status, new metric values).",
     ["outcome"],
 )
 

@@ -4,7 +4,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -59,6 +59,7 @@ from nodeplane.controlplane.store.models import (
     Node,
 )
 from nodeplane.controlplane.store.seen_times import SeenTimes
+from nodeplane.controlplane.store.sync_looks import SyncLook
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import (
     MAX_POLL_WAIT_SECONDS,
@@ -261,16 +262,22 @@ async def sync(
     heartbeat: Heartbeat,
     *,
     steady_first: bool = True,
+    fingerprint: Hashable | None = None,
 ) -> SyncResult:
     """`sync_executor` in its own transaction, unless the sync repeats what is stored
     (`unchanged_sync`, asked first unless `steady_first` is False: the caller knows the sync
     differs from the executor's last); a refused takeover or a refused second instance is
-    recorded in another."""
+    recorded in another. With a `fingerprint` (the request's bytes and what else decides it,
+    as the caller sees them), a steady sync is kept for `kept_sync` to answer its repeats."""
     require_executor(principal)
     assert principal is not None
-    if steady_first and (unchanged := await unchanged_sync(db, principal, request)):
-        syncs.labels(outcome="steady").inc()
-        return unchanged
+    if steady_first:
+        since = db.notifier.sync_looks.begin()
+        if unchanged := await unchanged_sync(db, principal, request):
+            syncs.labels(outcome="steady").inc()
+            if fingerprint is not None:
+                _keep_look(db, unchanged, request, fingerprint, since)
+            return unchanged
     try:
         async with recording_refusals(db), db.write() as uow:
             written = await sync_executor(uow, principal, request, heartbeat, db.seen)
@@ -280,6 +287,43 @@ async def sync(
         async with db.write() as uow:
             await record_bind_refusal(uow, refused)
         raise
+
+
+def _keep_look(
+    db: Database,
+    steady: SyncResult,
+    request: SyncExecutorRequest,
+    fingerprint: Hashable,
+    since: int,
+) -> None:
+    executor = steady.executor
+    assert request.instance_id is not None  # unchanged_sync answers only such syncs
+    db.notifier.sync_looks.keep(
+        SyncLook(
+            executor_id=executor.id,
+            name=executor.name,
+            organization_id=executor.organization_id,
+            fingerprint=fingerprint,
+            instance_id=request.instance_id,
+            node_ids=tuple(obs.node_id for obs in request.nodes),
+            since=since,
+        )
+    )
+
+
+def kept_sync(db: Database, principal: Principal, fingerprint: Hashable) -> SyncLook | None:
+    """A sync that repeats, byte for byte, a steady sync of the executor this process read,
+    answered from that look when nothing it depends on has changed since (store/sync_looks.py):
+    no validation, no read. Its times are written behind, as a steady sync's. None: the caller
+    validates it and asks `sync`."""
+    if principal.executor_id is None:
+        return None
+    look = db.notifier.sync_looks.recall(principal.executor_id, fingerprint)
+    if look is None:
+        return None
+    db.seen.executor_synced(look.executor_id, look.instance_id, look.node_ids, utcnow())
+    syncs.labels(outcome="kept").inc()
+    return look
 
 
 async def unchanged_sync(
@@ -468,6 +512,8 @@ async def sync_executor(
             field="kind",
         )
     actor = _executor_actor(executor)
+    # Whatever this sync writes of the executor, what steady syncs read of it is stale.
+    uow.executor_changed(executor.id)
     if steady is None:
         recorded = executor.instance_id
         await _claim_instance(session, executor, request, heartbeat, now, seen)
@@ -872,6 +918,7 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
             row = res.first()
             if row is None:
                 continue
+            uow.executor_changed(executor_id)
             await record_event(
                 uow.session,
                 organization_id=row.organization_id,
@@ -1246,6 +1293,7 @@ async def rebind_executor(
             field="apiKeyId",
         )
     key.executor_id = executor.id
+    uow.executor_changed(executor.id)
     revoked = list(
         (
             await session.scalars(

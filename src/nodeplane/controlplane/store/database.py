@@ -161,12 +161,18 @@ class UnitOfWork:
 
     session: AsyncSession
     wake_executors: set[UUID] = field(default_factory=set)
+    changed_executors: set[UUID] = field(default_factory=set)
     changed_nodes: dict[UUID, set[UUID]] = field(default_factory=dict)
     changed_keys: set[UUID] = field(default_factory=set)
 
     def wake(self, executor_id: UUID) -> None:
         """Wake the executor's held spec polls once this transaction commits."""
         self.wake_executors.add(executor_id)
+
+    def executor_changed(self, executor_id: UUID) -> None:
+        """The executor's row may change in this transaction: every process forgets what steady
+        syncs read of it once it commits (store/sync_looks.py)."""
+        self.changed_executors.add(executor_id)
 
     def keys_changed(self, key_ids: Iterable[UUID]) -> None:
         """These API keys change in this transaction (revoked, bound, rebound): every process
@@ -182,6 +188,7 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
     """NOTIFY what `uow` changed, in one statement: NOTIFY is transactional, delivered to every
     replica on commit (and a second round trip would lengthen every sync that changes a node)."""
     notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
+    notices += [(SPEC_CHANNEL, f"{e}/sync") for e in sorted(uow.changed_executors)]
     notices += [
         (NODES_CHANNEL, nodes_payload(organization_id, node_ids))
         for organization_id, node_ids in uow.changed_nodes.items()
@@ -380,6 +387,8 @@ class Database:
                 yield uow
                 if self.is_postgresql:
                     await _notify(session, uow)
+                # No sync is answered from a look this commit makes stale while it commits.
+                self._forget_sync_looks(uow)
                 await session.commit()
         finally:
             # Only once the session is closed or discarded: on SQLite its transaction has then
@@ -392,9 +401,26 @@ class Database:
         if not self.is_postgresql:
             for executor_id in uow.wake_executors:
                 self.notifier.publish_local(str(executor_id))
+            for executor_id in uow.changed_executors:
+                self.notifier.publish_local(f"{executor_id}/sync")
             for organization_id, node_ids in uow.changed_nodes.items():
                 if node_ids:
                     self.notifier.publish_nodes(organization_id, frozenset(node_ids))
+        else:
+            # Here at once, before the caller answers; other processes when the NOTIFY arrives.
+            self._forget_sync_looks(uow)
+
+    def _forget_sync_looks(self, uow: UnitOfWork) -> None:
+        """What steady syncs read of what `uow` changes is stale: called as it commits, and
+        again once it has (a read made in between saw the state before)."""
+        if not (uow.wake_executors or uow.changed_executors or uow.changed_nodes):
+            return
+        looks = self.notifier.sync_looks
+        for executor_id in uow.wake_executors | uow.changed_executors:
+            looks.executor_changed(str(executor_id))
+        for organization_id, node_ids in uow.changed_nodes.items():
+            if node_ids:
+                looks.nodes_changed(organization_id, frozenset(node_ids))
 
 
 async def _close(session: AsyncSession, checked_out: list[PoolProxiedConnection]) -> None:

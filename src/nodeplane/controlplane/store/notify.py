@@ -1,7 +1,7 @@
 """Wake-ups for held spec polls, changed nodes for open nodes pages, live-log messages
 (store/log_relay.py) and changed API keys (store/key_cache.py): in-process, fed by PostgreSQL
 LISTEN when on PostgreSQL. Also what spec polls last read of each executor, kept until the
-executor's next wake-up (`remember`)."""
+executor's next wake-up (`remember`), and what steady syncs last read (store/sync_looks.py)."""
 
 import asyncio
 import contextlib
@@ -11,6 +11,8 @@ from uuid import UUID
 
 import psycopg
 import structlog
+
+from nodeplane.controlplane.store.sync_looks import SyncLooks
 
 SPEC_CHANNEL = "nodeplane_specs"
 NODES_CHANNEL = "nodeplane_nodes"
@@ -63,6 +65,8 @@ class ChangeNotifier:
         self._key_listeners: list[Callable[[list[UUID]], None]] = []
         # What a poll read of a key (services/executors.py), until the key's next wake-up.
         self._looks: dict[str, object] = {}
+        # What steady syncs read of each executor, until a change it depends on reaches here.
+        self.sync_looks = SyncLooks(lambda: self.complete)
         # True while the LISTEN connection is up (what is NOTIFYed now reaches this process).
         self.connected = False
         self.closing = False
@@ -146,6 +150,7 @@ class ChangeNotifier:
 
     def publish_nodes(self, organization_id: UUID | None, node_ids: frozenset[UUID] | None) -> None:
         """Tell this process's node listeners that these nodes changed."""
+        self.sync_looks.nodes_changed(organization_id, node_ids)
         for listener in self._node_listeners:
             listener(organization_id, node_ids)
 
@@ -158,13 +163,16 @@ class ChangeNotifier:
                 del self._waiters[key]
 
     def publish_local(self, key: str) -> None:
-        """Wake every waiter on `key` in this process (and forget what was read of it)."""
+        """Wake every waiter on `key` in this process (and forget what was read of it). `key`
+        is an executor's id, or `<id>/sync` (its row changed: nothing waits for that)."""
         self._looks.pop(key, None)
+        self.sync_looks.executor_changed(key)
         for waiter in self._waiters.get(key, ()):
             _wake(waiter)
 
     def _wake_all(self) -> None:
         self._looks.clear()
+        self.sync_looks.forget_all()
         for waiters in self._waiters.values():
             for waiter in waiters:
                 _wake(waiter)
