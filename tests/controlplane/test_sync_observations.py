@@ -82,3 +82,55 @@ def test_rejected_observations_leave_the_node_as_it_was(org: Org, executor: Fake
     assert "newer than the spec's 1" in reasons[node_id]
     assert reasons[stranger] == "not a node of this executor"
     assert _node(org.owner, node_id) == stored
+
+
+def test_metric_values_status_changes_and_repeats_in_one_heartbeat(
+    org: Org, executor: FakeExecutor
+) -> None:
+    """An executor's heartbeat after its metrics interval carries new metric values for every
+    node (stored in one statement, services/executors.py `_store_metric_values`), beside nodes
+    whose status changed (stored whole, their phase change recorded) and nodes it repeats."""
+    climbing, stopping, repeated = (deploy(org.owner, executor, n)["id"] for n in "abc")
+    first = {
+        climbing: _state(1, ProcessStatus.RUNNING, height=5),
+        stopping: _state(1, ProcessStatus.RUNNING, height=7),
+        repeated: _state(1, ProcessStatus.RUNNING, height=9),
+    }
+    executor.sync(first)
+    before = {nid: _node(org.owner, nid) for nid in first}
+    events = {nid: _transitions(org, nid) for nid in first}
+    time.sleep(0.05)
+    executor.sync(
+        {
+            climbing: _state(1, ProcessStatus.RUNNING, height=6),
+            stopping: _state(1, ProcessStatus.STOPPED, height=8),
+            repeated: _state(1, ProcessStatus.RUNNING, height=9),
+        }
+    )
+    after = {nid: _node(org.owner, nid) for nid in first}
+    assert after[climbing]["observed"]["processes"][0]["height"] == 6
+    assert after[climbing]["phase"] == "RUNNING"
+    assert after[climbing]["observedAt"] > before[climbing]["observedAt"]
+    assert _transitions(org, climbing) == events[climbing]
+    assert after[stopping]["observed"]["processes"][0] == {
+        **before[stopping]["observed"]["processes"][0],
+        "status": "stopped",
+        "height": 8,
+    }
+    assert _transitions(org, stopping)[0]["payload"]["from"] == "running"
+    assert len(_transitions(org, stopping)) == len(events[stopping]) + 1
+    assert after[repeated]["observed"] == before[repeated]["observed"]
+    # The next heartbeat repeats what was just stored, metric values included.
+    assert (
+        executor.sync(
+            {
+                climbing: _state(1, ProcessStatus.RUNNING, height=6),
+                stopping: _state(1, ProcessStatus.STOPPED, height=8),
+                repeated: _state(1, ProcessStatus.RUNNING, height=9),
+            }
+        )["rejected"]
+        == []
+    )
+    assert {nid: _node(org.owner, nid)["observed"] for nid in first} == {
+        nid: after[nid]["observed"] for nid in first
+    }

@@ -46,6 +46,10 @@ SEVERITY = {
 
 # Rules about one node (per-node overrides allowed); executor_offline is about an executor.
 NODE_RULES = (AlertRule.NODE_DOWN, AlertRule.DISK_USAGE, AlertRule.SYNC_STALLED)
+# The node rules that read metric values (protocol/observed.py METRIC_FIELDS): an observation
+# whose metric values alone moved can change only these. node_down reads statuses, revisions
+# and errors.
+METRIC_RULES = (AlertRule.DISK_USAGE, AlertRule.SYNC_STALLED)
 
 DEFAULT_DISK_USAGE_PERCENT = 85.0
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
+from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
@@ -68,9 +69,12 @@ from nodeplane.protocol import (
     EventSource,
     KnownRevision,
     NodeSpec,
+    ObservedNodeState,
     RuntimeEvent,
     SyncExecutorRequest,
 )
+from nodeplane.protocol.alerts import METRIC_RULES, marks_since, next_marks
+from nodeplane.protocol.observed import differs_beyond_metrics
 
 MAX_RUNTIME_EVENTS_PER_CALL = 200
 
@@ -544,9 +548,9 @@ async def sync_executor(
 
     result = SyncResult(executor)
     if request.nodes:
-        changed = await _store_observations(session, executor, request, actor, now, result)
-        uow.nodes_changed(executor.organization_id, [node.id for node in changed])
-        for node in changed:  # still locked by _store_observations
+        changed, whole = await _store_observations(session, executor, request, actor, now, result)
+        uow.nodes_changed(executor.organization_id, changed)
+        for node in whole:  # still locked by _store_observations
             await auto_rollback(uow, node)
     return result
 
@@ -564,10 +568,11 @@ async def _store_observations(
     actor: Actor,
     now: datetime,
     result: SyncResult,
-) -> list[Node]:
-    """Store each accepted observation with its time; record phase changes. Returns the nodes
-    whose stored observation changed (not those whose report time alone moved), as loaded: the
-    session holds them only weakly once flushed, and loading each again was a query per node.
+) -> tuple[list[UUID], list[Node]]:
+    """Store each accepted observation with its time; record phase changes. Returns the ids of
+    the nodes whose stored observation changed (not those whose report time alone moved), and
+    those of them that changed in more than metric values, as loaded: the session holds them
+    only weakly once flushed, and loading each again was a query per node.
 
     A node whose observation is repeated only gets its report time moved, in one statement.
     The rows are loaded whole as they are locked (in id order, as every writer of nodes locks
@@ -588,7 +593,7 @@ async def _store_observations(
     }
     repeats = Counter(obs.node_id for obs in request.nodes)
     unchanged: list[UUID] = []
-    changed: list[tuple[UUID, dict[str, Any]]] = []
+    changed: list[tuple[UUID, ObservedNodeState, dict[str, Any]]] = []
     for obs in request.nodes:
         found = nodes.get(obs.node_id)
         if found is None:
@@ -604,7 +609,7 @@ async def _store_observations(
         if wire == stored and repeats[obs.node_id] == 1:
             unchanged.append(obs.node_id)
         else:
-            changed.append((obs.node_id, wire))
+            changed.append((obs.node_id, obs.observed, wire))
     if unchanged:
         await session.execute(
             update(Node)
@@ -613,19 +618,73 @@ async def _store_observations(
             .execution_options(synchronize_session=False)
         )
     if not changed:
-        return []
-    for node_id, wire in changed:
+        return [], []
+    metric_values: list[tuple[Node, ObservedNodeState, dict[str, Any]]] = []
+    whole: dict[UUID, Node] = {}
+    for node_id, observed, wire in changed:
         node = nodes[node_id]
+        if repeats[node_id] == 1 and _only_metric_values_moved(node.observed, observed):
+            metric_values.append((node, observed, wire))
+            continue
         before = phase_of(node)
         node.observed = wire
         node.observed_at = now
         alerts.move_marks(node, now)
         await record_phase_change(session, node, before, actor)
-    written = [nodes[node_id] for node_id in dict(changed)]
+        whole[node_id] = node
+    names = {executor.id: executor.name}
+    if metric_values:
+        await _store_metric_values(session, metric_values, now)
+        # Nothing a phase, a rollback or node_down reads has moved: only the metric rules.
+        await alerts.evaluate_nodes(
+            session,
+            [node for node, _, _ in metric_values],
+            now,
+            executor_names=names,
+            rules=METRIC_RULES,
+        )
     # Alerts are judged only when an observation changed: a steady heartbeat changes nothing a
     # rule reads, and the timer catches what time alone changes (sync_stalled).
-    await alerts.evaluate_nodes(session, written, now, executor_names={executor.id: executor.name})
-    return written
+    await alerts.evaluate_nodes(session, list(whole.values()), now, executor_names=names)
+    return [node_id for node_id, _, _ in changed], list(whole.values())
+
+
+def _only_metric_values_moved(stored: dict[str, Any] | None, new: ObservedNodeState) -> bool:
+    """Whether `new` differs from the stored observation in metric values alone (a stored one
+    that no longer passes today's rules counts as different)."""
+    if stored is None:
+        return False
+    try:
+        before = ObservedNodeState.model_validate(stored)
+    except ValidationError:
+        return False
+    return not differs_beyond_metrics(before, new)
+
+
+async def _store_metric_values(
+    session: AsyncSession,
+    moved: list[tuple[Node, ObservedNodeState, dict[str, Any]]],
+    now: datetime,
+) -> None:
+    """Write observations whose metric values alone moved (what an executor sends once per
+    metrics interval for every node it runs), as one bulk UPDATE by primary key rather than
+    through the unit of work: the loaded rows are given the same values as committed ones, so
+    nothing about them is flushed again and the alert rules read them as written."""
+    rows: list[dict[str, Any]] = []
+    for node, observed, wire in moved:
+        row: dict[str, Any] = {"id": node.id, "observed": wire, "observed_at": now}
+        marks = next_marks(node.height_marks, observed, now)
+        if marks != node.height_marks:
+            row["height_marks"] = marks
+            row["heights_since"] = marks_since(marks)
+        rows.append(row)
+        for key, value in row.items():
+            if key != "id":
+                set_committed_value(node, key, value)
+    # Rows with and without new marks are two statements (a bulk UPDATE sets the same columns
+    # on every row of one statement).
+    for columns in {frozenset(row) for row in rows}:
+        await session.execute(update(Node), [row for row in rows if frozenset(row) == columns])
 
 
 # ---- one live instance per executor ----------------------------------------------------------
