@@ -29,7 +29,7 @@ from uuid import UUID
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
@@ -250,18 +250,30 @@ class SettingsView:
         )
 
 
+# Built once: a sync that changes observations reads both (the statements' construction cost
+# the server more than PostgreSQL took to answer them).
+_ORG_SETTINGS = select(AlertSetting).where(
+    AlertSetting.organization_id == bindparam("organization_id"), AlertSetting.scope == ORG_SCOPE
+)
+_ORG_AND_NODE_SETTINGS = select(AlertSetting).where(
+    AlertSetting.organization_id == bindparam("organization_id"),
+    or_(
+        AlertSetting.scope == ORG_SCOPE,
+        AlertSetting.node_id.in_(bindparam("node_ids", expanding=True)),
+    ),
+)
+
+
 async def load_settings(
     session: AsyncSession, organization_id: UUID, node_ids: Iterable[UUID] = ()
 ) -> SettingsView:
     """The organization's defaults and the overrides of `node_ids`, in one query."""
     ids = list(node_ids)
-    condition = AlertSetting.scope == ORG_SCOPE
+    params: dict[str, Any] = {"organization_id": organization_id}
     if ids:
-        condition = or_(condition, AlertSetting.node_id.in_(ids))
+        params["node_ids"] = ids
     view = SettingsView({}, {})
-    for row in await session.scalars(
-        select(AlertSetting).where(AlertSetting.organization_id == organization_id, condition)
-    ):
+    for row in await session.scalars(_ORG_AND_NODE_SETTINGS if ids else _ORG_SETTINGS, params):
         try:
             rule = AlertRule(row.rule)
         except ValueError:
@@ -341,6 +353,13 @@ def _resolution(node: Node, rule: AlertRule, view: SettingsView) -> str:
     return "condition cleared"
 
 
+_OPEN_NODE_RULES = select(Incident.node_id, Incident.rule).where(
+    Incident.node_id.in_(bindparam("node_ids", expanding=True)),
+    Incident.open_key.is_not(None),
+    Incident.rule.in_(bindparam("rules", expanding=True)),
+)
+
+
 async def open_node_rules(
     session: AsyncSession, node_ids: Sequence[UUID], rules: Sequence[AlertRule] = NODE_RULES
 ) -> set[tuple[UUID, AlertRule]]:
@@ -348,11 +367,7 @@ async def open_node_rules(
     if not node_ids:
         return set()
     rows = await session.execute(
-        select(Incident.node_id, Incident.rule).where(
-            Incident.node_id.in_(list(node_ids)),
-            Incident.open_key.is_not(None),
-            Incident.rule.in_([r.value for r in rules]),
-        )
+        _OPEN_NODE_RULES, {"node_ids": list(node_ids), "rules": [r.value for r in rules]}
     )
     return {(node_id, AlertRule(rule)) for node_id, rule in rows if node_id is not None}
 
