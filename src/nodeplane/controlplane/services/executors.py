@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     Table,
     Text,
+    Update,
     and_,
     bindparam,
     column,
@@ -667,24 +668,72 @@ async def _store_metric_values(
     now: datetime,
 ) -> None:
     """Write observations whose metric values alone moved (what an executor sends once per
-    metrics interval for every node it runs), as one bulk UPDATE by primary key rather than
-    through the unit of work: the loaded rows are given the same values as committed ones, so
-    nothing about them is flushed again and the alert rules read them as written."""
+    metrics interval for every node it runs) in one statement of the rows' values, outside the
+    unit of work: the loaded rows are given the same values as committed ones, so nothing about
+    them is flushed again and the alert rules read them as written."""
     rows: list[dict[str, Any]] = []
     for node, observed, wire in moved:
-        row: dict[str, Any] = {"id": node.id, "observed": wire, "observed_at": now}
         marks = next_marks(node.height_marks, observed, now)
-        if marks != node.height_marks:
-            row["height_marks"] = marks
-            row["heights_since"] = marks_since(marks)
-        rows.append(row)
-        for key, value in row.items():
-            if key != "id":
-                set_committed_value(node, key, value)
-    # Rows with and without new marks are two statements (a bulk UPDATE sets the same columns
-    # on every row of one statement).
-    for columns in {frozenset(row) for row in rows}:
-        await session.execute(update(Node), [row for row in rows if frozenset(row) == columns])
+        since = marks_since(marks) if marks != node.height_marks else node.heights_since
+        rows.append({"id": node.id, "observed": wire, "height_marks": marks, "since": since})
+        set_committed_value(node, "observed", wire)
+        set_committed_value(node, "observed_at", now)
+        set_committed_value(node, "height_marks", marks)
+        set_committed_value(node, "heights_since", since)
+    if session.get_bind().dialect.name == "postgresql":
+        sent = (
+            {**row, "id": str(row["id"]), "since": row["since"] and row["since"].isoformat()}
+            for row in rows
+        )
+        await session.execute(
+            _METRIC_VALUES_POSTGRESQL, {"moved": json_rows_value(sent), "now": now}
+        )
+        return
+    # SQLite's statements are in-process calls: one per row.
+    await session.execute(
+        update(_NODES)
+        .where(_NODES.c.id == bindparam("b_id"))
+        .values(
+            observed=bindparam("b_observed", type_=_NODES.c.observed.type),
+            observed_at=now,
+            height_marks=bindparam("b_marks", type_=_NODES.c.height_marks.type),
+            heights_since=bindparam("b_since", type_=_NODES.c.heights_since.type),
+        ),
+        [
+            {
+                "b_id": r["id"],
+                "b_observed": r["observed"],
+                "b_marks": r["height_marks"],
+                "b_since": r["since"],
+            }
+            for r in rows
+        ],
+    )
+
+
+def _metric_values_statement_postgresql() -> Update:
+    """One statement whatever the number of nodes, its rows in one JSON parameter
+    (store/json_rows.py)."""
+    moved = json_rows(
+        "moved",
+        column("id", _NODES.c.id.type),
+        column("observed", _NODES.c.observed.type),
+        column("height_marks", _NODES.c.height_marks.type),
+        column("since", _NODES.c.heights_since.type),
+    )
+    return (
+        update(_NODES)
+        .where(_NODES.c.id == moved.c.id)
+        .values(
+            observed=moved.c.observed,
+            observed_at=bindparam("now", type_=_NODES.c.observed_at.type),
+            height_marks=moved.c.height_marks,
+            heights_since=moved.c.since,
+        )
+    )
+
+
+_METRIC_VALUES_POSTGRESQL = _metric_values_statement_postgresql()
 
 
 # ---- one live instance per executor ----------------------------------------------------------
