@@ -304,12 +304,22 @@ def _desired(node: Node) -> DesiredState:
         return DesiredState.RUNNING
 
 
+def marks_after(
+    node: Node, observed: ObservedNodeState | None, now: datetime
+) -> tuple[dict[str, Any], datetime | None]:
+    """The node's height marks and their oldest time once `observed` is stored on it at `now`."""
+    marks = next_marks(node.height_marks, observed, now)
+    if marks == node.height_marks:
+        return marks, node.heights_since
+    return marks, marks_since(marks)
+
+
 def move_marks(node: Node, now: datetime) -> None:
     """Move the node's height marks for the observation just stored on it (write path only)."""
-    marks = next_marks(node.height_marks, _observation(node.observed), now)
+    marks, since = marks_after(node, _observation(node.observed), now)
     if marks != node.height_marks:
         node.height_marks = marks
-        node.heights_since = marks_since(marks)
+        node.heights_since = since
 
 
 def node_findings(

@@ -11,7 +11,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 from uuid import UUID
 
-from pydantic import ValidationError
 from sqlalchemy import (
     ColumnElement,
     CursorResult,
@@ -50,7 +49,12 @@ from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
-from nodeplane.controlplane.services.nodes import auto_rollback, phase_of, record_phase_change
+from nodeplane.controlplane.services.nodes import (
+    auto_rollback,
+    observed_of,
+    phase_of,
+    record_phase_change,
+)
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
 from nodeplane.controlplane.store.json_rows import json_rows, json_rows_value
 from nodeplane.controlplane.store.models import (
@@ -74,7 +78,7 @@ from nodeplane.protocol import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
-from nodeplane.protocol.alerts import METRIC_RULES, marks_since, next_marks
+from nodeplane.protocol.alerts import METRIC_RULES
 from nodeplane.protocol.observed import differs_beyond_metrics
 
 MAX_RUNTIME_EVENTS_PER_CALL = 200
@@ -624,7 +628,7 @@ async def _store_observations(
     whole: dict[UUID, Node] = {}
     for node_id, observed, wire in changed:
         node = nodes[node_id]
-        if repeats[node_id] == 1 and _only_metric_values_moved(node.observed, observed):
+        if repeats[node_id] == 1 and _only_metric_values_moved(node, observed):
             metric_values.append((node, observed, wire))
             continue
         before = phase_of(node)
@@ -650,16 +654,11 @@ async def _store_observations(
     return [node_id for node_id, _, _ in changed], list(whole.values())
 
 
-def _only_metric_values_moved(stored: dict[str, Any] | None, new: ObservedNodeState) -> bool:
-    """Whether `new` differs from the stored observation in metric values alone (a stored one
-    that no longer passes today's rules counts as different)."""
-    if stored is None:
-        return False
-    try:
-        before = ObservedNodeState.model_validate(stored)
-    except ValidationError:
-        return False
-    return not differs_beyond_metrics(before, new)
+def _only_metric_values_moved(node: Node, new: ObservedNodeState) -> bool:
+    """Whether `new` differs from the node's stored observation in metric values alone (a
+    stored one that no longer passes today's rules counts as different)."""
+    before = observed_of(node)
+    return before is not None and not differs_beyond_metrics(before, new)
 
 
 async def _store_metric_values(
@@ -673,8 +672,7 @@ async def _store_metric_values(
     them is flushed again and the alert rules read them as written."""
     rows: list[dict[str, Any]] = []
     for node, observed, wire in moved:
-        marks = next_marks(node.height_marks, observed, now)
-        since = marks_since(marks) if marks != node.height_marks else node.heights_since
+        marks, since = alerts.marks_after(node, observed, now)
         rows.append({"id": node.id, "observed": wire, "height_marks": marks, "since": since})
         set_committed_value(node, "observed", wire)
         set_committed_value(node, "observed_at", now)
