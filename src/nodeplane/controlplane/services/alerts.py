@@ -21,15 +21,30 @@ resolving is a conditional UPDATE, so exactly one resolves it.
 """
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Boolean,
+    Float,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.auth.principal import Principal, require_mutator, require_principal
@@ -232,12 +247,31 @@ async def resolve_incident(
 # ---- settings ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class StoredSetting:
+    """A rule's stored setting (a default or an override); None inherits."""
+
+    enabled: bool | None
+    threshold: float | None
+
+
 @dataclass
 class SettingsView:
     """An organization's stored defaults and the overrides of some of its nodes."""
 
-    org: dict[AlertRule, AlertSetting]
-    nodes: dict[tuple[UUID, AlertRule], AlertSetting]
+    org: dict[AlertRule, StoredSetting]
+    nodes: dict[tuple[UUID, AlertRule], StoredSetting]
+
+    def add(self, node_id: UUID | None, rule_name: str, setting: StoredSetting) -> None:
+        """Take one stored row (rules this version does not know are left out)."""
+        try:
+            rule = AlertRule(rule_name)
+        except ValueError:
+            return
+        if node_id is None:
+            self.org[rule] = setting
+        else:
+            self.nodes[(node_id, rule)] = setting
 
     def effective(self, rule: AlertRule, chain: str | None, node_id: UUID | None) -> Effective:
         org = self.org.get(rule)
@@ -250,17 +284,43 @@ class SettingsView:
         )
 
 
-# Built once: a sync that changes observations reads both (the statements' construction cost
+# Built once: a sync that changes observations reads these (the statements' construction cost
 # the server more than PostgreSQL took to answer them).
-_ORG_SETTINGS = select(AlertSetting).where(
-    AlertSetting.organization_id == bindparam("organization_id"), AlertSetting.scope == ORG_SCOPE
+_SETTINGS = cast(Table, AlertSetting.__table__)
+_INCIDENTS = cast(Table, Incident.__table__)
+_SETTING_ROWS = select(
+    literal_column("'setting'").label("kind"),
+    _SETTINGS.c.node_id,
+    _SETTINGS.c.rule,
+    _SETTINGS.c.enabled,
+    _SETTINGS.c.threshold,
 )
-_ORG_AND_NODE_SETTINGS = select(AlertSetting).where(
-    AlertSetting.organization_id == bindparam("organization_id"),
+_ORG_SETTINGS = _SETTING_ROWS.where(
+    _SETTINGS.c.organization_id == bindparam("organization_id"), _SETTINGS.c.scope == ORG_SCOPE
+)
+_ORG_AND_NODE_SETTINGS = _SETTING_ROWS.where(
+    _SETTINGS.c.organization_id == bindparam("organization_id"),
     or_(
-        AlertSetting.scope == ORG_SCOPE,
-        AlertSetting.node_id.in_(bindparam("node_ids", expanding=True)),
+        _SETTINGS.c.scope == ORG_SCOPE,
+        _SETTINGS.c.node_id.in_(bindparam("node_ids", expanding=True)),
     ),
+)
+_OPEN_CONDITIONS = (
+    _INCIDENTS.c.node_id.in_(bindparam("node_ids", expanding=True)),
+    _INCIDENTS.c.open_key.is_not(None),
+    _INCIDENTS.c.rule.in_(bindparam("rules", expanding=True)),
+)
+_OPEN_NODE_RULES = select(_INCIDENTS.c.node_id, _INCIDENTS.c.rule).where(*_OPEN_CONDITIONS)
+# Both for nodes of one organization (every sync's): one round trip instead of two.
+_SETTINGS_AND_OPEN_RULES = union_all(
+    _ORG_AND_NODE_SETTINGS,
+    select(
+        literal_column("'open'"),
+        _INCIDENTS.c.node_id,
+        _INCIDENTS.c.rule,
+        cast_(null(), Boolean),
+        cast_(null(), Float),
+    ).where(*_OPEN_CONDITIONS),
 )
 
 
@@ -273,16 +333,28 @@ async def load_settings(
     if ids:
         params["node_ids"] = ids
     view = SettingsView({}, {})
-    for row in await session.scalars(_ORG_AND_NODE_SETTINGS if ids else _ORG_SETTINGS, params):
-        try:
-            rule = AlertRule(row.rule)
-        except ValueError:
-            continue
-        if row.node_id is None:
-            view.org[rule] = row
-        else:
-            view.nodes[(row.node_id, rule)] = row
+    for row in await session.execute(_ORG_AND_NODE_SETTINGS if ids else _ORG_SETTINGS, params):
+        view.add(row.node_id, row.rule, StoredSetting(row.enabled, row.threshold))
     return view
+
+
+async def _settings_and_open_rules(
+    session: AsyncSession, organization_id: UUID, node_ids: list[UUID], rules: Sequence[AlertRule]
+) -> tuple[SettingsView, set[tuple[UUID, AlertRule]]]:
+    """`load_settings` and `open_node_rules` for nodes of one organization, in one query."""
+    view = SettingsView({}, {})
+    opened: set[tuple[UUID, AlertRule]] = set()
+    params = {
+        "organization_id": organization_id,
+        "node_ids": node_ids,
+        "rules": [r.value for r in rules],
+    }
+    for row in await session.execute(_SETTINGS_AND_OPEN_RULES, params):
+        if row.kind == "open":
+            opened.add((row.node_id, AlertRule(row.rule)))
+        else:
+            view.add(row.node_id, row.rule, StoredSetting(row.enabled, row.threshold))
+    return view, opened
 
 
 # ---- node rules ----------------------------------------------------------------------------
@@ -323,10 +395,16 @@ def move_marks(node: Node, now: datetime) -> None:
 
 
 def node_findings(
-    node: Node, view: SettingsView, now: datetime, rules: Sequence[AlertRule] = NODE_RULES
+    node: Node,
+    view: SettingsView,
+    now: datetime,
+    rules: Sequence[AlertRule] = NODE_RULES,
+    observed: ObservedNodeState | None = None,
 ) -> dict[AlertRule, Finding | None]:
-    """Each of `rules` for `node`: the finding when its condition holds and it is enabled."""
-    observed = _observation(node.observed)
+    """Each of `rules` for `node`: the finding when its condition holds and it is enabled.
+    `observed`: the node's stored observation as a model, when the caller has it."""
+    if observed is None:
+        observed = _observation(node.observed)
     deleted = node.deleted_at is not None
     desired = _desired(node)
     out: dict[AlertRule, Finding | None] = {}
@@ -363,13 +441,6 @@ def _resolution(node: Node, rule: AlertRule, view: SettingsView) -> str:
     return "condition cleared"
 
 
-_OPEN_NODE_RULES = select(Incident.node_id, Incident.rule).where(
-    Incident.node_id.in_(bindparam("node_ids", expanding=True)),
-    Incident.open_key.is_not(None),
-    Incident.rule.in_(bindparam("rules", expanding=True)),
-)
-
-
 async def open_node_rules(
     session: AsyncSession, node_ids: Sequence[UUID], rules: Sequence[AlertRule] = NODE_RULES
 ) -> set[tuple[UUID, AlertRule]]:
@@ -390,21 +461,35 @@ async def evaluate_nodes(
     executor_names: dict[UUID, str] | None = None,
     rules: Sequence[AlertRule] = NODE_RULES,
     actor: Actor = SYSTEM,
+    observations: Mapping[UUID, ObservedNodeState] | None = None,
 ) -> int:
     """Open and resolve the node rules' incidents of `nodes` (rows as just written, in the
-    caller's transaction). Returns how many incidents changed. Two queries when nothing does."""
+    caller's transaction). Returns how many incidents changed. Two queries when nothing does.
+    `observations`: nodes' stored observations as models, where the caller has them (a sync
+    has just validated what it stored), so they are not validated again."""
     if not nodes:
         return 0
     by_org: dict[UUID, list[Node]] = {}
     for node in nodes:
         by_org.setdefault(node.organization_id, []).append(node)
-    opened = await open_node_rules(session, [n.id for n in nodes], rules)
+    views: dict[UUID, SettingsView] = {}
+    if len(by_org) == 1:
+        [(organization_id, members)] = by_org.items()
+        ids = [n.id for n in members]
+        views[organization_id], opened = await _settings_and_open_rules(
+            session, organization_id, ids, rules
+        )
+    else:
+        opened = await open_node_rules(session, [n.id for n in nodes], rules)
     names = dict(executor_names or {})
     changed = 0
     for organization_id, members in by_org.items():
-        view = await load_settings(session, organization_id, [n.id for n in members])
+        view = views.get(organization_id) or await load_settings(
+            session, organization_id, [n.id for n in members]
+        )
         for node in members:
-            for rule, finding in node_findings(node, view, now, rules).items():
+            observed = observations.get(node.id) if observations else None
+            for rule, finding in node_findings(node, view, now, rules, observed).items():
                 is_open = (node.id, rule) in opened
                 if (finding is not None) == is_open:
                     continue
