@@ -109,18 +109,27 @@ def test_poll_held_on_b_wakes_on_a_commit_through_a(
     assert [s.revision for s in specs] == [5]
 
 
+@pytest.mark.parametrize("kept_from", ["read", "written"])
 def test_a_heartbeat_kept_on_a_is_written_again_once_b_stored_a_change(
-    replicas: tuple[ServerProcess, ServerProcess], replica_org: Org
+    replicas: tuple[ServerProcess, ServerProcess], replica_org: Org, kept_from: str
 ) -> None:
-    """A keeps an executor's steady heartbeat (services/executors.py `kept_sync`). The
-    executor's connection moves to B and syncs new capabilities, which B stores; back on A,
-    its old heartbeat is a change again and must be stored, not answered from A's look."""
+    """A keeps an executor's steady heartbeat (services/executors.py `kept_sync`), from the
+    read of a steady repeat or from the written sync itself. The executor's connection moves
+    to B and syncs new capabilities, which B stores; back on A, its old heartbeat is a change
+    again and must be stored, not answered from A's look."""
     a, b = replicas
     owner = replica_org.owner
     key = replica_org.executor_key()
     instance = uuid.uuid4()
     on_a = FakeExecutor(a.url, key, instance_id=instance)
-    for _ in range(5):  # written, read as steady, then answered from what A kept
+    on_a.sync()  # registers the executor and its live instance
+    if kept_from == "read":
+        for _ in range(4):  # read as steady, then answered from what A kept
+            on_a.sync()
+    else:
+        # Written by the live instance: kept as stored, its own notice no change when it is back.
+        on_a.capabilities = CAPABILITIES.model_copy(update={"storage_classes": ["slow-hdd"]})
+        on_a.sync()
         on_a.sync()
     assert on_a.id is not None
     wider = CAPABILITIES.model_copy(update={"storage_classes": ["fast-ssd"]})
@@ -139,7 +148,7 @@ def test_a_heartbeat_kept_on_a_is_written_again_once_b_stored_a_change(
     assert storage_classes() == ["fast-ssd"]
     _notices_reached(a, b, replica_org)
     on_a.sync()
-    assert storage_classes() == []
+    assert storage_classes() == on_a.capabilities.storage_classes
 
 
 def _notices_reached(a: ServerProcess, b: ServerProcess, org: Org) -> None:

@@ -9,8 +9,8 @@ import uuid
 import pytest
 
 from nodeplane.controlplane.store import sync_looks
-from nodeplane.controlplane.store.notify import ChangeNotifier
-from nodeplane.controlplane.store.sync_looks import SyncLook, SyncLooks
+from nodeplane.controlplane.store.notify import NODES_CHANNEL, SPEC_CHANNEL, ChangeNotifier
+from nodeplane.controlplane.store.sync_looks import OwnChanges, SyncLook, SyncLooks
 
 ORG = uuid.uuid4()
 
@@ -131,3 +131,79 @@ def test_past_its_capacity_everything_is_forgotten_and_counting_starts_afresh(
     fresh = _look(looks, executor, (node,))
     looks.keep(fresh)
     assert _kept(looks, fresh)
+
+
+def test_a_written_sync_keeps_its_look_through_its_own_changes_only() -> None:
+    looks = SyncLooks(lambda: True)
+    executor, node, other = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+    def write(own: OwnChanges) -> None:
+        """What a written sync records as it commits, and again once it has."""
+        for _ in range(2):
+            looks.executor_changed(f"{executor}/sync", own)
+            looks.nodes_changed(ORG, frozenset({node}), own)
+
+    # Its own changes: kept, and recalled afterwards like a look read then.
+    look = _look(looks, executor, (node,))
+    own = looks.own(look.since)
+    write(own)
+    looks.keep_written(look, own)
+    assert looks.recall(executor, look.fingerprint) is not None
+    looks.nodes_changed(ORG, frozenset({other}))
+    assert looks.recall(executor, look.fingerprint) is not None
+    looks.nodes_changed(ORG, frozenset({node}))  # anyone else's change afterwards
+    assert looks.recall(executor, look.fingerprint) is None
+
+    # Another change to what it depends on, while it was written, before or after its own
+    # change of the same thing, or to its whole organization: not kept.
+    for change, before_own in (
+        (lambda: looks.executor_changed(str(executor)), True),
+        (lambda: looks.nodes_changed(ORG, frozenset({node})), True),
+        (lambda: looks.executor_changed(str(executor)), False),
+        (lambda: looks.nodes_changed(ORG, frozenset({node})), False),
+        (lambda: looks.nodes_changed(ORG, None), False),
+        (looks.forget_all, False),
+    ):
+        look = _look(looks, executor, (node,))
+        own = looks.own(look.since)
+        if before_own:
+            change()
+        write(own)
+        if not before_own:
+            change()
+        looks.keep_written(look, own)
+        assert looks.recall(executor, look.fingerprint) is None, change
+
+    # Its own changes still count for a read that was in flight meanwhile.
+    read = _look(looks, executor, (node,))
+    written = _look(looks, executor, (node,))
+    own = looks.own(written.since)
+    write(own)
+    looks.keep(read)
+    assert looks.recall(executor, read.fingerprint) is None
+
+
+def test_an_expected_echo_is_no_change_once_and_from_its_backend_only() -> None:
+    notifier = ChangeNotifier(None)
+    executor = uuid.uuid4()
+    payload = f"{executor}/sync"
+    expected = notifier.expect_echo(4242, [(SPEC_CHANNEL, payload)])
+    assert not notifier._echo((4243, SPEC_CHANNEL, payload))  # another backend's
+    assert not notifier._echo((4242, NODES_CHANNEL, payload))
+    assert notifier._echo((4242, SPEC_CHANNEL, payload))
+    assert not notifier._echo((4242, SPEC_CHANNEL, payload))  # a later one is a change
+    # A transaction that did not commit: its notice, should it come, is a change.
+    expected = notifier.expect_echo(4242, [(SPEC_CHANNEL, payload)])
+    notifier.drop_echo(expected)
+    assert not notifier._echo((4242, SPEC_CHANNEL, payload))
+    # LISTEN re-established: what was expected before may never come.
+    notifier.expect_echo(4242, [(SPEC_CHANNEL, payload)])
+    notifier._wake_all()
+    assert not notifier._echo((4242, SPEC_CHANNEL, payload))
+    # An echo changes nothing kept; the same notice from elsewhere does.
+    look = _look(notifier.sync_looks, executor, ())
+    notifier.sync_looks.keep(look)
+    notifier.publish_local(payload, echo=True)
+    assert _kept(notifier.sync_looks, look)
+    notifier.publish_local(payload)
+    assert notifier.sync_looks.recall(executor, look.fingerprint) is None

@@ -65,7 +65,7 @@ from nodeplane.controlplane.store.models import (
     Node,
 )
 from nodeplane.controlplane.store.seen_times import SeenTimes
-from nodeplane.controlplane.store.sync_looks import SyncLook
+from nodeplane.controlplane.store.sync_looks import OwnChanges, SyncLook
 from nodeplane.controlplane.store.types import utcnow
 from nodeplane.protocol import (
     MAX_POLL_WAIT_SECONDS,
@@ -168,6 +168,8 @@ class SyncResult:
 
     executor: Executor
     rejected: dict[UUID, str] = field(default_factory=dict)
+    # Written for the executor's recorded live instance, which synced again (`_steady_claim`).
+    same_instance: bool = False
 
 
 class BindRefused(DomainError):
@@ -280,17 +282,22 @@ async def sync(
     as the caller sees them), a steady sync is kept for `kept_sync` to answer its repeats."""
     require_executor(principal)
     assert principal is not None
-    if steady_first:
-        since = db.notifier.sync_looks.begin()
-        if unchanged := await unchanged_sync(db, principal, request):
-            syncs.labels(outcome="steady").inc()
-            if fingerprint is not None:
-                _keep_look(db, unchanged, request, fingerprint, since)
-            return unchanged
+    looks = db.notifier.sync_looks
+    since = looks.begin()
+    if steady_first and (unchanged := await unchanged_sync(db, principal, request)):
+        syncs.labels(outcome="steady").inc()
+        if fingerprint is not None:
+            _keep_look(db, unchanged, request, fingerprint, since)
+        return unchanged
+    own = looks.own(since) if fingerprint is not None else None
     try:
-        async with recording_refusals(db), db.write() as uow:
+        async with recording_refusals(db), db.write(own) as uow:
             written = await sync_executor(uow, principal, request, heartbeat, db.seen)
+            repeatable = _repeat_is_steady(uow, request, written)
         syncs.labels(outcome="written").inc()
+        if own is not None and fingerprint is not None and repeatable:
+            # What it stored is what its repeat would read: no read is needed to keep the look.
+            _keep_look(db, written, request, fingerprint, since, own)
         return written
     except BindRefused as refused:
         async with db.write() as uow:
@@ -298,26 +305,44 @@ async def sync(
         raise
 
 
+def _repeat_is_steady(uow: UnitOfWork, request: SyncExecutorRequest, written: SyncResult) -> bool:
+    """Whether the same sync, sent again once `written` commits, would be steady
+    (`unchanged_sync`) unless something else changes meanwhile: the executor's live instance
+    synced, every observation was stored, none twice, and no spec moved (a rollback)."""
+    ids = [obs.node_id for obs in request.nodes]
+    return (
+        written.same_instance
+        and request.instance_id is not None
+        and not written.rejected
+        and not uow.wake_executors
+        and len(set(ids)) == len(ids)
+    )
+
+
 def _keep_look(
     db: Database,
-    steady: SyncResult,
+    result: SyncResult,
     request: SyncExecutorRequest,
     fingerprint: Hashable,
     since: int,
+    own: OwnChanges | None = None,
 ) -> None:
-    executor = steady.executor
-    assert request.instance_id is not None  # unchanged_sync answers only such syncs
-    db.notifier.sync_looks.keep(
-        SyncLook(
-            executor_id=executor.id,
-            name=executor.name,
-            organization_id=executor.organization_id,
-            fingerprint=fingerprint,
-            instance_id=request.instance_id,
-            node_ids=tuple(obs.node_id for obs in request.nodes),
-            since=since,
-        )
+    """Keep what a steady sync read (or, with `own`, what a written one stored)."""
+    executor = result.executor
+    assert request.instance_id is not None  # as unchanged_sync and _repeat_is_steady require
+    look = SyncLook(
+        executor_id=executor.id,
+        name=executor.name,
+        organization_id=executor.organization_id,
+        fingerprint=fingerprint,
+        instance_id=request.instance_id,
+        node_ids=tuple(obs.node_id for obs in request.nodes),
+        since=since,
     )
+    if own is None:
+        db.notifier.sync_looks.keep(look)
+    else:
+        db.notifier.sync_looks.keep_written(look, own)
 
 
 def kept_sync(db: Database, principal: Principal, fingerprint: Hashable) -> SyncLook | None:
@@ -551,7 +576,7 @@ async def sync_executor(
     if request.instance_id is None:
         executor.last_sync_at = now  # else written by the instance claim's UPDATE
 
-    result = SyncResult(executor)
+    result = SyncResult(executor, same_instance=steady is not None)
     if request.nodes:
         changed, whole = await _store_observations(session, executor, request, actor, now, result)
         uow.nodes_changed(executor.organization_id, changed)
@@ -638,6 +663,8 @@ async def _store_observations(
         await record_phase_change(session, node, before, actor)
         whole[node_id] = node
     names = {executor.id: executor.name}
+    # What each node now stores, as validated: the rules need not validate it again.
+    validated = {node_id: observed for node_id, observed, _ in changed}
     if metric_values:
         await _store_metric_values(session, metric_values, now)
         # Nothing a phase, a rollback or node_down reads has moved: only the metric rules.
@@ -647,10 +674,13 @@ async def _store_observations(
             now,
             executor_names=names,
             rules=METRIC_RULES,
+            observations=validated,
         )
     # Alerts are judged only when an observation changed: a steady heartbeat changes nothing a
     # rule reads, and the timer catches what time alone changes (sync_stalled).
-    await alerts.evaluate_nodes(session, list(whole.values()), now, executor_names=names)
+    await alerts.evaluate_nodes(
+        session, list(whole.values()), now, executor_names=names, observations=validated
+    )
     return [node_id for node_id, _, _ in changed], list(whole.values())
 
 
@@ -801,10 +831,19 @@ async def _steady_claim(
     """
     if p.executor_id is None or request.instance_id is None:
         return None
+    # What the sync says of the executor is written by the same statement: the row is updated
+    # for the times anyway, and the unit of work then finds nothing left to flush (a statement
+    # fewer whenever the host's resources moved). A sync refused below is rolled back whole.
     claimed: Executor | None = await session.scalar(
         update(Executor)
         .where(Executor.id == p.executor_id, Executor.instance_id == request.instance_id)
-        .values(instance_seen_at=now, last_sync_at=now)
+        .values(
+            instance_seen_at=now,
+            last_sync_at=now,
+            version=request.version,
+            capabilities=request.capabilities.to_wire(),
+            resources=request.resources.to_wire(),
+        )
         .returning(Executor)
         .execution_options(populate_existing=True)
     )

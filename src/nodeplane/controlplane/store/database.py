@@ -31,9 +31,11 @@ from nodeplane.controlplane.store.notify import (
     NODES_CHANNEL,
     SPEC_CHANNEL,
     ChangeNotifier,
+    Notice,
     nodes_payload,
 )
 from nodeplane.controlplane.store.seen_times import SeenTimes, write_times
+from nodeplane.controlplane.store.sync_looks import OwnChanges
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +186,10 @@ class UnitOfWork:
         self.changed_nodes.setdefault(organization_id, set()).update(node_ids)
 
 
-async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
+async def _notify(session: AsyncSession, uow: UnitOfWork) -> list[tuple[str, str]]:
     """NOTIFY what `uow` changed, in one statement: NOTIFY is transactional, delivered to every
-    replica on commit (and a second round trip would lengthen every sync that changes a node)."""
+    replica on commit (and a second round trip would lengthen every sync that changes a node).
+    Returns the notices (channel, payload)."""
     notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
     notices += [(SPEC_CHANNEL, f"{e}/sync") for e in sorted(uow.changed_executors)]
     notices += [
@@ -199,12 +202,20 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> None:
         ids = sorted(str(k) for k in uow.changed_keys)
         notices.append((KEYS_CHANNEL, ",".join(ids) if len(ids) <= 200 else ""))
     if not notices:
-        return
+        return notices
     calls = ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(len(notices)))
     params: dict[str, str] = {}
     for i, (channel, payload) in enumerate(notices):
         params[f"c{i}"], params[f"p{i}"] = channel, payload
     await session.execute(text(f"SELECT {calls}"), params)
+    return notices
+
+
+async def _backend_pid(session: AsyncSession) -> int:
+    """The process id of the PostgreSQL backend serving `session`'s transaction."""
+    raw = await (await session.connection()).get_raw_connection()
+    pid: int = raw.driver_connection.info.backend_pid  # type: ignore[union-attr]
+    return pid
 
 
 class Database:
@@ -376,20 +387,30 @@ class Database:
             yield session
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[UnitOfWork]:
+    async def write(self, own: OwnChanges | None = None) -> AsyncIterator[UnitOfWork]:
         """A write transaction: committed on normal exit, rolled back on an exception (when
-        cancelled, by closing its connection: see `_session`)."""
+        cancelled, by closing its connection: see `_session`). With `own`, what it changes is
+        recorded there for steady syncs' looks (store/sync_looks.py `keep_written`)."""
         if self._write_lock is not None:
             await self._write_lock.acquire()
         try:
             async with self._session(self._sessions) as session:
                 uow = UnitOfWork(session)
                 yield uow
+                echoes: list[Notice] = []
                 if self.is_postgresql:
-                    await _notify(session, uow)
+                    notices = await _notify(session, uow)
+                    if own is not None and notices:
+                        # Before the commit, so the echo cannot come back before it is expected.
+                        pid = await _backend_pid(session)
+                        echoes = self.notifier.expect_echo(pid, notices)
                 # No sync is answered from a look this commit makes stale while it commits.
-                self._forget_sync_looks(uow)
-                await session.commit()
+                self._forget_sync_looks(uow, own)
+                try:
+                    await session.commit()
+                except BaseException:
+                    self.notifier.drop_echo(echoes)
+                    raise
         finally:
             # Only once the session is closed or discarded: on SQLite its transaction has then
             # ended, so the next writer does not wait out busy_timeout behind it.
@@ -399,28 +420,29 @@ class Database:
             # Here at once, before the caller answers; other processes when the NOTIFY arrives.
             self.key_cache.evict(uow.changed_keys)
         if not self.is_postgresql:
+            notifier = self.notifier
             for executor_id in uow.wake_executors:
-                self.notifier.publish_local(str(executor_id))
+                notifier.publish_local(str(executor_id), own)
             for executor_id in uow.changed_executors:
-                self.notifier.publish_local(f"{executor_id}/sync")
+                notifier.publish_local(f"{executor_id}/sync", own)
             for organization_id, node_ids in uow.changed_nodes.items():
                 if node_ids:
-                    self.notifier.publish_nodes(organization_id, frozenset(node_ids))
+                    notifier.publish_nodes(organization_id, frozenset(node_ids), own)
         else:
             # Here at once, before the caller answers; other processes when the NOTIFY arrives.
-            self._forget_sync_looks(uow)
+            self._forget_sync_looks(uow, own)
 
-    def _forget_sync_looks(self, uow: UnitOfWork) -> None:
+    def _forget_sync_looks(self, uow: UnitOfWork, own: OwnChanges | None = None) -> None:
         """What steady syncs read of what `uow` changes is stale: called as it commits, and
         again once it has (a read made in between saw the state before)."""
         if not (uow.wake_executors or uow.changed_executors or uow.changed_nodes):
             return
         looks = self.notifier.sync_looks
         for executor_id in uow.wake_executors | uow.changed_executors:
-            looks.executor_changed(str(executor_id))
+            looks.executor_changed(str(executor_id), own)
         for organization_id, node_ids in uow.changed_nodes.items():
             if node_ids:
-                looks.nodes_changed(organization_id, frozenset(node_ids))
+                looks.nodes_changed(organization_id, frozenset(node_ids), own)
 
 
 async def _close(session: AsyncSession, checked_out: list[PoolProxiedConnection]) -> None:

@@ -5,14 +5,14 @@ executor's next wake-up (`remember`), and what steady syncs last read (store/syn
 
 import asyncio
 import contextlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from uuid import UUID
 
 import psycopg
 import structlog
 
-from nodeplane.controlplane.store.sync_looks import SyncLooks
+from nodeplane.controlplane.store.sync_looks import OwnChanges, SyncLooks
 
 SPEC_CHANNEL = "nodeplane_specs"
 NODES_CHANNEL = "nodeplane_nodes"
@@ -25,6 +25,12 @@ MAX_NODES_PAYLOAD = 7000
 # Called with (organization, node ids) on a change; None for the organization means every
 # organization, None for the ids every node of it.
 NodeListener = Callable[[UUID | None, frozenset[UUID] | None], None]
+
+# A notice as NOTIFY sent it: the sending backend's process id, the channel, the payload.
+Notice = tuple[int, str, str]
+# Echoes expected at once past this many are forgotten, with every look (a bound on memory for
+# notices that never came back, which only a LISTEN that went down explains).
+MAX_ECHOES = 10_000
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +73,9 @@ class ChangeNotifier:
         self._looks: dict[str, object] = {}
         # What steady syncs read of each executor, until a change it depends on reaches here.
         self.sync_looks = SyncLooks(lambda: self.complete)
+        # Notices this process sent, whose changes it recorded in `sync_looks` as it committed
+        # them (`expect_echo`): when they come back, they are nothing new to it.
+        self._echoes: Counter[Notice] = Counter()
         # True while the LISTEN connection is up (what is NOTIFYed now reaches this process).
         self.connected = False
         self.closing = False
@@ -148,9 +157,47 @@ class ChangeNotifier:
         have been missed."""
         self._listen_listeners.append(listener)
 
-    def publish_nodes(self, organization_id: UUID | None, node_ids: frozenset[UUID] | None) -> None:
-        """Tell this process's node listeners that these nodes changed."""
-        self.sync_looks.nodes_changed(organization_id, node_ids)
+    def expect_echo(self, pid: int, notices: Iterable[tuple[str, str]]) -> list[Notice]:
+        """These notices (channel, payload), sent by the backend `pid` in a transaction about
+        to commit, whose changes this process records in `sync_looks` itself, as its own
+        (`OwnChanges`): their echo is then no change to a look. Returns them, for `drop_echo`
+        if the commit fails. PostgreSQL delivers notices in commit order, and a backend's id
+        cannot be another backend's while it is alive: the first notice from `pid` that
+        matches is the echo."""
+        expected = [(pid, channel, payload) for channel, payload in notices]
+        if len(self._echoes) + len(expected) > MAX_ECHOES:
+            self._echoes.clear()
+            self.sync_looks.forget_all()
+        self._echoes.update(expected)
+        return expected
+
+    def drop_echo(self, expected: list[Notice]) -> None:
+        """The transaction of `expect_echo` did not commit (or may not have): its notices, if
+        they come after all, count as changes."""
+        self._echoes.subtract(expected)
+        self._echoes = +self._echoes
+
+    def _echo(self, notice: Notice) -> bool:
+        """Whether `notice` is an expected echo (and no longer expected)."""
+        if self._echoes.get(notice, 0) <= 0:
+            return False
+        self._echoes[notice] -= 1
+        if not self._echoes[notice]:
+            del self._echoes[notice]
+        return True
+
+    def publish_nodes(
+        self,
+        organization_id: UUID | None,
+        node_ids: frozenset[UUID] | None,
+        own: OwnChanges | None = None,
+        *,
+        echo: bool = False,
+    ) -> None:
+        """Tell this process's node listeners that these nodes changed (`own`: by that write
+        of this process; `echo`: a notice of this process's, its changes recorded already)."""
+        if not echo:
+            self.sync_looks.nodes_changed(organization_id, node_ids, own)
         for listener in self._node_listeners:
             listener(organization_id, node_ids)
 
@@ -162,16 +209,19 @@ class ChangeNotifier:
             if not waiters:
                 del self._waiters[key]
 
-    def publish_local(self, key: str) -> None:
+    def publish_local(self, key: str, own: OwnChanges | None = None, *, echo: bool = False) -> None:
         """Wake every waiter on `key` in this process (and forget what was read of it). `key`
-        is an executor's id, or `<id>/sync` (its row changed: nothing waits for that)."""
+        is an executor's id, or `<id>/sync` (its row changed: nothing waits for that). `own`
+        and `echo` as for `publish_nodes`."""
         self._looks.pop(key, None)
-        self.sync_looks.executor_changed(key)
+        if not echo:
+            self.sync_looks.executor_changed(key, own)
         for waiter in self._waiters.get(key, ()):
             _wake(waiter)
 
     def _wake_all(self) -> None:
         self._looks.clear()
+        self._echoes.clear()
         self.sync_looks.forget_all()
         for waiters in self._waiters.values():
             for waiter in waiters:
@@ -199,17 +249,18 @@ class ChangeNotifier:
                     self.publish_nodes(None, None)
                     backoff = 0.5
                     async for notice in conn.notifies():
+                        echo = self._echo((notice.pid, notice.channel, notice.payload))
                         if notice.channel == NODES_CHANNEL:
                             parsed = parse_nodes_payload(notice.payload)
                             if parsed is not None:
-                                self.publish_nodes(*parsed)
+                                self.publish_nodes(*parsed, echo=echo)
                         elif notice.channel == LOGS_CHANNEL:
                             for log_listener in self._log_listeners:
                                 log_listener(notice.payload)
                         elif notice.channel == KEYS_CHANNEL:
                             self.publish_keys(_key_ids(notice.payload))
                         else:
-                            self.publish_local(notice.payload)
+                            self.publish_local(notice.payload, echo=echo)
             except asyncio.CancelledError:
                 self.connected = False
                 raise

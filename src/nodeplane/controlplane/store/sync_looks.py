@@ -16,11 +16,20 @@ a read found the sync steady, and only until a change could alter that answer:
 Changes are numbered as they reach this process. A read takes the number before it starts
 (`begin`); what it read is kept only if nothing it depends on changed after that number, so a
 change that lands while the read is in flight is never hidden by it.
+
+A sync that took the write path leaves the same look once it has committed (`keep_written`):
+what it stored is what its repeat would read. The changes it made itself are numbered like any
+other (a read in flight meanwhile must not be kept), but as its own (`OwnChanges`), so they do
+not make its look stale; any other change after its `begin` does, including one that its own
+change of the same executor or node renumbered.
 """
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from uuid import UUID
+
+_Key = TypeVar("_Key", str, UUID)
 
 # Past this many recorded changes, everything is forgotten and counting starts afresh: a bound
 # on memory (one entry per node and executor changed) that costs each executor one read.
@@ -40,6 +49,18 @@ class SyncLook:
     node_ids: tuple[UUID, ...]
     # The change number its read began at (`begin`): a change numbered after it makes it stale.
     since: int
+
+
+@dataclass
+class OwnChanges:
+    """The changes one write transaction makes, numbered as they are recorded (`SyncLooks`),
+    for the look its sync keeps (`keep_written`)."""
+
+    # The number its sync began at (`begin`).
+    since: int
+    numbers: set[int] = field(default_factory=set)
+    # Another change came after `since` to something this one then changed again.
+    tainted: bool = False
 
 
 class SyncLooks:
@@ -69,6 +90,20 @@ class SyncLooks:
         else:
             self._looks.pop(look.executor_id, None)
 
+    def own(self, since: int) -> OwnChanges:
+        """What a write begun after `begin` returned `since` records as its own changes."""
+        return OwnChanges(since)
+
+    def keep_written(self, look: SyncLook, own: OwnChanges) -> None:
+        """Keep `look`, what a sync that began at `own.since` wrote and committed, unless a
+        change other than its own (`own`) came after that number."""
+        assert look.since == own.since
+        if self._complete() and not own.tainted and self._current(look, own.numbers):
+            # Nothing but its own changes came since: it is as current as a read begun now.
+            self._looks[look.executor_id] = replace(look, since=self._count)
+        else:
+            self._looks.pop(look.executor_id, None)
+
     def recall(self, executor_id: UUID, fingerprint: Hashable) -> SyncLook | None:
         """The executor's kept look if the sync's fingerprint is its and nothing changed it."""
         look = self._looks.get(executor_id)
@@ -79,20 +114,38 @@ class SyncLooks:
         del self._looks[executor_id]
         return None
 
-    def executor_changed(self, key: str) -> None:
-        """The executor `key` (its id as text, or `<id>/sync`) changed or was woken."""
-        self._executors[key.partition("/")[0]] = self._next()
+    def executor_changed(self, key: str, own: OwnChanges | None = None) -> None:
+        """The executor `key` (its id as text, or `<id>/sync`) changed or was woken (by the
+        write whose changes `own` records, if given)."""
+        at = self._next()
+        self._mark(self._executors, key.partition("/")[0], at, own)
 
-    def nodes_changed(self, organization_id: UUID | None, node_ids: frozenset[UUID] | None) -> None:
-        """These nodes changed (None: every node of the organization; no organization: all)."""
+    def nodes_changed(
+        self,
+        organization_id: UUID | None,
+        node_ids: frozenset[UUID] | None,
+        own: OwnChanges | None = None,
+    ) -> None:
+        """These nodes changed (None: every node of the organization; no organization: all),
+        by the write whose changes `own` records, if given."""
         if organization_id is None:
             self.forget_all()
         elif node_ids is None:
-            self._organizations[organization_id] = self._next()
+            at = self._next()
+            self._mark(self._organizations, organization_id, at, own)
         else:
             at = self._next()
             for node_id in node_ids:
-                self._nodes[node_id] = at
+                self._mark(self._nodes, node_id, at, own)
+
+    @staticmethod
+    def _mark(numbers: dict[_Key, int], key: _Key, at: int, own: OwnChanges | None) -> None:
+        if own is not None:
+            before = numbers.get(key, 0)
+            if before > own.since and before not in own.numbers:
+                own.tainted = True  # another change, which this one would hide
+            own.numbers.add(at)
+        numbers[key] = at
 
     def forget_all(self) -> None:
         """Changes may have been missed: nothing read before now is kept or recalled."""
@@ -109,13 +162,18 @@ class SyncLooks:
             self.forget_all()
         return self._count
 
-    def _current(self, look: SyncLook) -> bool:
+    def _current(self, look: SyncLook, own: set[int] | frozenset[int] = frozenset()) -> bool:
+        """Whether nothing `look` depends on changed after its number, but for changes `own`."""
         since = look.since
         if since < self._floor:
             return False
-        if self._executors.get(str(look.executor_id), 0) > since:
+
+        def fresh(at: int) -> bool:
+            return at <= since or at in own
+
+        if not fresh(self._executors.get(str(look.executor_id), 0)):
             return False
-        if self._organizations.get(look.organization_id, 0) > since:
+        if not fresh(self._organizations.get(look.organization_id, 0)):
             return False
         nodes = self._nodes
-        return all(nodes.get(node_id, 0) <= since for node_id in look.node_ids)
+        return all(fresh(nodes.get(node_id, 0)) for node_id in look.node_ids)
