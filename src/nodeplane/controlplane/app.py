@@ -20,7 +20,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nodeplane.controlplane.api.executor_calls import EXECUTOR_BODY_SCOPE_KEY, executor_operation
+from nodeplane.controlplane.api.executor_calls import (
+    EXECUTOR_BODY_SCOPE_KEY,
+    SYNC,
+    ExecutorBody,
+    executor_operation,
+)
 from nodeplane.controlplane.api.schema import GraphQLApp
 from nodeplane.controlplane.auth.passwords import shutdown_password_workers
 from nodeplane.controlplane.config import EventRetention, Settings
@@ -125,12 +130,19 @@ def _request_problem(parsed: Any, body: bytes) -> str | None:
     return None
 
 
+# Heartbeat digests the body guard remembers (about 100 bytes each); past this, it starts afresh.
+MAX_PASSED_SYNCS = 50_000
+
+
 class GraphQLBodyGuard:
     """Refuses oversized or malformed JSON bodies on POST /graphql with typed errors."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        # Digests of heartbeat bodies that passed (a fleet repeats each for minutes): the same
+        # bytes pass again, unparsed (api/executor_calls.py `ExecutorBody`).
+        self._passed_syncs: set[bytes] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/graphql":
@@ -162,6 +174,12 @@ class GraphQLBodyGuard:
                 scope, receive, send, 415, ErrorCode.BAD_REQUEST, "send application/json"
             )
             return
+        digest = hashlib.blake2b(body, digest_size=16).digest()
+        if digest in self._passed_syncs:
+            scope[EXECUTOR_BODY_SCOPE_KEY] = ExecutorBody(SYNC, digest, body)
+            del chunks, headers
+            await self.app(scope, replay_body(body, receive), send)
+            return
         try:
             parsed = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
         except _NotFinite:
@@ -181,8 +199,11 @@ class GraphQLBodyGuard:
             # Parsed once: the executors' direct path reads it from here (api/executor_calls.py).
             # With a digest of its bytes, which tells a repeated heartbeat (a collision-free
             # one: an answer may be kept for it, services/executors.py `kept_sync`).
-            digest = hashlib.blake2b(body, digest_size=16).digest()
-            scope[EXECUTOR_BODY_SCOPE_KEY] = (operation, parsed, digest)
+            scope[EXECUTOR_BODY_SCOPE_KEY] = ExecutorBody(operation, digest, body, parsed)
+            if operation == SYNC:
+                if len(self._passed_syncs) >= MAX_PASSED_SYNCS:
+                    self._passed_syncs.clear()
+                self._passed_syncs.add(digest)
         # A spec poll is held for up to 30 s, thousands at once: keep nothing read here alive
         # meanwhile (locals live as long as this frame) but the body the application reads.
         del chunks, parsed, headers

@@ -17,6 +17,7 @@ calls both ways and compares status, headers and body bytes.
 """
 
 import asyncio
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -73,6 +74,32 @@ def _field_node(document: str) -> FieldNode:
 
 # The root field of each document as graphql-core locates an error raised in its resolver.
 _FIELD_NODES = {name: _field_node(text) for text, (name, *_rest) in _DOCUMENTS.items()}
+
+
+class ExecutorBody:
+    """A request body that the body guard found to carry one of the executors' documents:
+    its root field, the blake2b digest of its bytes, and the bytes parsed. The parse is made
+    on first use when the guard knew the digest (a repeated heartbeat, which the guard passed
+    before: the same bytes pass the same checks), so a sync answered from a kept look is
+    never parsed."""
+
+    __slots__ = ("_parsed", "_raw", "digest", "operation")
+
+    def __init__(
+        self, operation: str, digest: bytes, raw: bytes, parsed: dict[str, Any] | None = None
+    ) -> None:
+        self.operation = operation
+        self.digest = digest
+        self._raw = raw
+        self._parsed = parsed
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """The body's variables (`executor_operation` made sure they are an object)."""
+        if self._parsed is None:
+            self._parsed = json.loads(self._raw)
+        variables: dict[str, Any] = self._parsed["variables"]
+        return variables
 
 
 def executor_operation(parsed: Any) -> str | None:
@@ -149,24 +176,15 @@ class ExecutorCalls:
         # executor's connection stays with one worker process).
         self._last_sync: dict[UUID, bytes] = {}
 
-    async def answer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        operation: str,
-        parsed: dict[str, Any],
-        body_digest: bytes,
-    ) -> bool:
-        """Send the answer to `parsed` (a body `executor_operation` named `operation`, whose
-        bytes' blake2b digest is `body_digest`) and return True, or send nothing and return
-        False."""
+    async def answer(self, scope: Scope, receive: Receive, send: Send, body: ExecutorBody) -> bool:
+        """Send the answer to `body` and return True, or send nothing and return False."""
+        operation = body.operation
         principal = await self._executor(scope)
         if principal is None:
             executor_calls.labels(operation=operation, path="graphql").inc()
             return False
         scope[OPERATION_SCOPE_KEY] = operation
-        payload = await self._payload(scope, principal, operation, parsed["variables"], body_digest)
+        payload = await self._payload(scope, principal, body)
         response = Response(self.encode(payload), media_type="application/json")
         await response(scope, receive, send)
         executor_calls.labels(operation=operation, path="direct").inc()
@@ -192,13 +210,9 @@ class ExecutorCalls:
         return principal
 
     async def _payload(
-        self,
-        scope: Scope,
-        principal: Principal,
-        operation: str,
-        variables: dict[str, Any],
-        body_digest: bytes,
+        self, scope: Scope, principal: Principal, body: ExecutorBody
     ) -> dict[str, Any]:
+        operation = body.operation
         budget = self.settings.request_time_budget
         # As the GraphQL path's budget: a long-poll document may hold the request longer.
         limit = budget + (self.settings.max_poll_wait if operation == POLL else 0.0)
@@ -206,8 +220,8 @@ class ExecutorCalls:
         try:
             async with deadline:
                 if operation == SYNC:
-                    return await self._sync(scope, principal, variables["input"], body_digest)
-                return await self._poll(scope, principal, variables)
+                    return await self._sync(scope, principal, body)
+                return await self._poll(scope, principal, body.variables)
         except TimeoutError as error:
             if not deadline.expired():
                 return self._field_error(operation, error)
@@ -224,16 +238,16 @@ class ExecutorCalls:
         )
         return self.error_payload([located])
 
-    async def _sync(
-        self, scope: Scope, principal: Principal, sent: Any, body_digest: bytes
-    ) -> dict[str, Any]:
+    async def _sync(self, scope: Scope, principal: Principal, body: ExecutorBody) -> dict[str, Any]:
         headers = Headers(scope=scope)
+        body_digest = body.digest
         # What decides the answer besides the stored state: the bytes, the instance header
         # (which with_instance folds into the request) and the key.
         fingerprint = (body_digest, headers.get(INSTANCE_HEADER), principal.api_key_id)
         if kept := executors.kept_sync(self.db, principal, fingerprint):
             return _sync_payload(kept.executor_id, kept.name, {})
         # Mutation.sync_executor, in its order.
+        sent = body.variables["input"]
         request = with_instance(
             parse_wire(SyncExecutorRequest, sent, field="input"), instance_header(headers)
         )

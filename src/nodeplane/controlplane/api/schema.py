@@ -228,7 +228,7 @@ class GraphQLApp(GraphQL[Context, None]):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         carried = scope.pop(EXECUTOR_BODY_SCOPE_KEY, None)
-        if carried is not None and await self.executor_calls.answer(scope, receive, send, *carried):
+        if carried is not None and await self.executor_calls.answer(scope, receive, send, carried):
             return
         try:
             await super().__call__(scope, receive, send)
