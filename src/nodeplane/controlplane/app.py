@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import re
 import sys
@@ -22,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nodeplane.controlplane.api.executor_calls import (
     EXECUTOR_BODY_SCOPE_KEY,
+    POLL,
     SYNC,
     ExecutorBody,
     executor_operation,
@@ -37,7 +39,7 @@ from nodeplane.controlplane.metrics.endpoint import (
     MetricsListener,
     token_problem,
 )
-from nodeplane.controlplane.metrics.request_labels import RouteTemplates
+from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY, RouteTemplates
 from nodeplane.controlplane.metrics.request_metrics import RequestMetrics
 from nodeplane.controlplane.request_body import replay_body
 from nodeplane.controlplane.services.account_sweep import sweep_account_records
@@ -58,6 +60,7 @@ from nodeplane.protocol.addresses import parse_listen_address
 from nodeplane.protocol.text import unstorable_text_problem
 
 log = structlog.get_logger(__name__)
+_stdlib_log = logging.getLogger(__name__)
 
 SWITCH_INTERVAL_S = 0.001
 
@@ -222,8 +225,14 @@ class GraphQLBodyGuard:
         await JSONResponse(_error_body(code, text), status_code=status)(scope, receive, send)
 
 
+# The executors' heartbeats and spec polls, which a fleet sends a few hundred times a second:
+# answered without an error, their access lines are at debug level (the request metrics count
+# them); anything else, and any error answer, at info.
+_QUIET_OPERATIONS = frozenset({SYNC, POLL})
+
+
 class AccessLog:
-    """One structured line per HTTP request."""
+    """One structured line per HTTP request (the executors' routine calls at debug level)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -244,13 +253,16 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            log.info(
-                "http.request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+            routine = status < 400 and scope.get(OPERATION_SCOPE_KEY) in _QUIET_OPERATIONS
+            # Checked here: the log call would format the line before the level drops it.
+            if not routine or _stdlib_log.isEnabledFor(logging.DEBUG):
+                (log.debug if routine else log.info)(
+                    "http.request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
 
 async def _sweep_forever(
