@@ -295,8 +295,11 @@ async def test_unchanged_state_files_are_not_read_again(
     assert (await pd.driver.status(units[0].name)).restarts == 7
     assert parses == [1]
 
+    kept = path.read_text()
     path.unlink()
     assert not (await pd.driver.status(units[0].name)).exists
+    # Back, so that the cleanup stops its process (else left running after the suite).
+    path.write_text(kept)
 
 
 async def test_a_state_file_changed_just_now_is_read_on_every_look(
