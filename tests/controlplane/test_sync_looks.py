@@ -145,7 +145,7 @@ def test_a_written_sync_keeps_its_look_through_its_own_changes_only() -> None:
 
     # Its own changes: kept, and recalled afterwards like a look read then.
     look = _look(looks, executor, (node,))
-    own = looks.own(look.since)
+    own = OwnChanges(look.since)
     write(own)
     looks.keep_written(look, own)
     assert looks.recall(executor, look.fingerprint) is not None
@@ -165,7 +165,7 @@ def test_a_written_sync_keeps_its_look_through_its_own_changes_only() -> None:
         (looks.forget_all, False),
     ):
         look = _look(looks, executor, (node,))
-        own = looks.own(look.since)
+        own = OwnChanges(look.since)
         if before_own:
             change()
         write(own)
@@ -177,7 +177,7 @@ def test_a_written_sync_keeps_its_look_through_its_own_changes_only() -> None:
     # Its own changes still count for a read that was in flight meanwhile.
     read = _look(looks, executor, (node,))
     written = _look(looks, executor, (node,))
-    own = looks.own(written.since)
+    own = OwnChanges(written.since)
     write(own)
     looks.keep(read)
     assert looks.recall(executor, read.fingerprint) is None

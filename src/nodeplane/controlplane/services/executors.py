@@ -289,7 +289,7 @@ async def sync(
         if fingerprint is not None:
             _keep_look(db, unchanged, request, fingerprint, since)
         return unchanged
-    own = looks.own(since) if fingerprint is not None else None
+    own = OwnChanges(since) if fingerprint is not None else None
     try:
         async with recording_refusals(db), db.write(own) as uow:
             written = await sync_executor(uow, principal, request, heartbeat, db.seen)
@@ -568,11 +568,12 @@ async def sync_executor(
             executor_id=executor.id,
         )
         await alerts.executor_came_back(session, executor, now)
-    # Assigning an equal value writes nothing (the ORM compares), so an agent that resends the
-    # same capabilities every few seconds costs no row update for them.
-    executor.version = request.version
-    executor.capabilities = request.capabilities.to_wire()
-    executor.resources = request.resources.to_wire()
+    if steady is None:  # the steady claim's UPDATE wrote these already
+        # Assigning an equal value writes nothing (the ORM compares), so an agent that resends
+        # the same capabilities every few seconds costs no row update for them.
+        executor.version = request.version
+        executor.capabilities = request.capabilities.to_wire()
+        executor.resources = request.resources.to_wire()
     if request.instance_id is None:
         executor.last_sync_at = now  # else written by the instance claim's UPDATE
 

@@ -179,7 +179,7 @@ class ChangeNotifier:
 
     def _echo(self, notice: Notice) -> bool:
         """Whether `notice` is an expected echo (and no longer expected)."""
-        if self._echoes.get(notice, 0) <= 0:
+        if notice not in self._echoes:  # counts stay positive (`drop_echo` removes the rest)
             return False
         self._echoes[notice] -= 1
         if not self._echoes[notice]:

@@ -90,10 +90,6 @@ class SyncLooks:
         else:
             self._looks.pop(look.executor_id, None)
 
-    def own(self, since: int) -> OwnChanges:
-        """What a write begun after `begin` returned `since` records as its own changes."""
-        return OwnChanges(since)
-
     def keep_written(self, look: SyncLook, own: OwnChanges) -> None:
         """Keep `look`, what a sync that began at `own.since` wrote and committed, unless a
         change other than its own (`own`) came after that number."""
