@@ -1,14 +1,22 @@
 """How a heartbeat's observations are stored: a repeated one only moves the report time, a changed
 one records its phase change, and every check still applies (services/executors.py)."""
 
+import asyncio
+import dataclasses
 import time
 import uuid
 from typing import Any
 
+from sqlalchemy import select
+
+from nodeplane.controlplane.services.node_facts import NODE_FACTS_COLUMNS, NodeFacts, node_facts
+from nodeplane.controlplane.store.database import Database
+from nodeplane.controlplane.store.models import Node
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
-from tests.support.calls import all_events, deploy
+from tests.support.calls import act, all_events, deploy
 from tests.support.fleet import FakeExecutor, Org
 from tests.support.gql import Client
+from tests.support.server import ServerProcess
 
 OBSERVED_AT = "query($id: UUID!) { node(id: $id) { phase observedRevision observedAt observed } }"
 
@@ -134,3 +142,38 @@ def test_metric_values_status_changes_and_repeats_in_one_heartbeat(
     assert {nid: _node(org.owner, nid)["observed"] for nid in first} == {
         nid: after[nid]["observed"] for nid in first
     }
+
+
+def test_what_a_heartbeat_reads_of_a_node_is_what_the_loaded_node_holds(
+    org: Org, executor: FakeExecutor, server: ServerProcess
+) -> None:
+    """A heartbeat reads its nodes' columns (services/node_facts.py), the spec's desired state
+    extracted by the database (JSON on SQLite, JSONB on PostgreSQL), not the node whole: the
+    metric rules read the same values from either."""
+    running, stopped = (deploy(org.owner, executor, n)["id"] for n in ("up", "down"))
+    act(org.owner, stopped, "STOP")
+    executor.sync({running: _state(1, ProcessStatus.RUNNING, height=3)})
+
+    async def read() -> tuple[dict[uuid.UUID, NodeFacts], dict[uuid.UUID, Node]]:
+        db = Database(server.database_url)
+        ids = [uuid.UUID(running), uuid.UUID(stopped)]
+        try:
+            async with db.read() as session:
+                rows = await session.execute(select(*NODE_FACTS_COLUMNS).where(Node.id.in_(ids)))
+                facts = {row.id: node_facts(row) for row in rows}
+                loaded = {
+                    n.id: n for n in await session.scalars(select(Node).where(Node.id.in_(ids)))
+                }
+        finally:
+            await db.engine.dispose()
+        return facts, loaded
+
+    facts, loaded = asyncio.run(read())
+    assert facts[uuid.UUID(running)].desired_state == "running"
+    assert facts[uuid.UUID(stopped)].desired_state == "stopped"
+    for node_id, fact in facts.items():
+        node = loaded[node_id]
+        assert dataclasses.asdict(fact) == {
+            field.name: getattr(node, field.name) for field in dataclasses.fields(NodeFacts)
+        }
+    assert facts[uuid.UUID(running)].observed == loaded[uuid.UUID(running)].observed is not None

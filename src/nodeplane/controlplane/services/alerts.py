@@ -28,7 +28,6 @@ from typing import Any, cast
 from uuid import UUID
 
 import structlog
-from pydantic import ValidationError
 from sqlalchemy import (
     Boolean,
     Float,
@@ -51,6 +50,7 @@ from nodeplane.controlplane.auth.principal import Principal, require_mutator, re
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.node_facts import AlertedNode, NamedNode
 from nodeplane.controlplane.services.webhooks import enqueue_webhook_deliveries
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
 from nodeplane.controlplane.store.models import AlertSetting, Executor, Incident, Node
@@ -79,6 +79,7 @@ from nodeplane.protocol.alerts import (
     sync_stalled,
     threshold_problem,
 )
+from nodeplane.protocol.observed import stored_observation
 
 log = structlog.get_logger(__name__)
 
@@ -101,10 +102,10 @@ class Subject:
     organization_id: UUID
     executor_id: UUID | None
     executor_name: str | None
-    node: Node | None = None
+    node: NamedNode | None = None
 
 
-def node_subject(node: Node, executor_name: str | None) -> Subject:
+def node_subject(node: AlertedNode, executor_name: str | None) -> Subject:
     return Subject(
         SubjectKind.NODE,
         node.id,
@@ -360,24 +361,15 @@ async def _settings_and_open_rules(
 # ---- node rules ----------------------------------------------------------------------------
 
 
-def _observation(raw: dict[str, Any] | None) -> ObservedNodeState | None:
-    if raw is None:
-        return None
+def _desired(node: AlertedNode) -> DesiredState:
     try:
-        return ObservedNodeState.model_validate(raw)
-    except ValidationError:
-        return None
-
-
-def _desired(node: Node) -> DesiredState:
-    try:
-        return DesiredState(node.spec.get("desiredState", DesiredState.RUNNING.value))
+        return DesiredState(node.desired_state or DesiredState.RUNNING.value)
     except ValueError:
         return DesiredState.RUNNING
 
 
 def marks_after(
-    node: Node, observed: ObservedNodeState | None, now: datetime
+    node: AlertedNode, observed: ObservedNodeState | None, now: datetime
 ) -> tuple[dict[str, Any], datetime | None]:
     """The node's height marks and their oldest time once `observed` is stored on it at `now`."""
     marks = next_marks(node.height_marks, observed, now)
@@ -388,14 +380,14 @@ def marks_after(
 
 def move_marks(node: Node, now: datetime) -> None:
     """Move the node's height marks for the observation just stored on it (write path only)."""
-    marks, since = marks_after(node, _observation(node.observed), now)
+    marks, since = marks_after(node, stored_observation(node.observed), now)
     if marks != node.height_marks:
         node.height_marks = marks
         node.heights_since = since
 
 
 def node_findings(
-    node: Node,
+    node: AlertedNode,
     view: SettingsView,
     now: datetime,
     rules: Sequence[AlertRule] = NODE_RULES,
@@ -404,7 +396,7 @@ def node_findings(
     """Each of `rules` for `node`: the finding when its condition holds and it is enabled.
     `observed`: the node's stored observation as a model, when the caller has it."""
     if observed is None:
-        observed = _observation(node.observed)
+        observed = stored_observation(node.observed)
     deleted = node.deleted_at is not None
     desired = _desired(node)
     out: dict[AlertRule, Finding | None] = {}
@@ -431,7 +423,7 @@ def node_findings(
     return out
 
 
-def _resolution(node: Node, rule: AlertRule, view: SettingsView) -> str:
+def _resolution(node: AlertedNode, rule: AlertRule, view: SettingsView) -> str:
     if node.deleted_at is not None:
         return "node deleted"
     if not view.effective(rule, node.chain, node.id).enabled:
@@ -455,7 +447,7 @@ async def open_node_rules(
 
 async def evaluate_nodes(
     session: AsyncSession,
-    nodes: Sequence[Node],
+    nodes: Sequence[AlertedNode],
     now: datetime,
     *,
     executor_names: dict[UUID, str] | None = None,
@@ -469,7 +461,7 @@ async def evaluate_nodes(
     has just validated what it stored), so they are not validated again."""
     if not nodes:
         return 0
-    by_org: dict[UUID, list[Node]] = {}
+    by_org: dict[UUID, list[AlertedNode]] = {}
     for node in nodes:
         by_org.setdefault(node.organization_id, []).append(node)
     views: dict[UUID, SettingsView] = {}
@@ -502,7 +494,7 @@ async def evaluate_nodes(
                         _desired(node),
                         node.revision,
                         node.deleted_at is not None,
-                        _observation(node.observed),
+                        stored_observation(node.observed),
                     )
                 ):
                     continue

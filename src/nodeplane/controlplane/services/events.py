@@ -10,7 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nodeplane.controlplane.auth.principal import Principal, require_principal
 from nodeplane.controlplane.services.actors import Actor
 from nodeplane.controlplane.services.filter_text import check_filter_text
-from nodeplane.controlplane.store.models import Event, Node
+from nodeplane.controlplane.services.node_facts import NamedNode
+from nodeplane.controlplane.store.models import Event
 from nodeplane.protocol import EventLevel, EventSource
 
 MAX_PAGE = 200
@@ -27,7 +28,7 @@ async def record_event(
     actor: Actor,
     level: EventLevel = EventLevel.INFO,
     source: EventSource = EventSource.CONTROL_PLANE,
-    node: Node | None = None,
+    node: NamedNode | None = None,
     executor_id: UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> Event:

@@ -49,9 +49,9 @@ from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
+from nodeplane.controlplane.services.node_facts import NODE_FACTS_COLUMNS, NodeFacts, node_facts
 from nodeplane.controlplane.services.nodes import (
     auto_rollback,
-    observed_of,
     phase_of,
     record_phase_change,
 )
@@ -79,7 +79,7 @@ from nodeplane.protocol import (
     SyncExecutorRequest,
 )
 from nodeplane.protocol.alerts import METRIC_RULES
-from nodeplane.protocol.observed import differs_beyond_metrics
+from nodeplane.protocol.observed import differs_beyond_metrics, stored_observation
 
 MAX_RUNTIME_EVENTS_PER_CALL = 200
 
@@ -383,9 +383,7 @@ async def unchanged_sync(
     db.seen.executor_synced(row.id, request.instance_id, ids, now)
     # Detached: the payload is built from it, nothing is written through it. What the sync
     # repeats equals what is stored, so its capabilities and resources stand for the stored ones.
-    executor = Executor(**{c.key: getattr(row, c.key) for c in _STEADY_EXECUTOR_COLUMNS})
-    executor.capabilities = said.capabilities
-    executor.resources = said.resources
+    executor = _executor_of(row, said.capabilities, said.resources)
     executor.last_sync_at = executor.instance_seen_at = now
     return SyncResult(executor)
 
@@ -606,27 +604,24 @@ async def _store_observations(
     only weakly once flushed, and loading each again was a query per node.
 
     A node whose observation is repeated only gets its report time moved, in one statement.
-    The rows are loaded whole as they are locked (in id order, as every writer of nodes locks
-    them), so an observation is checked against the revision a concurrent lifecycle action is
-    writing, not a stale one. Whole, because a sync that reaches this path mostly changes every
-    node it names: a sync that repeats itself is answered before (`unchanged_sync`), and an
-    executor sends all its nodes' new metric values at once (Intervals.metrics).
+    The rows are locked as they are read (in id order, as every writer of nodes locks them), so
+    an observation is checked against the revision a concurrent lifecycle action is writing,
+    not a stale one. They are read as the columns a heartbeat needs (NodeFacts), which is all
+    that an observation whose metric values alone moved needs: what an executor sends for every
+    node once per metrics interval (Intervals.metrics), while a sync that repeats itself is
+    answered before (`unchanged_sync`). A node whose observation changed in more is loaded
+    whole, under the lock already held.
     """
     ids = sorted({obs.node_id for obs in request.nodes})
-    nodes = {
-        node.id: node
-        for node in await session.scalars(
-            select(Node)
-            .where(Node.id.in_(ids), Node.executor_id == executor.id)
-            .order_by(Node.id)
-            .with_for_update()
-        )
+    facts = {
+        row.id: node_facts(row)
+        for row in await session.execute(_LOCK_NODES, {"node_ids": ids, "executor_id": executor.id})
     }
     repeats = Counter(obs.node_id for obs in request.nodes)
     unchanged: list[UUID] = []
     changed: list[tuple[UUID, ObservedNodeState, dict[str, Any]]] = []
     for obs in request.nodes:
-        found = nodes.get(obs.node_id)
+        found = facts.get(obs.node_id)
         if found is None:
             result.rejected[obs.node_id] = "not a node of this executor"
             continue
@@ -642,27 +637,29 @@ async def _store_observations(
         else:
             changed.append((obs.node_id, obs.observed, wire))
     if unchanged:
-        await session.execute(
-            update(Node)
-            .where(Node.id.in_(unchanged))
-            .values(observed_at=now)
-            .execution_options(synchronize_session=False)
-        )
+        await session.execute(_REPORTED_AGAIN, {"node_ids": unchanged, "now": now})
     if not changed:
         return [], []
-    metric_values: list[tuple[Node, ObservedNodeState, dict[str, Any]]] = []
-    whole: dict[UUID, Node] = {}
+    metric_values: list[tuple[NodeFacts, ObservedNodeState, dict[str, Any]]] = []
+    beyond: list[tuple[UUID, dict[str, Any]]] = []
     for node_id, observed, wire in changed:
-        node = nodes[node_id]
-        if repeats[node_id] == 1 and _only_metric_values_moved(node, observed):
-            metric_values.append((node, observed, wire))
-            continue
-        before = phase_of(node)
-        node.observed = wire
-        node.observed_at = now
-        alerts.move_marks(node, now)
-        await record_phase_change(session, node, before, actor)
-        whole[node_id] = node
+        fact = facts[node_id]
+        if repeats[node_id] == 1 and _only_metric_values_moved(fact.observed, observed):
+            metric_values.append((fact, observed, wire))
+        else:
+            beyond.append((node_id, wire))
+    whole: dict[UUID, Node] = {}
+    if beyond:
+        loaded = await session.scalars(_LOCKED_NODES, {"node_ids": [n for n, _ in beyond]})
+        nodes = {node.id: node for node in loaded}
+        for node_id, wire in beyond:  # in the sync's order, as a node named twice is stored
+            node = nodes[node_id]
+            before = phase_of(node)
+            node.observed = wire
+            node.observed_at = now
+            alerts.move_marks(node, now)
+            await record_phase_change(session, node, before, actor)
+            whole[node_id] = node
     names = {executor.id: executor.name}
     # What each node now stores, as validated: the rules need not validate it again.
     validated = {node_id: observed for node_id, observed, _ in changed}
@@ -671,7 +668,7 @@ async def _store_observations(
         # Nothing a phase, a rollback or node_down reads has moved: only the metric rules.
         await alerts.evaluate_nodes(
             session,
-            [node for node, _, _ in metric_values],
+            [fact for fact, _, _ in metric_values],
             now,
             executor_names=names,
             rules=METRIC_RULES,
@@ -685,30 +682,47 @@ async def _store_observations(
     return [node_id for node_id, _, _ in changed], list(whole.values())
 
 
-def _only_metric_values_moved(node: Node, new: ObservedNodeState) -> bool:
-    """Whether `new` differs from the node's stored observation in metric values alone (a
-    stored one that no longer passes today's rules counts as different)."""
-    before = observed_of(node)
+# Built once (building and caching a statement per sync cost more than running it). The rows
+# are locked in id order, as every writer of nodes locks them.
+_LOCK_NODES = (
+    select(*NODE_FACTS_COLUMNS)
+    .where(
+        _NODES.c.id.in_(bindparam("node_ids", expanding=True)),
+        _NODES.c.executor_id == bindparam("executor_id"),
+    )
+    .order_by(_NODES.c.id)
+    .with_for_update()
+)
+# Nodes `_LOCK_NODES` has locked, loaded whole (already locked: nothing else can change them).
+_LOCKED_NODES = select(Node).where(Node.id.in_(bindparam("node_ids", expanding=True)))
+# An observation repeated: only its report time moves.
+_REPORTED_AGAIN = (
+    update(_NODES)
+    .where(_NODES.c.id.in_(bindparam("node_ids", expanding=True)))
+    .values(observed_at=bindparam("now", type_=_NODES.c.observed_at.type))
+)
+
+
+def _only_metric_values_moved(stored: dict[str, Any] | None, new: ObservedNodeState) -> bool:
+    """Whether `new` differs from the stored observation in metric values alone (a stored one
+    that no longer passes today's rules counts as different)."""
+    before = stored_observation(stored)
     return before is not None and not differs_beyond_metrics(before, new)
 
 
 async def _store_metric_values(
     session: AsyncSession,
-    moved: list[tuple[Node, ObservedNodeState, dict[str, Any]]],
+    moved: list[tuple[NodeFacts, ObservedNodeState, dict[str, Any]]],
     now: datetime,
 ) -> None:
     """Write observations whose metric values alone moved (what an executor sends once per
-    metrics interval for every node it runs) in one statement of the rows' values, outside the
-    unit of work: the loaded rows are given the same values as committed ones, so nothing about
-    them is flushed again and the alert rules read them as written."""
+    metrics interval for every node it runs) in one statement of the rows' values; the facts
+    are moved to what was written, which the alert rules then read."""
     rows: list[dict[str, Any]] = []
-    for node, observed, wire in moved:
-        marks, since = alerts.marks_after(node, observed, now)
-        rows.append({"id": node.id, "observed": wire, "height_marks": marks, "since": since})
-        set_committed_value(node, "observed", wire)
-        set_committed_value(node, "observed_at", now)
-        set_committed_value(node, "height_marks", marks)
-        set_committed_value(node, "heights_since", since)
+    for fact, observed, wire in moved:
+        marks, since = alerts.marks_after(fact, observed, now)
+        rows.append({"id": fact.id, "observed": wire, "height_marks": marks, "since": since})
+        fact.observed, fact.height_marks, fact.heights_since = wire, marks, since
     if session.get_bind().dialect.name == "postgresql":
         sent = (
             {**row, "id": str(row["id"]), "since": row["since"] and row["since"].isoformat()}
@@ -720,18 +734,12 @@ async def _store_metric_values(
         return
     # SQLite's statements are in-process calls: one per row.
     await session.execute(
-        update(_NODES)
-        .where(_NODES.c.id == bindparam("b_id"))
-        .values(
-            observed=bindparam("b_observed", type_=_NODES.c.observed.type),
-            observed_at=now,
-            height_marks=bindparam("b_marks", type_=_NODES.c.height_marks.type),
-            heights_since=bindparam("b_since", type_=_NODES.c.heights_since.type),
-        ),
+        _METRIC_VALUES_SQLITE,
         [
             {
                 "b_id": r["id"],
                 "b_observed": r["observed"],
+                "b_now": now,
                 "b_marks": r["height_marks"],
                 "b_since": r["since"],
             }
@@ -763,6 +771,16 @@ def _metric_values_statement_postgresql() -> Update:
 
 
 _METRIC_VALUES_POSTGRESQL = _metric_values_statement_postgresql()
+_METRIC_VALUES_SQLITE = (
+    update(_NODES)
+    .where(_NODES.c.id == bindparam("b_id"))
+    .values(
+        observed=bindparam("b_observed", type_=_NODES.c.observed.type),
+        observed_at=bindparam("b_now", type_=_NODES.c.observed_at.type),
+        height_marks=bindparam("b_marks", type_=_NODES.c.height_marks.type),
+        heights_since=bindparam("b_since", type_=_NODES.c.heights_since.type),
+    )
+)
 
 
 # ---- one live instance per executor ----------------------------------------------------------
@@ -826,29 +844,69 @@ async def _steady_claim(
 ) -> Executor | None:
     """The common heartbeat in one statement: the executor's live instance syncing again.
 
-    Locks and refreshes the executor row and returns it when the key is bound to an executor
-    whose recorded instance is the caller's; None otherwise (first sync, another instance,
-    no instance id), and the caller takes the general path (`_bind_executor`, `_claim_instance`).
+    Locks and refreshes the executor row and returns the executor when the key is bound to an
+    executor whose recorded instance is the caller's; None otherwise (first sync, another
+    instance, no instance id), and the caller takes the general path (`_bind_executor`,
+    `_claim_instance`). The executor is detached (made from the row: nothing is written through
+    it), unless it was disconnected: a reconnect writes through it, so it is loaded.
     """
     if p.executor_id is None or request.instance_id is None:
         return None
     # What the sync says of the executor is written by the same statement: the row is updated
     # for the times anyway, and the unit of work then finds nothing left to flush (a statement
     # fewer whenever the host's resources moved). A sync refused below is rolled back whole.
-    claimed: Executor | None = await session.scalar(
-        update(Executor)
-        .where(Executor.id == p.executor_id, Executor.instance_id == request.instance_id)
-        .values(
-            instance_seen_at=now,
-            last_sync_at=now,
-            version=request.version,
-            capabilities=request.capabilities.to_wire(),
-            resources=request.resources.to_wire(),
+    capabilities, resources = request.capabilities.to_wire(), request.resources.to_wire()
+    row = (
+        await session.execute(
+            _STEADY_CLAIM,
+            {
+                "b_executor_id": p.executor_id,
+                "b_instance_id": request.instance_id,
+                "b_now": now,
+                "b_version": request.version,
+                "b_capabilities": capabilities,
+                "b_resources": resources,
+            },
         )
-        .returning(Executor)
-        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:
+        return None
+    if not row.connected:
+        return await session.get(Executor, row.id, populate_existing=True)
+    return _executor_of(row, capabilities, resources)
+
+
+def _executor_of(
+    row: Row[Any], capabilities: dict[str, object], resources: dict[str, object]
+) -> Executor:
+    """A detached executor made from a row of `_STEADY_EXECUTOR_COLUMNS` and the JSON documents
+    it stores (the caller's, equal to the stored ones: they are not read back and decoded)."""
+    executor = Executor(**{c.key: getattr(row, c.key) for c in _STEADY_EXECUTOR_COLUMNS})
+    executor.capabilities = capabilities
+    executor.resources = resources
+    return executor
+
+
+def _steady_claim_statement() -> Update:
+    """Built once: building and caching a statement per sync cost more than running it."""
+    return (
+        update(_EXECUTORS)
+        .where(
+            _EXECUTORS.c.id == bindparam("b_executor_id"),
+            _EXECUTORS.c.instance_id == bindparam("b_instance_id"),
+        )
+        .values(
+            instance_seen_at=bindparam("b_now", type_=_EXECUTORS.c.instance_seen_at.type),
+            last_sync_at=bindparam("b_now", type_=_EXECUTORS.c.last_sync_at.type),
+            version=bindparam("b_version", type_=_EXECUTORS.c.version.type),
+            capabilities=bindparam("b_capabilities", type_=_EXECUTORS.c.capabilities.type),
+            resources=bindparam("b_resources", type_=_EXECUTORS.c.resources.type),
+        )
+        .returning(*_STEADY_EXECUTOR_COLUMNS)
     )
-    return claimed
+
+
+_STEADY_CLAIM = _steady_claim_statement()
 
 
 async def _claim_instance(

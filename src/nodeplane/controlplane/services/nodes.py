@@ -37,6 +37,7 @@ from nodeplane.protocol import (
     unsupported_reason,
 )
 from nodeplane.protocol.capabilities import MANAGED
+from nodeplane.protocol.observed import stored_observation
 from nodeplane.protocol.quantities import quantity_value
 from nodeplane.protocol.spec_bounds import SpecProblem
 from nodeplane.protocol.spec_diff import SpecChange, spec_diff
@@ -54,21 +55,8 @@ def spec_of(node: Node) -> NodeSpec:
 
 
 def observed_of(node: Node) -> ObservedNodeState | None:
-    """The node's latest observation as a model, or None before the first report.
-
-    An observation stored before today's rules that no longer passes them reads as none: the
-    executor's next heartbeat replaces it, and until then it cannot break every read of the node.
-    """
-    return _observation(node.observed)
-
-
-def _observation(raw: dict[str, Any] | None) -> ObservedNodeState | None:
-    if raw is None:
-        return None
-    try:
-        return ObservedNodeState.model_validate(raw)
-    except ValidationError:
-        return None
+    """The node's latest observation as a model, or None (`stored_observation`)."""
+    return stored_observation(node.observed)
 
 
 def phase_of(node: Node) -> NodePhase:
@@ -292,7 +280,7 @@ class NodeListing:
 
     def observation(self) -> ObservedNodeState | None:
         """The latest observation as a model (None if it no longer passes the rules)."""
-        return _observation(self.observed)
+        return stored_observation(self.observed)
 
     def phase(self, observation: ObservedNodeState | None) -> NodePhase:
         """The derived phase, given `observation()` (validated once by the caller)."""

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import event, exc, text
+from sqlalchemy import TextClause, event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -203,12 +204,18 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> list[tuple[str, str
         notices.append((KEYS_CHANNEL, ",".join(ids) if len(ids) <= 200 else ""))
     if not notices:
         return notices
-    calls = ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(len(notices)))
     params: dict[str, str] = {}
     for i, (channel, payload) in enumerate(notices):
         params[f"c{i}"], params[f"p{i}"] = channel, payload
-    await session.execute(text(f"SELECT {calls}"), params)
+    await session.execute(_notify_statement(len(notices)), params)
     return notices
+
+
+@functools.lru_cache(maxsize=32)
+def _notify_statement(count: int) -> TextClause:
+    """`SELECT pg_notify(...)` of `count` notices, built once per count (most writes send one
+    to three)."""
+    return text("SELECT " + ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(count)))
 
 
 async def _backend_pid(session: AsyncSession) -> int:

@@ -198,6 +198,12 @@ class Node(Base):
     height_marks: Mapped[dict[str, Any] | None]
     heights_since: Mapped[datetime | None] = mapped_column(index=True)
 
+    @property
+    def desired_state(self) -> str | None:
+        """The spec's desired state as stored (None: not set, or not a string)."""
+        value = self.spec.get("desiredState")
+        return value if isinstance(value, str) else None
+
 
 class SpecRevision(Base):
     """Immutable history of a node's spec; outlives the node row, so no foreign key to it."""
