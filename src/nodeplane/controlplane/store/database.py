@@ -407,8 +407,9 @@ class Database:
                 echoes: list[Notice] = []
                 if self.is_postgresql:
                     notices = await _notify(session, uow)
-                    if own is not None and notices:
-                        # Before the commit, so the echo cannot come back before it is expected.
+                    if notices:
+                        # This process applies them as it commits (below); expected before the
+                        # commit, so the echo cannot come back before it is.
                         pid = await _backend_pid(session)
                         echoes = self.notifier.expect_echo(pid, notices)
                 # No sync is answered from a look this commit makes stale while it commits.
@@ -438,6 +439,10 @@ class Database:
         else:
             # Here at once, before the caller answers; other processes when the NOTIFY arrives.
             self._forget_sync_looks(uow, own)
+            # The held polls of this process too: a lifecycle action's pickup does not wait
+            # for the NOTIFY's trip through PostgreSQL and this process's LISTEN connection.
+            for executor_id in uow.wake_executors:
+                self.notifier.wake_local(str(executor_id))
 
     def _forget_sync_looks(self, uow: UnitOfWork, own: OwnChanges | None = None) -> None:
         """What steady syncs read of what `uow` changes is stale: called as it commits, and

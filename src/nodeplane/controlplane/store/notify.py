@@ -159,11 +159,12 @@ class ChangeNotifier:
 
     def expect_echo(self, pid: int, notices: Iterable[tuple[str, str]]) -> list[Notice]:
         """These notices (channel, payload), sent by the backend `pid` in a transaction about
-        to commit, whose changes this process records in `sync_looks` itself, as its own
-        (`OwnChanges`): their echo is then no change to a look. Returns them, for `drop_echo`
-        if the commit fails. PostgreSQL delivers notices in commit order, and a backend's id
-        cannot be another backend's while it is alive: the first notice from `pid` that
-        matches is the echo."""
+        to commit, whose changes this process applies itself as it commits (store/database.py
+        `Database.write`): to `sync_looks` (as its own changes, with `OwnChanges`) and to its
+        held polls (`wake_local`). Their echo is then no change to a look and wakes no poll
+        again; node listeners still get it. Returns them, for `drop_echo` if the commit fails.
+        PostgreSQL delivers notices in commit order, and a backend's id cannot be another
+        backend's while it is alive: the first notice from `pid` that matches is the echo."""
         expected = [(pid, channel, payload) for channel, payload in notices]
         if len(self._echoes) + len(expected) > MAX_ECHOES:
             self._echoes.clear()
@@ -212,10 +213,16 @@ class ChangeNotifier:
     def publish_local(self, key: str, own: OwnChanges | None = None, *, echo: bool = False) -> None:
         """Wake every waiter on `key` in this process (and forget what was read of it). `key`
         is an executor's id, or `<id>/sync` (its row changed: nothing waits for that). `own`
-        and `echo` as for `publish_nodes`."""
+        as for `publish_nodes`; `echo`: a notice of this process's, applied as it committed
+        (nothing to do)."""
+        if echo:
+            return
+        self.sync_looks.executor_changed(key, own)
+        self.wake_local(key)
+
+    def wake_local(self, key: str) -> None:
+        """Wake every waiter on `key` in this process and forget what polls read of it."""
         self._looks.pop(key, None)
-        if not echo:
-            self.sync_looks.executor_changed(key, own)
         for waiter in self._waiters.get(key, ()):
             _wake(waiter)
 
