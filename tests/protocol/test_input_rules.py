@@ -1,6 +1,7 @@
 """The input rules shared by the control plane and the executors, as tables: JSON values,
 datetimes, quantities and spec bounds, runtime event types, text, and what capabilities may say."""
 
+import json
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -26,7 +27,12 @@ from nodeplane.protocol import (
     spec_bound_problems,
     unstorable_text_problem,
 )
-from nodeplane.protocol.json_values import PAYLOAD_LIMITS, _walk_problem
+from nodeplane.protocol.json_values import (
+    MAX_JSON_INTEGER,
+    PAYLOAD_LIMITS,
+    _plain_size_bound,
+    _walk_problem,
+)
 from nodeplane.protocol.quantities import (
     QuantityKind,
     cpu_cores,
@@ -523,3 +529,22 @@ def test_the_plain_fast_check_agrees_with_the_full_walk(value: Any, small: bool)
     (problem or none, and which) is the walk's, for every value."""
     limits = _small_limits if small else JsonLimits()
     assert json_value_problem(value, limits) == _walk_problem(value, limits)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_json_like)
+def test_the_plain_check_s_size_bound_is_never_below_the_encoded_size(value: Any) -> None:
+    """The plain check answers "within the size limit" from a bound instead of encoding the
+    value: the bound must be at least what `json.dumps` makes of every plain value."""
+    bound = _plain_size_bound(value, JsonLimits())
+    if bound is not None:
+        assert bound >= len(json.dumps(value, ensure_ascii=False).encode())
+
+
+def test_the_size_bound_holds_for_the_longest_numbers_and_escapes() -> None:
+    worst = {
+        '\x1f"\\': ["\x01" * 50, -MAX_JSON_INTEGER, -2.2250738585072014e-308, False, None],
+        "n": [{"": []}],
+    }
+    bound = _plain_size_bound(worst, JsonLimits())
+    assert bound is not None and bound >= len(json.dumps(worst, ensure_ascii=False).encode())

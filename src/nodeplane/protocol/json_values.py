@@ -53,24 +53,34 @@ def _scalar_problem(value: object, limits: JsonLimits) -> str | None:
     return f"{type(value).__name__} is not a JSON value"
 
 
-def _plainly_within(value: Any, limits: JsonLimits) -> bool:
-    """True if `value` is certainly a storable JSON value within `limits` (but its encoded
-    size); False if it may not be, and the walk below must say why.
+# The most bytes one value of each plain kind takes as JSON (`json.dumps`): a 64-bit integer
+# has at most 19 digits and a sign, a float's repr at most 24 characters, `false` 5.
+_MAX_INT_BYTES, _MAX_FLOAT_BYTES, _MAX_WORD_BYTES = 20, 24, 5
+# An ASCII character takes at most 6 bytes escaped (`\u001f`); a string adds its two quotes.
+_MAX_ESCAPED = 6
+
+
+def _plain_size_bound(value: Any, limits: JsonLimits) -> int | None:
+    """An upper bound of the bytes `value` takes as JSON if it is certainly a storable JSON
+    value within `limits` but its encoded size; None if it may not be, and the walk below must
+    say why.
 
     Every argument an executor sends passes here (a sync's observations, on every heartbeat),
     and nearly all are plain: ASCII text, 64-bit integers, finite floats. This pass checks those
     by exact type and keeps no paths; anything else (non-ASCII text, a subclass, a problem)
-    goes to the walk that names the path. Iterative, as the walk is.
+    goes to the walk that names the path. Iterative, as the walk is. The bound spares encoding
+    the value to measure it whenever it is within the limit, which it nearly always is.
     """
     if type(value) is not dict and type(value) is not list:
-        return False  # a lone scalar: the walk is as quick
+        return None  # a lone scalar: the walk is as quick
     max_depth, max_length = limits.max_depth, limits.max_string_length
     seen = 1
+    size = 2
     pending: list[tuple[Any, int]] = [(value, 0)]
     while pending:
         item, depth = pending.pop()
         if depth >= max_depth:
-            return False
+            return None
         children: Iterable[Any] = item
         if type(item) is dict:
             for key in item:
@@ -80,25 +90,33 @@ def _plainly_within(value: Any, limits: JsonLimits) -> bool:
                     or not key.isascii()
                     or "\x00" in key
                 ):
-                    return False
+                    return None
+                size += _MAX_ESCAPED * len(key) + 4  # its quotes and ": "
             children = item.values()
         for child in children:
             seen += 1
+            size += 2  # ", "
             kind = type(child)
             if kind is str:
                 if len(child) > max_length or not child.isascii() or "\x00" in child:
-                    return False
+                    return None
+                size += _MAX_ESCAPED * len(child) + 2
             elif kind is int:
                 if not -MAX_JSON_INTEGER <= child <= MAX_JSON_INTEGER:
-                    return False
+                    return None
+                size += _MAX_INT_BYTES
             elif kind is float:
                 if not math.isfinite(child):
-                    return False
+                    return None
+                size += _MAX_FLOAT_BYTES
             elif kind is dict or kind is list:
+                size += 2
                 pending.append((child, depth + 1))
-            elif child is not None and kind is not bool:
-                return False
-    return seen <= limits.max_values
+            elif child is None or kind is bool:
+                size += _MAX_WORD_BYTES
+            else:
+                return None
+    return size if seen <= limits.max_values else None
 
 
 def json_value_problem(value: Any, limits: JsonLimits = JsonLimits()) -> str | None:
@@ -106,8 +124,9 @@ def json_value_problem(value: Any, limits: JsonLimits = JsonLimits()) -> str | N
 
     Walks iteratively, so a deeply nested value cannot exhaust the stack.
     """
-    if _plainly_within(value, limits):
-        return _size_problem(value, limits)
+    bound = _plain_size_bound(value, limits)
+    if bound is not None:
+        return None if bound <= limits.max_encoded_bytes else _size_problem(value, limits)
     return _walk_problem(value, limits)
 
 
