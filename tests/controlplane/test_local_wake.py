@@ -38,8 +38,8 @@ def test_a_commit_wakes_this_process_s_polls_at_once_and_its_echo_does_not_again
                 uow.wake(uuid.UUID(executor))
             # A poll held again at once, having read what was committed.
             renewed = here.notifier.subscribe(executor)
-            # The echo is back once nothing is expected any more.
-            for _ in range(200):
+            # The echo is back once nothing is expected any more (10 s: a busy machine).
+            for _ in range(1000):
                 if not here.notifier._echoes:
                     break
                 await asyncio.sleep(0.01)
