@@ -1,8 +1,8 @@
 """A worker process: a share of the simulated executors on an event loop of its own.
 
 The load generator runs in processes of its own so that its work never shares the server's
-event loop (or this orchestrator's). Every simulated executor has its own httpx client, as an
-agent does, with its connections kept alive: at most one sync and one held poll in flight, so
+event loop (or this orchestrator's). Every simulated executor has its own HTTP client session, as
+an agent does, with its connections kept alive: at most one sync and one held poll in flight, so
 two kept connections per executor. (One pool shared by a worker's executors was tried first:
 httpcore assigns requests to connections by scanning every queued request against every
 connection, so with hundreds of requests held in one pool the generator spent most of a core
@@ -17,15 +17,13 @@ from dataclasses import dataclass
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 
-import httpx
 import uvloop
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
-from bench.loadgen.simulated import PollError, SimulatedExecutor
+from bench.loadgen.simulated import REQUEST_ERRORS, PollError, SimulatedExecutor, client_session
 from bench.loadgen.stats import Progress, WorkerReport
 from nodeplane.controlplane.gc_policy import settle_after_startup
-from nodeplane.executor.controlplane_client import CONNECTION_LIMITS
 
 # Executors of one worker catching up at once at the end of a run (LoadOptions.final_sync).
 FINISH_CONCURRENCY = 10
@@ -83,10 +81,7 @@ async def _run(
     progress: Progress | None,
 ) -> WorkerReport:
     report = WorkerReport(progress=progress)
-    # Plain HTTP on loopback: no TLS context to load for each of thousands of clients.
-    clients = [
-        httpx.AsyncClient(base_url=base_url, verify=False, limits=CONNECTION_LIMITS) for _ in specs
-    ]
+    clients = [client_session(base_url) for _ in specs]
     rng = random.Random(os.getpid())
     try:
         executors = [
@@ -137,7 +132,7 @@ async def _run(
             await asyncio.gather(*(_finish(ex, report, gate) for ex in executors))
         report.cpu_seconds = cpu_seconds(os.getpid()) - cpu_before
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
     return report
 
 
@@ -146,7 +141,7 @@ async def _finish(ex: SimulatedExecutor, report: WorkerReport, gate: asyncio.Sem
     async with gate:
         try:
             await ex.poll_once(0)
-        except (httpx.HTTPError, PollError) as exc:  # counted: the check that follows sees it
+        except (*REQUEST_ERRORS, PollError) as exc:  # counted: the check that follows sees it
             report.error(f"final poll {type(exc).__name__}", time.monotonic())
             return
         await ex.sync_once()
