@@ -165,13 +165,21 @@ async def _move_times(
         )
         return
     statement = _postgresql_move(table, match, times)
+    # A flush carries every node reported in the last second (4,000 at 400 syncs/s), encoded on
+    # the event loop: ids as their 32 hex digits (PostgreSQL's uuid input takes them; str() of
+    # a UUID cost three times as much), and each sync's one time formatted once for its nodes.
+    formatted: dict[datetime, str] = {}
+
+    def iso(at: datetime) -> str:
+        text = formatted.get(at)
+        if text is None:
+            text = formatted[at] = at.isoformat()
+        return text
+
     for chunk in _chunks(rows):
         # One statement for every flush (store/json_rows.py), the rows in one JSON parameter.
         seen = (
-            {
-                **{name: str(v) for name, v in zip(match, row, strict=False)},
-                "at": row[-1].isoformat(),
-            }
+            {**{name: v.hex for name, v in zip(match, row, strict=False)}, "at": iso(row[-1])}
             for row in chunk
         )
         await session.execute(statement, {"seen": json_rows_value(seen)})
