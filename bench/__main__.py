@@ -190,8 +190,9 @@ LOAD_NOTE = """\
 ## Load: many executors on one server (issue 8)
 
 Produced by `./dev bench` (bench/loadgen/): simulated executors speak the real protocol over
-kept HTTP connections from worker processes of their own (never the server's event loop), each
-with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered starts),
+kept HTTP connections (aiohttp, a fifth of httpx's CPU per request: the generator shares the
+machine with the server) from worker processes of their own (never the server's event loop),
+each with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered starts),
 each observation at exactly the revision its spec poll last returned and carrying what a probed
 node's does (height, peers, CPU time, memory, disk), whose values move once per metrics interval
 (30 s, the agent's default) at each executor's own moment, so one sync in six stores
