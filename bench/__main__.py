@@ -192,10 +192,10 @@ LOAD_NOTE = """\
 Produced by `./dev bench` (bench/loadgen/): simulated executors speak the real protocol over
 kept HTTP connections (aiohttp, a fifth of httpx's CPU per request: the generator shares the
 machine with the server) from worker processes of their own (never the server's event loop),
-each with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered starts),
-each observation at exactly the revision its spec poll last returned and carrying what a probed
-node's does (height, peers, CPU time, memory, disk), whose values move once per metrics interval
-(30 s, the agent's default) at each executor's own moment, so one sync in six stores
+each with its own executor key: `syncExecutor` with 10 node observations every 5 s (jittered
+starts), each observation at exactly the revision its spec poll last returned and carrying what
+a probed node's does (height, peers, CPU time, memory, disk), whose values move once per metrics
+interval (30 s, the agent's default) at each executor's own moment, so one sync in six stores
 observations as a real fleet's do; and one `executorSpecs` poll held and re-issued as soon as it
 returns. P3 ramps the executor count until syncExecutor p99 reaches 100 ms. Each step's window
 begins once the fleet's start is absorbed (every executor's first syncs are writes and come
@@ -204,11 +204,10 @@ in which the fleet's syncs were answered, at most 1 % of them slower than 100 ms
 failed; the row says how long that took, and a start not absorbed within 120 s is measured
 anyway. The window's errors are its own; the start's are shown apart. P1 flips random nodes
 (STOP/START), one a second during each P3 window, and times the action's request to its
-executor's poll returning the new revision; P4 holds one poll per executor with no syncs.
-Server CPU per sync is the server process's CPU time in the window (all its work: syncs, polls,
+executor's poll returning the new revision; P4 holds one poll per executor with no syncs. Server
+CPU per sync is the server process's CPU time in the window (all its work: syncs, polls,
 actions, sweeps) over the syncs answered; on PostgreSQL the database backends' CPU is given
-beside it. Latencies of syncs still unanswered when a step stopped count as lower bounds.
-"""
+beside it. Latencies of syncs still unanswered when a step stopped count as lower bounds. """
 
 
 def _load_section(rows: list[loadgen_scenarios.Row], quick: bool) -> str:
