@@ -189,6 +189,20 @@ CASES: list[tuple[str, RenderedNode, Host, list[Action]]] = [
         NOTHING,
     ),
     (
+        # Killed with Restart=no: systemd shows it deactivating before failed. Started in that
+        # moment, the crash would be undone by the agent (the e2e crash test caught it).
+        "a unit going down is not started: it may be crashing, which its policy leaves down",
+        rendered(),
+        Host({UNIT: down(stopping=True)}),
+        NOTHING,
+    ),
+    (
+        "a unit going down is started by a new revision",
+        rendered(revision=6),
+        Host({UNIT: down(stopping=True)}),
+        [pending(), act(K.START), install()],
+    ),
+    (
         "a crashed unit is started by a new revision",
         rendered(revision=6),
         Host({UNIT: crashed()}),
@@ -338,9 +352,9 @@ def simulate(wanted: RenderedNode, node: ObservedNode, actions: list[Action]) ->
                 before = units.get(name, ObservedUnit())
                 units[name] = replace(before, definition_current=True, stamp=stamp)
             case K.START | K.RESTART:
-                units[name] = replace(units[name], running=True, crashed=False)
+                units[name] = replace(units[name], running=True, crashed=False, stopping=False)
             case K.STOP:
-                units[name] = replace(units[name], running=False, crashed=False)
+                units[name] = replace(units[name], running=False, crashed=False, stopping=False)
             case K.REMOVE:
                 del units[name]
     return ObservedNode(

@@ -556,6 +556,7 @@ class AgentBackend:
             units[unit_name_] = ObservedUnit(
                 running=status.active_state in (ActiveState.ACTIVE, ActiveState.ACTIVATING),
                 crashed=crashed(status),
+                stopping=status.active_state is ActiveState.DEACTIVATING,
                 definition_current=current,
                 stamp=status.stamp,
             )

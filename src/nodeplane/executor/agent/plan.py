@@ -77,6 +77,9 @@ class ObservedUnit:
 
     running: bool = False  # active or activating (a scheduled restart counts)
     crashed: bool = False  # down after a failure its restart policy did not (or no longer) heal
+    # Going down (deactivating): how its process ends decides whether it crashed, so it is
+    # neither started nor left down for good until that is seen.
+    stopping: bool = False
     # The installed definition equals the rendered one, stamps aside.
     definition_current: bool = True
     stamp: Stamp | None = None
@@ -133,7 +136,7 @@ def plan(rendered: RenderedNode, observed: ObservedNode) -> list[Action]:
             # A change alone restarts only for a new revision: see the module's docstring.
             go = (changed and asked) or pending or restart_asked
             kind = ActionKind.RESTART
-        elif not unit.crashed:
+        elif not unit.crashed and not unit.stopping:
             # Down without a crash: whichever agent finds it so starts it, so no pending stamp
             # is needed, and the final one goes first. That spares systemd a daemon-reload right
             # after the start: a reload forgets the starts its crash-loop limit (StartLimitBurst=)
@@ -144,6 +147,8 @@ def plan(rendered: RenderedNode, observed: ObservedNode) -> list[Action]:
             continue
         else:
             # A crashed unit stays down (its restart policy decided) until a new revision asks.
+            # So does one going down: a start now would undo a crash its policy leaves down,
+            # and a clean stop is seen, and started, on a later pass.
             go = asked or pending
             kind = ActionKind.START
         announce = go and (changed or stamp != final) and not (pending and unit.definition_current)
