@@ -32,7 +32,7 @@ from tests.support.server import PG_ADMIN_URL
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
-from bench.loadgen.simulated import SimulatedExecutor, client_session
+from bench.loadgen.simulated import SimulatedExecutor, executor_clients
 from bench.loadgen.stats import WorkerReport
 from bench.loadgen.target import Target, target
 
@@ -94,7 +94,7 @@ async def _calls(
     t: Target, spec: SimulatedExecutorSpec, n: int, call: str, py_spy: Path | None
 ) -> tuple[float, float, float, tuple[int, ...] | None]:
     report = WorkerReport()
-    async with client_session(t.server.url) as http:
+    async with executor_clients(t.server.url) as http:
         executor = SimulatedExecutor(
             spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
         )

@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -46,12 +47,12 @@ KEEPALIVE = CONNECTION_LIMITS.keepalive_expiry
 
 
 class SimulatedExecutor:
-    """Plays one executor against the server through its own kept-alive HTTP client."""
+    """Plays one executor against the server through its own kept-alive HTTP clients."""
 
     def __init__(
         self,
         spec: SimulatedExecutorSpec,
-        http: aiohttp.ClientSession,
+        http: "ExecutorClients",
         report: WorkerReport,
         *,
         sync_interval: float | None,
@@ -148,7 +149,7 @@ class SimulatedExecutor:
         sent = time.monotonic()
         self.sync_in_flight = sent
         try:
-            async with self._http.post(
+            async with self._http.syncs.post(
                 "/graphql", json=body, headers=self._headers, timeout=self._sync_timeout
             ) as response:
                 status, content = response.status, await response.read()
@@ -188,7 +189,7 @@ class SimulatedExecutor:
         """One spec poll (held up to `wait` s); records when each new revision arrived."""
         known = [{"nodeId": n, "revision": r, "deleted": False} for n, r in self.known.items()]
         body = {"query": POLL_SPECS, "variables": {"known": known, "wait": wait}}
-        async with self._http.post(
+        async with self._http.polls.post(
             "/graphql",
             json=body,
             headers=self._headers,
@@ -245,9 +246,40 @@ class PollError(Exception):
     """The server answered a poll with an error (the message is its type)."""
 
 
-def client_session(base_url: str) -> aiohttp.ClientSession:
-    """One executor's HTTP client: its own connections, kept alive between requests as the
-    agent keeps them (its client's keep-alive expiry). Plain HTTP on loopback."""
+@dataclass(frozen=True)
+class ExecutorClients:
+    """One executor's HTTP clients: its syncs on one connection and its held poll on another,
+    each kept alive for the next, as in an agent's pool.
+
+    The agent's pool (httpcore) gives a request the first idle connection in the order they
+    were opened, so once its polls have renewed a few times each poll keeps the connection it
+    returned on and the syncs keep theirs. aiohttp gives the connection idle the longest: on one
+    client, a poll's renewal would take the syncs' connection and the next sync the poll's, on
+    every renewal. Behind several server processes that sends an executor's syncs to each in
+    turn, which no agent does (each process keeps what it read of an executor's last sync).
+    """
+
+    syncs: aiohttp.ClientSession
+    polls: aiohttp.ClientSession
+
+    async def close(self) -> None:
+        """Close both clients' connections."""
+        await asyncio.gather(self.syncs.close(), self.polls.close())
+
+    async def __aenter__(self) -> "ExecutorClients":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def executor_clients(base_url: str) -> ExecutorClients:
+    """An executor's clients (`ExecutorClients`) for `base_url` (plain HTTP on loopback)."""
+    return ExecutorClients(_client_session(base_url), _client_session(base_url))
+
+
+def _client_session(base_url: str) -> aiohttp.ClientSession:
+    # Idle connections are kept as long as the agent keeps them (its keep-alive expiry).
     connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE)
     return aiohttp.ClientSession(base_url, connector=connector)
 

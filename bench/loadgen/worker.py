@@ -1,9 +1,9 @@
 """A worker process: a share of the simulated executors on an event loop of its own.
 
 The load generator runs in processes of its own so that its work never shares the server's
-event loop (or this orchestrator's). Every simulated executor has its own HTTP client session, as
-an agent does, with its connections kept alive: at most one sync and one held poll in flight, so
-two kept connections per executor. (One pool shared by a worker's executors was tried first:
+event loop (or this orchestrator's). Every simulated executor has its own HTTP clients, as an
+agent has its own pool, with their connections kept alive: one for its syncs and one for its held
+poll (simulated.py `ExecutorClients`). (One pool shared by a worker's executors was tried first:
 httpcore assigns requests to connections by scanning every queued request against every
 connection, so with hundreds of requests held in one pool the generator spent most of a core
 on bookkeeping once the server slowed down, on a machine whose two cores the server needs.)
@@ -21,7 +21,7 @@ import uvloop
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
-from bench.loadgen.simulated import REQUEST_ERRORS, PollError, SimulatedExecutor, client_session
+from bench.loadgen.simulated import REQUEST_ERRORS, PollError, SimulatedExecutor, executor_clients
 from bench.loadgen.stats import Progress, WorkerReport
 from nodeplane.controlplane.gc_policy import settle_after_startup
 
@@ -81,7 +81,7 @@ async def _run(
     progress: Progress | None,
 ) -> WorkerReport:
     report = WorkerReport(progress=progress)
-    clients = [client_session(base_url) for _ in specs]
+    clients = [executor_clients(base_url) for _ in specs]
     rng = random.Random(os.getpid())
     try:
         executors = [
