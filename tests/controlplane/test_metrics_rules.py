@@ -4,12 +4,18 @@ that docs/metrics.md and the Grafana dashboard use (controlplane/metrics/)."""
 import json
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics.exposition import (
+    generate_latest as generate_latest_openmetrics,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Mount, Route
 
@@ -19,6 +25,7 @@ from nodeplane.controlplane.metrics.fleet_collector import (
     EXECUTOR_METRIC_NAMES,
     NODE_METRIC_NAMES,
     FleetCollector,
+    FleetText,
 )
 from nodeplane.controlplane.metrics.request_labels import (
     RouteTemplates,
@@ -261,3 +268,72 @@ def test_fleet_families_describe_each_node_and_executor() -> None:
     assert values("nodeplane_executor_online", executor="host-b", kind="operator") == [0.0]
     assert values("nodeplane_executor_last_sync_age_seconds", executor="host-b") == []
     assert values("nodeplane_executor_nodes", executor="host-a") == [2.0]
+
+
+# Label values users choose: quotes, backslashes, newlines, any Unicode.
+_label_text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_number = st.one_of(st.none(), st.integers(0, 2**62), st.floats(0, 1e15, allow_nan=False))
+
+
+@st.composite
+def _fleets(draw: st.DrawFn) -> FleetStatus:
+    organizations = draw(st.lists(_label_text, min_size=1, max_size=3))
+    executors = [
+        ExecutorStatus(
+            uuid.uuid4(),
+            draw(st.sampled_from(organizations)),
+            draw(_label_text),
+            draw(st.sampled_from(["agent", "operator"])),
+            draw(st.booleans()),
+            draw(st.one_of(st.none(), st.floats(0, 1e7, allow_nan=False))),
+            draw(st.integers(0, 10_000)),
+        )
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    processes = st.builds(
+        ObservedProcess,
+        role=st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,31}\Z"),
+        status=st.sampled_from(ProcessStatus),
+        height=_number.map(lambda n: None if n is None else int(n)),
+        network_height=_number.map(lambda n: None if n is None else int(n)),
+        peers=st.one_of(st.none(), st.integers(0, 500)),
+        sync_progress=st.one_of(st.none(), st.floats(0, 1)),
+        disk_total_bytes=_number.map(lambda n: None if n is None else int(n)),
+        disk_available_bytes=_number.map(lambda n: None if n is None else int(n)),
+    )
+    nodes = [
+        NodeStatus(
+            id=uuid.uuid4(),
+            organization=draw(st.sampled_from(organizations)),
+            name=draw(_label_text),
+            executor=draw(_label_text),
+            chain=draw(_label_text),
+            network=draw(_label_text),
+            phase=draw(st.sampled_from(NodePhase)),
+            stale=draw(st.booleans()),
+            last_observed_age_seconds=draw(st.one_of(st.none(), st.floats(0, 1e9))),
+            processes=tuple(draw(st.lists(processes, max_size=2))),
+        )
+        for _ in range(draw(st.integers(0, 4)))
+    ]
+    return FleetStatus(executors=executors, nodes=nodes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(status=_fleets())
+@pytest.mark.parametrize("encode", [generate_latest, generate_latest_openmetrics])
+def test_fleet_text_is_what_the_encoder_writes_of_the_families(
+    encode: Callable[[CollectorRegistry], bytes], status: FleetStatus
+) -> None:
+    """The scrape's own writer of the fleet families (FleetText) and prometheus_client's
+    encoders, text and OpenMetrics, agree byte for byte."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(status))
+    text = FleetText()
+    text.add_nodes(status.nodes[:1])  # in parts, as the endpoint adds them
+    text.add_nodes(status.nodes[1:])
+    text.add_executors(status.executors)
+    expected = encode(registry).decode().removesuffix("# EOF\n")
+    assert text.text(encode) == expected
+    # Sent in parts of a few samples each, it is the same text.
+    assert "".join(text.parts(encode, lines=2)) == expected

@@ -86,9 +86,16 @@ MAX_RUNTIME_EVENTS_PER_CALL = 200
 
 def is_online(executor: Executor, heartbeat_timeout: float, now: datetime | None = None) -> bool:
     """Online when the last sync is more recent than the heartbeat timeout."""
-    if executor.last_sync_at is None:
+    return synced_within(executor.last_sync_at, heartbeat_timeout, now)
+
+
+def synced_within(
+    last_sync_at: datetime | None, heartbeat_timeout: float, now: datetime | None = None
+) -> bool:
+    """`is_online` of an executor whose last sync was at `last_sync_at`."""
+    if last_sync_at is None:
         return False
-    return (now or utcnow()) - executor.last_sync_at < timedelta(seconds=heartbeat_timeout)
+    return (now or utcnow()) - last_sync_at < timedelta(seconds=heartbeat_timeout)
 
 
 def _executor_actor(executor: Executor) -> Actor:
