@@ -18,6 +18,7 @@ from bench.loadgen.scenarios import (
     held_polls,
     held_polls_summary,
 )
+from bench.loadgen.scrape import scrape
 from bench.loadgen.target import target
 from bench.loadgen.worker import LoadOptions
 
@@ -30,6 +31,8 @@ def run_scenarios(backends: list[str], sizes: Sizes, pg_workers: list[int]) -> l
         for workers in pg_workers if backend == "postgresql" else [1]:
             with target(backend, workers=workers) as t:
                 rows += capacity(t, sizes)
+                if workers == 1:
+                    rows.append(scrape(t))  # the fleet the ramp left, its observations stored
         # Each count on a fresh server: memory a larger step measures is not hidden by what an
         # earlier step's polls left in the allocator.
         polls: list[Row] = []

@@ -21,9 +21,13 @@ from nodeplane.controlplane.profiling import PROFILE_ENV
 
 # Production cadences for the server's sweeps (the test harness makes them fast), and a long
 # heartbeat timeout, so executors idle between scenarios are not marked offline mid-run.
+# The metrics token opens /metrics for the scrape scenario (bench/loadgen/scrape.py); nothing
+# scrapes it in the others.
+METRICS_TOKEN = "bench-metrics-token-0123456789"
 SERVER_ENV = {
     "NODEPLANE_SWEEP_INTERVAL": "5",
     "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "60",
+    "NODEPLANE_METRICS_TOKEN": METRICS_TOKEN,
 }
 HEARTBEAT_TIMEOUT = 600.0
 
