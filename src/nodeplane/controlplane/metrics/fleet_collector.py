@@ -241,7 +241,8 @@ class _Families(Collector):
 
 
 class FleetCollector(Collector):
-    """Hands one scrape's fleet families to a registry (the read happened before, async)."""
+    """The fleet families as prometheus_client's objects, for a registry: what `FleetText`
+    writes is checked against their encoding (tests/controlplane/test_metrics_rules.py)."""
 
     def __init__(self, status: FleetStatus) -> None:
         self._families = fleet_families(status)
