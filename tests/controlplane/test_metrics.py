@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
@@ -285,6 +288,28 @@ def test_only_the_metrics_token_opens_metrics(
     for path in ("/graphql", "/nodes", "/healthz", "/metrics/x"):
         assert httpx.get(metrics_server.listener_url + path).status_code == 404, path
     assert httpx.post(metrics_server.listener_url + "/metrics").status_code == 405
+
+
+def test_metrics_answer_head_and_openmetrics(
+    metrics_server: MetricsServer, metrics_org: Org
+) -> None:
+    """The streamed body: HEAD has the headers and nothing else; OpenMetrics, asked for, ends
+    with its one `# EOF`, after the fleet's families and the process's own."""
+    bearer = {"authorization": f"Bearer {TOKEN}"}
+    head = httpx.head(f"{metrics_server.url}/metrics", headers=bearer, timeout=30)
+    assert head.status_code == 200
+    assert head.headers["content-type"].startswith("text/plain")
+    assert head.content == b""
+
+    accept = {**bearer, "accept": "application/openmetrics-text; version=1.0.0"}
+    response = metrics_server.get(accept)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n") and response.text.count("# EOF") == 1
+    families = {f.name for f in openmetrics_families(response.text)}
+    assert {"nodeplane_node_phase", "nodeplane_executor_online", "nodeplane_spec_polls_held"} <= (
+        families
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
