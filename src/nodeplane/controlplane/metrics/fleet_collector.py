@@ -7,6 +7,7 @@ an enum-style gauge, one series per phase, 1 for the current one (kube_pod_statu
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -103,6 +104,7 @@ _PHASE, _STALE, _OBSERVED_AGE, _FIRST_PROCESS = 0, 1, 2, 3
 _PHASES = list(NodePhase)
 # (family index, the extra label's value or None, value): a node's samples, in family order.
 _Sample = tuple[int, str | None, float]
+_T = TypeVar("_T")
 
 
 def _node_samples(node: NodeStatus) -> Iterator[_Sample]:
@@ -128,36 +130,48 @@ def _executor_samples(executor: ExecutorStatus) -> Iterator[_Sample]:
     yield 2, None, float(executor.node_count)
 
 
+@dataclass(frozen=True)
+class _Kind(Generic[_T]):
+    """What the metrics describe of one kind of object (nodes, executors): its families, its
+    label names, and how an object's label values and samples are read."""
+
+    families: list[_Family]
+    label_names: list[str]
+    labels: Callable[[_T], list[str]]
+    samples: Callable[[_T], Iterator[_Sample]]
+
+
+_NODES = _Kind(_NODE_FAMILIES, NODE_LABELS, _node_labels, _node_samples)
+_EXECUTORS = _Kind(_EXECUTOR_FAMILIES, EXECUTOR_LABELS, _executor_labels, _executor_samples)
+
+
 def fleet_families(status: FleetStatus) -> list[Metric]:
     """Every node and executor metric family for `status` (pure)."""
-    nodes = [
-        GaugeMetricFamily(f.name, f.documentation, labels=_labels(NODE_LABELS, f))
-        for f in _NODE_FAMILIES
+    return [*_families_of(_NODES, status.nodes), *_families_of(_EXECUTORS, status.executors)]
+
+
+def _families_of(kind: _Kind[_T], objects: Iterable[_T]) -> list[GaugeMetricFamily]:
+    families: list[GaugeMetricFamily] = [
+        GaugeMetricFamily(
+            f.name,
+            f.documentation,
+            labels=[*kind.label_names, *([f.extra_label] if f.extra_label else [])],
+        )
+        for f in kind.families
     ]
-    for node in status.nodes:
-        labels = _node_labels(node)
-        for index, extra, value in _node_samples(node):
-            nodes[index].add_metric(labels if extra is None else [*labels, extra], value)
-    executors = [
-        GaugeMetricFamily(f.name, f.documentation, labels=_labels(EXECUTOR_LABELS, f))
-        for f in _EXECUTOR_FAMILIES
-    ]
-    for executor in status.executors:
-        labels = _executor_labels(executor)
-        for index, _, value in _executor_samples(executor):
-            executors[index].add_metric(labels, value)
-    return [*nodes, *executors]
+    for item in objects:
+        labels = kind.labels(item)
+        for index, extra, value in kind.samples(item):
+            families[index].add_metric(labels if extra is None else [*labels, extra], value)
+    return families
 
 
-def _labels(base: list[str], family: _Family) -> list[str]:
-    return base if family.extra_label is None else [*base, family.extra_label]
-
-
-# The text renderer writes a node's own labels once, then the extra label after them: that is
-# the exposition's order (label names sorted) only while the extra names sort last.
+# The text renderer writes an object's own labels once, then the extra label after them: that
+# is the exposition's order (label names sorted) only while the extra names sort last.
 assert all(
-    f.extra_label is None or sorted([*NODE_LABELS, f.extra_label])[-1] == f.extra_label
-    for f in _NODE_FAMILIES
+    f.extra_label is None or sorted([*kind.label_names, f.extra_label])[-1] == f.extra_label
+    for kind in (_NODES, _EXECUTORS)
+    for f in kind.families
 )
 
 
@@ -182,27 +196,16 @@ class FleetText:
     OpenMetrics formats; each family's HELP and TYPE lines come from the encoder itself."""
 
     def __init__(self) -> None:
-        self._nodes: list[list[str]] = [[] for _ in _NODE_FAMILIES]
-        self._executors: list[list[str]] = [[] for _ in _EXECUTOR_FAMILIES]
+        self._nodes: list[list[str]] = [[] for _ in _NODES.families]
+        self._executors: list[list[str]] = [[] for _ in _EXECUTORS.families]
 
     def add_nodes(self, nodes: Iterable[NodeStatus]) -> None:
         """Add the samples of these nodes (in the order the families list them)."""
-        lines = self._nodes
-        names = [f.name for f in _NODE_FAMILIES]
-        extras = [f.extra_label for f in _NODE_FAMILIES]
-        for node in nodes:
-            labels = _label_text(NODE_LABELS, _node_labels(node))
-            for index, extra, value in _node_samples(node):
-                more = "" if extra is None else f',{extras[index]}="{_escape(extra)}"'
-                lines[index].append(f"{names[index]}{{{labels}{more}}} {_number(value)}\n")
+        _write(_NODES, nodes, self._nodes)
 
     def add_executors(self, executors: Iterable[ExecutorStatus]) -> None:
         """Add the samples of these executors."""
-        for executor in executors:
-            labels = _label_text(EXECUTOR_LABELS, _executor_labels(executor))
-            for index, _, value in _executor_samples(executor):
-                name = _EXECUTOR_FAMILIES[index].name
-                self._executors[index].append(f"{name}{{{labels}}} {_number(value)}\n")
+        _write(_EXECUTORS, executors, self._executors)
 
     def text(self, encode: Callable[[CollectorRegistry], bytes]) -> str:
         """Every family, headed as `encode` (an exposition encoder) writes a family."""
@@ -212,17 +215,25 @@ class FleetText:
         self, encode: Callable[[CollectorRegistry], bytes], lines: int = 5000
     ) -> Iterator[str]:
         """`text` in parts of at most `lines` samples, to send as they are joined."""
-        for families, samples in (
-            (_NODE_FAMILIES, self._nodes),
-            (_EXECUTOR_FAMILIES, self._executors),
-        ):
-            for family, family_samples in zip(families, samples, strict=True):
+        for kind, samples in ((_NODES, self._nodes), (_EXECUTORS, self._executors)):
+            for family, family_samples in zip(kind.families, samples, strict=True):
                 head = _head(encode, family)
                 for start in range(0, len(family_samples), lines):
                     yield head + "".join(family_samples[start : start + lines])
                     head = ""
                 if head:
                     yield head
+
+
+def _write(kind: _Kind[_T], objects: Iterable[_T], lines: list[list[str]]) -> None:
+    """Append the sample lines of `objects` to `lines` (one list per family of `kind`)."""
+    names = [f.name for f in kind.families]
+    extras = [f.extra_label for f in kind.families]
+    for item in objects:
+        labels = _label_text(kind.label_names, kind.labels(item))
+        for index, extra, value in kind.samples(item):
+            more = "" if extra is None else f',{extras[index]}="{_escape(extra)}"'
+            lines[index].append(f"{names[index]}{{{labels}{more}}} {_number(value)}\n")
 
 
 def _head(encode: Callable[[CollectorRegistry], bytes], family: _Family) -> str:
@@ -233,6 +244,8 @@ def _head(encode: Callable[[CollectorRegistry], bytes], family: _Family) -> str:
 
 
 class _Families(Collector):
+    """Hands metric families made beforehand to a registry."""
+
     def __init__(self, families: list[Metric]) -> None:
         self._families = families
 
@@ -240,12 +253,9 @@ class _Families(Collector):
         yield from self._families
 
 
-class FleetCollector(Collector):
+class FleetCollector(_Families):
     """The fleet families as prometheus_client's objects, for a registry: what `FleetText`
     writes is checked against their encoding (tests/controlplane/test_metrics_rules.py)."""
 
     def __init__(self, status: FleetStatus) -> None:
-        self._families = fleet_families(status)
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._families
+        super().__init__(fleet_families(status))
