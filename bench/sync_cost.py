@@ -24,6 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +105,7 @@ async def _calls(
             executor.moves += 1
             await executor.sync_once()
 
-        once = {
+        once: Callable[[], Awaitable[None]] = {
             "sync": executor.sync_once,
             "moved": moved,
             "poll": lambda: executor.poll_once(0),

@@ -33,7 +33,7 @@ import httpx
 
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.scenarios import Row
-from bench.loadgen.simulated import SimulatedExecutor
+from bench.loadgen.simulated import SimulatedExecutor, executor_clients
 from bench.loadgen.stats import WorkerReport, percentile
 from bench.loadgen.target import Target, target
 from bench.report import machine_facts
@@ -106,7 +106,7 @@ class _RichExecutor(SimulatedExecutor):
 async def _observe_once(url: str, specs: list[SimulatedExecutorSpec]) -> WorkerReport:
     report = WorkerReport()
     gate = asyncio.Semaphore(SYNC_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with executor_clients(url) as http:
 
         async def one(spec: SimulatedExecutorSpec) -> None:
             ex = _RichExecutor(
@@ -210,7 +210,7 @@ def _fleet_main(
 ) -> None:
     async def run() -> FleetResult:
         report = WorkerReport()
-        clients = [httpx.AsyncClient(base_url=url) for _ in specs]
+        clients = [executor_clients(url) for _ in specs]
         executors = [
             _ChangingExecutor(
                 spec,
@@ -234,9 +234,11 @@ def _fleet_main(
         seconds = time.monotonic() - now
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for http in clients:
-            await http.aclose()
+        # A sync loop that died is an error of the run, not a quiet fleet.
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                report.error(f"sync loop {type(outcome).__name__}", time.monotonic())
+        await asyncio.gather(*(http.close() for http in clients))
         # The first sync of each node reports a new observation: not a steady change.
         changes = sum(ex.changes for ex in executors) - sum(len(s.node_ids) for s in specs)
         return FleetResult(len(report.syncs), changes, dict(report.errors), seconds)
@@ -318,7 +320,7 @@ class LiveCost:
         differences = [w - o for w, o in zip(self.with_streams, self.without, strict=True)]
         if len(differences) < 2:
             return float("nan")
-        return statistics.stdev(differences) / len(differences) ** 0.5
+        return float(statistics.stdev(differences) / len(differences) ** 0.5)
 
 
 def live_cost(t: Target, pages: int, window: float, rounds: int, change_share: float) -> LiveCost:

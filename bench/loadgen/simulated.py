@@ -214,7 +214,7 @@ class SimulatedExecutor:
         while True:
             try:
                 await self.poll_once(self._poll_wait)
-            except (*REQUEST_ERRORS, PollError) as exc:
+            except POLL_ERRORS as exc:
                 self._report.error(
                     f"poll {exc if isinstance(exc, PollError) else type(exc).__name__}",
                     time.monotonic(),
@@ -286,6 +286,8 @@ def _client_session(base_url: str) -> aiohttp.ClientSession:
 
 # What a request can fail with: the connection's errors, and its timeout (TimeoutError).
 REQUEST_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
+# What a spec poll can fail with: those, and an answer that is not the poll's (`PollError`).
+POLL_ERRORS: tuple[type[Exception], ...] = (*REQUEST_ERRORS, PollError)
 
 
 def _payload(status: int, content: bytes) -> dict[str, Any] | str:

@@ -21,7 +21,7 @@ import uvloop
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
-from bench.loadgen.simulated import REQUEST_ERRORS, PollError, SimulatedExecutor, executor_clients
+from bench.loadgen.simulated import POLL_ERRORS, SimulatedExecutor, executor_clients
 from bench.loadgen.stats import Progress, WorkerReport
 from nodeplane.controlplane.gc_policy import settle_after_startup
 
@@ -141,7 +141,7 @@ async def _finish(ex: SimulatedExecutor, report: WorkerReport, gate: asyncio.Sem
     async with gate:
         try:
             await ex.poll_once(0)
-        except (*REQUEST_ERRORS, PollError) as exc:  # counted: the check that follows sees it
+        except POLL_ERRORS as exc:  # counted: the check that follows sees it
             report.error(f"final poll {type(exc).__name__}", time.monotonic())
             return
         await ex.sync_once()
