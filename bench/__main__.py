@@ -203,8 +203,9 @@ within one interval): at least 25 s after the start, then at the end of the firs
 in which the fleet's syncs were answered, at most 1 % of them slower than 100 ms and none
 failed; the row says how long that took, and a start not absorbed within 120 s is measured
 anyway. The window's errors are its own; the start's are shown apart. P1 flips random nodes
-(STOP/START), one a second during each P3 window, and times the action's request to its
-executor's poll returning the new revision; P4 holds one poll per executor with no syncs. Server
+(STOP/START), four a second during each P3 window (120 actions, so that the p99 is not simply
+the slowest), and times the action's request to its executor's poll returning the new revision;
+P4 holds one poll per executor with no syncs and times ten actions a second for 12 s. Server
 CPU per sync is the server process's CPU time in the window (all its work: syncs, polls,
 actions, sweeps) over the syncs answered; on PostgreSQL the database backends' CPU is given
 beside it. Latencies of syncs still unanswered when a step stopped count as lower bounds. The

@@ -44,9 +44,13 @@ class Sizes:
     warmup: float
     settle_cap: float
     window: float
+    # Lifecycle actions a second during a P3 window (P1), and while polls are held (P4): a
+    # p99 over 100 actions or fewer is their slowest one (nearest rank), so the full run sends
+    # more than 100 in each.
     action_rate: float
     held_polls: tuple[int, ...]
     hold: float
+    wake_rate: float
 
 
 QUICK = Sizes(
@@ -57,15 +61,17 @@ QUICK = Sizes(
     action_rate=1.0,
     held_polls=(300,),
     hold=4.0,
+    wake_rate=2.0,
 )
 FULL = Sizes(
     ramp=(200, 400, 600, 800, 1000, 1200, 1500, 2000),
     warmup=25.0,
     settle_cap=120.0,
-    window=20.0,
-    action_rate=1.0,
+    window=30.0,
+    action_rate=4.0,
     held_polls=(2_000, 5_000, 10_000),
-    hold=10.0,
+    hold=12.0,
+    wake_rate=10.0,
 )
 
 
@@ -208,7 +214,7 @@ def held_polls(t: Target, sizes: Sizes, count: int) -> list[Row]:
         rss_held = t.rss_bytes()
         node_ids = [n for s in specs for n in s.node_ids]
         with lifecycle_actions(
-            t.server.url, t.token, node_ids, sizes.action_rate, t.stopped
+            t.server.url, t.token, node_ids, sizes.wake_rate, t.stopped
         ) as actions:
             time.sleep(sizes.hold)
         time.sleep(1.0)
