@@ -207,14 +207,11 @@ class FleetText:
         """Add the samples of these executors."""
         _write(_EXECUTORS, executors, self._executors)
 
-    def text(self, encode: Callable[[CollectorRegistry], bytes]) -> str:
-        """Every family, headed as `encode` (an exposition encoder) writes a family."""
-        return "".join(self.parts(encode))
-
     def parts(
         self, encode: Callable[[CollectorRegistry], bytes], lines: int = 5000
     ) -> Iterator[str]:
-        """`text` in parts of at most `lines` samples, to send as they are joined."""
+        """Every family, headed as `encode` (an exposition encoder) writes a family, in parts
+        of at most `lines` samples, to send as they are joined."""
         for kind, samples in ((_NODES, self._nodes), (_EXECUTORS, self._executors)):
             for family, family_samples in zip(kind.families, samples, strict=True):
                 head = _head(encode, family)
