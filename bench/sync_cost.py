@@ -1,5 +1,6 @@
-"""What one unchanged sync or poll costs the server:
-`python -m bench.sync_cost [--backend B] [-n N] [--call sync|moved|poll|renewal] [--calls]`.
+"""What one sync, poll, lifecycle action or read costs the server:
+`python -m bench.sync_cost [--backend B] [-n N] [--call CALL] [--calls]`, CALL one of sync,
+moved, poll, renewal, action, chain, list.
 
 One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
 observing every node at the revision it already reported (the steady state of a fleet); with
@@ -7,9 +8,14 @@ observing every node at the revision it already reported (the steady state of a 
 before, as an agent's do once per metrics interval; with `--call poll`, N spec polls that find
 nothing new and do not wait (read from the database each time); with `--call renewal`, N polls
 that find nothing new and wait 1 ms (a held poll's renewal, answered from what the poll before
-read, with a hold of 1 ms instead of 30 s). The server's CPU time
-over the calls is a ratio that stays put on a noisy machine, unlike latency; on PostgreSQL the
-database's transaction and row counters are read around the run as well.
+read, with a hold of 1 ms instead of 30 s). With `--call action`, N lifecycle actions on one of
+its nodes through the owner's key, STOP and START in turn (each a new revision, an event and a
+phase change), with no poll held to wake; with `--call chain`, each such action followed by the
+spec poll that picks it up and the sync that reports the node at its new revision (what one
+action costs in all, the executor's part included); with `--call list`, N reads of the nodes
+list through the owner's key. The server's CPU time over the calls is a ratio that stays put
+on a noisy machine, unlike latency; on PostgreSQL the database's transaction and row counters
+are read around the run as well.
 
 With `--calls`, the server runs under cProfile instead and the figure is the Python function
 calls the server makes per sync (the difference between a run of N and one of 2N, so start-up
@@ -28,11 +34,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import psycopg
 from tests.support.server import PG_ADMIN_URL
 
 from bench.loadgen.procstat import cpu_seconds
 from bench.loadgen.provision import SimulatedExecutorSpec
+from bench.loadgen.run import LIFECYCLE
 from bench.loadgen.simulated import SimulatedExecutor, executor_clients
 from bench.loadgen.stats import WorkerReport
 from bench.loadgen.target import Target, target
@@ -47,7 +55,11 @@ _WHAT = {
     "moved": "syncs of 10 observations whose metric values moved",
     "poll": "spec polls finding nothing new (no wait)",
     "renewal": "spec polls finding nothing new (1 ms wait)",
+    "action": "lifecycle actions (STOP and START in turn, no poll held)",
+    "chain": "lifecycle actions, each with the poll that picks it up and the sync reporting it",
+    "list": "nodes lists (the executor's 10, with their phase and executor)",
 }
+NODES_LIST = "{ nodes(first: 50) { items { id name phase executor { name } } } }"
 
 
 @dataclass
@@ -95,7 +107,12 @@ async def _calls(
     t: Target, spec: SimulatedExecutorSpec, n: int, call: str, py_spy: Path | None
 ) -> tuple[float, float, float, tuple[int, ...] | None]:
     report = WorkerReport()
-    async with executor_clients(t.server.url) as http:
+    async with (
+        executor_clients(t.server.url) as http,
+        httpx.AsyncClient(
+            base_url=t.server.url, headers={"authorization": f"Bearer {t.token}"}
+        ) as user,
+    ):
         executor = SimulatedExecutor(
             spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
         )
@@ -105,11 +122,37 @@ async def _calls(
             executor.moves += 1
             await executor.sync_once()
 
+        stopped = False
+
+        async def action() -> None:
+            nonlocal stopped
+            variables = {"id": spec.node_ids[0], "action": "START" if stopped else "STOP"}
+            response = await user.post(
+                "/graphql", json={"query": LIFECYCLE, "variables": variables}, timeout=30
+            )
+            body = response.json()
+            if response.status_code != 200 or body.get("errors"):
+                report.error(f"action {response.status_code}", time.monotonic())
+            stopped = not stopped
+
+        async def chain() -> None:
+            await action()
+            await executor.poll_once(0)
+            await executor.sync_once()
+
+        async def nodes_list() -> None:
+            response = await user.post("/graphql", json={"query": NODES_LIST}, timeout=30)
+            if response.status_code != 200 or response.json().get("errors"):
+                report.error(f"list {response.status_code}", time.monotonic())
+
         once: Callable[[], Awaitable[None]] = {
             "sync": executor.sync_once,
             "moved": moved,
             "poll": lambda: executor.poll_once(0),
             "renewal": lambda: executor.poll_once(0.001),
+            "action": action,
+            "chain": chain,
+            "list": nodes_list,
         }[call]
         for _ in range(20):  # warm up: caches, prepared statements, the first writes
             await executor.sync_once()
