@@ -49,6 +49,7 @@ from nodeplane.controlplane.services import (
 )
 from nodeplane.controlplane.services.accounts import LoginResult
 from nodeplane.controlplane.store import models
+from nodeplane.controlplane.store.database import UnitOfWork
 from nodeplane.protocol import DesiredState as DesiredStateValue
 from nodeplane.protocol import LifecycleAction as LifecycleActionValue
 from nodeplane.protocol import RuntimeEvent, SyncExecutorRequest
@@ -84,9 +85,10 @@ class UpdateNodeInput:
     cause: str | None = None
 
 
-async def _node_view(ctx: Context, row: models.Node) -> Node:
-    async with ctx.db.read() as session:
-        return (await node_views(session, ctx, [row]))[0]
+async def _node_view(ctx: Context, uow: UnitOfWork, row: models.Node) -> Node:
+    """The API view of `row`, read in the transaction that wrote it: a second transaction for
+    the executor's row cost a lifecycle action two round trips and a checkout more."""
+    return (await node_views(uow.session, ctx, [row]))[0]
 
 
 def _client_address(ctx: Context) -> str | None:
@@ -294,7 +296,8 @@ class Mutation(WebhookMutation):
                 name=input.name,
                 spec=input.spec,
             )
-        return await _node_view(info.context, row)
+            view = await _node_view(info.context, uow, row)
+        return view
 
     @strawberry.mutation(
         description="Edit a node as a new revision: client versions, overrides, resources, "
@@ -315,7 +318,8 @@ class Mutation(WebhookMutation):
                 expected_revision=input.expected_revision,
                 cause=input.cause,
             )
-        return await _node_view(info.context, row)
+            view = await _node_view(info.context, uow, row)
+        return view
 
     @strawberry.mutation(
         description="A new revision whose spec is an earlier revision's (desired state kept)."
@@ -337,7 +341,8 @@ class Mutation(WebhookMutation):
                 expected_revision=expected_revision,
                 desired_state=DesiredStateValue(desired_state) if desired_state else None,
             )
-        return await _node_view(info.context, row)
+            view = await _node_view(info.context, uow, row)
+        return view
 
     @strawberry.mutation(description="Start, stop or restart: a change of desired state.")
     async def request_node_lifecycle_action(
@@ -355,7 +360,8 @@ class Mutation(WebhookMutation):
                 LifecycleActionValue(action),
                 expected_revision=expected_revision,
             )
-        return await _node_view(info.context, row)
+            view = await _node_view(info.context, uow, row)
+        return view
 
     @strawberry.mutation(description="Delete a node: its executor tears it down, then it is gone.")
     async def delete_node(self, info: Info, node_id: UUID, retain_data: bool = False) -> Node:
@@ -363,7 +369,8 @@ class Mutation(WebhookMutation):
             row = await nodes.delete_node(
                 uow, info.context.principal, node_id, retain_data=retain_data
             )
-        return await _node_view(info.context, row)
+            view = await _node_view(info.context, uow, row)
+        return view
 
     @strawberry.mutation(description="Executor heartbeat with capabilities and observed states.")
     async def sync_executor(self, info: Info, input: JSON) -> SyncExecutorPayload:
