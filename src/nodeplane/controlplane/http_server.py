@@ -10,7 +10,7 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from nodeplane.controlplane.profiling import PROFILE_ENV
 
@@ -51,6 +51,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        self._parse_head()
+        cycle = self.cycle
+        # The cycle made for this request (none is for an upgrade: an earlier one may be there)
+        # writes through the proxy; its task has not run yet.
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = HeadWithBody(self.transport, cycle)
+
+    def _parse_head(self) -> None:
         target = self.url
         if len(target) <= _PARSE_URL_MAX:
             super().on_headers_complete()
@@ -76,6 +84,66 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             # Raised in a parser callback, it surfaces from feed_data as an HttpParserError:
             # uvicorn answers 400 and closes the connection.
             raise httptools.HttpParserError("request head too large")
+
+
+class HeadWithBody(asyncio.Transport):
+    """A response's transport that sends its head with the first write of its body.
+
+    Uvicorn writes a response's status line and headers when the app starts the response, and
+    its body when the app sends it: two sends, two TCP segments, and two wake-ups of the client
+    for every answer (under a fleet's load, socket writes took a sixth of the event loop). This
+    holds the head of a response with a Content-Length (the body follows in the same task step)
+    and sends both in one write. A chunked response (a stream whose first event may be a while
+    coming), a HEAD request's (no body is written) and the 100 Continue interim answer (written
+    before the response starts) pass at once. A close sends what is held first.
+    """
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        super().__init__()
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._head_passed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write `data`, after the head held if there is one; hold the response's head."""
+        if self._head is not None:
+            data, self._head = self._head + bytes(data), None
+        elif not self._head_passed and self._cycle.response_started:
+            self._head_passed = True
+            cycle = self._cycle
+            if cycle.chunked_encoding is False and cycle.scope["method"] != "HEAD":
+                self._head = bytes(data)
+                return
+        self._transport.write(data)
+
+    def _release(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def close(self) -> None:
+        """Send what is held, then close the connection."""
+        self._release()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what is held and buffered."""
+        self._head = None
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        """Whether the connection is closing."""
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The connection's transport information."""
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes the connection's transport has not sent yet, what is held included."""
+        held = len(self._head) if self._head is not None else 0
+        return self._transport.get_write_buffer_size() + held
 
 
 def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Config:
