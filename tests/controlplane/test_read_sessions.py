@@ -1,8 +1,8 @@
 """Read sessions on PostgreSQL: READ ONLY transactions ended by COMMIT.
 
 psycopg forgets what it prepared on a connection at every ROLLBACK (and sends DEALLOCATE ALL),
-so reads that ended that way left the pool's connections with almost nothing prepared, and
-PostgreSQL parsed and planned the executors' statements again on every sync (issue 8). A read
+so reads that ended that way left the pool's connections with little prepared, and PostgreSQL
+parsed and planned most statements anew (issue 8, docs/benchmarks.md). A read
 session now commits its READ ONLY transaction: what was prepared stays, and a write in it is
 refused rather than committed.
 """
