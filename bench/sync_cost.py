@@ -122,28 +122,25 @@ async def _calls(
             executor.moves += 1
             await executor.sync_once()
 
+        async def as_user(what: str, query: str, variables: dict[str, str] | None = None) -> None:
+            response = await user.post(
+                "/graphql", json={"query": query, "variables": variables or {}}, timeout=30
+            )
+            if response.status_code != 200 or response.json().get("errors"):
+                report.error(f"{what} {response.status_code}", time.monotonic())
+
         stopped = False
 
         async def action() -> None:
             nonlocal stopped
             variables = {"id": spec.node_ids[0], "action": "START" if stopped else "STOP"}
-            response = await user.post(
-                "/graphql", json={"query": LIFECYCLE, "variables": variables}, timeout=30
-            )
-            body = response.json()
-            if response.status_code != 200 or body.get("errors"):
-                report.error(f"action {response.status_code}", time.monotonic())
+            await as_user("action", LIFECYCLE, variables)
             stopped = not stopped
 
         async def chain() -> None:
             await action()
             await executor.poll_once(0)
             await executor.sync_once()
-
-        async def nodes_list() -> None:
-            response = await user.post("/graphql", json={"query": NODES_LIST}, timeout=30)
-            if response.status_code != 200 or response.json().get("errors"):
-                report.error(f"list {response.status_code}", time.monotonic())
 
         once: Callable[[], Awaitable[None]] = {
             "sync": executor.sync_once,
@@ -152,7 +149,7 @@ async def _calls(
             "renewal": lambda: executor.poll_once(0.001),
             "action": action,
             "chain": chain,
-            "list": nodes_list,
+            "list": lambda: as_user("list", NODES_LIST),
         }[call]
         for _ in range(20):  # warm up: caches, prepared statements, the first writes
             await executor.sync_once()

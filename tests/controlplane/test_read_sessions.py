@@ -44,12 +44,16 @@ def test_statements_prepared_in_reads_stay_prepared(pg_url: str) -> None:
     assert checked_out == 0
 
 
+async def _one_row_table(db: Database) -> None:
+    async with db.write() as uow:
+        await uow.session.execute(text("CREATE TABLE t (id int PRIMARY KEY, n int)"))
+        await uow.session.execute(text("INSERT INTO t VALUES (1, 0)"))
+
+
 async def _write_in_read(url: str) -> dict[str, object]:
     db = Database(url)
     try:
-        async with db.write() as uow:
-            await uow.session.execute(text("CREATE TABLE t (id int PRIMARY KEY, n int)"))
-            await uow.session.execute(text("INSERT INTO t VALUES (1, 0)"))
+        await _one_row_table(db)
         refused = None
         try:
             async with db.read() as session:
@@ -75,9 +79,7 @@ async def _reads_see_what_was_committed(url: str) -> list[int]:
     db = Database(url)
     seen: list[int] = []
     try:
-        async with db.write() as uow:
-            await uow.session.execute(text("CREATE TABLE t (id int PRIMARY KEY, n int)"))
-            await uow.session.execute(text("INSERT INTO t VALUES (1, 0)"))
+        await _one_row_table(db)
         for _ in range(PREPARE_THRESHOLD + 3):
             async with db.write() as uow:
                 await uow.session.execute(text("UPDATE t SET n = n + 1 WHERE id = 1"))
