@@ -100,19 +100,32 @@ def test_a_port_the_nodes_own_process_holds_is_not_taken(tmp_path: Path) -> None
         assert [(t.port, [h.pid for h in t.holders]) for t in taken] == [(port, [pid])]
 
 
+def _udp_holder() -> tuple["subprocess.Popen[str]", int, int]:
+    """A process holding a UDP port the kernel picked whose number is free over TCP too (with
+    other tests running, the same number may be some connection's TCP port at that moment)."""
+    for _ in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_UDP, "0.0.0.0", "0"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        pid, port = (int(w) for w in proc.stdout.readline().split())
+        if bindable(port, public=True):
+            return proc, pid, port
+        proc.stdin.close()
+        proc.wait(timeout=10)
+    raise AssertionError("no UDP port picked by the kernel was free over TCP in 20 tries")
+
+
 @pytest.mark.process
 def test_a_port_held_over_udp_is_taken_for_a_port_that_binds_udp() -> None:
     """A P2P port's UDP side (discovery) held by another program is found and named; a port
     the client binds over TCP alone is not taken by it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_UDP, "0.0.0.0", "0"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
+    proc, pid, port = _udp_holder()
+    assert proc.stdin is not None
     try:
-        pid, port = (int(w) for w in proc.stdout.readline().split())
         assert bindable(port, public=True)
         assert not bindable(port, public=True, protocols=TCP_AND_UDP)
         assert not bindable(port, public=False, protocols=UDP_ONLY)
