@@ -1,9 +1,11 @@
 """Helpers that turn store rows into API types with what they need from around them."""
 
 from collections.abc import Sequence
+from uuid import UUID
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.util import identity_key
 
 from nodeplane.controlplane.api.context import Context
 from nodeplane.controlplane.api.types import Executor, Me, Node, Organization
@@ -12,22 +14,31 @@ from nodeplane.controlplane.services.executors import is_online, visible_to
 from nodeplane.controlplane.store import models
 
 
+def _loaded_executors(session: AsyncSession, ids: set[UUID]) -> dict[UUID, models.Executor]:
+    """The executors of `ids` the session has already loaded (a writer's lock reads the node's
+    with it): a SELECT of them would return these very objects, unchanged."""
+    found: dict[UUID, models.Executor] = {}
+    for executor_id in ids:
+        loaded = session.identity_map.get(identity_key(models.Executor, executor_id))
+        # An expired one would be loaded again on access, which async code cannot do.
+        if isinstance(loaded, models.Executor) and not inspect(loaded).expired_attributes:
+            found[executor_id] = loaded
+    return found
+
+
 async def node_views(
     session: AsyncSession, ctx: Context, rows: Sequence[models.Node]
 ) -> list[Node]:
     """API nodes, each flagged stale when its executor is offline, with its executor when the
     caller may see it."""
-    ids = {r.executor_id for r in rows}
-    executors = (
-        {
-            e.id: e
+    executors = _loaded_executors(session, {r.executor_id for r in rows})
+    if missing := {r.executor_id for r in rows} - executors.keys():
+        executors.update(
+            (e.id, e)
             for e in await session.scalars(
-                select(models.Executor).where(models.Executor.id.in_(ids))
+                select(models.Executor).where(models.Executor.id.in_(missing))
             )
-        }
-        if ids
-        else {}
-    )
+        )
     timeout = ctx.settings.heartbeat_timeout
     p = ctx.principal
     views = {

@@ -1,7 +1,7 @@
 """Nodes: deploy, update, lifecycle actions, delete, and reads scoped to the caller."""
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -447,13 +447,23 @@ async def diff_revisions(
 
 async def _lock_node(uow: UnitOfWork, principal: Principal, node_id: UUID) -> Node:
     # FOR UPDATE serializes writers of one node on PostgreSQL (SQLite serializes all writes), so
-    # the phase read before a write is the one the write replaces.
-    node: Node | None = await uow.session.scalar(
-        scoped_nodes(principal).where(Node.id == node_id).with_for_update()
-    )
-    if node is None:
+    # the phase read before a write is the one the write replaces. Its executor comes along
+    # (not locked) and is held to the end of the transaction: every writer's checks or answer
+    # read it, and found in the session's identity map it is no round trip of its own.
+    row = (
+        await uow.session.execute(
+            scoped_nodes(principal)
+            .add_columns(Executor)
+            .join(Executor, Executor.id == Node.executor_id)
+            .where(Node.id == node_id)
+            .with_for_update(of=Node)
+        )
+    ).first()
+    if row is None:
         raise not_found("node")
-    return node
+    node, executor = row
+    uow.hold(executor)
+    return node  # type: ignore[no-any-return]
 
 
 def _check_writable(node: Node, expected_revision: int | None) -> None:
@@ -498,8 +508,16 @@ def _history_row(node: Node, actor: Actor, cause: str) -> SpecRevision:
 
 
 async def _write_revision(
-    uow: UnitOfWork, node: Node, spec: NodeSpec, actor: Actor, cause: str
+    uow: UnitOfWork,
+    node: Node,
+    spec: NodeSpec,
+    actor: Actor,
+    cause: str,
+    record: Callable[[], Awaitable[object]],
 ) -> None:
+    """Store `spec` as the node's next revision; `record` records the caller's own event (it
+    reads the new revision), after the phase change's and before the alert rules' read, so
+    both events are one INSERT rather than two round trips."""
     before = phase_of(node)
     node.spec = spec.to_wire()
     node.revision += 1
@@ -509,6 +527,7 @@ async def _write_revision(
     uow.session.add(_history_row(node, actor, cause))
     await uow.session.flush()
     await record_phase_change(uow.session, node, before, actor)
+    await record()
     # A new desired state or a delete may clear (or, on a start, not yet open) an incident.
     await alerts.evaluate_nodes(uow.session, [node], utcnow())
     uow.wake(node.executor_id)
@@ -698,16 +717,22 @@ async def update_node(
     check_edit(spec_of(node), new_spec, executor)
     actor = actor_of(p)
     changed = [c.path for c in spec_diff(node.spec, new_spec.to_wire())]
-    await _write_revision(uow, node, new_spec, actor, cause or "configuration updated")
-    await record_event(
-        uow.session,
-        organization_id=node.organization_id,
-        type="node.updated",
-        message=f"{actor.label} updated {node.name} (revision {node.revision}: "
-        f"{len(changed)} change{'' if len(changed) == 1 else 's'})",
-        actor=actor,
-        node=node,
-        payload={"revision": node.revision, "changed": changed},
+    await _write_revision(
+        uow,
+        node,
+        new_spec,
+        actor,
+        cause or "configuration updated",
+        lambda: record_event(
+            uow.session,
+            organization_id=node.organization_id,
+            type="node.updated",
+            message=f"{actor.label} updated {node.name} (revision {node.revision}: "
+            f"{len(changed)} change{'' if len(changed) == 1 else 's'})",
+            actor=actor,
+            node=node,
+            payload={"revision": node.revision, "changed": changed},
+        ),
     )
     return node
 
@@ -752,16 +777,22 @@ async def rollback_node(
     check_edit(current, new_spec, executor)
     actor = actor_of(p)
     changed = [c.path for c in spec_diff(node.spec, new_spec.to_wire())]
-    await _write_revision(uow, node, new_spec, actor, ROLLBACK_CAUSE)
-    await record_event(
-        uow.session,
-        organization_id=node.organization_id,
-        type="node.rolled_back",
-        message=f"{actor.label} rolled {node.name} back to revision {to_revision} "
-        f"(revision {node.revision})",
-        actor=actor,
-        node=node,
-        payload={"revision": node.revision, "toRevision": to_revision, "changed": changed},
+    await _write_revision(
+        uow,
+        node,
+        new_spec,
+        actor,
+        ROLLBACK_CAUSE,
+        lambda: record_event(
+            uow.session,
+            organization_id=node.organization_id,
+            type="node.rolled_back",
+            message=f"{actor.label} rolled {node.name} back to revision {to_revision} "
+            f"(revision {node.revision})",
+            actor=actor,
+            node=node,
+            payload={"revision": node.revision, "toRevision": to_revision, "changed": changed},
+        ),
     )
     return node
 
@@ -838,22 +869,28 @@ async def auto_rollback(uow: UnitOfWork, node: Node, actor: Actor = SYSTEM) -> b
             payload={"revision": failed, "toRevision": target, "reason": reason},
         )
         return False
-    await _write_revision(uow, node, new_spec, actor, AUTO_ROLLBACK_CAUSE)
-    await record_event(
-        uow.session,
-        organization_id=node.organization_id,
-        type="node.auto_rolled_back",
-        level=EventLevel.WARN,
-        message=f"{node.name}: revision {failed} failed ({reason}); rolled back to revision "
-        f"{target} as revision {node.revision}",
-        actor=actor,
-        node=node,
-        payload={
-            "revision": node.revision,
-            "failedRevision": failed,
-            "toRevision": target,
-            "reason": reason,
-        },
+    await _write_revision(
+        uow,
+        node,
+        new_spec,
+        actor,
+        AUTO_ROLLBACK_CAUSE,
+        lambda: record_event(
+            uow.session,
+            organization_id=node.organization_id,
+            type="node.auto_rolled_back",
+            level=EventLevel.WARN,
+            message=f"{node.name}: revision {failed} failed ({reason}); rolled back to revision "
+            f"{target} as revision {node.revision}",
+            actor=actor,
+            node=node,
+            payload={
+                "revision": node.revision,
+                "failedRevision": failed,
+                "toRevision": target,
+                "reason": reason,
+            },
+        ),
     )
     return True
 
@@ -883,15 +920,21 @@ async def request_lifecycle_action(
             return node
         new_spec = spec.model_copy(update={"desired_state": target})
     actor = actor_of(p)
-    await _write_revision(uow, node, new_spec, actor, f"lifecycle: {action.value}")
-    await record_event(
-        uow.session,
-        organization_id=node.organization_id,
-        type="node.lifecycle.requested",
-        message=f"{actor.label} requested {action.value} of {node.name}",
-        actor=actor,
-        node=node,
-        payload={"action": action.value, "revision": node.revision},
+    await _write_revision(
+        uow,
+        node,
+        new_spec,
+        actor,
+        f"lifecycle: {action.value}",
+        lambda: record_event(
+            uow.session,
+            organization_id=node.organization_id,
+            type="node.lifecycle.requested",
+            message=f"{actor.label} requested {action.value} of {node.name}",
+            actor=actor,
+            node=node,
+            payload={"action": action.value, "revision": node.revision},
+        ),
     )
     return node
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -12,7 +11,8 @@ from typing import Any
 from uuid import UUID
 
 import structlog
-from sqlalchemy import TextClause, event, exc, text
+from psycopg import sql
+from sqlalchemy import event, exc, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -167,6 +167,12 @@ class UnitOfWork:
     changed_executors: set[UUID] = field(default_factory=set)
     changed_nodes: dict[UUID, set[UUID]] = field(default_factory=dict)
     changed_keys: set[UUID] = field(default_factory=set)
+    held: list[object] = field(default_factory=list)
+
+    def hold(self, row: object) -> None:
+        """Keep `row` (read in this transaction) alive until the transaction ends: the session's
+        identity map holds rows weakly, and a later step that finds it there spares a SELECT."""
+        self.held.append(row)
 
     def wake(self, executor_id: UUID) -> None:
         """Wake the executor's held spec polls once this transaction commits."""
@@ -187,10 +193,8 @@ class UnitOfWork:
         self.changed_nodes.setdefault(organization_id, set()).update(node_ids)
 
 
-async def _notify(session: AsyncSession, uow: UnitOfWork) -> list[tuple[str, str]]:
-    """NOTIFY what `uow` changed, in one statement: NOTIFY is transactional, delivered to every
-    replica on commit (and a second round trip would lengthen every sync that changes a node).
-    Returns the notices (channel, payload)."""
+def _notices(uow: UnitOfWork) -> list[tuple[str, str]]:
+    """What `uow` changed, as the notices (channel, payload) its commit sends to every process."""
     notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
     notices += [(SPEC_CHANNEL, f"{e}/sync") for e in sorted(uow.changed_executors)]
     notices += [
@@ -202,20 +206,28 @@ async def _notify(session: AsyncSession, uow: UnitOfWork) -> list[tuple[str, str
         # Under 8,000 bytes whatever the count: past 200 ids, an empty payload (forget all).
         ids = sorted(str(k) for k in uow.changed_keys)
         notices.append((KEYS_CHANNEL, ",".join(ids) if len(ids) <= 200 else ""))
-    if not notices:
-        return notices
-    params: dict[str, str] = {}
-    for i, (channel, payload) in enumerate(notices):
-        params[f"c{i}"], params[f"p{i}"] = channel, payload
-    await session.execute(_notify_statement(len(notices)), params)
     return notices
 
 
-@functools.lru_cache(maxsize=32)
-def _notify_statement(count: int) -> TextClause:
-    """`SELECT pg_notify(...)` of `count` notices, built once per count (most writes send one
-    to three)."""
-    return text("SELECT " + ", ".join(f"pg_notify(:c{i}, :p{i})" for i in range(count)))
+async def _notify_and_commit(session: AsyncSession, notices: list[tuple[str, str]]) -> None:
+    """NOTIFY `notices` and COMMIT in one round trip: one simple-protocol query of two
+    statements (NOTIFY is transactional: delivered to every process on commit). Apart, they
+    were two of a lifecycle action's eleven round trips and of a moved sync's seven, each
+    waiting its turn on a busy event loop. What the session holds is flushed first; the
+    session's own commit that follows finds the transaction ended and sends nothing (psycopg
+    commits only an open one). Channels and payloads are ours (ids), quoted as literals all
+    the same, since the simple protocol takes no parameters."""
+    await session.flush()
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_notify({}, {})").format(sql.Literal(channel), sql.Literal(payload))
+        for channel, payload in notices
+    )
+    statement = sql.SQL("SELECT {}; COMMIT").format(calls).as_string(driver)
+    # No parameters: SQLAlchemy passes none to psycopg, which then sends the simple protocol.
+    await connection.exec_driver_sql(statement, execution_options={"no_parameters": True})
 
 
 async def _backend_pid(session: AsyncSession) -> int:
@@ -422,16 +434,17 @@ class Database:
                 uow = UnitOfWork(session)
                 yield uow
                 echoes: list[Notice] = []
-                if self.is_postgresql:
-                    notices = await _notify(session, uow)
-                    if notices:
-                        # This process applies them as it commits (below); expected before the
-                        # commit, so the echo cannot come back before it is.
-                        pid = await _backend_pid(session)
-                        echoes = self.notifier.expect_echo(pid, notices)
+                notices = _notices(uow) if self.is_postgresql else []
+                if notices:
+                    # This process applies them as it commits (below); expected before the
+                    # commit, so the echo cannot come back before it is.
+                    pid = await _backend_pid(session)
+                    echoes = self.notifier.expect_echo(pid, notices)
                 # No sync is answered from a look this commit makes stale while it commits.
                 self._forget_sync_looks(uow, own)
                 try:
+                    if notices:
+                        await _notify_and_commit(session, notices)
                     await session.commit()
                 except BaseException:
                     self.notifier.drop_echo(echoes)
