@@ -121,6 +121,9 @@ class Actions:
     """Lifecycle actions sent while the load runs: (node id, new revision) -> when sent."""
 
     sent: dict[tuple[str, int], float] = field(default_factory=dict)
+    # Seconds each action's own request took (send to answer), in the order sent: where a slow
+    # pickup's time went, the action or its way to the executor.
+    answers: list[float] = field(default_factory=list)
     errors: int = 0
 
     def pickup_seconds(self, report: WorkerReport) -> tuple[list[float], int]:
@@ -171,6 +174,7 @@ def lifecycle_actions(
                 except (httpx.HTTPError, KeyError, TypeError, ValueError):
                     actions.errors += 1
                 else:
+                    actions.answers.append(time.monotonic() - sent)
                     actions.sent[(node_id, revision)] = sent
                     stopped.symmetric_difference_update({node_id})
                 due += 1 / rate

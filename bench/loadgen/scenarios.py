@@ -161,7 +161,8 @@ def capacity(t: Target, sizes: Sizes) -> list[Row]:
                 t.label,
                 load,
                 "action → held poll returns it, p99 < 100 ms",
-                f"p50 / p99 {summary(pickups)} ({len(pickups)} actions); errors: "
+                f"p50 / p99 {summary(pickups)} ({len(pickups)} actions); the action's own "
+                f"request {summary(actions.answers)}; errors: "
                 f"{_errors(Counter(), actions.errors, missing)}",
                 bool(pickups) and percentile(pickups, 99) < P99_GOAL and missing == 0,
             )

@@ -45,18 +45,38 @@ _SESSION_USER_ROLE = (
         _SESSIONS.c.expires_at > bindparam("now", type_=_SESSIONS.c.expires_at.type),
     )
 )
-# A user API key's owner and their role in the key's organization (none: not a member).
-_USER_ROLE = (
-    select(_USERS.c.id.label("user_id"), _USERS.c.email, _USERS.c.is_system_admin, _MEMBERS.c.role)
-    .select_from(_USERS)
+_KEYS = cast(Table, ApiKey.__table__)
+_EXECUTORS = cast(Table, Executor.__table__)
+# A key by its digest, with the name of the executor it is bound to, and a user key's owner
+# with their role in the key's organization (none: not a member; a user's key made without an
+# organization has no member row either).
+_KEY = (
+    select(
+        _KEYS.c.id,
+        _KEYS.c.name,
+        _KEYS.c.kind,
+        _KEYS.c.organization_id,
+        _KEYS.c.executor_id,
+        _KEYS.c.enabled,
+        _KEYS.c.expires_at,
+        _KEYS.c.last_used_at,
+        _EXECUTORS.c.name.label("executor_name"),
+        _USERS.c.id.label("owner_id"),
+        _USERS.c.email.label("owner_email"),
+        _USERS.c.is_system_admin.label("owner_is_system_admin"),
+        _MEMBERS.c.role.label("owner_role"),
+    )
+    .select_from(_KEYS)
+    .outerjoin(_EXECUTORS, _EXECUTORS.c.id == _KEYS.c.executor_id)
+    .outerjoin(_USERS, _USERS.c.id == _KEYS.c.created_by_id)
     .outerjoin(
         _MEMBERS,
         and_(
-            _MEMBERS.c.organization_id == bindparam("organization_id"),
-            _MEMBERS.c.user_id == _USERS.c.id,
+            _MEMBERS.c.organization_id == _KEYS.c.organization_id,
+            _MEMBERS.c.user_id == _KEYS.c.created_by_id,
         ),
     )
-    .where(_USERS.c.id == bindparam("user_id"))
+    .where(_KEYS.c.token_hash == bindparam("digest"))
 )
 
 
@@ -92,28 +112,10 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
                 is_system_admin=row.is_system_admin,
                 session_id=row.session_id,
             )
-        # The key and the name of the executor it is bound to in one round trip: executors
-        # authenticate every few seconds each, so plain columns rather than ORM objects.
-        keys = ApiKey.__table__
-        found = (
-            await session.execute(
-                select(
-                    keys.c.id,
-                    keys.c.name,
-                    keys.c.kind,
-                    keys.c.organization_id,
-                    keys.c.executor_id,
-                    keys.c.created_by_id,
-                    keys.c.enabled,
-                    keys.c.expires_at,
-                    keys.c.last_used_at,
-                    Executor.__table__.c.name.label("executor_name"),
-                )
-                .select_from(keys)
-                .outerjoin(Executor.__table__, Executor.__table__.c.id == keys.c.executor_id)
-                .where(keys.c.token_hash == digest)
-            )
-        ).first()
+        # The key, the name of the executor it is bound to, and a user key's owner with their
+        # role in its organization, in one round trip: executors authenticate every few seconds
+        # each, so plain columns rather than ORM objects.
+        found = (await session.execute(_KEY, {"digest": digest})).first()
         if found is None:
             return None
         key = found
@@ -139,25 +141,15 @@ async def authenticate(db: Database, token: str | None) -> Principal | None:
                     key.last_used_at,
                 )
         else:
-            owner = (
-                (
-                    await session.execute(
-                        _USER_ROLE,
-                        {"user_id": key.created_by_id, "organization_id": key.organization_id},
-                    )
-                ).first()
-                if key.created_by_id and key.organization_id
-                else None
-            )
-            if owner is None or not owner.role:
+            if key.owner_id is None or not key.owner_role:
                 return None
             principal = Principal(
                 kind="user",
                 organization_id=key.organization_id,
-                label=owner.email,
-                user_id=owner.user_id,
-                role=Role(owner.role),
-                is_system_admin=owner.is_system_admin,
+                label=key.owner_email,
+                user_id=key.owner_id,
+                role=Role(key.owner_role),
+                is_system_admin=key.owner_is_system_admin,
                 api_key_id=key.id,
             )
         stale_use = key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION
