@@ -357,9 +357,14 @@ class Database:
         if not taken:
             return 0
         try:
-            async with self.write() as uow:
-                await write_times(uow.session, taken)
+            # A transaction per part, so that no row stays locked while the others are written
+            # (seen_times.PART).
+            for part in taken.parts():
+                async with self.write() as uow:
+                    await write_times(uow.session, part)
         except BaseException:
+            # All of it, parts written included: a time is written only if it moves forward,
+            # so writing one again changes nothing.
             self.seen.put_back(taken)
             raise
         return len(taken)

@@ -14,7 +14,7 @@ written late never moves a value backwards nor touches a row that changed hands 
 """
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -33,6 +33,12 @@ _KEYS = cast(Table, ApiKey.__table__)
 
 # Rows per VALUES list (PostgreSQL takes at most 65,535 bound values per statement).
 CHUNK = 2000
+# Rows per transaction of a flush. A row the flush writes stays locked until its transaction
+# commits: at 400 syncs/s a flush writes about 4,000 nodes' times, and in one transaction it
+# held a fifth of the fleet's rows for its whole length (160-560 ms under that load), so a
+# lifecycle action on one of them waited for it (docs/benchmarks.md, the morning of
+# 2026-12-07). In parts, a row is held for its own part's UPDATE and COMMIT.
+PART = 500
 
 
 @dataclass
@@ -48,6 +54,22 @@ class PendingTimes:
 
     def __len__(self) -> int:
         return len(self.executors) + len(self.nodes) + len(self.keys)
+
+    def parts(self, size: int | None = None) -> Iterator["PendingTimes"]:
+        """These times in parts of at most `size` rows (PART by default), each of one kind
+        (executors, then nodes, then keys), to be written in a transaction each."""
+        size = size or PART
+        executors, nodes, keys = (
+            list(self.executors.items()),
+            list(self.nodes.items()),
+            list(self.keys.items()),
+        )
+        for start in range(0, len(executors), size):
+            yield PendingTimes(executors=dict(executors[start : start + size]))
+        for start in range(0, len(nodes), size):
+            yield PendingTimes(nodes=dict(nodes[start : start + size]))
+        for start in range(0, len(keys), size):
+            yield PendingTimes(keys=dict(keys[start : start + size]))
 
     def merge(self, older: "PendingTimes") -> None:
         """Take back `older`'s entries (a flush that failed) where nothing newer is held."""
