@@ -27,6 +27,10 @@ METRICS_TOKEN = "bench-metrics-token-0123456789"
 SERVER_ENV = {
     "NODEPLANE_SWEEP_INTERVAL": "5",
     "NODEPLANE_ACCOUNT_SWEEP_INTERVAL": "60",
+    # The harness runs the alert timer every second and the events' pruning every second; left
+    # so, the timer ran at every 5 s sweep and the pruner's reads every second under the load.
+    "NODEPLANE_ALERT_INTERVAL": "10",
+    "NODEPLANE_EVENT_PRUNE_INTERVAL": "300",
     "NODEPLANE_METRICS_TOKEN": METRICS_TOKEN,
 }
 HEARTBEAT_TIMEOUT = 600.0
