@@ -29,7 +29,7 @@ from sqlalchemy import event
 from nodeplane.controlplane.app import create_app
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.store.database import Database
-from nodeplane.protocol import NodeObservation, ObservedNodeState, SyncExecutorRequest
+from nodeplane.protocol import ObservedNodeState
 from nodeplane.protocol.executor_api import INSTANCE_HEADER
 from nodeplane.protocol.executor_documents import SYNC_EXECUTOR
 from tests.support.fleet import LIFECYCLE, LITECOIN_SPEC, FakeExecutor, make_org, running
@@ -187,20 +187,8 @@ def test_a_sync_whose_metric_values_moved_takes_six_round_trips(
     node_ids = [create_node(org, executor, f"n{i}", LITECOIN_SPEC) for i in range(3)]
 
     def sync(height: int) -> dict[str, Any]:
-        request = SyncExecutorRequest(
-            name=executor.name,
-            kind=executor.kind,
-            version="0.1.0-test",
-            capabilities=executor.capabilities,
-            nodes=[
-                NodeObservation(
-                    node_id=uuid.UUID(n),
-                    observed=ObservedNodeState(revision=1, processes=[running(height=height)]),
-                )
-                for n in node_ids
-            ],
-            instance_id=executor.instance_id,
-        )
+        observed = ObservedNodeState(revision=1, processes=[running(height=height)])
+        request = executor.sync_request([(n, observed) for n in node_ids])
         return {"input": request.to_wire()}
 
     headers = {"authorization": f"Bearer {key}", INSTANCE_HEADER: str(executor.instance_id)}

@@ -202,9 +202,11 @@ class FakeExecutor:
         """One heartbeat carrying `observations` (node id → observed state)."""
         return self.sync_pairs(list((observations or {}).items()))
 
-    def sync_pairs(self, observations: list[tuple[str, ObservedNodeState]]) -> dict[str, Any]:
-        """One heartbeat carrying `observations` in this order (a node may appear twice)."""
-        request = SyncExecutorRequest(
+    def sync_request(
+        self, observations: list[tuple[str, ObservedNodeState]]
+    ) -> SyncExecutorRequest:
+        """The heartbeat this executor sends with `observations`, in this order."""
+        return SyncExecutorRequest(
             name=self.name,
             kind=self.kind,
             version="0.1.0-test",
@@ -215,6 +217,10 @@ class FakeExecutor:
             instance_id=self.instance_id,
             previous_instance_ids=self.previous_instance_ids,
         )
+
+    def sync_pairs(self, observations: list[tuple[str, ObservedNodeState]]) -> dict[str, Any]:
+        """One heartbeat carrying `observations` in this order (a node may appear twice)."""
+        request = self.sync_request(observations)
         result: dict[str, Any] = self._run(lambda c: c.sync(request))
         self.id = result["executor"]["id"]
         return result
