@@ -7,21 +7,22 @@ once still open one incident."""
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.store.database import Database
 from nodeplane.controlplane.store.migrate import migrate
-from nodeplane.controlplane.store.models import AlertSetting, Event, Incident, Organization
+from nodeplane.controlplane.store.models import AlertSetting, Event, Incident, Node, Organization
 from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from nodeplane.protocol.alerts import AlertRule, Finding
 from tests.support.calls import act, all_events, deploy, wait_until
 from tests.support.db import connect
-from tests.support.fleet import FakeExecutor, Org, make_org, unique
+from tests.support.fleet import LITECOIN_SPEC, FakeExecutor, Org, make_org, unique
 from tests.support.gql import Client, GraphQLError
 from tests.support.server import (
     ADMIN_EMAIL,
@@ -399,6 +400,62 @@ def test_sync_stalled_counts_lost_peers(org: Org, server: ServerProcess) -> None
     assert "no peers" in incident["message"] and incident["details"]["peers"] == 0
     ex.sync({nid: observed(height=21, network_height=21, peers=1)})
     assert open_of(org.owner, nid, "SYNC_STALLED") == []
+
+
+def test_the_alert_timer_reads_only_nodes_still_for_their_own_stall_time(
+    server: ServerProcess, system_admin: Client
+) -> None:
+    """The timer's candidates are held to each node's own stall time (its chain's, or as
+    its organization or the node configures it), not to the shortest of any chain: a
+    litecoin node still for 10 minutes is not read at every tick because Ethereum's stall
+    time is 5."""
+    plain, tuned = make_org(server.url, system_admin), make_org(server.url, system_admin)
+    tuned.owner(SET_DEFAULT, {"r": "SYNC_STALLED", "e": True, "t": 120})
+    ex = FakeExecutor(server.url, plain.executor_key(), instance_id=uuid.uuid4())
+    ex.sync()
+    tuned_ex = FakeExecutor(server.url, tuned.executor_key(), instance_id=uuid.uuid4())
+    tuned_ex.sync()
+    ethereum = {**LITECOIN_SPEC, "chain": "ethereum", "network": "sepolia"}
+    ethereum["clients"] = {
+        "execution": {"name": "geth", "version": "1.14.12"},
+        "consensus": {"name": "lighthouse", "version": "5.3.0"},
+    }
+    still_for = {  # node id -> minutes its height has stood still
+        deploy(plain.owner, ex, unique("ltc-10"))["id"]: 10,
+        deploy(plain.owner, ex, unique("ltc-25"))["id"]: 25,
+        deploy(plain.owner, ex, unique("eth-6"), ethereum)["id"]: 6,
+        deploy(plain.owner, ex, unique("eth-3"), ethereum)["id"]: 3,
+        deploy(plain.owner, ex, unique("ltc-over"))["id"]: 10,
+        deploy(plain.owner, ex, unique("ltc-off"))["id"]: 25,
+        deploy(tuned.owner, tuned_ex, unique("ltc-org"))["id"]: 10,
+        deploy(tuned.owner, tuned_ex, unique("ltc-1"))["id"]: 1,
+    }
+    ids = list(still_for)
+    plain.owner(SET_OVERRIDE, {"n": ids[4], "r": "SYNC_STALLED", "t": 60})
+    plain.owner(SET_OVERRIDE, {"n": ids[5], "r": "SYNC_STALLED", "e": False})
+    now = alerts.utcnow()
+    with connect(server.database_url) as conn:
+        for nid, minutes in still_for.items():
+            conn.execute(
+                update(Node)
+                .where(Node.id == uuid.UUID(nid))
+                .values(heights_since=now - timedelta(minutes=minutes))
+            )
+        conn.commit()
+
+    async def candidates() -> set[str]:
+        db = Database(server.database_url)
+        await db.start()
+        try:
+            async with db.read() as session:
+                nodes, _views = await alerts.stall_candidates(session, now)
+                return {str(n.id) for n in nodes} & set(ids)
+        finally:
+            await db.close()
+
+    # ltc-10: litecoin's 20 minutes not reached; eth-3: under Ethereum's 5; ltc-off: the
+    # rule is off for it; ltc-1: under its organization's 2 minutes.
+    assert asyncio.run(candidates()) == {ids[1], ids[2], ids[4], ids[6]}
 
 
 # ---- executor_offline --------------------------------------------------------------------------
