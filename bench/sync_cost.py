@@ -9,13 +9,13 @@ before, as an agent's do once per metrics interval; with `--call poll`, N spec p
 nothing new and do not wait (read from the database each time); with `--call renewal`, N polls
 that find nothing new and wait 1 ms (a held poll's renewal, answered from what the poll before
 read, with a hold of 1 ms instead of 30 s). With `--call action`, N lifecycle actions on one of
-its nodes through the owner's key, STOP and START in turn (each a new revision, an event and a
-phase change), with no poll held to wake; with `--call chain`, each such action followed by the
-spec poll that picks it up and the sync that reports the node at its new revision (what one
-action costs in all, the executor's part included); with `--call list`, N reads of the nodes
-list through the owner's key. The server's CPU time over the calls is a ratio that stays put
-on a noisy machine, unlike latency; on PostgreSQL the database's transaction and row counters
-are read around the run as well.
+its nodes through the first admin's session, STOP and START in turn (each a new revision, an
+event and a phase change), with no poll held to wake; with `--call chain`, each such action
+followed by the spec poll that picks it up and the sync that reports the node at its new
+revision (what one action costs in all, the executor's part included); with `--call list`, N
+reads of the nodes list through that session. The server's CPU time over the calls is a
+ratio that stays put on a noisy machine, unlike latency; on PostgreSQL the database's
+transaction and row counters are read around the run as well.
 
 With `--calls`, the server runs under cProfile instead and the figure is the Python function
 calls the server makes per sync (the difference between a run of N and one of 2N, so start-up

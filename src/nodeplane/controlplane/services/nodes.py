@@ -461,9 +461,9 @@ async def _lock_node(uow: UnitOfWork, principal: Principal, node_id: UUID) -> No
     ).first()
     if row is None:
         raise not_found("node")
-    node, executor = row
-    uow.hold(executor)
-    return node  # type: ignore[no-any-return]
+    node: Node = row[0]
+    uow.hold(row[1])
+    return node
 
 
 def _check_writable(node: Node, expected_revision: int | None) -> None:
