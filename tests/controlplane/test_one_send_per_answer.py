@@ -7,12 +7,19 @@ here counts what arrived per answer on a kept connection. The answers that must 
 body pass at once: a HEAD request's head, the 100 Continue that lets a client send its body.
 """
 
+import asyncio
+import gc
 import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from nodeplane.controlplane.http_server import uvicorn_config
 from tests.support.server import ServerProcess
 
 # struct tcp_info (linux/tcp.h): tcpi_data_segs_in, a __u32 after the fields before it.
@@ -91,3 +98,43 @@ def test_100_continue_is_sent_before_the_body_arrives(server: ServerProcess) -> 
         head, answer = _read_answer(sock)
         assert head.startswith(b"HTTP/1.1 200 "), head
         assert b"__typename" in answer
+
+
+def test_an_answered_request_is_freed_without_the_cyclic_collector() -> None:
+    """The server runs the cyclic collector every 10 minutes (gc_policy.py), so a request whose
+    objects form a reference cycle lives that long. The transport that holds a response's head
+    made one with the request's cycle: 14-15 KB more per held poll at 10,000 polls (issue 8's
+    P4 row, docs/benchmarks.md). Here the real server answers requests on a kept connection
+    with the collector off, and only the cycle of the last may still be alive."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> int:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", port, lifespan="off"))
+        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        # The socket listens already: the connection waits in its backlog until serve() starts.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(50):
+            writer.write(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            assert await reader.readexactly(2) == b"ok"
+        alive = sum(isinstance(o, RequestResponseCycle) for o in gc.get_objects())
+        writer.close()
+        server.should_exit = True
+        await serving
+        return alive
+
+    gc.collect()
+    gc.disable()
+    try:
+        alive = asyncio.run(scenario())
+    finally:
+        gc.enable()
+    assert alive <= 1
