@@ -22,7 +22,7 @@ from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from nodeplane.protocol.alerts import AlertRule, Finding
 from tests.support.calls import act, all_events, deploy, wait_until
 from tests.support.db import connect
-from tests.support.fleet import LITECOIN_SPEC, FakeExecutor, Org, make_org, unique
+from tests.support.fleet import ETHEREUM_SPEC, FakeExecutor, Org, make_org, unique
 from tests.support.gql import Client, GraphQLError
 from tests.support.server import (
     ADMIN_EMAIL,
@@ -415,16 +415,11 @@ def test_the_alert_timer_reads_only_nodes_still_for_their_own_stall_time(
     ex.sync()
     tuned_ex = FakeExecutor(server.url, tuned.executor_key(), instance_id=uuid.uuid4())
     tuned_ex.sync()
-    ethereum = {**LITECOIN_SPEC, "chain": "ethereum", "network": "sepolia"}
-    ethereum["clients"] = {
-        "execution": {"name": "geth", "version": "1.14.12"},
-        "consensus": {"name": "lighthouse", "version": "5.3.0"},
-    }
     still_for = {  # node id -> minutes its height has stood still
         deploy(plain.owner, ex, unique("ltc-10"))["id"]: 10,
         deploy(plain.owner, ex, unique("ltc-25"))["id"]: 25,
-        deploy(plain.owner, ex, unique("eth-6"), ethereum)["id"]: 6,
-        deploy(plain.owner, ex, unique("eth-3"), ethereum)["id"]: 3,
+        deploy(plain.owner, ex, unique("eth-6"), ETHEREUM_SPEC)["id"]: 6,
+        deploy(plain.owner, ex, unique("eth-3"), ETHEREUM_SPEC)["id"]: 3,
         deploy(plain.owner, ex, unique("ltc-over"))["id"]: 10,
         deploy(plain.owner, ex, unique("ltc-off"))["id"]: 25,
         deploy(tuned.owner, tuned_ex, unique("ltc-org"))["id"]: 10,

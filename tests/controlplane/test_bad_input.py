@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.fleet import CREATE_NODE, LITECOIN_SPEC, FakeExecutor, Org
+from tests.support.fleet import CREATE_NODE, ETHEREUM_SPEC, LITECOIN_SPEC, FakeExecutor, Org
 from tests.support.gql import GraphQLError
 from tests.support.server import ServerProcess
 from tests.support.state import org_state
@@ -19,15 +19,6 @@ LIFECYCLE = "mutation($id: UUID!, $a: LifecycleAction!) { requestNodeLifecycleAc
 INVITE = "mutation($e: String!) { inviteMember(email: $e, role: MEMBER) { token } }"
 CREATE_KEY = "mutation($n: String!) { createApiKey(name: $n, kind: PERSONAL) { secret } }"
 MAX_BODY = 1024 * 1024
-
-ETHEREUM_SPEC: dict[str, Any] = {
-    "chain": "ethereum",
-    "network": "sepolia",
-    "clients": {
-        "execution": {"name": "geth", "version": "1.14.12"},
-        "consensus": {"name": "lighthouse", "version": "5.3.0"},
-    },
-}
 
 
 @pytest.fixture

@@ -89,6 +89,14 @@ LITECOIN_SPEC: dict[str, Any] = {
     "network": "regtest",
     "clients": {"node": {"name": "litecoind", "version": "0.21.4"}},
 }
+ETHEREUM_SPEC: dict[str, Any] = {
+    "chain": "ethereum",
+    "network": "sepolia",
+    "clients": {
+        "execution": {"name": "geth", "version": "1.14.12"},
+        "consensus": {"name": "lighthouse", "version": "5.3.0"},
+    },
+}
 
 CREATE_NODE = """
 mutation($input: CreateNodeInput!) {

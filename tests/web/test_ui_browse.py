@@ -15,20 +15,12 @@ from playwright.sync_api import Locator, Page, expect
 
 from nodeplane.protocol import EventLevel, ProcessStatus, RuntimeEvent
 from tests.e2e.conftest import wait_for
-from tests.support.fleet import EVENTS, LIFECYCLE, LITECOIN_SPEC, Org, make_org
+from tests.support.fleet import ETHEREUM_SPEC, EVENTS, LIFECYCLE, LITECOIN_SPEC, Org, make_org
 from tests.support.gql import Client
 from tests.support.server import ServerProcess
 from tests.web.conftest import screenshot
 from tests.web.helpers import create_node, fake_executor, sign_in_as
 
-ETHEREUM_SPEC: dict[str, Any] = {
-    "chain": "ethereum",
-    "network": "sepolia",
-    "clients": {
-        "execution": {"name": "geth", "version": "1.14.12"},
-        "consensus": {"name": "lighthouse", "version": "5.3.0"},
-    },
-}
 UPDATE_NODE = """
 mutation($input: UpdateNodeInput!) { updateNode(input: $input) { id revision } }"""
 REVISIONS = """
