@@ -25,23 +25,10 @@ from nodeplane.executor.operator.render import (
 )
 from nodeplane.executor.operator.resource import NodeResource
 from nodeplane.protocol import NodeSpec
+from tests.support.fleet import ETHEREUM_SPEC, LITECOIN_SPEC
 
 NODE_ID = uuid.UUID("2f1c8a34-57c4-4a70-9d55-0d8f3c3b2a10")
 OWNER = Owner(name="ltc-1", uid="6b1f0f0e-0000-4000-8000-000000000001")
-
-LITECOIN_SPEC: dict[str, Any] = {
-    "chain": "litecoin",
-    "network": "regtest",
-    "clients": {"node": {"name": "litecoind", "version": "0.21.4"}},
-}
-ETHEREUM_SPEC: dict[str, Any] = {
-    "chain": "ethereum",
-    "network": "sepolia",
-    "clients": {
-        "execution": {"name": "geth", "version": "1.14.12"},
-        "consensus": {"name": "lighthouse", "version": "5.3.0"},
-    },
-}
 
 
 def node(spec: dict[str, Any], name: str = "ltc-1", revision: int = 3) -> NodeResource:
