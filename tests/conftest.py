@@ -15,12 +15,15 @@ from tests.support.server import (
     ServerProcess,
     create_pg_database,
     drop_pg_database,
+    new_database_url,
 )
 
 BACKENDS = ["sqlite", "postgresql"]
 SHARED_MAX_POLL_WAIT = 5.0
 
-__all__ = ["systemd_sandbox"]  # one sandboxed systemd per session, shared by every test
+# One sandboxed systemd per session, shared by every test; new_database_url for the modules
+# that take it from here.
+__all__ = ["new_database_url", "systemd_sandbox"]
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +32,6 @@ def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
-
-
-def new_database_url(backend: str, tmp_path: Path) -> str:
-    """An empty database of `backend`."""
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'nodeplane.db'}"
-    return create_pg_database()
 
 
 @pytest.fixture(name="pg_url")

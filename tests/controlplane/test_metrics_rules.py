@@ -60,6 +60,7 @@ COLLECTED = {
     f"{instruments.SYNCS}_total",
     f"{instruments.POLL_LOOKS}_total",
     f"{instruments.EXECUTOR_CALLS}_total",
+    f"{instruments.MOVED_SYNC_BATCHES}_total",
     *agent_metric_names(),
 }
 HISTOGRAMS = {instruments.REQUEST_DURATION_SECONDS}

@@ -144,6 +144,31 @@ class ServerProcess:
         self.process = None
 
 
+def new_database_url(backend: str, tmp_path: Path) -> str:
+    """An empty database of `backend`."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'nodeplane.db'}"
+    return create_pg_database()
+
+
+@contextmanager
+def backend_server(
+    backend: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A started server on an empty database of `backend` ("sqlite" or "postgresql") in
+    `workdir`, stopped after."""
+    server = ServerProcess(
+        database_url=new_database_url(backend, workdir),
+        workdir=workdir / "server",
+        extra_env=extra_env or {},
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def pg_server(workdir: Path, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
     """A started server on a database of its own on PostgreSQL, stopped and dropped after."""

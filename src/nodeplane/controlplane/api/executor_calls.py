@@ -39,6 +39,7 @@ from nodeplane.controlplane.metrics.instruments import executor_calls
 from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY
 from nodeplane.controlplane.services import executors
 from nodeplane.controlplane.services.heartbeat import Heartbeat
+from nodeplane.controlplane.services.moved_syncs import MovedSyncs
 from nodeplane.controlplane.store.database import Database
 from nodeplane.protocol import INSTANCE_HEADER, KnownRevision, SyncExecutorRequest
 from nodeplane.protocol.executor_documents import POLL_SPECS, SYNC_EXECUTOR
@@ -175,6 +176,8 @@ class ExecutorCalls:
         # Each executor's last sync answered by this process, as a digest of its bytes (an
         # executor's connection stays with one worker process).
         self._last_sync: dict[UUID, bytes] = {}
+        # Syncs whose metric values alone moved, stored a batch at a time (services/moved_syncs.py).
+        self.moved = MovedSyncs(db)
 
     async def answer(self, scope: Scope, receive: Receive, send: Send, body: ExecutorBody) -> bool:
         """Send the answer to `body` and return True, or send nothing and return False."""
@@ -254,16 +257,22 @@ class ExecutorCalls:
         executor_id = principal.executor_id
         last = self._last_sync.get(executor_id) if executor_id is not None else None
         # A sync whose bytes differ from the executor's last one here (new metric values, a new
-        # status) is not steady: asking would cost a read to learn it. Only a hint: the write
-        # path decides any sync exactly, steady or not.
-        result = await executors.sync(
-            self.db,
-            principal,
-            request,
-            self.heartbeat,
-            steady_first=last in (None, body_digest),
-            fingerprint=fingerprint,
-        )
+        # status) is not steady: asking would cost a read to learn it. It is most often one
+        # whose metric values alone moved, stored with the others waiting; anything else is
+        # handed back. Only hints: the write path decides any sync exactly, steady or not.
+        result = None
+        steady_first = last in (None, body_digest)
+        if not steady_first:
+            result = await self.moved.store(principal, request, fingerprint)
+        if result is None:
+            result = await executors.sync(
+                self.db,
+                principal,
+                request,
+                self.heartbeat,
+                steady_first=steady_first,
+                fingerprint=fingerprint,
+            )
         if executor_id is not None:
             self._last_sync[executor_id] = body_digest
         executor = result.executor

@@ -48,9 +48,19 @@ syncs = Counter(
     SYNCS,
     "Executor heartbeats (syncExecutor) answered, by outcome: steady (the executor repeated what "
     "is stored; answered from one read, its times written behind), kept (it repeated, byte for "
-    "byte, a steady sync this process read, unchanged since: no read) or written (something "
-    "changed: a first sync, a status, new metric values).",
+    "byte, a steady sync this process read, unchanged since: no read), moved (metric values "
+    "alone moved: stored with the other such syncs that arrived meanwhile, one transaction for "
+    "all) or written (anything else changed: a first sync, a status, a new instance).",
     ["outcome"],
+)
+
+MOVED_SYNC_BATCHES = "nodeplane_moved_sync_batches"
+
+moved_sync_batches = Counter(
+    MOVED_SYNC_BATCHES,
+    "Transactions that stored syncs whose metric values alone moved (the syncs counted as "
+    "moved in nodeplane_syncs_total, and those handed on to be written); under load each "
+    "carries many.",
 )
 
 poll_looks = Counter(

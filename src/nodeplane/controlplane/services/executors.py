@@ -49,6 +49,10 @@ from nodeplane.controlplane.services import alerts
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
 from nodeplane.controlplane.services.heartbeat import Heartbeat
+from nodeplane.controlplane.services.metric_values import (
+    only_metric_values_moved,
+    store_and_judge,
+)
 from nodeplane.controlplane.services.node_facts import NODE_FACTS_COLUMNS, NodeFacts, node_facts
 from nodeplane.controlplane.services.nodes import (
     auto_rollback,
@@ -78,8 +82,6 @@ from nodeplane.protocol import (
     RuntimeEvent,
     SyncExecutorRequest,
 )
-from nodeplane.protocol.alerts import METRIC_RULES
-from nodeplane.protocol.observed import differs_beyond_metrics, stored_observation
 
 MAX_RUNTIME_EVENTS_PER_CALL = 200
 
@@ -294,7 +296,7 @@ async def sync(
     if steady_first and (unchanged := await unchanged_sync(db, principal, request)):
         syncs.labels(outcome="steady").inc()
         if fingerprint is not None:
-            _keep_look(db, unchanged, request, fingerprint, since)
+            keep_look(db, unchanged, request, fingerprint, since)
         return unchanged
     own = OwnChanges(since) if fingerprint is not None else None
     try:
@@ -304,7 +306,7 @@ async def sync(
         syncs.labels(outcome="written").inc()
         if own is not None and fingerprint is not None and repeatable:
             # What it stored is what its repeat would read: no read is needed to keep the look.
-            _keep_look(db, written, request, fingerprint, since, own)
+            keep_look(db, written, request, fingerprint, since, own)
         return written
     except BindRefused as refused:
         async with db.write() as uow:
@@ -326,7 +328,7 @@ def _repeat_is_steady(uow: UnitOfWork, request: SyncExecutorRequest, written: Sy
     )
 
 
-def _keep_look(
+def keep_look(
     db: Database,
     result: SyncResult,
     request: SyncExecutorRequest,
@@ -390,7 +392,7 @@ async def unchanged_sync(
     db.seen.executor_synced(row.id, request.instance_id, ids, now)
     # Detached: the payload is built from it, nothing is written through it. What the sync
     # repeats equals what is stored, so its capabilities and resources stand for the stored ones.
-    executor = _executor_of(row, said.capabilities, said.resources)
+    executor = executor_of(row, said.capabilities, said.resources)
     executor.last_sync_at = executor.instance_seen_at = now
     return SyncResult(executor)
 
@@ -398,7 +400,7 @@ async def unchanged_sync(
 _EXECUTORS = cast(Table, Executor.__table__)
 _NODES = cast(Table, Node.__table__)
 # The executor's columns a steady sync reads as they are; its JSON documents are only compared.
-_STEADY_EXECUTOR_COLUMNS = [c for c in _EXECUTORS.c if c.key not in ("capabilities", "resources")]
+STEADY_EXECUTOR_COLUMNS = [c for c in _EXECUTORS.c if c.key not in ("capabilities", "resources")]
 
 
 @dataclass(frozen=True)
@@ -410,7 +412,9 @@ class _Said:
     resources: dict[str, object]
 
 
-def _same_identity(row: Row[Any], request: SyncExecutorRequest) -> bool:
+def same_identity(row: Row[Any], request: SyncExecutorRequest) -> bool:
+    """Whether the executor's row is what the sync says it is: its live instance, connected,
+    with the same name, kind and version."""
     return bool(
         row.instance_id == request.instance_id
         and row.connected
@@ -443,7 +447,7 @@ async def _steady_row_compared_here(
         return None
     row = rows[0]
     if (
-        not _same_identity(row, request)
+        not same_identity(row, request)
         or row.capabilities != said.capabilities
         or row.resources != said.resources
     ):
@@ -465,7 +469,7 @@ def _steady_statement_postgresql() -> Select[Any]:
     sent = json_rows("sent", column("id", postgresql.UUID(as_uuid=True)), column("observed", JSONB))
     return (
         select(
-            *_STEADY_EXECUTOR_COLUMNS,
+            *STEADY_EXECUTOR_COLUMNS,
             (
                 _EXECUTORS.c.capabilities == cast_(bindparam("capabilities", type_=Text), JSONB)
             ).label("capabilities_same"),
@@ -512,7 +516,7 @@ async def _steady_row_compared_in_postgresql(
     if not rows:
         return None
     row: Row[Any] = rows[0]
-    if not (_same_identity(row, request) and row.capabilities_same and row.resources_same):
+    if not (same_identity(row, request) and row.capabilities_same and row.resources_same):
         return None
     found = {r.node_id: r for r in rows if r.node_id is not None}
     if len(found) != len(request.nodes):
@@ -651,7 +655,7 @@ async def _store_observations(
     beyond: list[tuple[UUID, dict[str, Any]]] = []
     for node_id, observed, wire in changed:
         fact = facts[node_id]
-        if repeats[node_id] == 1 and _only_metric_values_moved(fact.observed, observed):
+        if repeats[node_id] == 1 and only_metric_values_moved(fact.observed, observed):
             metric_values.append((fact, observed, wire))
         else:
             beyond.append((node_id, wire))
@@ -671,16 +675,7 @@ async def _store_observations(
     # What each node now stores, as validated: the rules need not validate it again.
     validated = {node_id: observed for node_id, observed, _ in changed}
     if metric_values:
-        await _store_metric_values(session, metric_values, now)
-        # Nothing a phase, a rollback or node_down reads has moved: only the metric rules.
-        await alerts.evaluate_nodes(
-            session,
-            [fact for fact, _, _ in metric_values],
-            now,
-            executor_names=names,
-            rules=METRIC_RULES,
-            observations=validated,
-        )
+        await store_and_judge(session, metric_values, now, names)
     # Alerts are judged only when an observation changed: a steady heartbeat changes nothing a
     # rule reads, and the timer catches what time alone changes (sync_stalled).
     await alerts.evaluate_nodes(
@@ -707,86 +702,6 @@ _REPORTED_AGAIN = (
     update(_NODES)
     .where(_NODES.c.id.in_(bindparam("node_ids", expanding=True)))
     .values(observed_at=bindparam("now", type_=_NODES.c.observed_at.type))
-)
-
-
-def _only_metric_values_moved(stored: dict[str, Any] | None, new: ObservedNodeState) -> bool:
-    """Whether `new` differs from the stored observation in metric values alone (a stored one
-    that no longer passes today's rules counts as different)."""
-    before = stored_observation(stored)
-    return before is not None and not differs_beyond_metrics(before, new)
-
-
-async def _store_metric_values(
-    session: AsyncSession,
-    moved: list[tuple[NodeFacts, ObservedNodeState, dict[str, Any]]],
-    now: datetime,
-) -> None:
-    """Write observations whose metric values alone moved (what an executor sends once per
-    metrics interval for every node it runs) in one statement of the rows' values; the facts
-    are moved to what was written, which the alert rules then read."""
-    rows: list[dict[str, Any]] = []
-    for fact, observed, wire in moved:
-        marks, since = alerts.marks_after(fact, observed, now)
-        rows.append({"id": fact.id, "observed": wire, "height_marks": marks, "since": since})
-        fact.observed, fact.height_marks, fact.heights_since = wire, marks, since
-    if session.get_bind().dialect.name == "postgresql":
-        sent = (
-            {**row, "id": str(row["id"]), "since": row["since"] and row["since"].isoformat()}
-            for row in rows
-        )
-        await session.execute(
-            _METRIC_VALUES_POSTGRESQL, {"moved": json_rows_value(sent), "now": now}
-        )
-        return
-    # SQLite's statements are in-process calls: one per row.
-    await session.execute(
-        _METRIC_VALUES_SQLITE,
-        [
-            {
-                "b_id": r["id"],
-                "b_observed": r["observed"],
-                "b_now": now,
-                "b_marks": r["height_marks"],
-                "b_since": r["since"],
-            }
-            for r in rows
-        ],
-    )
-
-
-def _metric_values_statement_postgresql() -> Update:
-    """One statement whatever the number of nodes, its rows in one JSON parameter
-    (store/json_rows.py)."""
-    moved = json_rows(
-        "moved",
-        column("id", _NODES.c.id.type),
-        column("observed", _NODES.c.observed.type),
-        column("height_marks", _NODES.c.height_marks.type),
-        column("since", _NODES.c.heights_since.type),
-    )
-    return (
-        update(_NODES)
-        .where(_NODES.c.id == moved.c.id)
-        .values(
-            observed=moved.c.observed,
-            observed_at=bindparam("now", type_=_NODES.c.observed_at.type),
-            height_marks=moved.c.height_marks,
-            heights_since=moved.c.since,
-        )
-    )
-
-
-_METRIC_VALUES_POSTGRESQL = _metric_values_statement_postgresql()
-_METRIC_VALUES_SQLITE = (
-    update(_NODES)
-    .where(_NODES.c.id == bindparam("b_id"))
-    .values(
-        observed=bindparam("b_observed", type_=_NODES.c.observed.type),
-        observed_at=bindparam("b_now", type_=_NODES.c.observed_at.type),
-        height_marks=bindparam("b_marks", type_=_NODES.c.height_marks.type),
-        heights_since=bindparam("b_since", type_=_NODES.c.heights_since.type),
-    )
 )
 
 
@@ -880,15 +795,15 @@ async def _steady_claim(
         return None
     if not row.connected:
         return await session.get(Executor, row.id, populate_existing=True)
-    return _executor_of(row, capabilities, resources)
+    return executor_of(row, capabilities, resources)
 
 
-def _executor_of(
+def executor_of(
     row: Row[Any], capabilities: dict[str, object], resources: dict[str, object]
 ) -> Executor:
-    """A detached executor made from a row of `_STEADY_EXECUTOR_COLUMNS` and the JSON documents
+    """A detached executor made from a row of `STEADY_EXECUTOR_COLUMNS` and the JSON documents
     it stores (the caller's, equal to the stored ones: they are not read back and decoded)."""
-    executor = Executor(**{c.key: getattr(row, c.key) for c in _STEADY_EXECUTOR_COLUMNS})
+    executor = Executor(**{c.key: getattr(row, c.key) for c in STEADY_EXECUTOR_COLUMNS})
     executor.capabilities = capabilities
     executor.resources = resources
     return executor
@@ -909,7 +824,7 @@ def _steady_claim_statement() -> Update:
             capabilities=bindparam("b_capabilities", type_=_EXECUTORS.c.capabilities.type),
             resources=bindparam("b_resources", type_=_EXECUTORS.c.resources.type),
         )
-        .returning(*_STEADY_EXECUTOR_COLUMNS)
+        .returning(*STEADY_EXECUTOR_COLUMNS)
     )
 
 
