@@ -49,7 +49,7 @@ class Host:
     (the direct path, as an agent does) on a connection of its own."""
 
     def __init__(self, server: ServerProcess, org: Org) -> None:
-        key = org.executor_key()
+        self.key = key = org.executor_key()
         self.instance = uuid.uuid4()
         agent = FakeExecutor(server.url, key, instance_id=self.instance)
         agent.sync()
@@ -67,6 +67,20 @@ class Host:
     ) -> dict[str, Any]:
         """Report every node at `height` and `status`, and the host's `free_disk`; the
         answer's syncExecutor."""
+        answer = self.post(height, status, timeout, free_disk)
+        assert "errors" not in answer, answer
+        sync: dict[str, Any] = answer["data"]["syncExecutor"]
+        assert sync["rejected"] == [], sync
+        return sync
+
+    def post(
+        self,
+        height: int,
+        status: ProcessStatus = ProcessStatus.RUNNING,
+        timeout: float = 30,
+        free_disk: int = 2**40,
+    ) -> dict[str, Any]:
+        """`sync`'s request; the whole answer, errors included."""
         observed = ObservedNodeState(
             revision=1,
             processes=[ObservedProcess(role="node", status=status, height=height, peers=8)],
@@ -86,10 +100,7 @@ class Host:
             timeout=timeout,
         )
         answer: dict[str, Any] = response.json()
-        assert "errors" not in answer, answer
-        sync: dict[str, Any] = answer["data"]["syncExecutor"]
-        assert sync["rejected"] == [], sync
-        return sync
+        return answer
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +225,30 @@ def test_a_node_row_held_elsewhere_sends_only_its_sync_to_the_write_path(
     assert {stored(org, nid) for nid in held.node_ids} == {(60, 1, "RUNNING")}
     moved = delta(before, counts(server))
     assert (moved["moved"], moved["written"]) == (1, 1), moved
+
+
+def test_a_moved_sync_from_a_replaced_agent_process_is_refused_and_stores_nothing(
+    server: ServerProcess, org: Org, hosts: list[Host]
+) -> None:
+    """Once another agent process has taken the executor over, the old one's moved values are
+    not the batch's to store: handed back, they are refused as the write path refuses any
+    sync of a process that is not the executor's live instance."""
+    host = hosts[4]
+    host.sync(70)
+    successor = FakeExecutor(
+        server.url,
+        host.key,
+        name=host.name,
+        instance_id=uuid.uuid4(),
+        previous_instance_ids=[host.instance],
+    )
+    observed = ObservedNodeState(
+        revision=1,
+        processes=[ObservedProcess(role="node", status=ProcessStatus.RUNNING, height=71)],
+    )
+    successor.sync({nid: observed for nid in host.node_ids})
+    before = counts(server)
+    answer = host.post(72)
+    assert answer["errors"][0]["extensions"]["code"] == "executor_instance_conflict", answer
+    assert {stored(org, nid) for nid in host.node_ids} == {(71, 1, "RUNNING")}
+    assert delta(before, counts(server))["moved"] == 0

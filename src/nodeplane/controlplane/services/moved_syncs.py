@@ -29,11 +29,12 @@ from typing import Any, cast
 from uuid import UUID
 
 import structlog
-from sqlalchemy import Row, Table, Update, bindparam, column, select, update
+from sqlalchemy import Table, Update, bindparam, column, select, update
 
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.metrics.instruments import moved_sync_batches, syncs
 from nodeplane.controlplane.services.executors import (
+    STEADY_EXECUTOR_COLUMNS,
     SyncResult,
     executor_of,
     keep_look,
@@ -59,18 +60,10 @@ MAX_NODES = 500
 
 _EXECUTORS = cast(Table, Executor.__table__)
 _NODES = cast(Table, Node.__table__)
-# The executors' rows are locked as an UPDATE locks them until the batch commits, so an instance
-# taking over an executor (which updates its row) is ordered with the batch, and the batch may
-# write their host resources. Rows another transaction holds (a sync writing its executor, a part
-# of the heard-from flush, a takeover), here and below, are passed over: their syncs take the
-# write path, which waits for them, and a batch never waits on a lock, so it can take part in no
-# deadlock however many rows it holds. SQLite has no row locks: its writers take turns
+# SQLite's executors' rows, compared in Python. SQLite has no row locks: its writers take turns
 # (Database.write).
-_READ_EXECUTORS = (
-    select(_EXECUTORS)
-    .where(_EXECUTORS.c.id.in_(bindparam("executor_ids", expanding=True)))
-    .order_by(_EXECUTORS.c.id)
-    .with_for_update(key_share=True, skip_locked=True)
+_READ_EXECUTORS = select(_EXECUTORS).where(
+    _EXECUTORS.c.id.in_(bindparam("executor_ids", expanding=True))
 )
 # In id order, as every writer of nodes locks them.
 _LOCK_NODES = (
@@ -81,19 +74,41 @@ _LOCK_NODES = (
 )
 
 
-def _resources_statement_postgresql() -> Update:
-    """Host resources of many executors in one statement (store/json_rows.py)."""
-    moved = json_rows(
-        "moved",
-        column("id", _EXECUTORS.c.id.type),
-        column("resources", _EXECUTORS.c.resources.type),
+def _claim_statement_postgresql() -> Update:
+    """The executors whose row says what their sync says of them, with the host resources the
+    sync brings written: one statement for a batch (store/json_rows.py), and no executor's
+    stored documents sent back only to be compared.
+
+    The rows are locked as an UPDATE locks them until the batch commits, so an instance taking
+    over an executor (which updates its row) is ordered with the batch. Rows another
+    transaction holds (a sync writing its executor, a part of the heard-from flush, a
+    takeover), here and in the nodes' lock, are passed over: their syncs take the write path,
+    which waits for them. A batch never waits on a lock, so it can take part in no deadlock
+    however many rows it holds."""
+    c = _EXECUTORS.c
+    compared = ("instance_id", "name", "kind", "version", "capabilities")
+    sent = json_rows(
+        "sent", *(column(name, c[name].type) for name in ("id", *compared, "resources"))
+    )
+    free = (
+        select(c.id)
+        .join(sent, c.id == sent.c.id)
+        .with_for_update(of=_EXECUTORS, key_share=True, skip_locked=True)
     )
     return (
-        update(_EXECUTORS).where(_EXECUTORS.c.id == moved.c.id).values(resources=moved.c.resources)
+        update(_EXECUTORS)
+        .where(
+            c.id == sent.c.id,
+            c.id.in_(free.scalar_subquery()),
+            c.connected.is_(True),
+            *(c[name] == sent.c[name] for name in compared),
+        )
+        .values(resources=sent.c.resources)
+        .returning(*STEADY_EXECUTOR_COLUMNS)
     )
 
 
-_RESOURCES_POSTGRESQL = _resources_statement_postgresql()
+_CLAIM_POSTGRESQL = _claim_statement_postgresql()
 # SQLite's statements are in-process calls: one per row.
 _RESOURCES_SQLITE = (
     update(_EXECUTORS)
@@ -116,14 +131,20 @@ class _Sync:
     answer: "asyncio.Future[SyncResult | None]"
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    """An executor as the batch locked it, and the sync (its first in the batch) it matched."""
+
+    sync: _Sync
+    executor: Executor
+
+
 @dataclass
 class _Taken:
     """A sync the batch stores: its executor and its nodes' moved values."""
 
     sync: _Sync
     executor: Executor
-    # The host's resources (free disk, read with the nodes' metrics) differ from the stored.
-    resources_moved: bool
     moved: list[tuple[NodeFacts, ObservedNodeState, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -206,25 +227,17 @@ class MovedSyncs:
         try:
             async with db.write(own) as uow:
                 session = uow.session
-                executors = {
-                    row.id: row
-                    for row in await session.execute(
-                        _READ_EXECUTORS, {"executor_ids": list({s.executor_id for s in batch})}
-                    )
-                }
+                executors = await _claim_executors(uow, batch)
                 node_ids = sorted({obs.node_id for s in batch for obs in s.request.nodes})
                 facts = {
                     row.id: node_facts(row)
                     for row in await session.execute(_LOCK_NODES, {"node_ids": node_ids})
                 }
-                claimed: set[UUID] = set()
+                nodes_taken: set[UUID] = set()
                 for sync in batch:
-                    decided = _decide(sync, executors.get(sync.executor_id), facts, claimed)
+                    decided = _decide(sync, executors.get(sync.executor_id), facts, nodes_taken)
                     if decided is not None:
                         taken.append(decided)
-                resources = [t for t in taken if t.resources_moved]
-                if resources:
-                    await _store_resources(uow, resources)
                 moved = [values for t in taken for values in t.moved]
                 if moved:
                     names = {t.executor.id: t.executor.name for t in taken}
@@ -253,42 +266,66 @@ class MovedSyncs:
                 sync.answer.set_result(None)
 
 
-async def _store_resources(uow: UnitOfWork, taken: list[_Taken]) -> None:
-    """Write the executors' new host resources, which what steady syncs read of them depends on
-    (store/sync_looks.py)."""
+async def _claim_executors(uow: UnitOfWork, batch: list[_Sync]) -> dict[UUID, _Claimed]:
+    """The executors of `batch` whose row says what their first sync in it says (the live
+    instance, connected, name, kind, version and capabilities), locked but for those held
+    elsewhere, and that sync's host resources written, which what steady syncs read of them
+    depends on (store/sync_looks.py)."""
+    first: dict[UUID, _Sync] = {}
+    for sync in batch:
+        first.setdefault(sync.executor_id, sync)
     session = uow.session
     if session.get_bind().dialect.name == "postgresql":
-        rows = ({"id": str(t.executor.id), "resources": t.sync.resources} for t in taken)
-        await session.execute(_RESOURCES_POSTGRESQL, {"moved": json_rows_value(rows)})
-    else:
-        await session.execute(
-            _RESOURCES_SQLITE,
-            [{"b_id": t.executor.id, "b_resources": t.sync.resources} for t in taken],
+        sent = (
+            {
+                "id": str(executor_id),
+                "instance_id": str(sync.request.instance_id),
+                "name": sync.request.name,
+                "kind": sync.request.kind.value,
+                "version": sync.request.version,
+                "capabilities": sync.capabilities,
+                "resources": sync.resources,
+            }
+            for executor_id, sync in first.items()
         )
-    for t in taken:
-        uow.executor_changed(t.executor.id)
+        rows = list(await session.execute(_CLAIM_POSTGRESQL, {"sent": json_rows_value(sent)}))
+    else:
+        rows, resources = [], []
+        for row in await session.execute(_READ_EXECUTORS, {"executor_ids": list(first)}):
+            sync = first[row.id]
+            if same_identity(row, sync.request) and row.capabilities == sync.capabilities:
+                rows.append(row)
+                if row.resources != sync.resources:
+                    resources.append({"b_id": row.id, "b_resources": sync.resources})
+        if resources:
+            await session.execute(_RESOURCES_SQLITE, resources)
+    claimed: dict[UUID, _Claimed] = {}
+    for row in rows:
+        sync = first[row.id]
+        claimed[row.id] = _Claimed(sync, executor_of(row, sync.capabilities, sync.resources))
+        uow.executor_changed(row.id)
+    return claimed
 
 
 def _decide(
-    sync: _Sync, row: Row[Any] | None, facts: Mapping[UUID, NodeFacts], claimed: set[UUID]
+    sync: _Sync,
+    claimed: _Claimed | None,
+    facts: Mapping[UUID, NodeFacts],
+    nodes_taken: set[UUID],
 ) -> _Taken | None:
     """What the batch stores of `sync` (its nodes' moved values), or None for the write path:
     anything but the executor's live instance repeating itself with metric values moved."""
-    request = sync.request
-    if row is None or not same_identity(row, request) or row.capabilities != sync.capabilities:
+    if claimed is None or claimed.sync is not sync:
         return None
-    taken = _Taken(
-        sync,
-        executor_of(row, sync.capabilities, sync.resources),
-        resources_moved=row.resources != sync.resources,
-    )
+    request = sync.request
+    taken = _Taken(sync, claimed.executor)
     for obs in request.nodes:
         fact = facts.get(obs.node_id)
         if (
             fact is None  # gone, or held by another transaction
             or fact.executor_id != sync.executor_id
             or obs.observed.revision > fact.revision
-            or obs.node_id in claimed
+            or obs.node_id in nodes_taken
         ):
             return None
         wire = obs.observed.to_wire()
@@ -297,5 +334,5 @@ def _decide(
         if not only_metric_values_moved(fact.observed, obs.observed):
             return None
         taken.moved.append((fact, obs.observed, wire))
-    claimed.update(obs.node_id for obs in request.nodes)
+    nodes_taken.update(obs.node_id for obs in request.nodes)
     return taken
