@@ -58,16 +58,10 @@ class Host:
         self.headers = {"authorization": f"Bearer {key}", INSTANCE_HEADER: str(self.instance)}
         self.http = httpx.Client(base_url=server.url, timeout=30)
 
-    def sync(
-        self,
-        height: int,
-        status: ProcessStatus = ProcessStatus.RUNNING,
-        timeout: float = 30,
-        free_disk: int = 2**40,
-    ) -> dict[str, Any]:
-        """Report every node at `height` and `status`, and the host's `free_disk`; the
-        answer's syncExecutor."""
-        answer = self.post(height, status, timeout, free_disk)
+    def sync(self, height: int, *options: Any, **named: Any) -> dict[str, Any]:
+        """`post`, which must be answered with no error and nothing rejected; the answer's
+        syncExecutor."""
+        answer = self.post(height, *options, **named)
         assert "errors" not in answer, answer
         sync: dict[str, Any] = answer["data"]["syncExecutor"]
         assert sync["rejected"] == [], sync
@@ -80,7 +74,8 @@ class Host:
         timeout: float = 30,
         free_disk: int = 2**40,
     ) -> dict[str, Any]:
-        """`sync`'s request; the whole answer, errors included."""
+        """Report every node at `height` and `status`, and the host's `free_disk`; the whole
+        answer, errors included."""
         observed = ObservedNodeState(
             revision=1,
             processes=[ObservedProcess(role="node", status=status, height=height, peers=8)],
