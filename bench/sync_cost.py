@@ -1,6 +1,6 @@
 """What one sync, poll, lifecycle action or read costs the server:
-`python -m bench.sync_cost [--backend B] [-n N] [--call CALL] [--calls]`, CALL one of sync,
-moved, poll, renewal, action, chain, list.
+`python -m bench.sync_cost [--backend B] [-n N] [--call CALL] [--calls] [--at-once K]`, CALL one
+of sync, moved, poll, renewal, action, chain, list.
 
 One simulated executor with 10 nodes sends N syncs back to back over a kept connection, each
 observing every node at the revision it already reported (the steady state of a fleet); with
@@ -13,9 +13,11 @@ its nodes through the first admin's session, STOP and START in turn (each a new 
 event and a phase change), with no poll held to wake; with `--call chain`, each such action
 followed by the spec poll that picks it up and the sync that reports the node at its new
 revision (what one action costs in all, the executor's part included); with `--call list`, N
-reads of the nodes list through that session. The server's CPU time over the calls is a
-ratio that stays put on a noisy machine, unlike latency; on PostgreSQL the database's
-transaction and row counters are read around the run as well.
+reads of the nodes list through that session. With `--at-once K`, K executors make each of the
+executors' own calls at the same moment, N in all: what a busy server sees, where syncs that
+arrive together may be stored together (services/moved_syncs.py). The server's CPU time over
+the calls is a ratio that stays put on a noisy machine, unlike latency; on PostgreSQL the
+database's transaction and row counters are read around the run as well.
 
 With `--calls`, the server runs under cProfile instead and the figure is the Python function
 calls the server makes per sync (the difference between a run of N and one of 2N, so start-up
@@ -25,6 +27,7 @@ so it compares two versions of the code where CPU time on a busy machine cannot.
 
 import argparse
 import asyncio
+import contextlib
 import pstats
 import signal
 import subprocess
@@ -104,21 +107,29 @@ def _pg_counters(t: Target) -> tuple[int, ...]:
 
 
 async def _calls(
-    t: Target, spec: SimulatedExecutorSpec, n: int, call: str, py_spy: Path | None
+    t: Target, specs: list[SimulatedExecutorSpec], n: int, call: str, py_spy: Path | None
 ) -> tuple[float, float, float, tuple[int, ...] | None]:
     report = WorkerReport()
-    async with (
-        executor_clients(t.server.url) as http,
-        httpx.AsyncClient(
-            base_url=t.server.url, headers={"authorization": f"Bearer {t.token}"}
-        ) as user,
-    ):
-        executor = SimulatedExecutor(
-            spec, http, report, sync_interval=None, poll_wait=0, request_timeout=30
+    async with contextlib.AsyncExitStack() as stack:
+        executors = [
+            SimulatedExecutor(
+                spec,
+                await stack.enter_async_context(executor_clients(t.server.url)),
+                report,
+                sync_interval=None,
+                poll_wait=0,
+                request_timeout=30,
+            )
+            for spec in specs
+        ]
+        user = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=t.server.url, headers={"authorization": f"Bearer {t.token}"})
         )
-        executor.assume_known(1)
+        for simulated in executors:
+            simulated.assume_known(1)
+        executor, spec = executors[0], specs[0]
 
-        async def moved() -> None:
+        async def moved(executor: SimulatedExecutor) -> None:
             executor.moves += 1
             await executor.sync_once()
 
@@ -142,17 +153,28 @@ async def _calls(
             await executor.poll_once(0)
             await executor.sync_once()
 
-        once: Callable[[], Awaitable[None]] = {
-            "sync": executor.sync_once,
+        # The executors' own calls, made by every executor at once.
+        each: dict[str, Callable[[SimulatedExecutor], Awaitable[None]]] = {
+            "sync": SimulatedExecutor.sync_once,
             "moved": moved,
-            "poll": lambda: executor.poll_once(0),
-            "renewal": lambda: executor.poll_once(0.001),
-            "action": action,
-            "chain": chain,
-            "list": lambda: as_user("list", NODES_LIST),
-        }[call]
+            "poll": lambda e: e.poll_once(0),
+            "renewal": lambda e: e.poll_once(0.001),
+        }
+
+        async def all_at_once() -> None:
+            await asyncio.gather(*(each[call](e) for e in executors))
+
+        once: Callable[[], Awaitable[None]] = (
+            all_at_once
+            if call in each
+            else {
+                "action": action,
+                "chain": chain,
+                "list": lambda: as_user("list", NODES_LIST),
+            }[call]
+        )
         for _ in range(20):  # warm up: caches, prepared statements, the first writes
-            await executor.sync_once()
+            await asyncio.gather(*(e.sync_once() for e in executors))
             await once()
         # PostgreSQL publishes its counters at most every 0.5 s (stats_fetch_consistency).
         await asyncio.sleep(1.1)
@@ -162,7 +184,7 @@ async def _calls(
         spy = _start_py_spy(t.pid, py_spy) if py_spy else None
         cpu_before = cpu_seconds(t.pid)
         started = time.monotonic()
-        for _ in range(n):
+        for _ in range(n // len(executors)):
             await once()
         wall = time.monotonic() - started
         cpu = cpu_seconds(t.pid) - cpu_before
@@ -195,24 +217,30 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
     return spy
 
 
-def measure(backend: str, n: int, call: str = "sync", py_spy: Path | None = None) -> SyncCost:
+def measure(
+    backend: str, n: int, call: str = "sync", py_spy: Path | None = None, at_once: int = 1
+) -> SyncCost:
     """Run `n` unchanged syncs (or empty polls) against a fresh server on `backend`; with
     `py_spy`, sample the server's stacks during them into that file (needs py-spy on PATH;
-    costs some CPU)."""
+    costs some CPU). With `at_once` executors (the executors' own calls only), each makes the
+    call at the same moment, `n` calls in all."""
+    if at_once > 1 and call not in ("sync", "moved", "poll", "renewal"):
+        raise ValueError(f"--at-once is for the executors' own calls, not {call}")
     with target(backend) as t:
-        spec = t.fleet("cost", 1)[0]
-        cpu, db_cpu, wall, pg = asyncio.run(_calls(t, spec, n, call, py_spy))
-    per = 1000 / n
+        specs = t.fleet("cost", at_once)
+        cpu, db_cpu, wall, pg = asyncio.run(_calls(t, specs, n, call, py_spy))
+    calls = n // at_once * at_once
+    per = 1000 / calls
     return SyncCost(
         backend=backend,
         call=call,
-        syncs=n,
+        syncs=calls,
         server_cpu_ms=cpu * per,
         database_cpu_ms=db_cpu * per if pg is not None else None,
         wall_ms=wall * per,
-        transactions=pg[0] / n if pg else None,
-        rows_written=pg[1] / n if pg else None,
-        rows_fetched=pg[2] / n if pg else None,
+        transactions=pg[0] / calls if pg else None,
+        rows_written=pg[1] / calls if pg else None,
+        rows_fetched=pg[2] / calls if pg else None,
     )
 
 
@@ -223,8 +251,7 @@ def measure_calls(backend: str, n: int, call: str = "sync") -> float:
         with tempfile.TemporaryDirectory(prefix="nodeplane-calls-") as tmp:
             profile = Path(tmp) / "server.pstats"
             with target(backend, profile=profile) as t:
-                spec = t.fleet("cost", 1)[0]
-                asyncio.run(_calls(t, spec, count, call, None))
+                asyncio.run(_calls(t, t.fleet("cost", 1), count, call, None))
             totals.append(_calls_outside_the_loop(pstats.Stats(str(profile))))
     return (totals[1] - totals[0]) / n
 
@@ -251,6 +278,13 @@ def main() -> None:
     parser.add_argument(
         "--calls", action="store_true", help="count the server's Python calls per sync instead"
     )
+    parser.add_argument(
+        "--at-once",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K executors, each making the call at the same moment (sync, moved, poll, renewal)",
+    )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
@@ -259,7 +293,7 @@ def main() -> None:
             print(f"{backend}: {per:.0f} Python calls per {args.call} in the server", flush=True)
             continue
         out = args.py_spy.with_suffix(f".{backend}.txt") if args.py_spy else None
-        print(measure(backend, args.n, args.call, out).line(), flush=True)
+        print(measure(backend, args.n, args.call, out, args.at_once).line(), flush=True)
 
 
 if __name__ == "__main__":
