@@ -156,17 +156,16 @@ def backend_server(
     backend: str, workdir: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[ServerProcess]:
     """A started server on an empty database of `backend` ("sqlite" or "postgresql") in
-    `workdir`, stopped after."""
-    server = ServerProcess(
-        database_url=new_database_url(backend, workdir),
-        workdir=workdir / "server",
-        extra_env=extra_env or {},
-    )
-    server.start()
+    `workdir`, stopped after (and its PostgreSQL database dropped)."""
+    url = new_database_url(backend, workdir)
+    server = ServerProcess(database_url=url, workdir=workdir / "server", extra_env=extra_env or {})
     try:
+        server.start()
         yield server
     finally:
         server.stop()
+        if backend == "postgresql":
+            drop_pg_database(url)
 
 
 @contextmanager
