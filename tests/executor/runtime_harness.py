@@ -151,12 +151,14 @@ class ScriptedControlPlane(ControlPlaneClient):
         self.events: list[RuntimeEvent] = []
         self.confirmed: list[UUID] = []
         self.down: BaseException | None = None  # raised by every call while set
+        self.sync_attempts: list[float] = []  # when each sync was sent (monotonic), failed too
 
     def _check(self) -> None:
         if self.down is not None:
             raise self.down
 
     async def sync(self, request: SyncExecutorRequest) -> dict[str, Any]:
+        self.sync_attempts.append(time.monotonic())
         self._check()
         self.syncs.append(request)
         return {"executor": {"id": "e", "name": request.name}, "rejected": []}

@@ -1,12 +1,14 @@
 """Quiet outages: jittered exponential retries, and one log line per change of reachability."""
 
 import asyncio
+import itertools
 from pathlib import Path
 
 import httpx
 import pytest
 import structlog
 
+from nodeplane.executor.controlplane_client import ControlPlaneError
 from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachability
 from nodeplane.executor.runtime.runtime import Intervals
 from nodeplane.protocol import RuntimeEvent, RuntimeEventType
@@ -22,6 +24,17 @@ def test_full_jitter_backoff_doubles_its_bound_up_to_the_cap_and_resets() -> Non
     draws = iter([0.0, 0.5, 0.25])
     jittered = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: next(draws))
     assert [jittered.next_delay() for _ in range(3)] == [0.0, 2.0, 2.0]
+
+
+def test_a_busy_control_planes_hint_is_the_least_wait_spread_over_twice_its_length() -> None:
+    draws = iter([0.5, 0.0, 0.25, 0.5, 1.0, 0.9, 0.1])
+    backoff = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: next(draws))
+    # The first failure's own delay (0.5 of 2 s) is shorter than the hint: the hint, jittered.
+    assert backoff.next_delay(hint=3.0) == 3.0
+    assert backoff.next_delay(hint=3.0) == 4.5
+    # A longer backoff than the hint stands (1.0 of 8 s, against 3 s spread to 5.7 s).
+    assert backoff.next_delay(hint=3.0) == 8.0
+    assert backoff.next_delay() == 16.0 * 0.1
 
 
 def test_backoff_survives_a_very_long_outage() -> None:
@@ -115,3 +128,32 @@ async def test_an_outage_logs_two_lines_and_loses_no_event(tmp_path: Path) -> No
     assert [r for r in lines if r["log_level"] != "info"] == [
         r for r in lines if r["event"] == "controlplane.unreachable"
     ]
+
+
+@pytest.mark.anyio
+async def test_a_busy_control_planes_retry_hint_spaces_the_heartbeats_out(tmp_path: Path) -> None:
+    """Refused with `unavailable` and `retryAfterSeconds` (a control plane admitting a fleet's
+    first syncs a few at a time), the agent sends its next heartbeat no sooner than the hint,
+    however short its own backoff, and at its own cadence again once answered."""
+    intervals = Intervals(
+        heartbeat=0.01,
+        reconcile=0.02,
+        report=0.01,
+        poll_wait=0.02,
+        retry=0.005,
+        outage_retry_cap=0.02,
+        housekeeping=0.01,
+    )
+    async with running(tmp_path, ScriptedBackend(), intervals) as h:
+        await eventually(lambda: h.plane.syncs)
+        h.plane.down = ControlPlaneError("unavailable", "the server is busy", retry_after=0.2)
+        busy_from = len(h.plane.sync_attempts)
+        await asyncio.sleep(0.9)
+        h.plane.down = None
+        refused = h.plane.sync_attempts[busy_from:]
+        # Without the hint, dozens at this pace; with it, one every 0.2 to 0.4 s.
+        assert 2 <= len(refused) <= 6, refused
+        gaps = [later - earlier for earlier, later in itertools.pairwise(refused)]
+        assert min(gaps) >= 0.2, gaps
+        answered = len(h.plane.syncs)
+        await eventually(lambda: len(h.plane.syncs) > answered + 5)

@@ -27,12 +27,21 @@ from nodeplane.protocol.logs import LogChunk, LogSessionRequest
 
 
 class ControlPlaneError(Exception):
-    """The control plane answered with an error; `code` is its `extensions.code`."""
+    """The control plane answered with an error; `code` is its `extensions.code`, and
+    `retry_after` its `extensions.retryAfterSeconds` when it said when to come back (busy)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.retry_after = retry_after
+
+
+def _retry_after(extensions: dict[str, Any]) -> float | None:
+    hint = extensions.get("retryAfterSeconds")
+    if isinstance(hint, int | float) and not isinstance(hint, bool) and 0 < hint <= 3600:
+        return float(hint)
+    return None
 
 
 # Idle connections are kept for a minute: longer than the heartbeat interval, so each sync reuses
@@ -88,8 +97,9 @@ class ControlPlaneClient:
         body = response.json()
         if body.get("errors"):
             err = body["errors"][0]
+            extensions = err.get("extensions") or {}
             raise ControlPlaneError(
-                err.get("extensions", {}).get("code", "unknown"), err["message"]
+                extensions.get("code", "unknown"), err["message"], _retry_after(extensions)
             )
         response.raise_for_status()
         data: dict[str, Any] = body["data"]

@@ -27,11 +27,16 @@ class JitteredBackoff:
     rng: Callable[[], float] = field(default=random.random)  # in [0, 1)
     attempt: int = 0
 
-    def next_delay(self) -> float:
-        """How long to wait before the next try; counts one more failure."""
+    def next_delay(self, hint: float | None = None) -> float:
+        """How long to wait before the next try; counts one more failure. `hint` is the
+        control plane's own `retryAfterSeconds` (busy): the wait is then at least that, spread
+        over `hint .. 2 * hint`, so executors refused together do not come back together."""
         bound: float = min(self.cap, self.base * 2.0 ** min(self.attempt, 62))
         self.attempt += 1
-        return bound * self.rng()
+        delay = bound * self.rng()
+        if hint is not None:
+            delay = max(delay, hint * (1.0 + self.rng()))
+        return delay
 
     def reset(self) -> None:
         """A try succeeded: the next failure waits little again."""

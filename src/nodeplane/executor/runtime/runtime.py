@@ -181,6 +181,8 @@ class ExecutorRuntime:
         self._housekeeping_error: str | None = None
         self._save_error: str | None = None
         self._request_error: str | None = None
+        # The control plane's retry hint with the last failed sync (busy), if it gave one.
+        self._sync_retry_after: float | None = None
         # Why the control plane refuses this process (another instance of the executor is
         # live); while set, nothing is applied or observed: what runs is left as it is.
         self.refused: str | None = None
@@ -249,7 +251,7 @@ class ExecutorRuntime:
                 await self._sync_now.wait(self.intervals.heartbeat)
             else:
                 # Triggers (a report ready) do not shorten an outage's backoff.
-                await asyncio.sleep(self._sync_backoff.next_delay())
+                await asyncio.sleep(self._sync_backoff.next_delay(self._sync_retry_after))
 
     async def _sync_request(self) -> SyncExecutorRequest:
         """The syncExecutor input: who we are, what we offer, what we observe."""
@@ -292,9 +294,11 @@ class ExecutorRuntime:
             return False
         self._request_error = None
         started = self.reachability.clock()
+        self._sync_retry_after = None
         try:
             result = await self.client.sync(request)
         except ControlPlaneError as exc:
+            self._sync_retry_after = exc.retry_after
             if exc.code == INSTANCE_CONFLICT_CODE:
                 self.reachability.succeeded(started)
                 self._refuse(exc.message)
