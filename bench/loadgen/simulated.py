@@ -16,6 +16,7 @@ measures (the executors it stands for would each run on a host of their own).
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -136,8 +137,9 @@ class SimulatedExecutor:
             disk_available_bytes=2**41 - 4096 * max(epoch, 0),
         ).to_wire()
 
-    async def sync_once(self) -> None:
-        """One heartbeat with an observation of every node whose spec the poll returned."""
+    async def sync_once(self) -> float | None:
+        """One heartbeat with an observation of every node whose spec the poll returned; the
+        server's retry hint in seconds when it refused the sync as busy, as an agent reads it."""
         reported = dict(self.known)
         self._refresh(self._metrics_epoch())
         body = {
@@ -157,18 +159,19 @@ class SimulatedExecutor:
             payload = _payload(status, content)
         except REQUEST_ERRORS as exc:
             self._report.error(f"sync {type(exc).__name__}", sent)
-            return
+            return None
         finally:
             self.sync_in_flight = None
         if isinstance(payload, str):
             self._report.error(f"sync {payload}", sent)
-            return
+            return busy_retry_after(content)
         rejected = payload["syncExecutor"]["rejected"]
         for item in rejected:
             self._report.error(f"sync rejected: {item['reason'][:40]}", sent)
         refused = {item["nodeId"] for item in rejected}
         self._report.reported.update({n: r for n, r in reported.items() if n not in refused})
         self._report.synced(sent, elapsed)
+        return None
 
     async def sync_forever(self, first_at: float) -> None:
         """Sync at a fixed cadence from `first_at` (monotonic); a slow sync delays only itself."""
@@ -176,8 +179,12 @@ class SimulatedExecutor:
         due = first_at
         while True:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            await self.sync_once()
+            hint = await self.sync_once()
             due += self._sync_interval
+            if hint is not None:
+                # Refused as busy: back no sooner than the hint, spread over twice its length,
+                # as the agent's backoff does (runtime/reachability.py).
+                due = max(due, time.monotonic() + hint * (1.0 + random.random()))
             # Behind by more than a period (an overloaded server): skip, as an agent's timer
             # would, rather than fire a burst of catch-up syncs.
             while due < time.monotonic():
@@ -288,6 +295,18 @@ def _client_session(base_url: str) -> aiohttp.ClientSession:
 REQUEST_ERRORS: tuple[type[Exception], ...] = (aiohttp.ClientError, TimeoutError)
 # What a spec poll can fail with: those, and an answer that is not the poll's (`PollError`).
 POLL_ERRORS: tuple[type[Exception], ...] = (*REQUEST_ERRORS, PollError)
+
+
+def busy_retry_after(content: bytes) -> float | None:
+    """The retryAfterSeconds of an `unavailable` answer, if the answer is one."""
+    try:
+        error = json.loads(content)["errors"][0]["extensions"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(error, dict) or error.get("code") != "unavailable":
+        return None
+    hint = error.get("retryAfterSeconds")
+    return float(hint) if isinstance(hint, int | float) else None
 
 
 def _payload(status: int, content: bytes) -> dict[str, Any] | str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from bench.loadgen.run import LoadRun, lifecycle_actions
+from bench.loadgen.simulated import busy_retry_after
 from bench.loadgen.stats import Progress, WorkerReport
 from bench.loadgen.target import target
 from bench.loadgen.worker import LoadOptions
@@ -129,3 +130,12 @@ def test_settle_waits_for_an_interval_answered_in_time(tmp_path: Path) -> None:
             assert never.settle(minimum=1.0, interval=1.0, cap=3.0) is None
         finally:
             never.stop()
+
+
+def test_a_simulated_executor_reads_a_busy_servers_retry_hint_as_an_agent_does() -> None:
+    busy = b'{"errors": [{"message": "busy", "extensions": {"code": "unavailable", "retryAfterSeconds": 7}}]}'
+    assert busy_retry_after(busy) == 7.0
+    other = b'{"errors": [{"message": "no", "extensions": {"code": "bad_request"}}]}'
+    assert busy_retry_after(other) is None
+    assert busy_retry_after(b"<html>") is None
+    assert busy_retry_after(b'{"errors": [{"extensions": "x"}]}') is None

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nodeplane.controlplane.admission import Admission
+from nodeplane.controlplane.admission import MAX_RETRY_AFTER, REFUSAL_MEMORY, Admission
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 
 
@@ -103,6 +103,66 @@ async def test_a_call_that_would_wait_longer_than_the_line_allows_is_refused_bef
     await asyncio.gather(*(calls.tasks[n] for n in ("r1", "r2", "w1", "w2", "w3", "w4")))
     assert calls.entered[2:] == ["r1", "r2", "w1", "w2", "w3", "w4"]
     assert (admission.running, admission.waiting) == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_the_retry_hint_grows_with_the_callers_refused_lately_and_forgets_them() -> None:
+    """Hundreds refused at once, each told "in a second", would all come back at once and be
+    refused again: the hint counts the callers refused lately, who come back too, as a line
+    outside the server, and forgets them over REFUSAL_MEMORY seconds."""
+    now = [0.0]
+    admission = Admission(limit=2, max_wait=1.0, clock=lambda: now[0])
+    calls = Calls(admission)
+    calls.start("warm")
+    await settle()
+    now[0] += 0.5  # a call holds its place 0.5 s: two places take four calls a second
+    calls.release("warm")
+    await calls.tasks["warm"]
+    for name in ("r1", "r2", "w1", "w2", "w3", "w4"):
+        calls.start(name)
+    await settle()
+    hints = []
+    for i in range(40):
+        calls.start(f"late-{i}")
+        await settle()
+        hints.append(refusal(calls.tasks[f"late-{i}"]).details["retryAfterSeconds"])
+    # The first is told when the line of four and itself have had their turns (1.25 s); the
+    # fortieth when those and the 39 refused before it have (11 s).
+    assert hints[0] == 2 and hints[-1] == 11, hints
+    assert hints == sorted(hints)
+    assert admission.retry_after() == 11
+    now[0] += 3 * REFUSAL_MEMORY  # remembered at e**-3 of 40, about 2
+    assert admission.retry_after() == 2
+    for name in ("r1", "r2", "w1", "w2", "w3", "w4"):
+        calls.release(name)
+    await asyncio.gather(*(calls.tasks[n] for n in ("r1", "r2", "w1", "w2", "w3", "w4")))
+
+
+@pytest.mark.anyio
+async def test_the_retry_hint_is_at_most_max_retry_after() -> None:
+    now = [0.0]
+    admission = Admission(limit=1, max_wait=0.1, clock=lambda: now[0])
+    calls = Calls(admission)
+    calls.start("warm")
+    await settle()
+    now[0] += 5.0
+    calls.release("warm")
+    await calls.tasks["warm"]
+    calls.start("holder")
+    await settle()
+    for i in range(3):
+        calls.start(f"late-{i}")
+        await settle()
+    hints = [refusal(calls.tasks[f"late-{i}"]).details["retryAfterSeconds"] for i in range(3)]
+    # Each would wait 5 s behind the holder, so is refused at once; each refused is one more
+    # to come back.
+    assert hints == [5, 10, 15]
+    for i in range(20):
+        calls.start(f"more-{i}")
+        await settle()
+    assert refusal(calls.tasks["more-19"]).details["retryAfterSeconds"] == MAX_RETRY_AFTER
+    calls.release("holder")
+    await calls.tasks["holder"]
 
 
 @pytest.mark.anyio

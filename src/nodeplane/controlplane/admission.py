@@ -30,6 +30,11 @@ from nodeplane.controlplane.errors import server_busy
 
 # Weight of the latest call in the running mean of how long a call holds its place.
 _SMOOTHING = 0.2
+# Seconds over which a refusal counts toward the callers still to come back: a refused caller
+# comes back after its hint, so those refused lately are a line outside the server.
+REFUSAL_MEMORY = 10.0
+# The longest retry hint: an agent's outage backoff reaches about this much too.
+MAX_RETRY_AFTER = 30
 
 
 class Admission:
@@ -54,6 +59,9 @@ class Admission:
         # Seconds a call has held its place, as a running mean; None until one has.
         self._held: float | None = None
         self._on_refusal = on_refusal
+        # Callers refused lately, decaying over REFUSAL_MEMORY seconds, and when last counted.
+        self._refused = 0.0
+        self._refused_at = clock()
 
     @property
     def running(self) -> int:
@@ -93,7 +101,7 @@ class Admission:
             return
         expected = self.expected_wait()
         if expected > self.max_wait:
-            raise self._refusal(expected)
+            raise self._refusal()
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(turn)
         try:
@@ -106,7 +114,7 @@ class Admission:
             elif turn in self._waiting:  # not yet passed over by a `_leave`
                 self._waiting.remove(turn)
             if isinstance(exc, TimeoutError):
-                raise self._refusal(self.expected_wait()) from None
+                raise self._refusal() from None
             raise
 
     def _leave(self) -> None:
@@ -117,8 +125,23 @@ class Admission:
                 return
         self._running -= 1
 
-    def _refusal(self, expected: float) -> Exception:
+    def retry_after(self) -> int:
+        """When a refused caller should come back, in whole seconds: once the line and the
+        callers refused lately (who come back too) have had their turns, `limit` at a time.
+        Telling each refused caller "in a second" while hundreds were refused would bring them
+        all back at once, and refusing them again would take the time the admitted need."""
+        self._decay()
+        ahead = self.waiting + self._refused
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(ahead * (self._held or 0.0) / self.limit)))
+
+    def _decay(self) -> None:
+        now = self._clock()
+        self._refused *= math.exp(-(now - self._refused_at) / REFUSAL_MEMORY)
+        self._refused_at = now
+
+    def _refusal(self) -> Exception:
         if self._on_refusal is not None:
             self._on_refusal()
-        # Come back once the line ahead has gone: at least a second, in whole seconds.
-        return server_busy(max(1, math.ceil(expected)))
+        self._decay()
+        self._refused += 1.0  # this caller too will come back
+        return server_busy(self.retry_after())
