@@ -154,7 +154,7 @@ async def _calls(
             await executor.sync_once()
 
         # The executors' own calls, made by every executor at once.
-        each: dict[str, Callable[[SimulatedExecutor], Awaitable[None]]] = {
+        each: dict[str, Callable[[SimulatedExecutor], Awaitable[object]]] = {
             "sync": SimulatedExecutor.sync_once,
             "moved": moved,
             "poll": lambda e: e.poll_once(0),
