@@ -132,8 +132,8 @@ async def test_an_outage_logs_two_lines_and_loses_no_event(tmp_path: Path) -> No
 
 @pytest.mark.anyio
 async def test_a_busy_control_planes_retry_hint_spaces_the_heartbeats_out(tmp_path: Path) -> None:
-    """Refused with `unavailable` and `retryAfterSeconds` (a control plane admitting a fleet's
-    first syncs a few at a time), the agent sends its next heartbeat no sooner than the hint,
+    """Refused with `unavailable` and `retryAfterSeconds` (a control plane whose database is
+    busy says when to come back), the agent sends its next heartbeat no sooner than the hint,
     however short its own backoff, and at its own cadence again once answered."""
     intervals = Intervals(
         heartbeat=0.01,

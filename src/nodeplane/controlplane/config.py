@@ -177,16 +177,6 @@ class Settings:
     request_time_budget: float = field(
         default_factory=lambda: _float_env("NODEPLANE_REQUEST_TIME_BUDGET", 10.0)
     )
-    # Syncs that need the database (a first or changed observation, a new agent process) run
-    # at most this many at once per process; one more waits its turn at most
-    # `sync_write_max_wait` seconds, and is refused at once with `unavailable` and a retry hint
-    # when its wait would be longer (controlplane/admission.py).
-    sync_writes_at_once: int = field(
-        default_factory=lambda: _int_env("NODEPLANE_SYNC_WRITES_AT_ONCE", 8)
-    )
-    sync_write_max_wait: float = field(
-        default_factory=lambda: _float_env("NODEPLANE_SYNC_WRITE_MAX_WAIT", 2.0)
-    )
     # A larger answer is refused with `bad_request` rather than built and sent.
     max_response_bytes: int = field(
         default_factory=lambda: int(_float_env("NODEPLANE_MAX_RESPONSE_BYTES", 8 * 1024 * 1024))

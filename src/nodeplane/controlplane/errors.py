@@ -85,16 +85,6 @@ def time_budget_exceeded(budget: float) -> DomainError:
     )
 
 
-def server_busy(retry_after: int) -> DomainError:
-    """The error for a call refused before any work because too many like it are ahead of it
-    (controlplane/admission.py): come back in `retry_after` seconds."""
-    return DomainError(
-        ErrorCode.UNAVAILABLE,
-        f"the server is busy with other executors' calls; retry in {retry_after} s",
-        details={"retryAfterSeconds": retry_after},
-    )
-
-
 def forbidden(message: str = "you are not allowed to do this") -> DomainError:
     """The error for an authenticated caller without the right to act."""
     return DomainError(ErrorCode.FORBIDDEN, message)

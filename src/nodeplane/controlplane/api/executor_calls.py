@@ -29,14 +29,13 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from nodeplane.controlplane.admission import Admission
 from nodeplane.controlplane.api.context import bearer_token, instance_header, with_instance
 from nodeplane.controlplane.api.validation import json_list, parse_wire
 from nodeplane.controlplane.auth.authenticate import authenticate
 from nodeplane.controlplane.auth.principal import Principal
 from nodeplane.controlplane.config import Settings
 from nodeplane.controlplane.errors import time_budget_exceeded
-from nodeplane.controlplane.metrics.instruments import executor_calls, syncs
+from nodeplane.controlplane.metrics.instruments import executor_calls
 from nodeplane.controlplane.metrics.request_labels import OPERATION_SCOPE_KEY
 from nodeplane.controlplane.services import executors
 from nodeplane.controlplane.services.heartbeat import Heartbeat
@@ -179,12 +178,6 @@ class ExecutorCalls:
         self._last_sync: dict[UUID, bytes] = {}
         # Syncs whose metric values alone moved, stored a batch at a time (services/moved_syncs.py).
         self.moved = MovedSyncs(db)
-        # Syncs that go to the database, a few at a time (controlplane/admission.py).
-        self.writes = Admission(
-            settings.sync_writes_at_once,
-            settings.sync_write_max_wait,
-            on_refusal=syncs.labels(outcome="shed").inc,
-        )
 
     async def answer(self, scope: Scope, receive: Receive, send: Send, body: ExecutorBody) -> bool:
         """Send the answer to `body` and return True, or send nothing and return False."""
@@ -272,15 +265,14 @@ class ExecutorCalls:
         if not steady_first:
             result = await self.moved.store(principal, request, fingerprint)
         if result is None:
-            async with self.writes.place():
-                result = await executors.sync(
-                    self.db,
-                    principal,
-                    request,
-                    self.heartbeat,
-                    steady_first=steady_first,
-                    fingerprint=fingerprint,
-                )
+            result = await executors.sync(
+                self.db,
+                principal,
+                request,
+                self.heartbeat,
+                steady_first=steady_first,
+                fingerprint=fingerprint,
+            )
         if executor_id is not None:
             self._last_sync[executor_id] = body_digest
         executor = result.executor

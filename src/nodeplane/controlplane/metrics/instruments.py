@@ -50,9 +50,7 @@ syncs = Counter(
     "is stored; answered from one read, its times written behind), kept (it repeated, byte for "
     "byte, a steady sync this process read, unchanged since: no read), moved (metric values "
     "alone moved: stored with the other such syncs that arrived meanwhile, one transaction for "
-    "all), written (anything else changed: a first sync, a status, a new instance) or shed "
-    "(one that needed the database refused at once with unavailable and a retry hint, while "
-    "too many such syncs were ahead of it: controlplane/admission.py).",
+    "all) or written (anything else changed: a first sync, a status, a new instance).",
     ["outcome"],
 )
 
