@@ -35,6 +35,9 @@ def test_a_busy_control_planes_hint_is_the_least_wait_spread_over_twice_its_leng
     # A longer backoff than the hint stands (1.0 of 8 s, against 3 s spread to 5.7 s).
     assert backoff.next_delay(hint=3.0) == 8.0
     assert backoff.next_delay() == 16.0 * 0.1
+    # An hour's hint counts as the cap's 20 s.
+    capped = JitteredBackoff(base=2.0, cap=20.0, rng=lambda: 0.5)
+    assert capped.next_delay(hint=3600.0) == 30.0
 
 
 def test_backoff_survives_a_very_long_outage() -> None:
@@ -141,7 +144,7 @@ async def test_a_busy_control_planes_retry_hint_spaces_the_heartbeats_out(tmp_pa
         report=0.01,
         poll_wait=0.02,
         retry=0.005,
-        outage_retry_cap=0.02,
+        outage_retry_cap=0.5,  # longer than the hint, which counts up to the cap
         housekeeping=0.01,
     )
     async with running(tmp_path, ScriptedBackend(), intervals) as h:

@@ -30,12 +30,14 @@ class JitteredBackoff:
     def next_delay(self, hint: float | None = None) -> float:
         """How long to wait before the next try; counts one more failure. `hint` is the
         control plane's own `retryAfterSeconds` (busy): the wait is then at least that, spread
-        over `hint .. 2 * hint`, so executors refused together do not come back together."""
+        over `hint .. 2 * hint`, so executors refused together do not come back together. A
+        hint longer than `cap` counts as `cap`: a control plane that asks for an hour would
+        otherwise have its executors silent, and shown offline, for as long."""
         bound: float = min(self.cap, self.base * 2.0 ** min(self.attempt, 62))
         self.attempt += 1
         delay = bound * self.rng()
         if hint is not None:
-            delay = max(delay, hint * (1.0 + self.rng()))
+            delay = max(delay, min(hint, self.cap) * (1.0 + self.rng()))
         return delay
 
     def reset(self) -> None:
