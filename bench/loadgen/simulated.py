@@ -27,7 +27,7 @@ from tests.support.fleet import CAPABILITIES
 
 from bench.loadgen.provision import SimulatedExecutorSpec
 from bench.loadgen.stats import WorkerReport
-from nodeplane.executor.controlplane_client import CONNECTION_LIMITS
+from nodeplane.executor.controlplane_client import CONNECTION_LIMITS, retry_after_of
 from nodeplane.protocol import (
     INSTANCE_HEADER,
     ExecutorKind,
@@ -305,8 +305,7 @@ def busy_retry_after(content: bytes) -> float | None:
         return None
     if not isinstance(error, dict) or error.get("code") != "unavailable":
         return None
-    hint = error.get("retryAfterSeconds")
-    return float(hint) if isinstance(hint, int | float) else None
+    return retry_after_of(error)
 
 
 def _payload(status: int, content: bytes) -> dict[str, Any] | str:

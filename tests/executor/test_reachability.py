@@ -1,6 +1,7 @@
 """Quiet outages: jittered exponential retries, and one log line per change of reachability."""
 
 import asyncio
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -13,6 +14,17 @@ from nodeplane.executor.runtime.reachability import JitteredBackoff, Reachabilit
 from nodeplane.executor.runtime.runtime import Intervals
 from nodeplane.protocol import RuntimeEvent, RuntimeEventType
 from tests.executor.runtime_harness import ScriptedBackend, assigned, eventually, running
+
+# A runtime retrying fast, so an outage of half a second holds dozens of failed calls.
+OUTAGE = Intervals(
+    heartbeat=0.01,
+    reconcile=0.02,
+    report=0.01,
+    poll_wait=0.02,
+    retry=0.005,
+    outage_retry_cap=0.02,
+    housekeeping=0.01,
+)
 
 
 def test_full_jitter_backoff_doubles_its_bound_up_to_the_cap_and_resets() -> None:
@@ -99,15 +111,7 @@ def test_first_contact_failing_is_logged_once() -> None:
 async def test_an_outage_logs_two_lines_and_loses_no_event(tmp_path: Path) -> None:
     """The runtime's calls all fail for a while: one warning when it starts, one line when it
     ends, however many heartbeats, polls and event reports failed; events wait and get there."""
-    intervals = Intervals(
-        heartbeat=0.01,
-        reconcile=0.02,
-        report=0.01,
-        poll_wait=0.02,
-        retry=0.005,
-        outage_retry_cap=0.02,
-        housekeeping=0.01,
-    )
+    intervals = OUTAGE
     backend = ScriptedBackend()
     with structlog.testing.capture_logs() as logs:
         async with running(tmp_path, backend, intervals) as h:
@@ -138,15 +142,8 @@ async def test_a_busy_control_planes_retry_hint_spaces_the_heartbeats_out(tmp_pa
     """Refused with `unavailable` and `retryAfterSeconds` (a control plane whose database is
     busy says when to come back), the agent sends its next heartbeat no sooner than the hint,
     however short its own backoff, and at its own cadence again once answered."""
-    intervals = Intervals(
-        heartbeat=0.01,
-        reconcile=0.02,
-        report=0.01,
-        poll_wait=0.02,
-        retry=0.005,
-        outage_retry_cap=0.5,  # longer than the hint, which counts up to the cap
-        housekeeping=0.01,
-    )
+    # The cap longer than the hint, which counts only up to it.
+    intervals = dataclasses.replace(OUTAGE, outage_retry_cap=0.5)
     async with running(tmp_path, ScriptedBackend(), intervals) as h:
         await eventually(lambda: h.plane.syncs)
         h.plane.down = ControlPlaneError("unavailable", "the server is busy", retry_after=0.2)

@@ -37,7 +37,8 @@ class ControlPlaneError(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(extensions: dict[str, Any]) -> float | None:
+def retry_after_of(extensions: dict[str, Any]) -> float | None:
+    """An error's `retryAfterSeconds` in seconds, when it gives a sensible one."""
     hint = extensions.get("retryAfterSeconds")
     if isinstance(hint, int | float) and not isinstance(hint, bool) and 0 < hint <= 3600:
         return float(hint)
@@ -99,7 +100,7 @@ class ControlPlaneClient:
             err = body["errors"][0]
             extensions = err.get("extensions") or {}
             raise ControlPlaneError(
-                extensions.get("code", "unknown"), err["message"], _retry_after(extensions)
+                extensions.get("code", "unknown"), err["message"], retry_after_of(extensions)
             )
         response.raise_for_status()
         data: dict[str, Any] = body["data"]
