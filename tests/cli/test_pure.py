@@ -34,7 +34,7 @@ def node(phase: str, revision: int, observed: int | None) -> Node:
         "updatedAt": now,
         "executorId": uuid4(),
     }
-    return Node.model_validate(raw)
+    return Node.from_api(raw)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,5 @@
 """A typed, synchronous client for the control plane's GraphQL API, used by the CLI commands."""
 
-import functools
 import json
 import ssl
 from collections.abc import Iterator
@@ -9,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import TypeAdapter, ValidationError
-from pydantic_core import ErrorDetails
+import msgspec
 
 from nodeplane.cli.errors import ApiError, ConnectionFailed
 from nodeplane.cli.http import httpx
@@ -55,8 +53,6 @@ MEMBER_FIELDS = "id email role createdAt"
 MEMBER_ACCESS_FIELDS = f"member {{ {MEMBER_FIELDS} }} sessionsEnded apiKeysRevoked"
 
 CONNECT_TIMEOUT = 10.0
-# An answer of another shape usually breaks the same field in every item: a few say enough.
-MAX_PROBLEMS_SHOWN = 3
 # A log stream sends a heartbeat every 10 s; silence this long means the connection is gone.
 LOG_STREAM_READ_TIMEOUT = 60.0
 
@@ -208,12 +204,12 @@ class NodeplaneClient:
     @staticmethod
     def _parse(model: type[A], raw: Any) -> A:
         with _answer_of(model.__name__):
-            return model.model_validate(raw)
+            return model.from_api(raw)
 
     @staticmethod
     def _parse_all(model: type[A], raw: Any) -> list[A]:
         with _answer_of(f"{model.__name__} list"):
-            return _list_of(model).validate_python(raw)
+            return msgspec.convert(raw, list[model])  # type: ignore[valid-type]
 
     # ---- identity -------------------------------------------------------------------------
 
@@ -521,42 +517,28 @@ class NodeplaneClient:
         )
         return self._parse(MemberAccess, data["revokeSessions"])
 
-    # Page[...] is quoted in signatures: subscripting a pydantic generic creates a class, which
-    # `_page` makes for the model a command reads rather than the module for every model.
     @staticmethod
     def _page(model: type[A], raw: Any) -> "Page[A]":
-        page: type[Page[A]] = Page[model]  # type: ignore[valid-type]  # pydantic caches it
         with _answer_of(f"{model.__name__} page"):
-            return page.model_validate(raw)
-
-
-@functools.cache
-def _list_of(model: type[ApiModel]) -> TypeAdapter[list[Any]]:
-    # Built when a command first reads a list of `model`, not when the module is imported.
-    return TypeAdapter(list[model])  # type: ignore[valid-type]
+            return msgspec.convert(raw, Page[model])  # type: ignore[valid-type]
 
 
 @contextmanager
 def _answer_of(what: str) -> Iterator[None]:
     """Reports an answer that does not fit the model (a server of another version) as a typed
-    failure, saying where and what, rather than a traceback of pydantic's."""
+    failure, saying where and what, rather than a traceback of msgspec's."""
     try:
         yield
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        shown = "; ".join(_problem(error) for error in errors[:MAX_PROBLEMS_SHOWN])
-        if len(errors) > MAX_PROBLEMS_SHOWN:
-            shown += f"; and {len(errors) - MAX_PROBLEMS_SHOWN} more"
+    except msgspec.ValidationError as exc:
         raise ConnectionFailed(
-            f"unexpected answer from the control plane ({what}): {shown}"
+            f"unexpected answer from the control plane ({what}): {_problem(str(exc))}"
         ) from None
 
 
-def _problem(error: ErrorDetails) -> str:
-    # The place as the API spells it (camelCase: pydantic reports the alias), items by index.
-    steps = (f"[{step}]" if isinstance(step, int) else f".{step}" for step in error["loc"])
-    where = "".join(steps).lstrip(".") or "the answer"
-    if error["type"] == "missing":
-        return f"{where}: missing"
-    got = repr(error["input"])
-    return f"{where}: {error['msg']}, got {got if len(got) <= 60 else got[:57] + '...'}"
+def _problem(message: str) -> str:
+    # msgspec says "Expected `int`, got `str` - at `$.items[0].revision`": the place first, as
+    # the API spells it (camelCase), items by index.
+    what, found, where = message.rpartition(" - at `$")
+    if not found:
+        return f"the answer: {message}"
+    return f"{where.rstrip('`').lstrip('.') or 'the answer'}: {what}"
