@@ -76,12 +76,22 @@ def not_found(what: str) -> DomainError:
     return DomainError(ErrorCode.NOT_FOUND, f"{what} not found")
 
 
+# How long a caller whose request ran out its time budget is asked to wait before retrying.
+TIME_BUDGET_RETRY_AFTER_SECONDS = 5
+
+
 def time_budget_exceeded(budget: float) -> DomainError:
-    """The error for a request that ran longer than its time budget (`budget` seconds)."""
+    """The error for a request that ran longer than its time budget (`budget` seconds).
+
+    `unavailable`, not the caller's fault: a document too costly to answer in time is refused
+    before it runs (api/document_guard.py), so one that runs out its budget waited on a
+    saturated server, database or a lock held elsewhere, as the database's own refusals do.
+    The hint lets executors (which wait it out) take load off a server that is this far behind.
+    """
     return DomainError(
-        ErrorCode.BAD_REQUEST,
-        f"the request took longer than its {budget:g} s budget",
-        details={"limit": "time"},
+        ErrorCode.UNAVAILABLE,
+        f"the request took longer than its {budget:g} s budget; the server is busy, retry later",
+        details={"limit": "time", "retryAfterSeconds": TIME_BUDGET_RETRY_AFTER_SECONDS},
     )
 
 
