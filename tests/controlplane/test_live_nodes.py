@@ -17,7 +17,9 @@ import pytest
 
 from nodeplane.controlplane.store.notify import (
     MAX_NODES_PAYLOAD,
-    nodes_payload,
+    MAX_NODES_PAYLOADS,
+    NODES_CHANNEL,
+    nodes_payloads,
     parse_nodes_payload,
 )
 from nodeplane.controlplane.web.live import RowFilter
@@ -323,14 +325,40 @@ def test_a_stream_takes_its_page_afresh_after_listen_reconnects(
         on_a.close()
 
 
-def test_a_notification_names_its_nodes_or_all_of_them_when_too_many() -> None:
+def test_a_notification_names_its_nodes_over_as_many_payloads_as_they_need() -> None:
     org_id, nodes = uuid.uuid4(), {uuid.uuid4() for _ in range(3)}
-    assert parse_nodes_payload(nodes_payload(org_id, nodes)) == (org_id, frozenset(nodes))
-    many = {uuid.uuid4() for _ in range(MAX_NODES_PAYLOAD // 36)}
-    payload = nodes_payload(org_id, many)
-    assert payload == f"{org_id}:*" and parse_nodes_payload(payload) == (org_id, None)
-    assert len(nodes_payload(org_id, set(list(many)[:150]))) < MAX_NODES_PAYLOAD < 8000
+    [payload] = nodes_payloads(org_id, nodes)
+    assert parse_nodes_payload(payload) == (org_id, frozenset(nodes))
+    assert nodes_payloads(org_id, set()) == []
+    # A batch of moved syncs stores up to 500 nodes: named, not "every node of the organization",
+    # which would make every other worker forget what it kept of every executor's sync.
+    batch = {uuid.uuid4() for _ in range(500)}
+    payloads = nodes_payloads(org_id, batch)
+    assert len(payloads) == 3 and all(len(p.encode()) < MAX_NODES_PAYLOAD < 8000 for p in payloads)
+    named: set[uuid.UUID] = set()
+    for payload in payloads:
+        parsed = parse_nodes_payload(payload)
+        assert parsed is not None and parsed[0] == org_id and parsed[1] is not None
+        named |= parsed[1]
+    assert named == batch
+    full = MAX_NODES_PAYLOAD // 37 * MAX_NODES_PAYLOADS  # about as many as the cap holds
+    many = {uuid.uuid4() for _ in range(full + 200)}
+    assert nodes_payloads(org_id, many) == [f"{org_id}:*"]
+    assert parse_nodes_payload(f"{org_id}:*") == (org_id, None)
     assert parse_nodes_payload("not-a-uuid:*") is None
+
+
+def test_a_write_of_many_nodes_notifies_them_by_name() -> None:
+    from nodeplane.controlplane.store.database import UnitOfWork, _notices
+
+    org_id = uuid.uuid4()
+    batch = {uuid.uuid4() for _ in range(500)}
+    uow = UnitOfWork(session=None)  # type: ignore[arg-type]  # _notices reads no session
+    uow.nodes_changed(org_id, batch)
+    notices = _notices(uow)
+    assert {channel for channel, _ in notices} == {NODES_CHANNEL}
+    assert all(not payload.endswith(":*") for _, payload in notices)
+    assert set().union(*(parse_nodes_payload(p)[1] or set() for _, p in notices)) == batch
 
 
 def test_a_filter_matches_rows_as_the_pages_query_does() -> None:

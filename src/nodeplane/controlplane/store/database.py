@@ -33,7 +33,7 @@ from nodeplane.controlplane.store.notify import (
     SPEC_CHANNEL,
     ChangeNotifier,
     Notice,
-    nodes_payload,
+    nodes_payloads,
 )
 from nodeplane.controlplane.store.seen_times import SeenTimes, write_times
 from nodeplane.controlplane.store.sync_looks import OwnChanges
@@ -198,9 +198,9 @@ def _notices(uow: UnitOfWork) -> list[tuple[str, str]]:
     notices = [(SPEC_CHANNEL, str(executor_id)) for executor_id in sorted(uow.wake_executors)]
     notices += [(SPEC_CHANNEL, f"{e}/sync") for e in sorted(uow.changed_executors)]
     notices += [
-        (NODES_CHANNEL, nodes_payload(organization_id, node_ids))
+        (NODES_CHANNEL, payload)
         for organization_id, node_ids in uow.changed_nodes.items()
-        if node_ids
+        for payload in nodes_payloads(organization_id, node_ids)
     ]
     if uow.changed_keys:
         # Under 8,000 bytes whatever the count: past 200 ids, an empty payload (forget all).

@@ -18,9 +18,16 @@ SPEC_CHANNEL = "nodeplane_specs"
 NODES_CHANNEL = "nodeplane_nodes"
 LOGS_CHANNEL = "nodeplane_logs"
 KEYS_CHANNEL = "nodeplane_keys"
-# PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: past this many, the payload says
-# "every node of the organization" instead of naming them.
+# PostgreSQL refuses a NOTIFY payload of 8,000 bytes or more: more nodes than one payload holds
+# (about 190) are named over several.
 MAX_NODES_PAYLOAD = 7000
+# Past this many payloads for one change (about 3,000 nodes), one says "every node of the
+# organization" instead. Every other process forgets what steady syncs and polls of the whole
+# organization read (store/sync_looks.py) when it hears that, so it is kept for changes that
+# large: a batch of moved syncs or of heard-from times (500 nodes at most) that said it made a
+# second worker re-read every executor's sync, which under a fleet's start made it fall behind
+# for good (docs/benchmarks.md, the evening of 2026-12-07).
+MAX_NODES_PAYLOADS = 16
 
 # Called with (organization, node ids) on a change; None for the organization means every
 # organization, None for the ids every node of it.
@@ -35,16 +42,28 @@ MAX_ECHOES = 10_000
 log = structlog.get_logger(__name__)
 
 
-def nodes_payload(organization_id: UUID, node_ids: Iterable[UUID]) -> str:
-    """`<organization>:<node>,<node>…`, or `<organization>:*` when that would be too long."""
-    listed = ",".join(sorted(str(n) for n in node_ids))
-    if len(listed) + 37 > MAX_NODES_PAYLOAD:
-        listed = "*"
-    return f"{organization_id}:{listed}"
+def nodes_payloads(organization_id: UUID, node_ids: Iterable[UUID]) -> list[str]:
+    """`<organization>:<node>,<node>…`, the nodes spread over as many payloads as they need, or
+    `[<organization>:*]` past MAX_NODES_PAYLOADS of them."""
+    prefix = f"{organization_id}:"
+    payloads: list[str] = []
+    listed: list[str] = []
+    size = len(prefix)
+    for node in sorted(str(n) for n in node_ids):
+        if listed and size + 1 + len(node) > MAX_NODES_PAYLOAD:
+            payloads.append(prefix + ",".join(listed))
+            listed, size = [], len(prefix)
+        size += len(node) + (1 if listed else 0)
+        listed.append(node)
+    if listed:
+        payloads.append(prefix + ",".join(listed))
+    if len(payloads) > MAX_NODES_PAYLOADS:
+        return [f"{prefix}*"]
+    return payloads
 
 
 def parse_nodes_payload(payload: str) -> tuple[UUID, frozenset[UUID] | None] | None:
-    """The organization and node ids (None: all) of a `nodes_payload`, None if malformed."""
+    """The organization and node ids (None: all) of one of `nodes_payloads`, None if malformed."""
     organization, _, listed = payload.partition(":")
     try:
         return UUID(organization), (
