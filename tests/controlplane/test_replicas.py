@@ -6,9 +6,12 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from nodeplane.protocol import ObservedNodeState, ObservedProcess, ProcessStatus
 from tests.support.calls import act, all_events, deploy, executor_view, wait_until
 from tests.support.fleet import CAPABILITIES, FakeExecutor, Org, make_org
 from tests.support.gql import Client
@@ -25,6 +28,7 @@ from tests.support.server import (
 pytestmark = pytest.mark.server
 
 LOGIN = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }"
+METRICS_TOKEN = "metrics-token-replicas-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +38,9 @@ def replicas(
     """Servers A and B on one fresh PostgreSQL database, both sweeping."""
     url = create_pg_database()
     workdir = tmp_path_factory.mktemp("replicas")
-    a = ServerProcess(database_url=url, workdir=workdir / "a")
-    b = ServerProcess(database_url=url, workdir=workdir / "b")
+    metrics = {"NODEPLANE_METRICS_TOKEN": METRICS_TOKEN}
+    a = ServerProcess(database_url=url, workdir=workdir / "a", extra_env=metrics)
+    b = ServerProcess(database_url=url, workdir=workdir / "b", extra_env=metrics)
     try:
         # Started together, as a deployment with two replicas would be: they race to migrate the
         # empty database and to create the first admin, and both must come up.
@@ -149,6 +154,49 @@ def test_a_heartbeat_kept_on_a_is_written_again_once_b_stored_a_change(
     _notices_reached(a, b, replica_org)
     on_a.sync()
     assert storage_classes() == on_a.capabilities.storage_classes
+
+
+def test_a_write_of_many_nodes_through_b_leaves_a_keeping_other_heartbeats(
+    replicas: tuple[ServerProcess, ServerProcess], replica_org: Org
+) -> None:
+    """B stores the first observations of 250 nodes in one transaction: more than one NOTIFY
+    payload can name (about 190). A, hearing it, still answers another executor's repeated
+    heartbeat from what it kept (store/sync_looks.py): the notices name the nodes. They said
+    "every node of the organization", and A forgot every executor's look, which made a second
+    worker under a fleet's start read every sync and poll and never catch up."""
+    a, b = replicas
+    owner = replica_org.owner
+    busy = FakeExecutor(b.url, replica_org.executor_key())
+    busy.sync()
+    node_ids = [deploy(owner, busy, f"many-{i}")["id"] for i in range(250)]
+    quiet = FakeExecutor(a.url, replica_org.executor_key(), instance_id=uuid.uuid4())
+    for _ in range(3):  # registered, read as steady, then answered from what A kept
+        quiet.sync()
+    kept = _kept_syncs(a)
+    quiet.sync()
+    assert _kept_syncs(a) == kept + 1
+
+    running = [ObservedProcess(role="node", status=ProcessStatus.RUNNING)]
+    busy.sync({nid: ObservedNodeState(revision=1, processes=running) for nid in node_ids})
+    for nid in (node_ids[0], node_ids[-1]):
+        shown = owner("query($id: UUID!) { node(id: $id) { phase } }", {"id": nid})
+        assert shown["node"]["phase"] == "RUNNING"
+    _notices_reached(a, b, replica_org)
+    quiet.sync()
+    assert _kept_syncs(a) == kept + 2
+
+
+def _kept_syncs(server: ServerProcess) -> float:
+    """Heartbeats `server` answered from a look it kept (`nodeplane_syncs_total{outcome="kept"}`)."""
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}
+    ).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "nodeplane_syncs_total" and sample.labels["outcome"] == "kept"
+    )
 
 
 def _notices_reached(a: ServerProcess, b: ServerProcess, org: Org) -> None:
