@@ -8,6 +8,7 @@ answering quickly throughout.
 import concurrent.futures
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -350,49 +351,66 @@ def test_answers_larger_than_the_cap_are_refused(strict_server: ServerProcess) -
     assert admin("{ me { email } }")["me"]["email"] == ADMIN_EMAIL
 
 
-def test_a_request_stuck_on_the_database_ends_at_its_time_budget_and_writes_nothing(
-    strict_server: ServerProcess,
-) -> None:
-    """Another transaction holds the node's row: the change is refused after the 1.5 s budget,
-    the caller gets a typed error, nothing is written, and the same change succeeds afterwards."""
-    from sqlalchemy import text
-
-    from tests.support.db import connect
+def _admin_executor_and_node(server: ServerProcess, name: str) -> tuple[Client, FakeExecutor, str]:
+    """The first admin signed in, an executor of theirs that has synced, and a node `name` on it."""
     from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD
 
-    anonymous = Client(strict_server.url)
+    anonymous = Client(server.url)
     admin = anonymous.as_(
         anonymous(
             "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
             {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
         )["login"]["token"]
     )
-    key = admin('mutation { createApiKey(name: "stuck", kind: EXECUTOR) { secret } }')
-    executor = FakeExecutor(strict_server.url, key["createApiKey"]["secret"])
+    key = admin(f'mutation {{ createApiKey(name: "{name}", kind: EXECUTOR) {{ secret }} }}')
+    executor = FakeExecutor(server.url, key["createApiKey"]["secret"])
     executor.sync()
     node = admin(
         CREATE_NODE,
-        {"input": {"executorId": executor.id, "name": "stuck", "spec": LITECOIN_SPEC}},
+        {"input": {"executorId": executor.id, "name": name, "spec": LITECOIN_SPEC}},
     )["createNode"]
+    return admin, executor, str(node["id"])
+
+
+@contextmanager
+def _node_held(server: ServerProcess, node_id: str) -> Iterator[str]:
+    """Another transaction holding the node's row (PostgreSQL) or the one write lock (SQLite);
+    yields the dialect's name."""
+    from sqlalchemy import text
+
+    from tests.support.db import connect
+
+    with connect(server.database_url) as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's one write lock
+        else:
+            conn.execute(text("SELECT 1 FROM nodes WHERE id = :id FOR UPDATE"), {"id": node_id})
+        try:
+            yield conn.dialect.name
+        finally:
+            conn.rollback()
+
+
+def test_a_request_stuck_on_the_database_ends_at_its_time_budget_and_writes_nothing(
+    strict_server: ServerProcess,
+) -> None:
+    """Another transaction holds the node's row: the change is refused after the 1.5 s budget,
+    the caller gets a typed error, nothing is written, and the same change succeeds afterwards."""
+    admin, _, node_id = _admin_executor_and_node(strict_server, "stuck")
     stop = (
         "mutation($id: UUID!) { requestNodeLifecycleAction(nodeId: $id, action: STOP) "
         "{ revision desiredState } }"
     )
 
-    with connect(strict_server.database_url) as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's one write lock
-        else:
-            conn.execute(text("SELECT 1 FROM nodes WHERE id = :id FOR UPDATE"), {"id": node["id"]})
+    with _node_held(strict_server, node_id) as dialect:
         started = time.perf_counter()
         response = post(
             strict_server.url,
-            {"query": stop, "variables": {"id": node["id"]}},
+            {"query": stop, "variables": {"id": node_id}},
             admin.token,
             timeout=30,
         )
         took = time.perf_counter() - started
-        conn.rollback()
     body = response.json()
     extensions = refusal(body)
     # Waiting out a lock held elsewhere is the server's condition, not a bad request: the caller
@@ -401,17 +419,17 @@ def test_a_request_stuck_on_the_database_ends_at_its_time_budget_and_writes_noth
     # budget.
     assert extensions["code"] == "unavailable", body
     assert extensions.get("retryAfterSeconds", 0) >= 1, body
-    assert extensions.get("limit") == "time" or conn.dialect.name == "sqlite", body
+    assert extensions.get("limit") == "time" or dialect == "sqlite", body
     assert 1.4 <= took < 5
 
     unchanged = admin(
-        "query($id: UUID!) { node(id: $id) { revision desiredState } }", {"id": node["id"]}
+        "query($id: UUID!) { node(id: $id) { revision desiredState } }", {"id": node_id}
     )["node"]
     assert unchanged == {"revision": 1, "desiredState": "RUNNING"}
     deadline = time.monotonic() + 20
     while True:  # the stuck statement may still be unwinding inside the database driver
         try:
-            done = admin(stop, {"id": node["id"]})["requestNodeLifecycleAction"]
+            done = admin(stop, {"id": node_id})["requestNodeLifecycleAction"]
             break
         except Exception:
             if time.monotonic() > deadline:
@@ -426,47 +444,24 @@ def test_an_executor_sync_stuck_on_the_database_is_told_to_come_back_later(
     """An executor's heartbeat that waits out its 1.5 s budget on a row held elsewhere is the
     server's condition: `unavailable` with a retry hint (which the agent waits out, taking load
     off a server that far behind), nothing stored, and the same heartbeat stored afterwards."""
-    from sqlalchemy import text
-
     from nodeplane.executor.controlplane_client import ControlPlaneError
-    from nodeplane.protocol import ObservedNodeState, ProcessStatus
-    from tests.support.db import connect
+    from nodeplane.protocol import ObservedNodeState
     from tests.support.fleet import running
-    from tests.support.server import ADMIN_EMAIL, ADMIN_PASSWORD
 
-    anonymous = Client(strict_server.url)
-    admin = anonymous.as_(
-        anonymous(
-            "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }",
-            {"e": ADMIN_EMAIL, "p": ADMIN_PASSWORD},
-        )["login"]["token"]
-    )
-    key = admin('mutation { createApiKey(name: "stuck-sync", kind: EXECUTOR) { secret } }')
-    executor = FakeExecutor(strict_server.url, key["createApiKey"]["secret"])
-    executor.sync()
-    node = admin(
-        CREATE_NODE,
-        {"input": {"executorId": executor.id, "name": "stuck-sync", "spec": LITECOIN_SPEC}},
-    )["createNode"]
-    observed = {node["id"]: ObservedNodeState(revision=1, processes=[running()])}
-    assert running().status is ProcessStatus.RUNNING
+    admin, executor, node_id = _admin_executor_and_node(strict_server, "stuck-sync")
+    observed = {node_id: ObservedNodeState(revision=1, processes=[running()])}
 
-    with connect(strict_server.database_url) as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # the database's one write lock
-        else:
-            conn.execute(text("SELECT 1 FROM nodes WHERE id = :id FOR UPDATE"), {"id": node["id"]})
+    with _node_held(strict_server, node_id):
         started = time.perf_counter()
         with pytest.raises(ControlPlaneError) as refused:
             executor.sync(observed)
         took = time.perf_counter() - started
-        conn.rollback()
     assert refused.value.code == "unavailable", refused.value
     assert refused.value.retry_after is not None and refused.value.retry_after >= 1
     assert 1.4 <= took < 5
 
     shown = "query($id: UUID!) { node(id: $id) { phase observedRevision } }"
-    assert admin(shown, {"id": node["id"]})["node"]["observedRevision"] is None
+    assert admin(shown, {"id": node_id})["node"]["observedRevision"] is None
     deadline = time.monotonic() + 20
     while True:  # the stuck statement may still be unwinding inside the database driver
         try:
@@ -476,4 +471,4 @@ def test_an_executor_sync_stuck_on_the_database_is_told_to_come_back_later(
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    assert admin(shown, {"id": node["id"]})["node"] == {"phase": "RUNNING", "observedRevision": 1}
+    assert admin(shown, {"id": node_id})["node"] == {"phase": "RUNNING", "observedRevision": 1}
