@@ -1075,14 +1075,15 @@ async def sweep_offline_executors(db: Database, heartbeat: Heartbeat) -> int:
 # ---- spec long-poll ------------------------------------------------------------------------
 
 
-def _assigned(node: Node) -> AssignedNodeSpec:
+def _assigned(row: Row[Any]) -> AssignedNodeSpec:
+    """A node as its executor gets it, from the columns `_PENDING_SPECS` reads."""
     return AssignedNodeSpec(
-        node_id=node.id,
-        name=node.name,
-        revision=node.revision,
-        spec=NodeSpec.model_validate(node.spec),
-        deleted=node.deleted_at is not None,
-        retain_data=node.retain_data,
+        node_id=row.id,
+        name=row.name,
+        revision=row.revision,
+        spec=NodeSpec.model_validate(row.spec),
+        deleted=row.deleted_at is not None,
+        retain_data=row.retain_data,
     )
 
 
@@ -1114,6 +1115,21 @@ _POLL_LOOK = (
     )
     .select_from(_EXECUTORS.outerjoin(_NODES, _NODES.c.executor_id == _EXECUTORS.c.id))
     .where(_EXECUTORS.c.id == bindparam("executor_id"))
+)
+# The specs a poll sends, as the columns they need: loaded whole (the observation, marks and
+# times decoded into ORM entities) they were most of a first poll's cost, an agent's first
+# after it starts or a fleet's at its start (docs/benchmarks.md).
+_PENDING_SPECS: Select[Any] = (
+    select(
+        _NODES.c.id,
+        _NODES.c.name,
+        _NODES.c.revision,
+        _NODES.c.spec,
+        _NODES.c.deleted_at,
+        _NODES.c.retain_data,
+    )
+    .where(_NODES.c.id.in_(bindparam("node_ids", expanding=True)))
+    .order_by(_NODES.c.id)
 )
 
 
@@ -1171,8 +1187,9 @@ async def _pending_specs(
     newer, gone = _stale(look.nodes if look else (), known)
     out: list[AssignedNodeSpec] = []
     if newer:
-        nodes = await session.scalars(select(Node).where(Node.id.in_(newer)).order_by(Node.id))
-        out += [_assigned(node) for node in nodes]
+        out += [
+            _assigned(row) for row in await session.execute(_PENDING_SPECS, {"node_ids": newer})
+        ]
     return out + _tombstones(gone), look
 
 
