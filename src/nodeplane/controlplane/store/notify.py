@@ -46,20 +46,12 @@ def nodes_payloads(organization_id: UUID, node_ids: Iterable[UUID]) -> list[str]
     """`<organization>:<node>,<node>…`, the nodes spread over as many payloads as they need, or
     `[<organization>:*]` past MAX_NODES_PAYLOADS of them."""
     prefix = f"{organization_id}:"
-    payloads: list[str] = []
-    listed: list[str] = []
-    size = len(prefix)
-    for node in sorted(str(n) for n in node_ids):
-        if listed and size + 1 + len(node) > MAX_NODES_PAYLOAD:
-            payloads.append(prefix + ",".join(listed))
-            listed, size = [], len(prefix)
-        size += len(node) + (1 if listed else 0)
-        listed.append(node)
-    if listed:
-        payloads.append(prefix + ",".join(listed))
-    if len(payloads) > MAX_NODES_PAYLOADS:
+    listed = sorted(str(n) for n in node_ids)
+    # Every id is 36 characters and a comma: this many fit after the prefix.
+    per = (MAX_NODES_PAYLOAD - len(prefix) + 1) // 37
+    if len(listed) > per * MAX_NODES_PAYLOADS:
         return [f"{prefix}*"]
-    return payloads
+    return [prefix + ",".join(listed[i : i + per]) for i in range(0, len(listed), per)]
 
 
 def parse_nodes_payload(payload: str) -> tuple[UUID, frozenset[UUID] | None] | None:
