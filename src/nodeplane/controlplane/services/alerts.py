@@ -50,6 +50,7 @@ from nodeplane.controlplane.auth.principal import Principal, require_mutator, re
 from nodeplane.controlplane.errors import DomainError, ErrorCode
 from nodeplane.controlplane.services.actors import SYSTEM, Actor, actor_of
 from nodeplane.controlplane.services.events import record_event
+from nodeplane.controlplane.services.loop_turns import in_steps
 from nodeplane.controlplane.services.node_facts import AlertedNode, NamedNode
 from nodeplane.controlplane.services.webhooks import enqueue_webhook_deliveries
 from nodeplane.controlplane.store.database import Database, UnitOfWork, dialect_insert
@@ -479,7 +480,7 @@ async def evaluate_nodes(
         view = views.get(organization_id) or await load_settings(
             session, organization_id, [n.id for n in members]
         )
-        for node in members:
+        async for node in in_steps(members):
             observed = observations.get(node.id) if observations else None
             for rule, finding in node_findings(node, view, now, rules, observed).items():
                 is_open = (node.id, rule) in opened

@@ -11,6 +11,7 @@ from sqlalchemy import Table, Update, bindparam, column, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeplane.controlplane.services import alerts
+from nodeplane.controlplane.services.loop_turns import in_steps
 from nodeplane.controlplane.services.node_facts import NodeFacts
 from nodeplane.controlplane.store.json_rows import json_rows, json_rows_value
 from nodeplane.controlplane.store.models import Node
@@ -37,7 +38,7 @@ async def store_metric_values(
     metrics interval for every node it runs) in one statement of the rows' values; the facts
     are moved to what was written, which the alert rules then read."""
     rows: list[dict[str, Any]] = []
-    for fact, observed, wire in moved:
+    async for fact, observed, wire in in_steps(moved):
         marks, since = alerts.marks_after(fact, observed, now)
         rows.append({"id": fact.id, "observed": wire, "height_marks": marks, "since": since})
         fact.observed, fact.height_marks, fact.heights_since = wire, marks, since

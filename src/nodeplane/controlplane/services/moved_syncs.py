@@ -40,6 +40,7 @@ from nodeplane.controlplane.services.executors import (
     keep_look,
     same_identity,
 )
+from nodeplane.controlplane.services.loop_turns import in_steps
 from nodeplane.controlplane.services.metric_values import (
     only_metric_values_moved,
     store_and_judge,
@@ -233,11 +234,7 @@ class MovedSyncs:
                     row.id: node_facts(row)
                     for row in await session.execute(_LOCK_NODES, {"node_ids": node_ids})
                 }
-                nodes_taken: set[UUID] = set()
-                for sync in batch:
-                    decided = _decide(sync, executors.get(sync.executor_id), facts, nodes_taken)
-                    if decided is not None:
-                        taken.append(decided)
+                taken = await _decide_all(batch, executors, facts)
                 moved = [values for t in taken for values in t.moved]
                 if moved:
                     names = {t.executor.id: t.executor.name for t in taken}
@@ -248,7 +245,7 @@ class MovedSyncs:
             log.warning("moved_syncs.batch_failed", syncs=len(batch), error=str(error)[:200])
             taken = []
         moved_sync_batches.inc()
-        for t in taken:
+        async for t in in_steps(taken, lambda t: len(t.sync.request.nodes)):
             request = t.sync.request
             assert request.instance_id is not None  # as `store` requires
             # Report times of the nodes whose observation repeated (the moved ones have theirs).
@@ -305,6 +302,19 @@ async def _claim_executors(uow: UnitOfWork, batch: list[_Sync]) -> dict[UUID, _C
         claimed[row.id] = _Claimed(sync, executor_of(row, sync.capabilities, sync.resources))
         uow.executor_changed(row.id)
     return claimed
+
+
+async def _decide_all(
+    batch: list[_Sync], executors: Mapping[UUID, _Claimed], facts: Mapping[UUID, NodeFacts]
+) -> list[_Taken]:
+    """`_decide` for each sync of `batch` in turn, in steps (services/loop_turns.py)."""
+    taken: list[_Taken] = []
+    nodes_taken: set[UUID] = set()
+    async for sync in in_steps(batch, lambda s: len(s.request.nodes)):
+        decided = _decide(sync, executors.get(sync.executor_id), facts, nodes_taken)
+        if decided is not None:
+            taken.append(decided)
+    return taken
 
 
 def _decide(

@@ -84,6 +84,11 @@ NODE_FACTS_COLUMNS = (
 )
 
 
+# A batch of moved syncs reads up to 500 of these rows at once: by position, each costs a
+# tenth of what it did by name.
+assert [c.name for c in NODE_FACTS_COLUMNS] == list(NodeFacts.__slots__)
+
+
 def node_facts(row: Row[*tuple[Any, ...]]) -> NodeFacts:
     """The facts of a row of `NODE_FACTS_COLUMNS`."""
-    return NodeFacts(**row._mapping)
+    return NodeFacts(*row)
