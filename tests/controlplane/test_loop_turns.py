@@ -1,9 +1,9 @@
 """Loops over many nodes give the event loop a turn now and then (services/loop_turns.py).
 
 Under the load of 2,000 executors a moved-sync batch of 500 nodes decided, and wrote the values
-of, every node in one turn of the event loop: 40-80 ms in which no other request ran, and a
-lifecycle action's round trips each waited out such turns (docs/benchmarks.md, "The night of
-2026-12-07"). Each test counts the turns another task gets while the loop runs.
+of, every node in one turn of the event loop: 40-80 ms in which no other request ran
+(docs/benchmarks.md, "The late evening of 2026-12-07"). Each test counts the turns another
+task gets while the loop runs.
 """
 
 import asyncio

@@ -3,9 +3,9 @@
 The server's requests share one event loop, and a loop over many nodes with no await in it
 holds every other request until it ends. A moved-sync batch (services/moved_syncs.py) does
 tens of microseconds of Python work per node; under load a batch of 500 nodes held the loop
-for 40-80 ms in one turn, and a lifecycle action, whose eight round trips each wait for the
-loop, waited out every such turn it met (docs/benchmarks.md, "The night of 2026-12-07"). In
-steps of about a hundred nodes, the callbacks that became ready meanwhile run in between.
+for 40-80 ms in one turn, and every other request waited it out (docs/benchmarks.md, "The
+late evening of 2026-12-07"). In steps of about a hundred nodes, the callbacks that became
+ready meanwhile run in between.
 """
 
 import asyncio
