@@ -23,11 +23,16 @@ With `--calls`, the server runs under cProfile instead and the figure is the Pyt
 calls the server makes per sync (the difference between a run of N and one of 2N, so start-up
 and warm-up cancel out): not a time, but it does not move when other work shares the machine,
 so it compares two versions of the code where CPU time on a busy machine cannot.
+
+With `--loop-turns FILE`, the server times every turn of its event loop (asyncio's loop: slower
+than the libuv loop it runs on otherwise) and the run prints the labels that held it longest
+(controlplane/profiling.py): where a latency tail under load comes from, turn by turn.
 """
 
 import argparse
 import asyncio
 import contextlib
+import json
 import pstats
 import signal
 import subprocess
@@ -36,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -47,6 +53,7 @@ from bench.loadgen.run import LIFECYCLE
 from bench.loadgen.simulated import SimulatedExecutor, executor_clients
 from bench.loadgen.stats import WorkerReport
 from bench.loadgen.target import Target, target
+from nodeplane.controlplane.profiling import LOOP_TURNS_ENV
 
 _PG_COUNTERS = (
     "xact_commit + xact_rollback",
@@ -218,15 +225,22 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
 
 
 def measure(
-    backend: str, n: int, call: str = "sync", py_spy: Path | None = None, at_once: int = 1
+    backend: str,
+    n: int,
+    call: str = "sync",
+    py_spy: Path | None = None,
+    at_once: int = 1,
+    loop_turns: Path | None = None,
 ) -> SyncCost:
     """Run `n` unchanged syncs (or empty polls) against a fresh server on `backend`; with
     `py_spy`, sample the server's stacks during them into that file (needs py-spy on PATH;
     costs some CPU). With `at_once` executors (the executors' own calls only), each makes the
-    call at the same moment, `n` calls in all."""
+    call at the same moment, `n` calls in all. With `loop_turns`, the server times its event
+    loop's turns into that file (controlplane/profiling.py; asyncio's loop, so slower)."""
     if at_once > 1 and call not in ("sync", "moved", "poll", "renewal"):
         raise ValueError(f"--at-once is for the executors' own calls, not {call}")
-    with target(backend) as t:
+    env = {LOOP_TURNS_ENV: str(loop_turns)} if loop_turns else None
+    with target(backend, extra_env=env) as t:
         specs = t.fleet("cost", at_once)
         cpu, db_cpu, wall, pg = asyncio.run(_calls(t, specs, n, call, py_spy))
     calls = n // at_once * at_once
@@ -279,6 +293,11 @@ def main() -> None:
         "--calls", action="store_true", help="count the server's Python calls per sync instead"
     )
     parser.add_argument(
+        "--loop-turns",
+        type=Path,
+        help="time the server's event-loop turns into FILE.<backend>.json and print the longest",
+    )
+    parser.add_argument(
         "--at-once",
         type=int,
         default=1,
@@ -293,7 +312,26 @@ def main() -> None:
             print(f"{backend}: {per:.0f} Python calls per {args.call} in the server", flush=True)
             continue
         out = args.py_spy.with_suffix(f".{backend}.txt") if args.py_spy else None
-        print(measure(backend, args.n, args.call, out, args.at_once).line(), flush=True)
+        turns = args.loop_turns.with_suffix(f".{backend}.json") if args.loop_turns else None
+        print(measure(backend, args.n, args.call, out, args.at_once, turns).line(), flush=True)
+        if turns is not None:
+            print(turns_table(json.loads(turns.read_text())), flush=True)
+
+
+def turns_table(summary: dict[str, Any], top: int = 10) -> str:
+    """The labels that held the event loop longest in all, from a loop-turns file."""
+    lines = [
+        f"{summary['turns']} turns; histogram: "
+        + ", ".join(f"{k}: {v}" for k, v in summary["histogram"].items() if v),
+        "| turns | total ms | longest ms | over 10 ms | what ran (where the step ended) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {x['turns']} | {x['total_ms']:.0f} | {x['longest_ms']:.1f} | {x['over_10ms']} | "
+        f"{x['label']} |"
+        for x in summary["by_label"][:top]
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def server(
     from nodeplane.controlplane.http_server import GracefulServer, uvicorn_config
     from nodeplane.controlplane.logging import configure_logging
     from nodeplane.controlplane.metrics.endpoint import token_problem
-    from nodeplane.controlplane.profiling import profiled
+    from nodeplane.controlplane.profiling import profiled, timed_turns
     from nodeplane.protocol.addresses import parse_listen_address
 
     configure_logging(log_level, json_logs)
@@ -111,7 +111,8 @@ def server(
         sockets.append(
             worker_processes.reuse_port_socket(*metrics_address, share=bool(worker_index))
         )
-    with profiled():  # only when NODEPLANE_PROFILE is set (benchmarks)
+    # Each only when its variable is set (benchmarks: controlplane/profiling.py).
+    with profiled(), timed_turns():
         GracefulServer(config, control_plane.begin_shutdown).run(sockets=sockets)
 
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import os
 import urllib.parse
 import weakref
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from nodeplane.controlplane.profiling import PROFILE_ENV
+from nodeplane.controlplane.profiling import on_asyncio_loop
 
 # The largest request head (request line and headers) a client may send, however its bytes are
 # split on the wire (h11 bounded only a head still incomplete, so a long URL's answer depended on
@@ -167,9 +166,8 @@ def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> uvicorn.Co
         # libuv's loop, not asyncio's selector loop: at 1,000 simulated executors on two
         # workers, 5.4-6.0 ms of server CPU per sync instead of 6.7-7.6, and at 600 the same CPU
         # with p99 85 ms instead of 110 (docs/benchmarks.md). `nodeplane up` runs its own loop.
-        # Under cProfile, asyncio's: libuv waits for I/O in C, where the profile cannot tell
-        # the wait from the Python frame that yielded last.
-        loop="asyncio" if os.environ.get(PROFILE_ENV) else "uvloop",
+        # Under a profile, asyncio's (controlplane/profiling.py).
+        loop="asyncio" if on_asyncio_loop() else "uvloop",
         **options,
     )
 

@@ -27,7 +27,7 @@ from nodeplane.controlplane.metrics.multiprocess import (
     shared_metrics_dir,
     worker_exited,
 )
-from nodeplane.controlplane.profiling import PROFILE_ENV
+from nodeplane.controlplane.profiling import LOOP_TURNS_ENV, PROFILE_ENV
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +78,9 @@ def _die_with_parent() -> None:
 
 def _worker_env(index: int, metrics_dir: Path) -> dict[str, str]:
     env = {**os.environ, WORKER_ENV: str(index), MULTIPROC_ENV: str(metrics_dir)}
-    if profile := env.get(PROFILE_ENV):
-        env[PROFILE_ENV] = f"{profile}.{index}"  # one profile file per worker
+    for name in (PROFILE_ENV, LOOP_TURNS_ENV):
+        if profile := env.get(name):
+            env[name] = f"{profile}.{index}"  # one profile file per worker
     return env
 
 
