@@ -17,6 +17,7 @@ callbacks in C, where they cannot be timed.
 """
 
 import asyncio
+import bisect
 import cProfile
 import heapq
 import json
@@ -90,8 +91,7 @@ class TurnLog:
     def add(self, label: str, seconds: float) -> None:
         """One turn of `seconds` that ran `label`."""
         ms = seconds * 1000
-        bucket = next((i for i, b in enumerate(TURN_BUCKETS_MS) if ms <= b), len(TURN_BUCKETS_MS))
-        self.histogram[bucket] += 1
+        self.histogram[bisect.bisect_left(TURN_BUCKETS_MS, ms)] += 1
         kept = self.labels.get(label)
         if kept is None:
             kept = self.labels[label] = _Label()
